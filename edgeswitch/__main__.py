@@ -1,0 +1,5 @@
+import sys
+
+from edgeswitch.cli.main import main
+
+sys.exit(main())

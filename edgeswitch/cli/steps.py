@@ -1,0 +1,218 @@
+"""Subcommands that run one step of the method on a user's own models and data.
+
+train-models -> distill -> train-switcher -> calibrate -> evaluate; `demo` runs all of them.
+Data arguments accept anything `load_dataset` does (watch, basicmotions, .npz, .ts, .arff).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+
+from edgeswitch.errors import EdgeSwitchError
+
+
+def _load_split(args) -> tuple:
+    """The clips a step runs on: a named split of a data set, or the whole file."""
+    from edgeswitch.config import load_config
+    from edgeswitch.data import load_dataset, split_by_group
+
+    data = load_dataset(args.data)
+    if args.split == "all":
+        return data, None
+    cfg = load_config(args.config, dataset=args.data, seed=args.seed)
+    splits = split_by_group(data, tuple(cfg.splits), seed=cfg.seed,
+                            fixed=cfg.split_groups or None)
+    return getattr(splits, args.split), splits
+
+
+def _data_args(p: argparse.ArgumentParser, default_split: str) -> None:
+    p.add_argument("--data", required=True,
+                   help="watch, basicmotions, or a .npz / .ts / .arff file or UEA folder")
+    p.add_argument("--split", default=default_split,
+                   choices=["all", "train", "pool", "calib", "test"],
+                   help=f"which group split of --data to use (default: {default_split}); "
+                   "'all' uses every clip, for files that are already one split")
+    p.add_argument("--seed", type=int, default=None, help="split seed (default from config)")
+    p.add_argument("--config", default=None, help="TOML config (split fractions, models...)")
+
+
+def cmd_train_models(args) -> int:
+    from edgeswitch.config import load_config
+    from edgeswitch.pipeline import train_models
+
+    train, splits = _load_split(args)
+    cfg = load_config(args.config, dataset=args.data, seed=args.seed)
+    edge, cloud = train_models(cfg, train, None, progress=not args.quiet)
+    out = Path(args.out)
+    edge.save(out / "edge.onnx")
+    cloud.save(out / "cloud.onnx")
+    if splits is not None:
+        (out / "splits.json").write_text(json.dumps(splits.groups(), indent=1))
+    print(f"wrote {out / 'edge.onnx'} ({edge.n_params_} params) and {out / 'cloud.onnx'} "
+          f"({cloud.n_params_} params)")
+    return 0
+
+
+def cmd_distill(args) -> int:
+    from edgeswitch.dmd import distill
+    from edgeswitch.models import OnnxClassifier
+
+    clips, _ = _load_split(args)
+    edge, cloud = OnnxClassifier(args.edge), OnnxClassifier(args.cloud, threads=2)
+    records = distill(edge, cloud, clips, progress=not args.quiet)
+    path = records.to_parquet(args.out)
+    print(f"{len(records)} clips, edge/cloud agreement {records.agree.mean():.1%}, "
+          f"mean alignment {records.alignment.mean():.3f}; wrote {path}")
+    return 0
+
+
+def cmd_train_switcher(args) -> int:
+    from edgeswitch.dmd import DMDRecords
+    from edgeswitch.switcher import MLPSwitcher
+
+    records = DMDRecords.from_parquet(args.dmd)
+    sw = MLPSwitcher(hidden=args.hidden, target=args.target, features=tuple(args.features),
+                     seed=args.seed_switcher,
+                     meta={"edge_model": records.edge_model, "cloud_model": records.cloud_model})
+    sw.fit(records.edge, records.target(args.target), records.groups)
+    sw.save(args.out)
+    print(f"switcher: {sw.n_params} params, target {args.target}, {sw.best_epoch_} epochs; "
+          f"wrote {args.out}")
+    return 0
+
+
+def cmd_calibrate(args) -> int:
+    from edgeswitch.config import CalibrationConfig, RunConfig
+    from edgeswitch.models import OnnxClassifier
+    from edgeswitch.pipeline import Costs, calibrate, measure_costs
+    from edgeswitch.switcher import MLPSwitcher
+
+    clips, _ = _load_split(args)
+    edge = OnnxClassifier(args.edge)
+    sw = MLPSwitcher.load(args.switcher)
+    cloud = OnnxClassifier(args.cloud, threads=2) if args.cloud else None
+    if args.mode in ("budget", "disagreement") and cloud is None:
+        raise EdgeSwitchError(f"--mode {args.mode} needs --cloud")
+    edge_out = edge.outputs(clips.X)
+    scores = sw.score(edge_out)
+    disagree = edge_out.label != cloud.predict(clips.X) if args.mode == "disagreement" else None
+    costs = measure_costs(edge, sw, cloud, clips.X, 100) if args.mode == "budget" \
+        else Costs(0, 0, 1, 0, 0, 1)
+    cfg = RunConfig(calibration=CalibrationConfig(mode=args.mode, rate=args.rate,
+                                                  budget=args.budget, epsilon=args.epsilon,
+                                                  delta=args.delta, grid=args.grid))
+    # without DMD records the grid is fixed in advance: evenly spaced scores
+    op = calibrate(cfg, scores, disagree, np.linspace(0, 1, 1001), costs)
+    Path(args.out).write_text(json.dumps(op.to_dict(), indent=1))
+    print(f"{op.mode}: threshold {op.threshold:.4f}, offloads {op.calib_offload_rate:.1%} "
+          f"of {len(scores)} calibration clips; wrote {args.out}")
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    from edgeswitch.evaluation.metrics import accuracy, macro_f1
+    from edgeswitch.evaluation.report import text_table, write_all
+    from edgeswitch.models import OnnxClassifier
+    from edgeswitch.pipeline import evaluate, measure_costs
+    from edgeswitch.switcher import MLPSwitcher, OperatingPoint, make_router
+    from edgeswitch.switcher.routers import OracleRouter, SwitcherRouter
+
+    clips, _ = _load_split(args)
+    y = clips.require_labels("evaluation")
+    edge, cloud = OnnxClassifier(args.edge), OnnxClassifier(args.cloud, threads=2)
+    sw = MLPSwitcher.load(args.switcher)
+    op = OperatingPoint.from_dict(json.loads(Path(args.op).read_text()))
+    edge_out, cloud_proba = edge.outputs(clips.X), cloud.predict_proba(clips.X)
+    routers = {"dmd": SwitcherRouter(sw)} | {n: make_router(n) for n in
+                                             ("max_prob", "entropy", "margin", "random")}
+    routers["oracle"] = OracleRouter(cloud_proba.argmax(axis=1), y)
+    costs = measure_costs(edge, sw, cloud, clips.X, 100)
+    ev = evaluate(edge_out, cloud_proba, y, routers, op, "dmd", costs, clips.n_classes, 101, 0)
+
+    def summary(model, proba, ms):
+        pred = proba.argmax(axis=1)
+        return {"name": model.name, "accuracy": accuracy(y, pred),
+                "macro_f1": macro_f1(y, pred, clips.n_classes), "latency_ms": ms,
+                "params": model.n_params_}
+
+    results = {"dataset": str(args.data), "n_test": len(clips), "classes": list(clips.classes),
+               "edge": summary(edge, edge_out.proba, costs.edge_ms),
+               "cloud": summary(cloud, cloud_proba, costs.cloud_ms),
+               "switcher": {"latency_ms": costs.switcher_ms, "params": sw.n_params,
+                            "target": sw.target},
+               **ev}
+    write_all(results, Path(args.out))
+    print(text_table(results))
+    return 0
+
+
+def add_parsers(sub, add_common) -> None:
+    p = sub.add_parser("train-models", help="train edge and cloud models, export ONNX",
+                       description="Train the edge and cloud networks on the train split "
+                       "(or --split all) and write OUT/edge.onnx and OUT/cloud.onnx.")
+    _data_args(p, "train")
+    p.add_argument("--out", default="models", help="output folder (default: models)")
+    add_common(p)
+    p.set_defaults(func=cmd_train_models)
+
+    p = sub.add_parser("distill", help="DMD: edge+cloud over unlabelled clips -> Parquet",
+                       description="Run the edge and cloud models over unlabelled clips and "
+                       "write DMD records (edge probabilities and embedding, cloud "
+                       "probabilities, agreement, alignment) to Parquet. Labels, if the data "
+                       "has any, are never read.")
+    _data_args(p, "pool")
+    p.add_argument("--edge", required=True, help="edge model (.onnx)")
+    p.add_argument("--cloud", required=True, help="cloud model (.onnx)")
+    p.add_argument("--out", default="dmd.parquet", help="output Parquet file")
+    add_common(p)
+    p.set_defaults(func=cmd_distill)
+
+    p = sub.add_parser("train-switcher", help="train the switcher MLP on DMD records",
+                       description="Train the switcher on DMD targets: 'soft' (the cloud's "
+                       "probability of the edge's class) or 'hard' (agreement).")
+    p.add_argument("--dmd", required=True, help="DMD records (.parquet) from `distill`")
+    p.add_argument("--target", choices=["soft", "hard"], default="soft")
+    p.add_argument("--hidden", type=int, default=32, help="hidden units (default 32)")
+    p.add_argument("--features", nargs="+", default=["proba", "confidence", "embedding"],
+                   choices=["proba", "confidence", "embedding"])
+    p.add_argument("--seed-switcher", type=int, default=0, help="training seed")
+    p.add_argument("--out", default="switcher.npz")
+    add_common(p)
+    p.set_defaults(func=cmd_train_switcher)
+
+    p = sub.add_parser("calibrate", help="choose the switcher threshold on unlabelled clips",
+                       description="Pick the offload threshold on unlabelled calibration "
+                       "clips: --mode offload (target share offloaded), budget (cost per clip "
+                       "as a fraction of cloud-only, from measured latencies) or disagreement "
+                       "(edge/cloud disagreement among kept clips <= epsilon with probability "
+                       ">= 1 - delta; Clopper-Pearson with Bonferroni over the grid).")
+    _data_args(p, "calib")
+    p.add_argument("--edge", required=True)
+    p.add_argument("--switcher", required=True)
+    p.add_argument("--cloud", default=None, help="needed for budget and disagreement modes")
+    p.add_argument("--mode", choices=["offload", "budget", "disagreement"], default="offload")
+    p.add_argument("--rate", type=float, default=0.3)
+    p.add_argument("--budget", type=float, default=0.5)
+    p.add_argument("--epsilon", type=float, default=0.05)
+    p.add_argument("--delta", type=float, default=0.1)
+    p.add_argument("--grid", type=int, default=40)
+    p.add_argument("--out", default="operating_point.json")
+    add_common(p)
+    p.set_defaults(func=cmd_calibrate)
+
+    p = sub.add_parser("evaluate", help="curves and operating point on labelled clips",
+                       description="Evaluate the switcher and the baseline routers on labelled "
+                       "clips: accuracy and macro-F1 against offload rate, areas, offload to "
+                       "match the cloud, and the hybrid at the operating point.")
+    _data_args(p, "test")
+    p.add_argument("--edge", required=True)
+    p.add_argument("--cloud", required=True)
+    p.add_argument("--switcher", required=True)
+    p.add_argument("--op", required=True, help="operating point JSON from `calibrate`")
+    p.add_argument("--out", default="evaluation")
+    add_common(p)
+    p.set_defaults(func=cmd_evaluate)

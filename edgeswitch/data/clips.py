@@ -1,0 +1,134 @@
+"""The one batch type every part of edgeswitch speaks: fixed-length multichannel clips."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from edgeswitch.errors import DataError
+
+
+def check_clips(X: object, name: str = "X") -> np.ndarray:
+    """Validate an array of clips `[n, T, C]` and return it as C-contiguous float32.
+
+    Raises DataError naming the problem: wrong rank, non-numeric dtype, empty, NaN or inf.
+    """
+    if not isinstance(X, np.ndarray):
+        try:
+            X = np.asarray(X)
+        except (ValueError, TypeError) as exc:  # ragged lists and the like
+            raise DataError(f"{name}: cannot be read as an array of clips ({exc})") from None
+    if X.ndim != 3:
+        raise DataError(
+            f"{name}: expected clips shaped [n, T, C] (3 dims), got shape {X.shape}"
+        )
+    if not (np.issubdtype(X.dtype, np.floating) or np.issubdtype(X.dtype, np.integer)):
+        raise DataError(f"{name}: expected a real numeric dtype, got {X.dtype}")
+    if X.shape[0] == 0 or X.shape[1] == 0 or X.shape[2] == 0:
+        raise DataError(f"{name}: empty clips array, shape {X.shape}")
+    X = np.ascontiguousarray(X, dtype=np.float32)
+    bad = ~np.isfinite(X)
+    if bad.any():
+        clips = np.unique(np.nonzero(bad)[0])
+        kind = "NaN" if np.isnan(X[bad]).any() else "inf"
+        raise DataError(
+            f"{name}: {int(bad.sum())} non-finite values ({kind}) in {len(clips)} clip(s), "
+            f"first at clip index {int(clips[0])}"
+        )
+    return X
+
+
+@dataclass(frozen=True)
+class ClipBatch:
+    """Clips `X [n, T, C]` with optional labels, their groups (subject / recording) and ids.
+
+    `y` holds indices into `classes`; `y is None` means unlabelled (DMD pool, calibration set,
+    a user's production data). `groups` decide splits: a group never spans two splits.
+    """
+
+    X: np.ndarray
+    y: np.ndarray | None
+    groups: np.ndarray
+    classes: tuple[str, ...]
+    ids: np.ndarray
+    name: str = "clips"
+    sample_rate_hz: float | None = None
+    meta: dict = field(default_factory=dict, compare=False)
+
+    def __post_init__(self) -> None:
+        X = check_clips(self.X, f"{self.name}.X")
+        n = X.shape[0]
+        object.__setattr__(self, "X", X)
+        classes = tuple(str(c) for c in self.classes)
+        if len(classes) < 2:
+            raise DataError(f"{self.name}: need at least 2 classes, got {list(classes)}")
+        if len(set(classes)) != len(classes):
+            raise DataError(f"{self.name}: duplicate class names in {list(classes)}")
+        object.__setattr__(self, "classes", classes)
+        if self.y is not None:
+            y = np.asarray(self.y)
+            if y.shape != (n,):
+                raise DataError(f"{self.name}: y has shape {y.shape}, expected ({n},)")
+            if not np.issubdtype(y.dtype, np.integer):
+                raise DataError(
+                    f"{self.name}: y must hold integer class indices, got dtype {y.dtype}"
+                )
+            if y.size and (y.min() < 0 or y.max() >= len(classes)):
+                bad = int(y.max() if y.max() >= len(classes) else y.min())
+                raise DataError(f"{self.name}: label index {bad} outside the {len(classes)} "
+                                f"classes {list(classes)}")
+            object.__setattr__(self, "y", y.astype(np.int64))
+        groups = np.asarray(self.groups).astype(str)
+        if groups.shape != (n,):
+            raise DataError(f"{self.name}: groups has shape {groups.shape}, expected ({n},)")
+        object.__setattr__(self, "groups", groups)
+        ids = np.asarray(self.ids).astype(str)
+        if ids.shape != (n,):
+            raise DataError(f"{self.name}: ids has shape {ids.shape}, expected ({n},)")
+        if len(np.unique(ids)) != n:
+            raise DataError(f"{self.name}: clip ids are not unique")
+        object.__setattr__(self, "ids", ids)
+
+    def __len__(self) -> int:
+        return int(self.X.shape[0])
+
+    @property
+    def n_classes(self) -> int:
+        return len(self.classes)
+
+    @property
+    def clip_shape(self) -> tuple[int, int]:
+        """(T, C): samples per clip and channels."""
+        return int(self.X.shape[1]), int(self.X.shape[2])
+
+    @property
+    def labelled(self) -> bool:
+        return self.y is not None
+
+    def subset(self, index: np.ndarray | Sequence[int], name: str | None = None) -> ClipBatch:
+        """A new batch with the clips at `index` (integer indices or a boolean mask)."""
+        idx = np.asarray(index)
+        return ClipBatch(
+            X=self.X[idx],
+            y=None if self.y is None else self.y[idx],
+            groups=self.groups[idx],
+            classes=self.classes,
+            ids=self.ids[idx],
+            name=name or self.name,
+            sample_rate_hz=self.sample_rate_hz,
+            meta=dict(self.meta),
+        )
+
+    def without_labels(self) -> ClipBatch:
+        """The same clips with the labels removed: what DMD and calibration are allowed to see."""
+        return ClipBatch(
+            X=self.X, y=None, groups=self.groups, classes=self.classes, ids=self.ids,
+            name=self.name, sample_rate_hz=self.sample_rate_hz, meta=dict(self.meta),
+        )
+
+    def require_labels(self, purpose: str) -> np.ndarray:
+        if self.y is None:
+            raise DataError(f"{self.name}: {purpose} needs labels, but this batch is unlabelled")
+        return self.y

@@ -1,0 +1,112 @@
+"""DMD records: per clip, what the edge said, what the cloud said, and whether they agree.
+
+This table is the switcher's whole training set. It holds no ground-truth labels by design.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from edgeswitch.errors import DataError
+from edgeswitch.models.base import ModelOutput
+
+
+@dataclass(frozen=True)
+class DMDRecords:
+    ids: np.ndarray             # [n] clip ids
+    groups: np.ndarray          # [n] subject / recording (for group-wise validation splits)
+    edge_proba: np.ndarray      # [n, K]
+    edge_embedding: np.ndarray  # [n, E]
+    cloud_proba: np.ndarray     # [n, K]
+    classes: tuple[str, ...]
+    edge_model: str
+    cloud_model: str
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    @property
+    def edge(self) -> ModelOutput:
+        return ModelOutput(proba=self.edge_proba, embedding=self.edge_embedding)
+
+    @property
+    def edge_label(self) -> np.ndarray:
+        return self.edge_proba.argmax(axis=1)
+
+    @property
+    def cloud_label(self) -> np.ndarray:
+        return self.cloud_proba.argmax(axis=1)
+
+    @property
+    def agree(self) -> np.ndarray:
+        """Hard target: the two models pick the same class."""
+        return self.edge_label == self.cloud_label
+
+    @property
+    def alignment(self) -> np.ndarray:
+        """Soft target: the cloud's probability for the class the edge chose."""
+        return self.cloud_proba[np.arange(len(self)), self.edge_label]
+
+    def target(self, kind: str) -> np.ndarray:
+        if kind == "hard":
+            return self.agree.astype(np.float32)
+        if kind == "soft":
+            return self.alignment.astype(np.float32)
+        raise DataError(f"unknown DMD target '{kind}': use 'hard' or 'soft'")
+
+    def to_parquet(self, path: str | Path) -> Path:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        table = pa.table({
+            "clip_id": self.ids.astype(str),
+            "group": self.groups.astype(str),
+            "edge_proba": list(self.edge_proba.astype(np.float32)),
+            "edge_embedding": list(self.edge_embedding.astype(np.float32)),
+            "cloud_proba": list(self.cloud_proba.astype(np.float32)),
+            "edge_label": self.edge_label.astype(np.int32),
+            "cloud_label": self.cloud_label.astype(np.int32),
+            "agree": self.agree,
+            "alignment": self.alignment.astype(np.float32),
+            "edge_model": [self.edge_model] * len(self),
+            "cloud_model": [self.cloud_model] * len(self),
+        })
+        table = table.replace_schema_metadata(
+            {"edgeswitch.classes": json.dumps(list(self.classes))})
+        tmp = path.with_suffix(".tmp")
+        pq.write_table(table, tmp)
+        tmp.replace(path)
+        return path
+
+    @classmethod
+    def from_parquet(cls, path: str | Path) -> DMDRecords:
+        import pyarrow.parquet as pq
+
+        try:
+            table = pq.read_table(path)
+        except FileNotFoundError:
+            raise DataError(f"DMD file not found: {path}") from None
+        except Exception as exc:
+            raise DataError(f"{path}: not a readable Parquet file ({exc})") from None
+        meta = table.schema.metadata or {}
+        need = {"clip_id", "edge_proba", "edge_embedding", "cloud_proba"}
+        if b"edgeswitch.classes" not in meta or not need <= set(table.column_names):
+            raise DataError(f"{path}: not an edgeswitch DMD file (missing columns or metadata)")
+        col = table.column
+        stack = lambda name: np.stack(col(name).to_numpy(zero_copy_only=False))  # noqa: E731
+        models = lambda name: col(name)[0].as_py() if len(table) else ""  # noqa: E731
+        return cls(
+            ids=np.asarray(col("clip_id").to_pylist(), dtype=str),
+            groups=np.asarray(col("group").to_pylist(), dtype=str),
+            edge_proba=stack("edge_proba").astype(np.float32),
+            edge_embedding=stack("edge_embedding").astype(np.float32),
+            cloud_proba=stack("cloud_proba").astype(np.float32),
+            classes=tuple(json.loads(meta[b"edgeswitch.classes"])),
+            edge_model=models("edge_model"), cloud_model=models("cloud_model"),
+        )

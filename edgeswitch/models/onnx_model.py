@@ -1,0 +1,101 @@
+"""Run a classifier exported to ONNX with onnxruntime: the form every trained model ships in."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from edgeswitch.data.clips import check_clips
+from edgeswitch.errors import ModelError
+from edgeswitch.models.base import ModelOutput
+
+META_PREFIX = "edgeswitch."
+
+
+class OnnxClassifier:
+    """A fitted clip classifier backed by an ONNX graph.
+
+    The graph takes `clips [n, T, C]` float32 and returns `proba [n, K]` and `embedding [n, E]`.
+    Class names, clip shape and cost figures travel inside the file as metadata, so a model file
+    is self-describing. `threads=1` by default: latency figures then describe one core, as on a
+    device.
+    """
+
+    def __init__(self, model: str | Path | bytes, threads: int = 1) -> None:
+        import onnx
+        import onnxruntime as ort
+
+        try:
+            proto = onnx.load_from_string(model) if isinstance(model, bytes) else onnx.load(model)
+        except FileNotFoundError:
+            raise ModelError(f"model file not found: {model}") from None
+        except Exception as exc:  # protobuf raises several unrelated types for a corrupt file
+            where = "<bytes>" if isinstance(model, bytes) else model
+            raise ModelError(f"cannot read ONNX model {where}: {exc}") from None
+        meta = {p.key[len(META_PREFIX):]: p.value for p in proto.metadata_props
+                if p.key.startswith(META_PREFIX)}
+        missing = {"classes", "clip_shape"} - meta.keys()
+        if missing:
+            raise ModelError(f"ONNX model lacks edgeswitch metadata {sorted(missing)}; export it "
+                             "with edgeswitch.models.export_onnx")
+        self.classes_: tuple[str, ...] = tuple(json.loads(meta["classes"]))
+        self.clip_shape_: tuple[int, int] = tuple(json.loads(meta["clip_shape"]))
+        self.name: str = meta.get("name", "onnx-model")
+        self.macs_: int | None = int(meta["macs"]) if "macs" in meta else None
+        self.meta_ = meta
+        self.n_params_ = int(sum(np.prod(t.dims) for t in proto.graph.initializer
+                                 if t.data_type == onnx.TensorProto.FLOAT))
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        options.log_severity_level = 3
+        self.onnx_bytes_ = proto.SerializeToString()
+        self.session_ = ort.InferenceSession(self.onnx_bytes_, options,
+                                             providers=["CPUExecutionProvider"])
+        outputs = [o.name for o in self.session_.get_outputs()]
+        if outputs[:2] != ["proba", "embedding"]:
+            raise ModelError(f"ONNX model outputs must be ['proba', 'embedding'], got {outputs}")
+        self._input = self.session_.get_inputs()[0].name
+
+    def _check(self, X: np.ndarray) -> np.ndarray:
+        X = check_clips(X)
+        if X.shape[1:] != self.clip_shape_:
+            raise ModelError(
+                f"model '{self.name}' expects clips [n, {self.clip_shape_[0]}, "
+                f"{self.clip_shape_[1]}] (T, C), got {list(X.shape)}"
+            )
+        return X
+
+    def run_raw(self, X: np.ndarray) -> ModelOutput:
+        """One onnxruntime call, no validation: the hot path for latency measurement."""
+        proba, emb = self.session_.run(None, {self._input: X})[:2]
+        return ModelOutput(proba=proba, embedding=emb)
+
+    def outputs(self, X: np.ndarray, batch_size: int = 1024) -> ModelOutput:
+        X = self._check(X)
+        parts = [self.run_raw(X[i : i + batch_size]) for i in range(0, len(X), batch_size)]
+        return ModelOutput(proba=np.concatenate([p.proba for p in parts]),
+                           embedding=np.concatenate([p.embedding for p in parts]))
+
+    def predict_proba(self, X: np.ndarray) -> np.ndarray:
+        return self.outputs(X).proba
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        return self.outputs(X).label
+
+    def embed(self, X: np.ndarray) -> np.ndarray:
+        return self.outputs(X).embedding
+
+    def save(self, path: str | Path) -> Path:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(path.suffix + ".tmp")
+        tmp.write_bytes(self.onnx_bytes_)
+        tmp.replace(path)  # atomic: a killed run never leaves a half-written model behind
+        return path
+
+    def __repr__(self) -> str:
+        return (f"OnnxClassifier(name={self.name!r}, classes={len(self.classes_)}, "
+                f"params={self.n_params_})")

@@ -1,0 +1,255 @@
+"""The whole method on one data set: train models, DMD, switcher, calibrate, evaluate.
+
+`run(cfg)` is what `edgeswitch demo` calls; each step is also a function a user can call with
+their own models or data (see the CLI subcommands).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from edgeswitch.config import RunConfig
+from edgeswitch.data import ClipBatch, Splits, load_dataset, split_by_group
+from edgeswitch.dmd import DMDRecords, agreement_by_class, distill
+from edgeswitch.errors import EdgeSwitchError
+from edgeswitch.evaluation.curves import router_curve
+from edgeswitch.evaluation.metrics import accuracy, macro_f1
+from edgeswitch.evaluation.timing import measure
+from edgeswitch.models.base import ModelOutput, check_same_classes
+from edgeswitch.switcher.calibrate import (
+    OperatingPoint,
+    calibrate_budget,
+    calibrate_disagreement,
+    calibrate_offload,
+)
+from edgeswitch.switcher.mlp import MLPSwitcher
+from edgeswitch.switcher.routers import OracleRouter, Router, SwitcherRouter, make_router
+
+BASELINES = ("max_prob", "entropy", "margin", "random")
+
+
+@dataclass
+class Costs:
+    """Median per-clip latency (ms, one clip per call) and size of each part."""
+
+    edge_ms: float
+    switcher_ms: float
+    cloud_ms: float
+    edge_batched_ms: float
+    switcher_batched_ms: float
+    cloud_batched_ms: float
+
+
+def train_models(cfg: RunConfig, train: ClipBatch, cache_dir: Path | None, progress: bool):
+    """Edge and cloud models for this config and training split (from the cache if there)."""
+    from edgeswitch.models.cache import fit_or_load
+    from edgeswitch.models.train import NetClassifier
+
+    out = {}
+    for role, mc in (("edge", cfg.edge), ("cloud", cfg.cloud)):
+        est = NetClassifier(arch=mc.arch, arch_params=dict(mc.arch_params), name=role,
+                            epochs=mc.epochs, lr=mc.lr, batch_size=mc.batch_size,
+                            rotate_deg=mc.rotate_deg, seed=cfg.seed)
+        out[role], _cached = fit_or_load(est, train, cache_dir, progress)
+    return out["edge"], out["cloud"]
+
+
+def train_switcher(records: DMDRecords, cfg: RunConfig, target: np.ndarray | None = None,
+                   name: str = "dmd") -> MLPSwitcher:
+    """The DMD switcher on DMD targets, or (with `target`) on any other targets."""
+    sc = cfg.switcher
+    sw = MLPSwitcher(hidden=sc.hidden, target=sc.target, features=tuple(sc.features),
+                     epochs=sc.epochs, seed=cfg.seed, name=name,
+                     meta={"edge_model": records.edge_model, "cloud_model": records.cloud_model})
+    t = records.target(sc.target) if target is None else target
+    return sw.fit(records.edge, t, records.groups)
+
+
+def measure_costs(edge, switcher: MLPSwitcher, cloud, clips: np.ndarray, calls: int) -> Costs:
+    """Latency of each part, one clip at a time, and per clip in a batch of 256."""
+    n = len(clips)
+    one = [clips[i % n : i % n + 1] for i in range(max(calls, 1))]
+    edge_out = [edge.run_raw(x) for x in one]
+    b1 = {
+        "edge": measure(lambda i: edge.run_raw(one[i]), calls).median_ms,
+        "switcher": measure(lambda i: switcher.score(edge_out[i]), calls).median_ms,
+        "cloud": measure(lambda i: cloud.run_raw(one[i]), max(calls // 5, 20)).median_ms,
+    }
+    batch = clips[np.arange(256) % n]
+    batch_out = edge.run_raw(batch)
+    per_clip = {
+        "edge": measure(lambda i: edge.run_raw(batch), 30).median_ms / len(batch),
+        "switcher": measure(lambda i: switcher.score(batch_out), 30).median_ms / len(batch),
+        "cloud": measure(lambda i: cloud.run_raw(batch), 5, warmup=1).median_ms / len(batch),
+    }
+    return Costs(b1["edge"], b1["switcher"], b1["cloud"],
+                 per_clip["edge"], per_clip["switcher"], per_clip["cloud"])
+
+
+def calibrate(cfg: RunConfig, calib_scores: np.ndarray, calib_disagree: np.ndarray | None,
+              pool_scores: np.ndarray, costs: Costs) -> OperatingPoint:
+    c = cfg.calibration
+    if c.mode == "offload":
+        return calibrate_offload(calib_scores, c.rate)
+    if c.mode == "budget":
+        return calibrate_budget(calib_scores, c.budget, costs.edge_ms, costs.switcher_ms,
+                                costs.cloud_ms)
+    if c.mode == "disagreement":
+        if calib_disagree is None:
+            raise EdgeSwitchError("disagreement calibration needs the cloud's calib answers")
+        # the candidate thresholds come from the pool, so they are fixed before calib is seen
+        grid = np.quantile(pool_scores, np.linspace(0, 1, c.grid + 1)[1:])
+        return calibrate_disagreement(calib_scores, calib_disagree, c.epsilon, c.delta, grid)
+    raise EdgeSwitchError(f"unknown calibration mode '{c.mode}'; use offload, budget or "
+                          "disagreement")
+
+
+def evaluate(edge_out: ModelOutput, cloud_proba: np.ndarray, y: np.ndarray,
+             routers: dict[str, Router], op: OperatingPoint, op_router: str, costs: Costs,
+             n_classes: int, points: int, seed: int) -> dict:
+    """Curves for every router and the hybrid at the calibrated operating point on `test`."""
+    edge_label, cloud_label = edge_out.label, cloud_proba.argmax(axis=1)
+    curves = {}
+    scores = {}
+    for name, router in routers.items():
+        scores[name] = router.score(edge_out)
+        curves[name] = router_curve(scores[name], edge_label, cloud_label, y, n_classes,
+                                    points, seed).to_dict()
+    off = op.offload(scores[op_router])
+    pred = np.where(off, cloud_label, edge_label)
+    rate = float(off.mean())
+    return {
+        "routers": curves,
+        "operating_point": {
+            "router": op_router, **op.to_dict(), "offload_rate": rate,
+            "accuracy": accuracy(y, pred), "macro_f1": macro_f1(y, pred, n_classes),
+            "compute_vs_cloud": (costs.edge_ms + costs.switcher_ms + rate * costs.cloud_ms)
+            / costs.cloud_ms,
+            "disagreement_kept": float(np.mean(edge_label[~off] != cloud_label[~off]))
+            if (~off).any() else None,
+        },
+    }
+
+
+def label_audit(records: DMDRecords, y: np.ndarray) -> dict:
+    """How noisy the DMD targets are, measured against labels the method never used."""
+    edge_ok = records.edge_label == y
+    cloud_ok = records.cloud_label == y
+    per_class = {}
+    for k, name in enumerate(records.classes):
+        m = y == k
+        per_class[name] = {
+            "n": int(m.sum()),
+            "agreement": float(records.agree[m].mean()) if m.any() else None,
+            "edge_accuracy": float(edge_ok[m].mean()) if m.any() else None,
+            "cloud_accuracy": float(cloud_ok[m].mean()) if m.any() else None,
+        }
+    return {
+        "dmd_label_noise": float(np.mean(records.agree != edge_ok)),
+        "agree_but_edge_wrong": float(np.mean(records.agree & ~edge_ok)),
+        "disagree_but_edge_right": float(np.mean(~records.agree & edge_ok)),
+        "per_true_class": per_class,
+    }
+
+
+def run(cfg: RunConfig, out_dir: Path | None = None, cache_dir: Path | None = None,
+        progress: bool = True, data: ClipBatch | None = None) -> dict:
+    """Run the whole method; return the results dict (and write DMD records to out_dir)."""
+    from tqdm.auto import tqdm
+
+    t_start = time.perf_counter()
+    timings: dict[str, float] = {}
+    steps = tqdm(total=7, desc="edgeswitch", disable=not progress)
+
+    def step(name: str, t0: float) -> float:
+        timings[name] = round(time.perf_counter() - t0, 3)
+        steps.set_postfix_str(name)
+        steps.update(1)
+        return time.perf_counter()
+
+    t = time.perf_counter()
+    if data is None:
+        kwargs = {"window_s": cfg.window_s, "stride_s": cfg.stride_s} \
+            if cfg.dataset.lower() == "watch" else {}
+        data = load_dataset(cfg.dataset, **kwargs)
+    splits: Splits = split_by_group(data, tuple(cfg.splits), seed=cfg.seed,
+                                   fixed=cfg.split_groups or None)
+    t = step("load", t)
+
+    edge, cloud = train_models(cfg, splits.train, cache_dir, progress)
+    check_same_classes(edge, cloud)
+    t = step("train models", t)
+
+    records = distill(edge, cloud, splits.pool, progress=progress)
+    if out_dir is not None:
+        records.to_parquet(Path(out_dir) / "dmd_pool.parquet")
+    t = step("DMD", t)
+
+    dmd = train_switcher(records, cfg)
+    pool_y = splits.hidden_labels["pool"]
+    supervised = train_switcher(records, cfg, target=(records.edge_label == pool_y)
+                                .astype(np.float32), name="supervised")
+    t = step("switcher", t)
+
+    costs = measure_costs(edge, dmd, cloud, splits.test.X, cfg.latency_calls)
+    t = step("latency", t)
+
+    calib_edge = edge.outputs(splits.calib.X)
+    calib_scores = dmd.score(calib_edge)
+    calib_dis = None
+    if cfg.calibration.mode == "disagreement":  # the cloud labels calib, no human does
+        calib_dis = calib_edge.label != cloud.predict(splits.calib.X)
+    op = calibrate(cfg, calib_scores, calib_dis, dmd.score(records.edge), costs)
+    t = step("calibrate", t)
+
+    test, y = splits.test, splits.test.y
+    edge_out = edge.outputs(test.X)
+    cloud_proba = cloud.predict_proba(test.X)
+    routers: dict[str, Router] = {"dmd": SwitcherRouter(dmd),
+                                  "supervised": SwitcherRouter(supervised)}
+    routers |= {name: make_router(name) if name != "random" else make_router(name, seed=cfg.seed)
+                for name in BASELINES}
+    routers["oracle"] = OracleRouter(cloud_proba.argmax(axis=1), y)
+    ev = evaluate(edge_out, cloud_proba, y, routers, op, "dmd", costs, test.n_classes,
+                  cfg.curve_points, cfg.seed)
+    step("evaluate", t)
+    steps.close()
+
+    def model_summary(model, proba, lat_ms, batched_ms):
+        pred = proba.argmax(axis=1)
+        return {"name": model.name, "accuracy": accuracy(y, pred),
+                "macro_f1": macro_f1(y, pred, test.n_classes), "latency_ms": lat_ms,
+                "latency_batched_ms": batched_ms, "params": model.n_params_,
+                "macs": model.macs_}
+
+    results = {
+        "dataset": cfg.dataset,
+        "n_test": len(test),
+        "classes": list(test.classes),
+        "edge": model_summary(edge, edge_out.proba, costs.edge_ms, costs.edge_batched_ms),
+        "cloud": model_summary(cloud, cloud_proba, costs.cloud_ms, costs.cloud_batched_ms),
+        "switcher": {"latency_ms": costs.switcher_ms,
+                     "latency_batched_ms": costs.switcher_batched_ms,
+                     "params": dmd.n_params, "macs": dmd.macs, "target": dmd.target,
+                     "features": list(dmd.features),
+                     "vs_edge": {"latency": costs.switcher_ms / costs.edge_ms,
+                                 "latency_batched": costs.switcher_batched_ms
+                                 / costs.edge_batched_ms,
+                                 "macs": dmd.macs / edge.macs_ if edge.macs_ else None}},
+        "operating_point": ev["operating_point"],
+        "routers": ev["routers"],
+        "dmd": {"n_pool": len(records), "agreement": float(records.agree.mean()),
+                "mean_alignment": float(records.alignment.mean()),
+                "agreement_by_edge_class": agreement_by_class(records),
+                "audit": label_audit(records, pool_y)},
+        "splits": {name: {"groups": g, "n": len(getattr(splits, name))}
+                   for name, g in splits.groups().items()},
+        "models": {"edge": edge.meta_.get("trainer"), "cloud": cloud.meta_.get("trainer")},
+        "config": cfg.to_dict(),
+        "timings_s": timings | {"total": round(time.perf_counter() - t_start, 3)},
+    }
+    return results

@@ -1,0 +1,137 @@
+"""Choose the switcher threshold on unlabelled calibration clips.
+
+The hybrid offloads a clip when its switcher score is below the threshold. Three ways to pick it:
+
+* `offload`: a target share of clips sent to the cloud.
+* `budget`: a compute budget per clip relative to cloud-only; the edge and switcher always
+  run, so the offload share is what the budget leaves after them.
+* `disagreement`: the least offload for which, with probability at least 1 - delta over the
+  draw of the calibration set, the rate of edge/cloud disagreement among kept clips is at most
+  epsilon. Each candidate threshold of a fixed grid gets a one-sided Clopper-Pearson upper
+  bound at level delta/m (Bonferroni over the m candidates), so the chosen threshold is covered
+  whatever the data. See docs/method.md for the exact statement.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from edgeswitch.errors import DataError
+
+MODES = ("offload", "budget", "disagreement")
+
+
+@dataclass(frozen=True)
+class OperatingPoint:
+    mode: str
+    threshold: float             # offload when score < threshold (inf: offload everything)
+    calib_offload_rate: float    # share of calibration clips offloaded at this threshold
+    params: dict = field(default_factory=dict)
+    certified: bool | None = None  # disagreement mode: did some threshold pass the test?
+
+    def offload(self, scores: np.ndarray) -> np.ndarray:
+        return np.asarray(scores) < self.threshold
+
+    def to_dict(self) -> dict:
+        """JSON-safe: an infinite threshold (offload all / none) becomes "inf" / "-inf"."""
+        d = asdict(self)
+        t = float(self.threshold)
+        d["threshold"] = t if np.isfinite(t) else ("inf" if t > 0 else "-inf")
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> OperatingPoint:
+        d = dict(d)
+        try:
+            d["threshold"] = float(d["threshold"])
+        except (KeyError, TypeError, ValueError):
+            raise DataError(f"operating point needs a numeric threshold, got "
+                            f"{d.get('threshold')!r}") from None
+        known = {"mode", "threshold", "calib_offload_rate", "params", "certified"}
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+
+def _scores(scores: np.ndarray) -> np.ndarray:
+    s = np.asarray(scores, dtype=np.float64).reshape(-1)
+    if len(s) == 0:
+        raise DataError("calibration needs at least one clip")
+    if not np.isfinite(s).all():
+        raise DataError("calibration scores contain NaN or inf")
+    return s
+
+
+def threshold_for_rate(scores: np.ndarray, rate: float) -> float:
+    """Threshold that offloads the `ceil(rate * n)` lowest of these scores; fewer when scores
+    tie at the cut (never more: a budget must not be overrun)."""
+    s = np.sort(_scores(scores))
+    if not 0.0 <= rate <= 1.0:
+        raise DataError(f"offload rate must be within [0, 1], got {rate}")
+    k = int(np.ceil(rate * len(s) - 1e-9))
+    if k >= len(s):
+        return np.inf
+    if k == 0:
+        return -np.inf
+    return float(s[k])  # offload is `score < threshold`: a tie at s[k] stays on the edge
+
+
+def calibrate_offload(scores: np.ndarray, rate: float) -> OperatingPoint:
+    t = threshold_for_rate(scores, rate)
+    return OperatingPoint("offload", t, float(np.mean(_scores(scores) < t)), {"rate": rate})
+
+
+def calibrate_budget(scores: np.ndarray, budget: float, edge_cost: float, switcher_cost: float,
+                     cloud_cost: float) -> OperatingPoint:
+    """`budget` is the allowed cost per clip as a fraction of cloud-only (e.g. 0.5)."""
+    if cloud_cost <= 0:
+        raise DataError("cloud cost must be positive")
+    fixed = (edge_cost + switcher_cost) / cloud_cost
+    rate = budget - fixed
+    if rate < 0:
+        raise DataError(f"budget {budget:.3f} x cloud is below the edge + switcher cost alone "
+                        f"({fixed:.3f} x cloud)")
+    op = calibrate_offload(scores, min(rate, 1.0))
+    return OperatingPoint("budget", op.threshold, op.calib_offload_rate,
+                          {"budget": budget, "edge_cost": edge_cost,
+                           "switcher_cost": switcher_cost, "cloud_cost": cloud_cost})
+
+
+def clopper_pearson_upper(k: np.ndarray, n: np.ndarray, alpha: float) -> np.ndarray:
+    """One-sided (1 - alpha) upper confidence bound on a binomial rate, k successes of n."""
+    from scipy.stats import beta
+
+    k, n = np.asarray(k, dtype=float), np.asarray(n, dtype=float)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ub = beta.ppf(1 - alpha, k + 1, np.maximum(n - k, 1e-12))
+    return np.where(n == 0, 1.0, np.where(k >= n, 1.0, ub))
+
+
+def calibrate_disagreement(scores: np.ndarray, disagree: np.ndarray, epsilon: float,
+                           delta: float, grid: np.ndarray | None = None) -> OperatingPoint:
+    """Least offload whose kept-clip disagreement rate is <= epsilon with prob. >= 1 - delta.
+
+    grid: candidate thresholds, fixed before looking at these calibration clips (e.g. quantiles
+    of the switcher's scores on the DMD pool). Default: 50 evenly spaced values in [0, 1].
+    """
+    s = _scores(scores)
+    d = np.asarray(disagree, dtype=bool).reshape(-1)
+    if d.shape != s.shape:
+        raise DataError(f"disagree has {len(d)} entries for {len(s)} scores")
+    if not (0 < epsilon < 1 and 0 < delta < 1):
+        raise DataError(f"epsilon and delta must be within (0, 1), got {epsilon}, {delta}")
+    cand = np.unique(np.linspace(0, 1, 50) if grid is None else np.asarray(grid, dtype=float))
+    kept = s[None, :] >= cand[:, None]                  # [m, n]
+    n_kept = kept.sum(axis=1)
+    k_dis = (kept & d[None, :]).sum(axis=1)
+    ucb = clopper_pearson_upper(k_dis, n_kept, delta / len(cand))
+    ok = (ucb <= epsilon) & (n_kept > 0)
+    params = {"epsilon": epsilon, "delta": delta, "grid_size": int(len(cand))}
+    if not ok.any():
+        return OperatingPoint("disagreement", np.inf, 1.0, params | {"ucb": None}, False)
+    best = int(np.argmax(n_kept * ok))                 # most kept clips = least offload
+    t = float(cand[best])
+    return OperatingPoint("disagreement", t, float(np.mean(s < t)),
+                          params | {"ucb": float(ucb[best]),
+                                    "calib_disagreement": float(k_dis[best] / n_kept[best])},
+                          True)

@@ -1,0 +1,31 @@
+"""Switcher inputs: what the edge model already computed for a clip, plus cheap summaries."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from edgeswitch.errors import DataError
+from edgeswitch.models.base import ModelOutput
+
+FEATURE_GROUPS = ("proba", "confidence", "embedding")
+
+
+def confidence(proba: np.ndarray) -> np.ndarray:
+    """`[n, 3]`: max probability, margin (top-1 minus top-2), entropy normalised to [0, 1]."""
+    k = proba.shape[1]
+    top2 = np.partition(proba, k - 2, axis=1)[:, -2:]
+    p_max = top2.max(axis=1)
+    margin = p_max - top2.min(axis=1)
+    ent = -(proba * np.log(np.clip(proba, 1e-12, None))).sum(axis=1) / np.log(k)
+    return np.stack([p_max, margin, ent], axis=1)
+
+
+def switcher_features(edge: ModelOutput, groups: tuple[str, ...] = FEATURE_GROUPS) -> np.ndarray:
+    """Concatenate the chosen feature groups into one float32 matrix `[n, F]`."""
+    unknown = set(groups) - set(FEATURE_GROUPS)
+    if unknown or not groups:
+        raise DataError(f"unknown switcher feature groups {sorted(unknown)}; "
+                        f"choose from {list(FEATURE_GROUPS)}")
+    parts = {"proba": edge.proba, "confidence": confidence(edge.proba),
+             "embedding": edge.embedding}
+    return np.concatenate([parts[g] for g in groups], axis=1).astype(np.float32)

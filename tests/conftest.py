@@ -1,0 +1,28 @@
+"""Shared fixtures: small real models trained once per session on BasicMotions."""
+
+from __future__ import annotations
+
+import pytest
+
+from edgeswitch.config import preset
+from edgeswitch.data import load_dataset, split_by_group
+
+
+@pytest.fixture(scope="session")
+def basicmotions():
+    return load_dataset("basicmotions")
+
+
+@pytest.fixture(scope="session")
+def bm_splits(basicmotions):
+    return split_by_group(basicmotions, (0.5, 0.2, 0.1, 0.2), seed=0)
+
+
+@pytest.fixture(scope="session")
+def bm_models(bm_splits):
+    """A tiny edge and cloud trained for real on BasicMotions' train split (a few seconds)."""
+    from edgeswitch.pipeline import train_models
+
+    cfg = preset("basicmotions")
+    cfg.edge.epochs, cfg.cloud.epochs = 8, 6
+    return train_models(cfg, bm_splits.train, None, progress=False)

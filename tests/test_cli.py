@@ -1,0 +1,105 @@
+"""The `edgeswitch` command end to end, as a user runs it (real subprocesses)."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+ROUTERS = {"dmd", "supervised", "max_prob", "entropy", "margin", "random", "oracle"}
+
+
+def run_cli(*args, timeout=600):
+    return subprocess.run([sys.executable, "-m", "edgeswitch", *args], capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def test_help_explains_every_subcommand():
+    r = run_cli("--help")
+    assert r.returncode == 0
+    for cmd in ("demo", "train-models", "distill", "train-switcher", "calibrate", "evaluate"):
+        assert cmd in r.stdout
+    r = run_cli("demo", "--help")
+    assert r.returncode == 0 and "--dataset" in r.stdout and "cached" in r.stdout
+
+
+def test_unknown_dataset_is_a_clear_error(tmp_path):
+    r = run_cli("demo", "--dataset", str(tmp_path / "nope.npz"), "--out", str(tmp_path))
+    assert r.returncode == 2
+    assert "unknown data set" in r.stderr and "Traceback" not in r.stderr
+
+
+def _check_results(res: dict) -> None:
+    assert res["dataset"] == "basicmotions" and res["n_test"] > 0 and len(res["classes"]) == 4
+    for role in ("edge", "cloud"):
+        for key in ("accuracy", "macro_f1", "latency_ms"):
+            assert isinstance(res[role][key], float)
+        assert isinstance(res[role]["params"], int)
+    assert res["switcher"]["target"] in ("hard", "soft")
+    assert res["switcher"]["latency_ms"] > 0 and res["switcher"]["params"] > 0
+    op = res["operating_point"]
+    for key in ("threshold", "offload_rate", "accuracy", "macro_f1", "compute_vs_cloud"):
+        assert key in op
+    assert isinstance(op["mode"], str) and 0 <= op["offload_rate"] <= 1
+    assert set(res["routers"]) == ROUTERS
+    for r in res["routers"].values():
+        xs = [p[0] for p in r["curve"]]
+        assert len(xs) >= 21 and xs[0] == 0 and xs[-1] == 1 and xs == sorted(xs)
+        assert 0 <= r["auc"] <= 1
+        assert r["offload_to_match_cloud"] is None or 0 <= r["offload_to_match_cloud"] <= 1
+        # both ends of every curve are edge-only and cloud-only accuracy
+        assert r["curve"][0][1] == pytest.approx(res["edge"]["accuracy"], abs=1e-6)
+        assert r["curve"][-1][1] == pytest.approx(res["cloud"]["accuracy"], abs=1e-6)
+    assert res["routers"]["oracle"]["auc"] >= max(r["auc"] for r in res["routers"].values()) \
+        - 1e-9
+
+
+@pytest.mark.slow
+def test_demo_on_basicmotions_end_to_end(tmp_path):
+    out, cache = tmp_path / "run", tmp_path / "cache"
+    r = run_cli("demo", "--dataset", "basicmotions", "--out", str(out), "--cache", str(cache),
+                "--quiet")
+    assert r.returncode == 0, r.stderr
+    for name in ("results.json", "curves.png", "report.html", "dmd_pool.parquet"):
+        assert (out / name).stat().st_size > 0
+    assert (out / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "<img" in (out / "report.html").read_text()
+    res = json.loads((out / "results.json").read_text())
+    _check_results(res)
+    assert "router" in r.stdout and "oracle" in r.stdout  # the printed table
+    # a second run finds the models in the cache and does not retrain
+    models = sorted(p.name for p in (cache / "models").iterdir())
+    r2 = run_cli("demo", "--dataset", "basicmotions", "--out", str(tmp_path / "run2"),
+                 "--cache", str(cache), "--quiet")
+    assert r2.returncode == 0, r2.stderr
+    assert sorted(p.name for p in (cache / "models").iterdir()) == models
+    res2 = json.loads((tmp_path / "run2" / "results.json").read_text())
+    assert res2["edge"]["accuracy"] == res["edge"]["accuracy"]
+    assert res2["routers"]["dmd"]["auc"] == res["routers"]["dmd"]["auc"]
+
+
+@pytest.mark.slow
+def test_step_commands_chain_on_user_files(tmp_path):
+    """train-models -> distill -> train-switcher -> calibrate -> evaluate, as separate runs."""
+    m = tmp_path / "models"
+    steps = [
+        ("train-models", "--data", "basicmotions", "--out", str(m), "--quiet"),
+        ("distill", "--data", "basicmotions", "--edge", str(m / "edge.onnx"), "--cloud",
+         str(m / "cloud.onnx"), "--out", str(tmp_path / "dmd.parquet"), "--quiet"),
+        ("train-switcher", "--dmd", str(tmp_path / "dmd.parquet"), "--target", "hard",
+         "--out", str(tmp_path / "sw.npz")),
+        ("calibrate", "--data", "basicmotions", "--edge", str(m / "edge.onnx"), "--switcher",
+         str(tmp_path / "sw.npz"), "--mode", "offload", "--rate", "0.25", "--out",
+         str(tmp_path / "op.json")),
+        ("evaluate", "--data", "basicmotions", "--edge", str(m / "edge.onnx"), "--cloud",
+         str(m / "cloud.onnx"), "--switcher", str(tmp_path / "sw.npz"), "--op",
+         str(tmp_path / "op.json"), "--out", str(tmp_path / "eval")),
+    ]
+    for args in steps:
+        r = run_cli(*args)
+        assert r.returncode == 0, (args[0], r.stderr)
+    op = json.loads((tmp_path / "op.json").read_text())
+    assert op["mode"] == "offload" and 0.2 <= op["calib_offload_rate"] <= 0.3
+    res = json.loads((tmp_path / "eval" / "results.json").read_text())
+    assert {"dmd", "max_prob", "oracle"} <= set(res["routers"])
+    assert (tmp_path / "eval" / "curves.png").exists()

@@ -1,0 +1,95 @@
+"""The switcher MLP, the router registry and the hybrid classifier."""
+
+import numpy as np
+import pytest
+
+from edgeswitch.errors import DataError, ModelError, NotFittedError
+from edgeswitch.models.base import ModelOutput
+from edgeswitch.runtime import HybridClassifier, InProcessCloud
+from edgeswitch.switcher import MLPSwitcher, OperatingPoint, make_router
+from edgeswitch.switcher.features import confidence, switcher_features
+
+
+def _synthetic(n=800, k=4, seed=0):
+    """Edge outputs whose embedding's first coordinate decides agreement."""
+    rng = np.random.default_rng(seed)
+    proba = rng.dirichlet(np.ones(k), n).astype(np.float32)
+    emb = rng.normal(size=(n, 6)).astype(np.float32)
+    agree = (emb[:, 0] > 0).astype(np.float32)
+    return ModelOutput(proba=proba, embedding=emb), agree, np.repeat(np.arange(8), n // 8)
+
+
+def test_confidence_features_hand_computed():
+    p = np.array([[0.7, 0.2, 0.1], [1 / 3, 1 / 3, 1 / 3]])
+    c = confidence(p)
+    np.testing.assert_allclose(c[:, 0], [0.7, 1 / 3])
+    np.testing.assert_allclose(c[:, 1], [0.5, 0.0], atol=1e-12)
+    np.testing.assert_allclose(c[1, 2], 1.0)  # uniform: normalised entropy 1
+    out = ModelOutput(proba=p, embedding=np.zeros((2, 5)))
+    assert switcher_features(out).shape == (2, 3 + 3 + 5)
+    assert switcher_features(out, ("confidence",)).shape == (2, 3)
+    with pytest.raises(DataError, match="unknown switcher feature"):
+        switcher_features(out, ("logits",))
+
+
+def test_switcher_learns_agreement_and_roundtrips(tmp_path):
+    edge, agree, groups = _synthetic()
+    sw = MLPSwitcher(target="hard", epochs=150, seed=0).fit(edge, agree, groups)
+    test, t_agree, _ = _synthetic(seed=1)
+    s = sw.score(test)
+    assert s.shape == (len(t_agree),) and np.all((s >= 0) & (s <= 1))
+    assert np.mean((s > 0.5) == (t_agree > 0.5)) > 0.9
+    assert sw.predict_proba(test).shape == (len(s), 2)
+    loaded = MLPSwitcher.load(sw.save(tmp_path / "sw.npz"))
+    np.testing.assert_allclose(loaded.score(test), s, rtol=1e-6)
+    assert loaded.target == "hard" and loaded.n_params == sw.n_params
+    assert sw.macs < 5000  # two small matrices, whatever the data
+
+
+def test_switcher_refuses_bad_input(tmp_path):
+    edge, agree, _ = _synthetic()
+    with pytest.raises(NotFittedError):
+        MLPSwitcher().score(edge)
+    with pytest.raises(DataError, match="within"):
+        MLPSwitcher().fit(edge, agree * 2)
+    with pytest.raises(DataError, match="shape"):
+        MLPSwitcher().fit(edge, agree[:-1])
+    sw = MLPSwitcher(epochs=5).fit(edge, agree)
+    other = ModelOutput(proba=edge.proba, embedding=np.zeros((len(edge), 9)))
+    with pytest.raises(ModelError, match="fitted on"):
+        sw.score(other)
+    bad = tmp_path / "bad.npz"
+    bad.write_bytes(b"nope")
+    with pytest.raises(ModelError, match="not an edgeswitch switcher"):
+        MLPSwitcher.load(bad)
+
+
+def test_router_registry():
+    p = np.array([[0.9, 0.1, 0.0], [0.5, 0.4, 0.1]])
+    out = ModelOutput(proba=p, embedding=np.zeros((2, 1)))
+    for name in ("max_prob", "margin", "entropy"):
+        s = make_router(name).score(out)
+        assert s[0] > s[1], name  # the confident clip is kept first
+    r = make_router("random", seed=1).score(out)
+    np.testing.assert_array_equal(r, make_router("random", seed=1).score(out))
+    with pytest.raises(DataError, match="unknown router"):
+        make_router("gpt")
+
+
+def test_hybrid_offloads_exactly_below_threshold(bm_models, bm_splits):
+    edge, cloud_model = bm_models
+    X = bm_splits.test.X
+    router = make_router("max_prob")
+    scores = router.score(edge.outputs(X))
+    t = float(np.median(scores))
+    cloud = InProcessCloud(cloud_model)
+    res = HybridClassifier(edge, router, cloud, OperatingPoint("offload", t, 0.5)).classify(X)
+    expect_off = scores < t
+    np.testing.assert_array_equal(res.offloaded, expect_off)
+    assert cloud.clips_sent == expect_off.sum()  # only offloaded clips leave the device
+    np.testing.assert_array_equal(res.label[expect_off], cloud_model.predict(X[expect_off]))
+    np.testing.assert_array_equal(res.label[~expect_off], edge.predict(X[~expect_off]))
+    recs = res.records(bm_splits.test.classes, bm_splits.test.ids)
+    assert recs[0]["answered_by"] in ("edge", "cloud") and len(recs) == len(X)
+    all_cloud = HybridClassifier(edge, router, cloud_model, OperatingPoint("o", np.inf, 1.0))
+    assert all_cloud.classify(X).offloaded.all()
