@@ -24,7 +24,7 @@ class ModelConfig:
 
 @dataclass
 class SwitcherConfig:
-    target: str = "soft"                      # "soft" (alignment) or "hard" (agreement)
+    target: str = "hard"                      # "hard" (agreement) or "soft" (alignment)
     hidden: int = 32
     features: list[str] = field(default_factory=lambda: ["proba", "confidence", "embedding"])
     epochs: int = 400
@@ -32,12 +32,14 @@ class SwitcherConfig:
 
 @dataclass
 class CalibrationConfig:
-    mode: str = "disagreement"               # "offload" | "budget" | "disagreement"
-    rate: float = 0.3                        # offload mode: share of clips offloaded
+    mode: str = "offload"                    # "offload" | "budget" | "disagreement"
+    rate: float = 0.5                        # offload mode: share of clips offloaded
     budget: float = 0.5                      # budget mode: cost per clip as a fraction of cloud
     epsilon: float = 0.05                    # disagreement mode: max disagreement among kept
     delta: float = 0.1                       # ... holding with probability >= 1 - delta
     grid: int = 40                           # candidate thresholds (pool-score quantiles)
+    adaptive: bool = True                    # offload/budget: hold the rate on the live stream
+    step: float = 0.01                       # ... threshold step per clip (see calibrate.py)
 
 
 @dataclass

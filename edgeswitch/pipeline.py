@@ -94,10 +94,10 @@ def calibrate(cfg: RunConfig, calib_scores: np.ndarray, calib_disagree: np.ndarr
               pool_scores: np.ndarray, costs: Costs) -> OperatingPoint:
     c = cfg.calibration
     if c.mode == "offload":
-        return calibrate_offload(calib_scores, c.rate)
+        return calibrate_offload(calib_scores, c.rate, c.adaptive)
     if c.mode == "budget":
         return calibrate_budget(calib_scores, c.budget, costs.edge_ms, costs.switcher_ms,
-                                costs.cloud_ms)
+                                costs.cloud_ms, c.adaptive)
     if c.mode == "disagreement":
         if calib_disagree is None:
             raise EdgeSwitchError("disagreement calibration needs the cloud's calib answers")
@@ -108,10 +108,24 @@ def calibrate(cfg: RunConfig, calib_scores: np.ndarray, calib_disagree: np.ndarr
                           "disagreement")
 
 
+def operating_decisions(op: OperatingPoint, scores: np.ndarray, stream_order: np.ndarray,
+                        step: float = 0.01) -> np.ndarray:
+    """Offload decisions at an operating point; an adaptive one sees the clips as a stream."""
+    if not op.adaptive:
+        return op.offload(scores)
+    off = np.zeros(len(scores), dtype=bool)
+    off[stream_order] = op.controller(step).decide(scores[stream_order])
+    return off
+
+
 def evaluate(edge_out: ModelOutput, cloud_proba: np.ndarray, y: np.ndarray,
              routers: dict[str, Router], op: OperatingPoint, op_router: str, costs: Costs,
-             n_classes: int, points: int, seed: int) -> dict:
-    """Curves for every router and the hybrid at the calibrated operating point on `test`."""
+             n_classes: int, points: int, seed: int, stream_order: np.ndarray | None = None,
+             step: float = 0.01) -> dict:
+    """Curves for every router and the hybrid at the calibrated operating point on `test`.
+
+    `stream_order` is the order in which an adaptive operating point sees the clips (default:
+    as given)."""
     edge_label, cloud_label = edge_out.label, cloud_proba.argmax(axis=1)
     curves = {}
     scores = {}
@@ -119,7 +133,8 @@ def evaluate(edge_out: ModelOutput, cloud_proba: np.ndarray, y: np.ndarray,
         scores[name] = router.score(edge_out)
         curves[name] = router_curve(scores[name], edge_label, cloud_label, y, n_classes,
                                     points, seed).to_dict()
-    off = op.offload(scores[op_router])
+    order = np.arange(len(y)) if stream_order is None else stream_order
+    off = operating_decisions(op, scores[op_router], order, step)
     pred = np.where(off, cloud_label, edge_label)
     rate = float(off.mean())
     return {
@@ -131,6 +146,7 @@ def evaluate(edge_out: ModelOutput, cloud_proba: np.ndarray, y: np.ndarray,
             / costs.cloud_ms,
             "disagreement_kept": float(np.mean(edge_label[~off] != cloud_label[~off]))
             if (~off).any() else None,
+            "fixed_threshold_offload_rate": float(op.offload(scores[op_router]).mean()),
         },
     }
 
@@ -156,14 +172,32 @@ def label_audit(records: DMDRecords, y: np.ndarray) -> dict:
     }
 
 
-def run(cfg: RunConfig, out_dir: Path | None = None, cache_dir: Path | None = None,
-        progress: bool = True, data: ClipBatch | None = None) -> dict:
-    """Run the whole method; return the results dict (and write DMD records to out_dir)."""
+@dataclass
+class Artifacts:
+    """Everything a run builds before evaluation: reusable by benchmarks and notebooks."""
+
+    cfg: RunConfig
+    splits: Splits
+    edge: object
+    cloud: object
+    records: DMDRecords
+    dmd: MLPSwitcher
+    supervised: MLPSwitcher
+    costs: Costs
+    operating_point: OperatingPoint
+    calib_scores: np.ndarray
+    timings: dict
+
+
+def build(cfg: RunConfig, out_dir: Path | None = None, cache_dir: Path | None = None,
+          progress: bool = True, data: ClipBatch | None = None) -> Artifacts:
+    """Load and split the data, train (or load) the models, run DMD, train the switchers,
+    measure costs and calibrate. Labels of pool and calib are touched only by the supervised
+    ablation."""
     from tqdm.auto import tqdm
 
-    t_start = time.perf_counter()
     timings: dict[str, float] = {}
-    steps = tqdm(total=7, desc="edgeswitch", disable=not progress)
+    steps = tqdm(total=6, desc="edgeswitch", disable=not progress)
 
     def step(name: str, t0: float) -> float:
         timings[name] = round(time.perf_counter() - t0, 3)
@@ -176,8 +210,8 @@ def run(cfg: RunConfig, out_dir: Path | None = None, cache_dir: Path | None = No
         kwargs = {"window_s": cfg.window_s, "stride_s": cfg.stride_s} \
             if cfg.dataset.lower() == "watch" else {}
         data = load_dataset(cfg.dataset, **kwargs)
-    splits: Splits = split_by_group(data, tuple(cfg.splits), seed=cfg.seed,
-                                   fixed=cfg.split_groups or None)
+    splits = split_by_group(data, tuple(cfg.splits), seed=cfg.seed,
+                            fixed=cfg.split_groups or None)
     t = step("load", t)
 
     edge, cloud = train_models(cfg, splits.train, cache_dir, progress)
@@ -204,20 +238,33 @@ def run(cfg: RunConfig, out_dir: Path | None = None, cache_dir: Path | None = No
     if cfg.calibration.mode == "disagreement":  # the cloud labels calib, no human does
         calib_dis = calib_edge.label != cloud.predict(splits.calib.X)
     op = calibrate(cfg, calib_scores, calib_dis, dmd.score(records.edge), costs)
-    t = step("calibrate", t)
+    step("calibrate", t)
+    steps.close()
+    return Artifacts(cfg, splits, edge, cloud, records, dmd, supervised, costs, op, calib_scores,
+                     timings)
 
-    test, y = splits.test, splits.test.y
-    edge_out = edge.outputs(test.X)
-    cloud_proba = cloud.predict_proba(test.X)
-    routers: dict[str, Router] = {"dmd": SwitcherRouter(dmd),
-                                  "supervised": SwitcherRouter(supervised)}
+
+def run(cfg: RunConfig, out_dir: Path | None = None, cache_dir: Path | None = None,
+        progress: bool = True, data: ClipBatch | None = None) -> dict:
+    """Run the whole method and return the results dict (see README for its schema)."""
+    t_start = time.perf_counter()
+    a = build(cfg, out_dir, cache_dir, progress, data)
+    t = time.perf_counter()
+    test, y = a.splits.test, a.splits.test.y
+    edge_out = a.edge.outputs(test.X)
+    cloud_proba = a.cloud.predict_proba(test.X)
+    routers: dict[str, Router] = {"dmd": SwitcherRouter(a.dmd),
+                                  "supervised": SwitcherRouter(a.supervised)}
     routers |= {name: make_router(name) if name != "random" else make_router(name, seed=cfg.seed)
                 for name in BASELINES}
     routers["oracle"] = OracleRouter(cloud_proba.argmax(axis=1), y)
-    ev = evaluate(edge_out, cloud_proba, y, routers, op, "dmd", costs, test.n_classes,
-                  cfg.curve_points, cfg.seed)
-    step("evaluate", t)
-    steps.close()
+    # an adaptive operating point meets the test clips as a stream: recording by recording,
+    # in time order (clip ids sort that way)
+    ev = evaluate(edge_out, cloud_proba, y, routers, a.operating_point, "dmd", a.costs,
+                  test.n_classes, cfg.curve_points, cfg.seed, np.argsort(test.ids, kind="stable"),
+                  cfg.calibration.step)
+    a.timings["evaluate"] = round(time.perf_counter() - t, 3)
+    costs, edge, cloud, dmd, records = a.costs, a.edge, a.cloud, a.dmd, a.records
 
     def model_summary(model, proba, lat_ms, batched_ms):
         pred = proba.argmax(axis=1)
@@ -226,7 +273,7 @@ def run(cfg: RunConfig, out_dir: Path | None = None, cache_dir: Path | None = No
                 "latency_batched_ms": batched_ms, "params": model.n_params_,
                 "macs": model.macs_}
 
-    results = {
+    return {
         "dataset": cfg.dataset,
         "n_test": len(test),
         "classes": list(test.classes),
@@ -245,11 +292,10 @@ def run(cfg: RunConfig, out_dir: Path | None = None, cache_dir: Path | None = No
         "dmd": {"n_pool": len(records), "agreement": float(records.agree.mean()),
                 "mean_alignment": float(records.alignment.mean()),
                 "agreement_by_edge_class": agreement_by_class(records),
-                "audit": label_audit(records, pool_y)},
-        "splits": {name: {"groups": g, "n": len(getattr(splits, name))}
-                   for name, g in splits.groups().items()},
+                "audit": label_audit(records, a.splits.hidden_labels["pool"])},
+        "splits": {name: {"groups": g, "n": len(getattr(a.splits, name))}
+                   for name, g in a.splits.groups().items()},
         "models": {"edge": edge.meta_.get("trainer"), "cloud": cloud.meta_.get("trainer")},
         "config": cfg.to_dict(),
-        "timings_s": timings | {"total": round(time.perf_counter() - t_start, 3)},
+        "timings_s": a.timings | {"total": round(time.perf_counter() - t_start, 3)},
     }
-    return results

@@ -124,7 +124,7 @@ def test_budget_leaves_offload_share_after_edge_and_switcher():
     assert abs(op.calib_offload_rate - 0.479) <= 1 / len(scores)
     assert op.calib_offload_rate == pytest.approx(np.mean(op.offload(scores)))
     assert op.params == {"budget": 0.5, "edge_cost": 0.02, "switcher_cost": 0.001,
-                         "cloud_cost": 1.0}
+                         "cloud_cost": 1.0, "rate": pytest.approx(0.479)}
     # the cost actually spent on calib stays within the budget
     spent = 0.02 + 0.001 + op.calib_offload_rate * 1.0
     assert spent <= 0.5 + 1e-12
@@ -412,3 +412,23 @@ def test_operating_point_round_trip_minus_infinity():
     assert op.threshold == -np.inf
     back = OperatingPoint.from_dict(json.loads(json.dumps(op.to_dict(), allow_nan=False)))
     assert back.offload(scores).sum() == 0
+
+
+def test_rate_controller_holds_the_share_under_drift():
+    """Calibrated on one score distribution, deployed on a shifted one: the fixed threshold
+    misses the target share, the controller holds it and never exceeds it."""
+    rng = np.random.default_rng(0)
+    calib = rng.beta(5, 2, 2000)
+    op = calibrate_offload(calib, 0.4, adaptive=True)
+    stream = rng.beta(9, 2, 3000)  # a population whose scores sit higher
+    fixed = op.offload(stream).mean()
+    ctrl = op.controller(step=0.01)
+    off = np.concatenate([ctrl.decide(stream[i : i + 7]) for i in range(0, len(stream), 7)])
+    assert fixed < 0.2  # the drift is real
+    assert 0.37 <= off.mean() <= 0.4
+    running = np.cumsum(off) / np.arange(1, len(off) + 1)
+    assert np.all(running <= 0.4 + 1e-9)  # the cap holds at every point of the stream
+    # the offloaded clips are still the low-scoring ones
+    assert stream[off].mean() < stream[~off].mean()
+    with pytest.raises(DataError, match="not adaptive"):
+        calibrate_offload(calib, 0.4).controller()

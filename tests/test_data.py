@@ -650,7 +650,7 @@ def test_watch_preset_test_subjects(tmp_path):
     cfg = load_config()
     assert cfg.dataset == "watch"
     assert cfg.split_groups == {"test": WATCH_TEST}
-    assert cfg.calibration.mode == "disagreement"
+    assert cfg.calibration.mode == "offload"
     assert load_config(dataset="basicmotions").split_groups == {}
     path = tmp_path / "bm.toml"
     path.write_text('dataset = "basicmotions"\n')

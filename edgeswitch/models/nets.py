@@ -74,11 +74,12 @@ class CloudNet(nn.Module):
     """A full-rate 1-D ResNet (Wang et al. 2017's time-series ResNet) on every channel."""
 
     def __init__(self, n_channels: int, n_classes: int, mean: torch.Tensor, std: torch.Tensor,
-                 width: int = 64) -> None:
+                 width: int = 64, channels: list[int] | None = None) -> None:
         super().__init__()
-        self.prep = _Normalise(mean, std, list(range(n_channels)), 1)
+        channels = list(range(n_channels)) if channels is None else list(channels)
+        self.prep = _Normalise(mean, std, channels, 1)
         self.features = nn.Sequential(
-            _ResBlock(n_channels, width), _ResBlock(width, 2 * width),
+            _ResBlock(len(channels), width), _ResBlock(width, 2 * width),
             _ResBlock(2 * width, 2 * width), nn.AdaptiveAvgPool1d(1), nn.Flatten(),
         )
         self.head = nn.Linear(2 * width, n_classes)

@@ -41,19 +41,25 @@ class HybridClassifier:
     scores the clip below the operating point's threshold."""
 
     def __init__(self, edge: ClipClassifier, router: Router,
-                 cloud: CloudClient | ClipClassifier, operating_point: OperatingPoint) -> None:
+                 cloud: CloudClient | ClipClassifier, operating_point: OperatingPoint,
+                 step: float = 0.01) -> None:
         self.edge = edge
         self.router = router
         self.cloud = cloud if isinstance(cloud, CloudClient) else InProcessCloud(cloud)
         check_same_classes(edge, self.cloud)
         self.operating_point = operating_point
         self.classes_ = tuple(edge.classes_)
+        # an adaptive operating point keeps its offload share on the clips this object sees
+        self.controller = None
+        if operating_point.adaptive:
+            self.controller = operating_point.controller(step)
 
     def classify(self, X: np.ndarray) -> HybridResult:
         X = check_clips(X)
         edge_out = self.edge.outputs(X)
         score = self.router.score(edge_out)
-        off = self.operating_point.offload(score)
+        off = self.controller.decide(score) if self.controller is not None \
+            else self.operating_point.offload(score)
         proba = edge_out.proba.astype(np.float64).copy()
         if off.any():
             proba[off] = self.cloud.classify(X[off])

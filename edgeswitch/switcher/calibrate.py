@@ -5,6 +5,8 @@ The hybrid offloads a clip when its switcher score is below the threshold. Three
 * `offload`: a target share of clips sent to the cloud.
 * `budget`: a compute budget per clip relative to cloud-only; the edge and switcher always
   run, so the offload share is what the budget leaves after them.
+  Both can be `adaptive`: at run time a `RateController` keeps the share on the live stream
+  (another user's scores sit elsewhere than the calibration users').
 * `disagreement`: the least offload for which, with probability at least 1 - delta over the
   draw of the calibration set, the rate of edge/cloud disagreement among kept clips is at most
   epsilon. Each candidate threshold of a fixed grid gets a one-sided Clopper-Pearson upper
@@ -30,9 +32,21 @@ class OperatingPoint:
     calib_offload_rate: float    # share of calibration clips offloaded at this threshold
     params: dict = field(default_factory=dict)
     certified: bool | None = None  # disagreement mode: did some threshold pass the test?
+    adaptive: bool = False         # offload/budget: follow the rate on the live stream
 
     def offload(self, scores: np.ndarray) -> np.ndarray:
+        """Fixed-threshold decisions (for an adaptive point: those of its initial threshold)."""
         return np.asarray(scores) < self.threshold
+
+    @property
+    def target_rate(self) -> float | None:
+        return self.params.get("rate")
+
+    def controller(self, step: float = 0.01) -> RateController:
+        """A fresh rate controller starting at the calibrated threshold."""
+        if not self.adaptive or self.target_rate is None:
+            raise DataError(f"operating point '{self.mode}' is not adaptive")
+        return RateController(self.target_rate, self.threshold, step)
 
     def to_dict(self) -> dict:
         """JSON-safe: an infinite threshold (offload all / none) becomes "inf" / "-inf"."""
@@ -49,7 +63,7 @@ class OperatingPoint:
         except (KeyError, TypeError, ValueError):
             raise DataError(f"operating point needs a numeric threshold, got "
                             f"{d.get('threshold')!r}") from None
-        known = {"mode", "threshold", "calib_offload_rate", "params", "certified"}
+        known = {"mode", "threshold", "calib_offload_rate", "params", "certified", "adaptive"}
         return cls(**{k: v for k, v in d.items() if k in known})
 
 
@@ -76,13 +90,15 @@ def threshold_for_rate(scores: np.ndarray, rate: float) -> float:
     return float(s[k])  # offload is `score < threshold`: a tie at s[k] stays on the edge
 
 
-def calibrate_offload(scores: np.ndarray, rate: float) -> OperatingPoint:
+def calibrate_offload(scores: np.ndarray, rate: float, adaptive: bool = False) -> OperatingPoint:
     t = threshold_for_rate(scores, rate)
-    return OperatingPoint("offload", t, float(np.mean(_scores(scores) < t)), {"rate": rate})
+    params = {"rate": rate}
+    return OperatingPoint("offload", t, float(np.mean(_scores(scores) < t)), params,
+                          adaptive=adaptive)
 
 
 def calibrate_budget(scores: np.ndarray, budget: float, edge_cost: float, switcher_cost: float,
-                     cloud_cost: float) -> OperatingPoint:
+                     cloud_cost: float, adaptive: bool = False) -> OperatingPoint:
     """`budget` is the allowed cost per clip as a fraction of cloud-only (e.g. 0.5)."""
     if cloud_cost <= 0:
         raise DataError("cloud cost must be positive")
@@ -91,10 +107,11 @@ def calibrate_budget(scores: np.ndarray, budget: float, edge_cost: float, switch
     if rate < 0:
         raise DataError(f"budget {budget:.3f} x cloud is below the edge + switcher cost alone "
                         f"({fixed:.3f} x cloud)")
-    op = calibrate_offload(scores, min(rate, 1.0))
+    op = calibrate_offload(scores, min(rate, 1.0), adaptive)
     return OperatingPoint("budget", op.threshold, op.calib_offload_rate,
-                          {"budget": budget, "edge_cost": edge_cost,
-                           "switcher_cost": switcher_cost, "cloud_cost": cloud_cost})
+                          op.params | {"budget": budget, "edge_cost": edge_cost,
+                                       "switcher_cost": switcher_cost, "cloud_cost": cloud_cost},
+                          adaptive=adaptive)
 
 
 def clopper_pearson_upper(k: np.ndarray, n: np.ndarray, alpha: float) -> np.ndarray:
@@ -135,3 +152,38 @@ def calibrate_disagreement(scores: np.ndarray, disagree: np.ndarray, epsilon: fl
                           params | {"ucb": float(ucb[best]),
                                     "calib_disagreement": float(k_dis[best] / n_kept[best])},
                           True)
+
+
+class RateController:
+    """Holds the offload share at `rate` on the stream the hybrid actually sees.
+
+    A threshold calibrated on some users offloads a different share for other users (their
+    switcher scores sit higher or lower). The controller starts from the calibrated threshold
+    and, after each clip, moves it by `step * (rate - offloaded)` (online quantile tracking, as
+    in adaptive conformal inference, Gibbs & Candes 2021). The updates telescope, so after n
+    clips the realised share differs from `rate` by at most |t_n - t_0| / (n * step), whatever
+    the stream. A hard cap never lets the running share exceed `rate`. Scores only, no labels.
+    """
+
+    def __init__(self, rate: float, threshold: float, step: float = 0.01) -> None:
+        if not 0.0 <= rate <= 1.0:
+            raise DataError(f"offload rate must be within [0, 1], got {rate}")
+        if step <= 0:
+            raise DataError(f"controller step must be positive, got {step}")
+        self.rate = rate
+        self.step = step
+        # an infinite start (offload all / none) is replaced by the edge of the score range
+        self.threshold = float(np.clip(threshold, -step, 1.0 + step))
+        self.seen = 0
+        self.offloaded = 0
+
+    def decide(self, scores: np.ndarray) -> np.ndarray:
+        """Offload decisions for the next clips, in stream order (each uses only the past)."""
+        out = np.zeros(len(scores), dtype=bool)
+        for i, s in enumerate(np.asarray(scores, dtype=float)):
+            self.seen += 1
+            hit = s < self.threshold and self.offloaded + 1 <= self.rate * self.seen + 1e-9
+            out[i] = hit
+            self.offloaded += int(hit)
+            self.threshold += self.step * (self.rate - float(hit))
+        return out

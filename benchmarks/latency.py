@@ -1,0 +1,106 @@
+"""Per-clip latency of edge, switcher, cloud and the hybrid at the operating point.
+
+One process, one run: compare the figures as ratios (the machines are shared and noisy).
+Models come from the demo's cache (trained on first use). Prints a Markdown table for
+docs/benchmarks.md and writes the raw figures as JSON.
+
+    python benchmarks/latency.py [--dataset watch] [--calls 500] [--json PATH]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+
+from edgeswitch.config import load_config
+from edgeswitch.evaluation.timing import measure
+from edgeswitch.models.cache import default_cache_dir
+from edgeswitch.pipeline import build
+from edgeswitch.runtime import HybridClassifier
+from edgeswitch.switcher.routers import SwitcherRouter
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--dataset", default="watch")
+    ap.add_argument("--calls", type=int, default=500, help="timed calls per part")
+    ap.add_argument("--json", default="benchmarks/results/latency.json")
+    args = ap.parse_args()
+
+    cfg = load_config(None, dataset=args.dataset)
+    a = build(cfg, cache_dir=default_cache_dir(), progress=False)
+    X = a.splits.test.X
+    n = len(X)
+    one = [X[i % n : i % n + 1] for i in range(args.calls)]
+    edge_out = [a.edge.run_raw(x) for x in one]
+    hybrid = HybridClassifier(a.edge, SwitcherRouter(a.dmd), a.cloud, a.operating_point)
+    offloaded = a.operating_point.offload(a.dmd.score(a.edge.outputs(X)))
+
+    # one clip per call: what a device sees
+    b1 = {
+        "edge": measure(lambda i: a.edge.run_raw(one[i]), args.calls),
+        "switcher": measure(lambda i: a.dmd.score(edge_out[i]), args.calls),
+        "cloud": measure(lambda i: a.cloud.run_raw(one[i]), max(args.calls // 5, 20)),
+        # the real hybrid path, validation included, over test clips in order
+        "hybrid": measure(lambda i: hybrid.classify(one[i]), args.calls, max_seconds=30),
+        "edge_only_path": measure(lambda i: a.edge.outputs(one[i]), args.calls),
+    }
+    # per clip inside a batch of 256: throughput view, framework overhead amortised
+    batch = X[np.arange(256) % n]
+    bo = a.edge.run_raw(batch)
+    batched = {
+        "edge": measure(lambda i: a.edge.run_raw(batch), 50).median_ms / 256,
+        "switcher": measure(lambda i: a.dmd.score(bo), 50).median_ms / 256,
+        "cloud": measure(lambda i: a.cloud.run_raw(batch), 10, warmup=2).median_ms / 256,
+    }
+    t0 = time.perf_counter()
+    hybrid.classify(X)
+    batched["hybrid"] = (time.perf_counter() - t0) * 1e3 / n
+
+    cloud_ms = b1["cloud"].median_ms
+    rows = [
+        ("edge", b1["edge"].median_ms, batched["edge"]),
+        ("switcher", b1["switcher"].median_ms, batched["switcher"]),
+        ("cloud", cloud_ms, batched["cloud"]),
+        (f"hybrid (offload {offloaded.mean():.1%})", b1["hybrid"].median_ms, batched["hybrid"]),
+    ]
+    out = {
+        "dataset": args.dataset, "machine": f"{platform.processor() or platform.machine()}, "
+        f"{os.cpu_count()} cores", "python": platform.python_version(),
+        "offload_rate_test": float(offloaded.mean()),
+        "one_clip_per_call_ms": {k: v.to_dict() for k, v in b1.items()},
+        "batched_per_clip_ms": batched,
+        "hybrid_mean_one_clip_ms_expected": b1["edge_only_path"].median_ms
+        + b1["switcher"].median_ms + offloaded.mean() * cloud_ms,
+        "macs": {"edge": a.edge.macs_, "switcher": a.dmd.macs, "cloud": a.cloud.macs_},
+        "params": {"edge": a.edge.n_params_, "switcher": a.dmd.n_params,
+                   "cloud": a.cloud.n_params_},
+    }
+    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.json).write_text(json.dumps(out, indent=1))
+
+    print("| part | ms/clip, 1 clip per call | x cloud | ms/clip, batch of 256 | x cloud "
+          "| MACs/clip |")
+    print("|---|---:|---:|---:|---:|---:|")
+    macs = {"edge": a.edge.macs_, "switcher": a.dmd.macs, "cloud": a.cloud.macs_}
+    for name, ms, bms in rows:
+        m = macs.get(name.split()[0])
+        print(f"| {name} | {ms:.4f} | {ms / cloud_ms:.3f} | {bms:.5f} | "
+              f"{bms / batched['cloud']:.3f} | {m if m else '-'} |")
+    print(f"\nswitcher / edge: {b1['switcher'].median_ms / b1['edge'].median_ms:.1%} "
+          f"(1 clip per call), {batched['switcher'] / batched['edge']:.1%} (batched), "
+          f"{a.dmd.macs / a.edge.macs_:.2%} (MACs)")
+    print(f"edge / cloud: {b1['edge'].median_ms / cloud_ms:.1%} (1 clip), "
+          f"params {a.edge.n_params_ / a.cloud.n_params_:.1%}")
+    print(f"\nwrote {args.json}")
+
+
+if __name__ == "__main__":
+    main()
