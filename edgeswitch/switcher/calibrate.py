@@ -43,10 +43,10 @@ class OperatingPoint:
         return self.params.get("rate")
 
     def controller(self, step: float = 0.01) -> RateController:
-        """A fresh rate controller starting at the calibrated threshold."""
+        """A fresh rate controller, in rank space of the calibration scores."""
         if not self.adaptive or self.target_rate is None:
             raise DataError(f"operating point '{self.mode}' is not adaptive")
-        return RateController(self.target_rate, self.threshold, step)
+        return RateController(self.target_rate, self.params["calib_quantiles"], step)
 
     def to_dict(self) -> dict:
         """JSON-safe: an infinite threshold (offload all / none) becomes "inf" / "-inf"."""
@@ -92,7 +92,9 @@ def threshold_for_rate(scores: np.ndarray, rate: float) -> float:
 
 def calibrate_offload(scores: np.ndarray, rate: float, adaptive: bool = False) -> OperatingPoint:
     t = threshold_for_rate(scores, rate)
-    params = {"rate": rate}
+    params: dict = {"rate": rate}
+    if adaptive:  # the controller ranks live scores against these
+        params["calib_quantiles"] = np.quantile(_scores(scores), np.linspace(0, 1, 201)).tolist()
     return OperatingPoint("offload", t, float(np.mean(_scores(scores) < t)), params,
                           adaptive=adaptive)
 
@@ -158,32 +160,44 @@ class RateController:
     """Holds the offload share at `rate` on the stream the hybrid actually sees.
 
     A threshold calibrated on some users offloads a different share for other users (their
-    switcher scores sit higher or lower). The controller starts from the calibrated threshold
-    and, after each clip, moves it by `step * (rate - offloaded)` (online quantile tracking, as
-    in adaptive conformal inference, Gibbs & Candes 2021). The updates telescope, so after n
-    clips the realised share differs from `rate` by at most |t_n - t_0| / (n * step), whatever
-    the stream. A hard cap never lets the running share exceed `rate`. Scores only, no labels.
+    switcher scores sit higher or lower). The controller works in rank space: a score becomes
+    its quantile `u` among the calibration scores, and the clip is offloaded when `u` is below
+    a level that starts at `rate` and moves by `step * (rate - offloaded)` after each clip
+    (online quantile tracking, as in adaptive conformal inference, Gibbs & Candes 2021). The
+    updates telescope, so after n clips the realised share differs from `rate` by at most
+    |level_n - level_0| / (n * step), whatever the stream; a step is a share of the calibration
+    population, whatever the scale of the scores. A hard cap never lets the running share exceed
+    `rate`. It reads scores only, never labels.
     """
 
-    def __init__(self, rate: float, threshold: float, step: float = 0.01) -> None:
+    def __init__(self, rate: float, calib_quantiles: np.ndarray, step: float = 0.01) -> None:
         if not 0.0 <= rate <= 1.0:
             raise DataError(f"offload rate must be within [0, 1], got {rate}")
         if step <= 0:
             raise DataError(f"controller step must be positive, got {step}")
+        q = np.asarray(calib_quantiles, dtype=float)
+        if q.ndim != 1 or len(q) < 2 or np.any(np.diff(q) < 0):
+            raise DataError("controller needs increasing calibration score quantiles")
         self.rate = rate
         self.step = step
-        # an infinite start (offload all / none) is replaced by the edge of the score range
-        self.threshold = float(np.clip(threshold, -step, 1.0 + step))
+        self.knots = q
+        self.levels = np.linspace(0.0, 1.0, len(q))
+        self.level = rate
         self.seen = 0
         self.offloaded = 0
 
+    def rank(self, scores: np.ndarray) -> np.ndarray:
+        """Quantile of each score among the calibration scores (0..1)."""
+        return np.interp(scores, self.knots, self.levels)
+
     def decide(self, scores: np.ndarray) -> np.ndarray:
         """Offload decisions for the next clips, in stream order (each uses only the past)."""
-        out = np.zeros(len(scores), dtype=bool)
-        for i, s in enumerate(np.asarray(scores, dtype=float)):
+        u = self.rank(np.asarray(scores, dtype=float))
+        out = np.zeros(len(u), dtype=bool)
+        for i, ui in enumerate(u):
             self.seen += 1
-            hit = s < self.threshold and self.offloaded + 1 <= self.rate * self.seen + 1e-9
+            hit = ui < self.level and self.offloaded + 1 <= self.rate * self.seen + 1e-9
             out[i] = hit
             self.offloaded += int(hit)
-            self.threshold += self.step * (self.rate - float(hit))
+            self.level += self.step * (self.rate - float(hit))
         return out
