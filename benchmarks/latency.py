@@ -40,8 +40,13 @@ def main() -> None:
     n = len(X)
     one = [X[i % n : i % n + 1] for i in range(args.calls)]
     edge_out = [a.edge.run_raw(x) for x in one]
-    hybrid = HybridClassifier(a.edge, SwitcherRouter(a.dmd), a.cloud, a.operating_point)
-    offloaded = a.operating_point.offload(a.dmd.score(a.edge.outputs(X)))
+    def new_hybrid() -> HybridClassifier:  # a fresh rate controller for each pass
+        return HybridClassifier(a.edge, SwitcherRouter(a.dmd), a.cloud, a.operating_point,
+                                step=cfg.calibration.step)
+
+    # the share the hybrid really offloads over the test stream (in time order, as in demo)
+    offloaded = new_hybrid().classify(X[np.argsort(a.splits.test.ids, kind="stable")]).offloaded
+    hybrid = new_hybrid()
 
     # one clip per call: what a device sees
     b1 = {
@@ -60,8 +65,9 @@ def main() -> None:
         "switcher": measure(lambda i: a.dmd.score(bo), 50).median_ms / 256,
         "cloud": measure(lambda i: a.cloud.run_raw(batch), 10, warmup=2).median_ms / 256,
     }
+    fresh = new_hybrid()
     t0 = time.perf_counter()
-    hybrid.classify(X)
+    fresh.classify(X)
     batched["hybrid"] = (time.perf_counter() - t0) * 1e3 / n
 
     cloud_ms = b1["cloud"].median_ms
@@ -69,7 +75,9 @@ def main() -> None:
         ("edge", b1["edge"].median_ms, batched["edge"]),
         ("switcher", b1["switcher"].median_ms, batched["switcher"]),
         ("cloud", cloud_ms, batched["cloud"]),
-        (f"hybrid (offload {offloaded.mean():.1%})", b1["hybrid"].median_ms, batched["hybrid"]),
+        # kept clips cost ~edge, offloaded ones ~cloud: the mean is the figure that adds up
+        (f"hybrid, mean (offload {offloaded.mean():.1%})", b1["hybrid"].mean_ms,
+         batched["hybrid"]),
     ]
     out = {
         "dataset": args.dataset, "machine": f"{platform.processor() or platform.machine()}, "

@@ -75,9 +75,9 @@ def preset(dataset: str) -> RunConfig:
         cfg.split_groups = {"test": ["subject08", "subject09", "subject10"]}
     elif name == "basicmotions":  # 80 clips: small, fast models; every model is near 100%
         cfg.edge.arch_params.update(channels=[0, 1, 2], width=8, layers=2)
-        cfg.edge.epochs = 20
+        cfg.edge.epochs = 40
         cfg.cloud.arch_params.update(width=16)
-        cfg.cloud.epochs = 15
+        cfg.cloud.epochs = 40
         cfg.switcher.epochs = 100
         cfg.latency_calls = 50
     return cfg

@@ -24,5 +24,5 @@ def bm_models(bm_splits):
     from edgeswitch.pipeline import train_models
 
     cfg = preset("basicmotions")
-    cfg.edge.epochs, cfg.cloud.epochs = 8, 6
+    cfg.edge.epochs, cfg.cloud.epochs = 10, 10
     return train_models(cfg, bm_splits.train, None, progress=False)

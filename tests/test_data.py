@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgeswitch.config import load_config
+from edgeswitch.config import load_config, preset
 from edgeswitch.data import SPLITS, ClipBatch, check_clips, load_dataset, split_by_group
 from edgeswitch.data.splits import group_counts
 from edgeswitch.errors import DataError, EdgeSwitchError
@@ -656,7 +656,7 @@ def test_watch_preset_test_subjects(tmp_path):
     path.write_text('dataset = "basicmotions"\n')
     cfg = load_config(path)
     assert cfg.dataset == "basicmotions" and cfg.split_groups == {}
-    assert cfg.edge.epochs == 20
+    assert cfg.edge == preset("basicmotions").edge != preset("watch").edge
     # presets do not leak into each other
     assert load_config().split_groups == {"test": WATCH_TEST}
 

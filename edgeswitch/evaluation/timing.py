@@ -15,6 +15,7 @@ import numpy as np
 @dataclass(frozen=True)
 class Latency:
     median_ms: float
+    mean_ms: float
     p90_ms: float
     calls: int
 
@@ -36,4 +37,4 @@ def measure(fn: Callable[[int], object], calls: int, warmup: int = 10,
         if time.perf_counter() > deadline and len(times) >= 5:
             break
     t = np.asarray(times) * 1e3
-    return Latency(float(np.median(t)), float(np.percentile(t, 90)), len(t))
+    return Latency(float(np.median(t)), float(np.mean(t)), float(np.percentile(t, 90)), len(t))
