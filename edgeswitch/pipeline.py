@@ -151,6 +151,16 @@ def evaluate(edge_out: ModelOutput, cloud_proba: np.ndarray, y: np.ndarray,
     }
 
 
+def model_summary(model, proba: np.ndarray, y: np.ndarray, n_classes: int, latency_ms: float,
+                  latency_batched_ms: float | None = None) -> dict:
+    """A model's line of results.json: accuracy, macro-F1, latency and size."""
+    pred = proba.argmax(axis=1)
+    return {"name": model.name, "accuracy": accuracy(y, pred),
+            "macro_f1": macro_f1(y, pred, n_classes), "latency_ms": latency_ms,
+            "latency_batched_ms": latency_batched_ms, "params": model.n_params_,
+            "macs": model.macs_}
+
+
 def label_audit(records: DMDRecords, y: np.ndarray) -> dict:
     """How noisy the DMD targets are, measured against labels the method never used."""
     edge_ok = records.edge_label == y
@@ -265,20 +275,15 @@ def run(cfg: RunConfig, out_dir: Path | None = None, cache_dir: Path | None = No
                   cfg.calibration.step)
     a.timings["evaluate"] = round(time.perf_counter() - t, 3)
     costs, edge, cloud, dmd, records = a.costs, a.edge, a.cloud, a.dmd, a.records
-
-    def model_summary(model, proba, lat_ms, batched_ms):
-        pred = proba.argmax(axis=1)
-        return {"name": model.name, "accuracy": accuracy(y, pred),
-                "macro_f1": macro_f1(y, pred, test.n_classes), "latency_ms": lat_ms,
-                "latency_batched_ms": batched_ms, "params": model.n_params_,
-                "macs": model.macs_}
+    k = test.n_classes
 
     return {
         "dataset": cfg.dataset,
         "n_test": len(test),
         "classes": list(test.classes),
-        "edge": model_summary(edge, edge_out.proba, costs.edge_ms, costs.edge_batched_ms),
-        "cloud": model_summary(cloud, cloud_proba, costs.cloud_ms, costs.cloud_batched_ms),
+        "edge": model_summary(edge, edge_out.proba, y, k, costs.edge_ms, costs.edge_batched_ms),
+        "cloud": model_summary(cloud, cloud_proba, y, k, costs.cloud_ms,
+                               costs.cloud_batched_ms),
         "switcher": {"latency_ms": costs.switcher_ms,
                      "latency_batched_ms": costs.switcher_batched_ms,
                      "params": dmd.n_params, "macs": dmd.macs, "target": dmd.target,

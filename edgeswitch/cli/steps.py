@@ -104,7 +104,8 @@ def cmd_calibrate(args) -> int:
         else Costs(0, 0, 1, 0, 0, 1)
     cfg = RunConfig(calibration=CalibrationConfig(mode=args.mode, rate=args.rate,
                                                   budget=args.budget, epsilon=args.epsilon,
-                                                  delta=args.delta, grid=args.grid))
+                                                  delta=args.delta, grid=args.grid,
+                                                  adaptive=not args.fixed))
     # without DMD records the grid is fixed in advance: evenly spaced scores
     op = calibrate(cfg, scores, disagree, np.linspace(0, 1, 1001), costs)
     Path(args.out).write_text(json.dumps(op.to_dict(), indent=1))
@@ -114,10 +115,9 @@ def cmd_calibrate(args) -> int:
 
 
 def cmd_evaluate(args) -> int:
-    from edgeswitch.evaluation.metrics import accuracy, macro_f1
     from edgeswitch.evaluation.report import text_table, write_all
     from edgeswitch.models import OnnxClassifier
-    from edgeswitch.pipeline import evaluate, measure_costs
+    from edgeswitch.pipeline import evaluate, measure_costs, model_summary
     from edgeswitch.switcher import MLPSwitcher, OperatingPoint, make_router
     from edgeswitch.switcher.routers import OracleRouter, SwitcherRouter
 
@@ -132,16 +132,12 @@ def cmd_evaluate(args) -> int:
     routers["oracle"] = OracleRouter(cloud_proba.argmax(axis=1), y)
     costs = measure_costs(edge, sw, cloud, clips.X, 100)
     ev = evaluate(edge_out, cloud_proba, y, routers, op, "dmd", costs, clips.n_classes, 101, 0)
-
-    def summary(model, proba, ms):
-        pred = proba.argmax(axis=1)
-        return {"name": model.name, "accuracy": accuracy(y, pred),
-                "macro_f1": macro_f1(y, pred, clips.n_classes), "latency_ms": ms,
-                "params": model.n_params_}
-
+    k = clips.n_classes
     results = {"dataset": str(args.data), "n_test": len(clips), "classes": list(clips.classes),
-               "edge": summary(edge, edge_out.proba, costs.edge_ms),
-               "cloud": summary(cloud, cloud_proba, costs.cloud_ms),
+               "edge": model_summary(edge, edge_out.proba, y, k, costs.edge_ms,
+                                     costs.edge_batched_ms),
+               "cloud": model_summary(cloud, cloud_proba, y, k, costs.cloud_ms,
+                                      costs.cloud_batched_ms),
                "switcher": {"latency_ms": costs.switcher_ms, "params": sw.n_params,
                             "target": sw.target},
                **ev}
@@ -200,6 +196,9 @@ def add_parsers(sub, add_common) -> None:
     p.add_argument("--epsilon", type=float, default=0.05)
     p.add_argument("--delta", type=float, default=0.1)
     p.add_argument("--grid", type=int, default=40)
+    p.add_argument("--fixed", action="store_true",
+                   help="offload/budget: keep the calibrated threshold fixed instead of holding "
+                   "the offload rate on the live stream")
     p.add_argument("--out", default="operating_point.json")
     add_common(p)
     p.set_defaults(func=cmd_calibrate)
