@@ -93,3 +93,20 @@ def test_hybrid_offloads_exactly_below_threshold(bm_models, bm_splits):
     assert recs[0]["answered_by"] in ("edge", "cloud") and len(recs) == len(X)
     all_cloud = HybridClassifier(edge, router, cloud_model, OperatingPoint("o", np.inf, 1.0))
     assert all_cloud.classify(X).offloaded.all()
+
+
+def test_hybrid_with_adaptive_operating_point_holds_the_rate(bm_models, bm_splits, basicmotions):
+    from edgeswitch.switcher import calibrate_offload
+
+    edge, cloud_model = bm_models
+    router = make_router("max_prob")
+    calib_scores = router.score(edge.outputs(bm_splits.calib.X))
+    op = calibrate_offload(calib_scores, 0.25, adaptive=True)
+    cloud = InProcessCloud(cloud_model)
+    hybrid = HybridClassifier(edge, router, cloud, op)
+    X = basicmotions.X  # a stream the threshold was not calibrated on
+    offloaded = np.concatenate([hybrid.classify(X[i : i + 5]).offloaded
+                                for i in range(0, len(X), 5)])
+    assert offloaded.mean() <= 0.25 + 1e-9  # the cap
+    assert offloaded.mean() >= 0.2  # and the controller gets close to it
+    assert cloud.clips_sent == offloaded.sum()
