@@ -63,11 +63,17 @@ class RunConfig:
         return asdict(self)
 
 
+ARCHS = ("edge-cnn", "cloud-resnet")  # names in edgeswitch.models.nets (no torch import here)
+
+
 def preset(dataset: str) -> RunConfig:
     """Defaults for a data set. The smartwatch edge model is a low-power design: accelerometer
     only (the gyroscope is the power-hungry sensor on a watch) at half rate (25 Hz)."""
     cfg = RunConfig(dataset=dataset)
     name = dataset.lower()
+    if name not in ("watch", "basicmotions"):
+        # sensor-frame rotation assumes xyz channel triplets; unknown data may have none
+        cfg.edge.rotate_deg = cfg.cloud.rotate_deg = 0.0
     if name == "watch":
         cfg.edge.arch_params.update(channels=[0, 1, 2], decimate=2)
         # test subjects 8-10 as in the reference figures of docs/method.md; 1-7 are dealt
@@ -93,8 +99,10 @@ def _merge(obj, values: dict, where: str):
             if not isinstance(value, dict):
                 raise EdgeSwitchError(f"config: '{where}{key}' must be a table")
             _merge(current, value, f"{where}{key}.")
-        elif isinstance(current, dict) and isinstance(value, dict):
-            current.update(value)
+        elif isinstance(current, dict):  # a table replaces the preset's table wholesale
+            if not isinstance(value, dict):
+                raise EdgeSwitchError(f"config: '{where}{key}' must be a table")
+            setattr(obj, key, dict(value))
         else:
             setattr(obj, key, value)
     return obj
@@ -113,4 +121,33 @@ def load_config(path: str | Path | None = None, **overrides) -> RunConfig:
     overrides = {k: v for k, v in overrides.items() if v is not None}
     dataset = overrides.get("dataset", values.get("dataset", "watch"))
     cfg = _merge(preset(str(dataset)), values, "")
-    return _merge(cfg, overrides, "")
+    return validate(_merge(cfg, overrides, ""))
+
+
+def validate(cfg: RunConfig) -> RunConfig:
+    """Refuse settings that would fail deep inside a run, with the key's name."""
+    def need(ok: bool, msg: str) -> None:
+        if not ok:
+            raise EdgeSwitchError(f"config: {msg}")
+
+    sp = cfg.splits
+    need(isinstance(sp, list | tuple) and len(sp) == 4
+         and all(isinstance(v, int | float) and v > 0 for v in sp),
+         f"splits must be 4 positive shares (train, pool, calib, test), got {sp!r}")
+    for role in ("edge", "cloud"):
+        m = getattr(cfg, role)
+        need(m.arch in ARCHS, f"{role}.arch must be one of {list(ARCHS)}, got {m.arch!r}")
+        need(isinstance(m.epochs, int) and m.epochs >= 1, f"{role}.epochs must be >= 1")
+        need(m.lr > 0 and m.batch_size >= 2, f"{role}.lr must be > 0, batch_size >= 2")
+    need(cfg.switcher.target in ("hard", "soft"), "switcher.target must be 'hard' or 'soft'")
+    need(cfg.switcher.epochs >= 1 and cfg.switcher.hidden >= 1,
+         "switcher.epochs and switcher.hidden must be >= 1")
+    c = cfg.calibration
+    need(c.mode in ("offload", "budget", "disagreement"),
+         f"calibration.mode must be offload, budget or disagreement, got {c.mode!r}")
+    need(0 <= c.rate <= 1, "calibration.rate must be within [0, 1]")
+    need(0 < c.epsilon < 1 and 0 < c.delta < 1, "calibration.epsilon, delta within (0, 1)")
+    need(isinstance(c.grid, int) and c.grid >= 1, "calibration.grid must be >= 1")
+    need(c.step > 0, "calibration.step must be > 0")
+    need(cfg.window_s > 0 and cfg.stride_s > 0, "window_s and stride_s must be > 0")
+    return cfg

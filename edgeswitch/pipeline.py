@@ -15,7 +15,7 @@ import numpy as np
 from edgeswitch.config import RunConfig
 from edgeswitch.data import ClipBatch, Splits, load_dataset, split_by_group
 from edgeswitch.dmd import DMDRecords, agreement_by_class, distill
-from edgeswitch.errors import EdgeSwitchError
+from edgeswitch.errors import EdgeSwitchError, ModelError
 from edgeswitch.evaluation.curves import router_curve
 from edgeswitch.evaluation.metrics import accuracy, macro_f1
 from edgeswitch.evaluation.timing import measure
@@ -71,6 +71,8 @@ def train_switcher(records: DMDRecords, cfg: RunConfig, target: np.ndarray | Non
 
 def measure_costs(edge, switcher: MLPSwitcher, cloud, clips: np.ndarray, calls: int) -> Costs:
     """Latency of each part, one clip at a time, and per clip in a batch of 256."""
+    edge.outputs(clips[:1])   # validate once (shape, dtype): the timed calls skip validation
+    cloud.outputs(clips[:1])
     n = len(clips)
     one = [clips[i % n : i % n + 1] for i in range(max(calls, 1))]
     edge_out = [edge.run_raw(x) for x in one]
@@ -94,10 +96,10 @@ def calibrate(cfg: RunConfig, calib_scores: np.ndarray, calib_disagree: np.ndarr
               pool_scores: np.ndarray, costs: Costs) -> OperatingPoint:
     c = cfg.calibration
     if c.mode == "offload":
-        return calibrate_offload(calib_scores, c.rate, c.adaptive)
+        return calibrate_offload(calib_scores, c.rate, c.adaptive, c.step)
     if c.mode == "budget":
         return calibrate_budget(calib_scores, c.budget, costs.edge_ms, costs.switcher_ms,
-                                costs.cloud_ms, c.adaptive)
+                                costs.cloud_ms, c.adaptive, c.step)
     if c.mode == "disagreement":
         if calib_disagree is None:
             raise EdgeSwitchError("disagreement calibration needs the cloud's calib answers")
@@ -108,20 +110,20 @@ def calibrate(cfg: RunConfig, calib_scores: np.ndarray, calib_disagree: np.ndarr
                           "disagreement")
 
 
-def operating_decisions(op: OperatingPoint, scores: np.ndarray, stream_order: np.ndarray,
-                        step: float = 0.01) -> np.ndarray:
+def operating_decisions(op: OperatingPoint, scores: np.ndarray,
+                        stream_order: np.ndarray) -> np.ndarray:
     """Offload decisions at an operating point; an adaptive one sees the clips as a stream."""
     if not op.adaptive:
         return op.offload(scores)
     off = np.zeros(len(scores), dtype=bool)
-    off[stream_order] = op.controller(step).decide(scores[stream_order])
+    off[stream_order] = op.controller().decide(scores[stream_order])
     return off
 
 
 def evaluate(edge_out: ModelOutput, cloud_proba: np.ndarray, y: np.ndarray,
              routers: dict[str, Router], op: OperatingPoint, op_router: str, costs: Costs,
-             n_classes: int, points: int, seed: int, stream_order: np.ndarray | None = None,
-             step: float = 0.01) -> dict:
+             n_classes: int, points: int, seed: int,
+             stream_order: np.ndarray | None = None) -> dict:
     """Curves for every router and the hybrid at the calibrated operating point on `test`.
 
     `stream_order` is the order in which an adaptive operating point sees the clips (default:
@@ -134,7 +136,7 @@ def evaluate(edge_out: ModelOutput, cloud_proba: np.ndarray, y: np.ndarray,
         curves[name] = router_curve(scores[name], edge_label, cloud_label, y, n_classes,
                                     points, seed).to_dict()
     order = np.arange(len(y)) if stream_order is None else stream_order
-    off = operating_decisions(op, scores[op_router], order, step)
+    off = operating_decisions(op, scores[op_router], order)
     pred = np.where(off, cloud_label, edge_label)
     rate = float(off.mean())
     return {
@@ -254,53 +256,74 @@ def build(cfg: RunConfig, out_dir: Path | None = None, cache_dir: Path | None = 
                      timings)
 
 
+def check_clip_classes(clips: ClipBatch, model) -> None:
+    """A data set's classes must be the model's, in the same order."""
+    if tuple(clips.classes) != tuple(model.classes_):
+        raise ModelError(f"{clips.name}: data classes {list(clips.classes)} differ from model "
+                         f"'{model.name}' classes {list(model.classes_)} (count or order)")
+
+
+def evaluate_clips(edge, cloud, switchers: dict[str, MLPSwitcher], op: OperatingPoint,
+                   costs: Costs, clips: ClipBatch, points: int = 101, seed: int = 0) -> dict:
+    """Every router's curve and the hybrid at `op` on labelled clips: the part of results.json
+    that `demo` and `evaluate` share. The first switcher is the one `op` was calibrated for.
+
+    An adaptive operating point meets the clips as a stream in clip-id order (recording by
+    recording, in time order for the built-in loaders)."""
+    y = clips.require_labels("evaluation")
+    check_same_classes(edge, cloud)
+    check_clip_classes(clips, edge)
+    for sw in switchers.values():
+        sw.check_edge(edge)
+    edge_out = edge.outputs(clips.X)
+    cloud_proba = cloud.predict_proba(clips.X)
+    routers: dict[str, Router] = {name: SwitcherRouter(sw) for name, sw in switchers.items()}
+    routers |= {name: make_router(name, seed=seed) if name == "random" else make_router(name)
+                for name in BASELINES}
+    routers["oracle"] = OracleRouter(cloud_proba.argmax(axis=1), y)
+    first = next(iter(switchers))
+    ev = evaluate(edge_out, cloud_proba, y, routers, op, first, costs, clips.n_classes, points,
+                  seed, np.argsort(clips.ids, kind="stable"))
+    sw, k = switchers[first], clips.n_classes
+    return {
+        "n_test": len(clips),
+        "classes": list(clips.classes),
+        "edge": model_summary(edge, edge_out.proba, y, k, costs.edge_ms, costs.edge_batched_ms),
+        "cloud": model_summary(cloud, cloud_proba, y, k, costs.cloud_ms,
+                               costs.cloud_batched_ms),
+        "switcher": {"latency_ms": costs.switcher_ms,
+                     "latency_batched_ms": costs.switcher_batched_ms,
+                     "params": sw.n_params, "macs": sw.macs, "target": sw.target,
+                     "features": list(sw.features),
+                     "vs_edge": {"latency": costs.switcher_ms / costs.edge_ms,
+                                 "latency_batched": costs.switcher_batched_ms
+                                 / costs.edge_batched_ms,
+                                 "macs": sw.macs / edge.macs_ if edge.macs_ else None}},
+        **ev,
+    }
+
+
 def run(cfg: RunConfig, out_dir: Path | None = None, cache_dir: Path | None = None,
         progress: bool = True, data: ClipBatch | None = None) -> dict:
     """Run the whole method and return the results dict (see README for its schema)."""
     t_start = time.perf_counter()
     a = build(cfg, out_dir, cache_dir, progress, data)
     t = time.perf_counter()
-    test, y = a.splits.test, a.splits.test.y
-    edge_out = a.edge.outputs(test.X)
-    cloud_proba = a.cloud.predict_proba(test.X)
-    routers: dict[str, Router] = {"dmd": SwitcherRouter(a.dmd),
-                                  "supervised": SwitcherRouter(a.supervised)}
-    routers |= {name: make_router(name) if name != "random" else make_router(name, seed=cfg.seed)
-                for name in BASELINES}
-    routers["oracle"] = OracleRouter(cloud_proba.argmax(axis=1), y)
-    # an adaptive operating point meets the test clips as a stream: recording by recording,
-    # in time order (clip ids sort that way)
-    ev = evaluate(edge_out, cloud_proba, y, routers, a.operating_point, "dmd", a.costs,
-                  test.n_classes, cfg.curve_points, cfg.seed, np.argsort(test.ids, kind="stable"),
-                  cfg.calibration.step)
+    shared = evaluate_clips(a.edge, a.cloud, {"dmd": a.dmd, "supervised": a.supervised},
+                            a.operating_point, a.costs, a.splits.test, cfg.curve_points,
+                            cfg.seed)
     a.timings["evaluate"] = round(time.perf_counter() - t, 3)
-    costs, edge, cloud, dmd, records = a.costs, a.edge, a.cloud, a.dmd, a.records
-    k = test.n_classes
-
+    records = a.records
     return {
         "dataset": cfg.dataset,
-        "n_test": len(test),
-        "classes": list(test.classes),
-        "edge": model_summary(edge, edge_out.proba, y, k, costs.edge_ms, costs.edge_batched_ms),
-        "cloud": model_summary(cloud, cloud_proba, y, k, costs.cloud_ms,
-                               costs.cloud_batched_ms),
-        "switcher": {"latency_ms": costs.switcher_ms,
-                     "latency_batched_ms": costs.switcher_batched_ms,
-                     "params": dmd.n_params, "macs": dmd.macs, "target": dmd.target,
-                     "features": list(dmd.features),
-                     "vs_edge": {"latency": costs.switcher_ms / costs.edge_ms,
-                                 "latency_batched": costs.switcher_batched_ms
-                                 / costs.edge_batched_ms,
-                                 "macs": dmd.macs / edge.macs_ if edge.macs_ else None}},
-        "operating_point": ev["operating_point"],
-        "routers": ev["routers"],
+        **shared,
         "dmd": {"n_pool": len(records), "agreement": float(records.agree.mean()),
                 "mean_alignment": float(records.alignment.mean()),
                 "agreement_by_edge_class": agreement_by_class(records),
                 "audit": label_audit(records, a.splits.hidden_labels["pool"])},
         "splits": {name: {"groups": g, "n": len(getattr(a.splits, name))}
                    for name, g in a.splits.groups().items()},
-        "models": {"edge": edge.meta_.get("trainer"), "cloud": cloud.meta_.get("trainer")},
+        "models": {"edge": a.edge.meta_.get("trainer"), "cloud": a.cloud.meta_.get("trainer")},
         "config": cfg.to_dict(),
         "timings_s": a.timings | {"total": round(time.perf_counter() - t_start, 3)},
     }

@@ -68,20 +68,23 @@ def test_offload_without_ties_is_exact_for_every_k():
         assert (scores < threshold_for_rate(scores, rate)).sum() == k
 
 
-@pytest.mark.parametrize("scores, rate", [
-    ([0.1, 0.2, 0.2, 0.2, 0.5], 0.4),   # ceil(0.4*5)=2, offloads 4
-    ([0.5] * 10, 0.3),                  # constant switcher: ceil(3), offloads all 10
+@pytest.mark.parametrize("scores, rate, expected", [
+    ([0.1, 0.2, 0.2, 0.2, 0.5], 0.4, 1),   # ceil(0.4*5)=2 would cut the tie: only 0.1 goes
+    ([0.5] * 10, 0.3, 0),                  # constant switcher: the whole tie stays on edge
 ])
-def test_ties_never_offload_more_than_ceil_rate_n(scores, rate):
+def test_ties_never_offload_more_than_ceil_rate_n(scores, rate, expected):
     s = np.asarray(scores)
     t = threshold_for_rate(s, rate)
-    assert (s < t).sum() <= math.ceil(rate * len(s))
+    assert (s < t).sum() == expected <= math.ceil(rate * len(s))
 
 
 def test_budget_is_respected_when_scores_tie():
-    scores = np.full(100, 0.5)  # e.g. a saturated switcher
+    scores = np.r_[np.full(50, 0.5), np.linspace(0.6, 1, 50)]  # half tied (saturated)
     op = calibrate_budget(scores, 0.5, edge_cost=0.02, switcher_cost=0.001, cloud_cost=1.0)
-    assert 0.02 + 0.001 + op.calib_offload_rate <= 0.5
+    assert op.calib_offload_rate == 0.0  # cutting into the tie would overrun the budget
+    op = calibrate_budget(scores, 0.9, edge_cost=0.02, switcher_cost=0.001, cloud_cost=1.0)
+    assert op.calib_offload_rate == pytest.approx(0.87)  # past the tie: exactly ceil(0.879 n)
+    assert 0.02 + 0.001 + op.calib_offload_rate <= 0.9
 
 
 def test_ties_below_the_cut_do_not_matter():

@@ -4,6 +4,7 @@ import json
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 ROUTERS = {"dmd", "supervised", "max_prob", "entropy", "margin", "random", "oracle"}
@@ -103,3 +104,41 @@ def test_step_commands_chain_on_user_files(tmp_path):
     res = json.loads((tmp_path / "eval" / "results.json").read_text())
     assert {"dmd", "max_prob", "oracle"} <= set(res["routers"])
     assert (tmp_path / "eval" / "curves.png").exists()
+    # the figures are the models' own: recompute the edge accuracy on the same test split
+    from edgeswitch.config import load_config
+    from edgeswitch.data import load_dataset, split_by_group
+    from edgeswitch.models import OnnxClassifier
+
+    cfg = load_config(dataset="basicmotions")
+    test = split_by_group(load_dataset("basicmotions"), tuple(cfg.splits), cfg.seed).test
+    edge = OnnxClassifier(m / "edge.onnx")
+    assert res["edge"]["accuracy"] == pytest.approx(float((edge.predict(test.X) == test.y).mean()))
+
+    # --- what a user gets wrong: each is a clear error, exit code 2, no traceback
+    def fails(*args, match):
+        r = run_cli(*args)
+        assert r.returncode == 2, (args[0], r.stdout, r.stderr)
+        assert match in r.stderr and "Traceback" not in r.stderr, r.stderr
+
+    # string labels: classes come out sorted, not in the order the models were trained with
+    X, y = test.X, np.asarray(test.classes)[test.y]
+    np.savez(tmp_path / "strings.npz", X=X, y=y)
+    ev = ("evaluate", "--edge", str(m / "edge.onnx"), "--cloud", str(m / "cloud.onnx"),
+          "--switcher", str(tmp_path / "sw.npz"), "--op", str(tmp_path / "op.json"),
+          "--out", str(tmp_path / "bad"))
+    fails(*ev[:-2], "--out", str(tmp_path / "bad"), "--data", str(tmp_path / "strings.npz"),
+          "--split", "all", match="differ from model")
+    (tmp_path / "broken.json").write_text("{not json")
+    fails("evaluate", "--data", "basicmotions", "--edge", str(m / "edge.onnx"), "--cloud",
+          str(m / "cloud.onnx"), "--switcher", str(tmp_path / "sw.npz"), "--op",
+          str(tmp_path / "broken.json"), "--out", str(tmp_path / "bad"),
+          match="not a JSON operating point")
+    # a switcher trained on another edge model's outputs
+    other = tmp_path / "other"
+    assert run_cli("train-models", "--data", "basicmotions", "--seed", "5", "--out",
+                   str(other), "--quiet").returncode == 0
+    fails("calibrate", "--data", "basicmotions", "--edge", str(other / "edge.onnx"),
+          "--switcher", str(tmp_path / "sw.npz"), "--out", str(tmp_path / "op2.json"),
+          match="was trained on outputs of edge model")
+    fails("distill", "--data", "basicmotions", "--edge", str(m / "edge.onnx"), "--cloud",
+          str(m / "cloud.onnx"), "--out", str(tmp_path), match="is a folder")

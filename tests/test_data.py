@@ -625,12 +625,28 @@ def test_config_nested_override(tmp_path):
     assert cfg.calibration.epsilon == 0.05  # untouched keys keep their defaults
     assert cfg.seed == 3
     assert cfg.edge.epochs == 2
-    # a dict field is merged key by key: the watch preset's channels survive
-    assert cfg.edge.arch_params["width"] == 8
-    assert cfg.edge.arch_params["channels"] == [0, 1, 2]
+    # a table replaces the preset's table wholesale (so a key can also be removed)
+    assert cfg.edge.arch_params == {"width": 8}
+    path.write_text("[split_groups]\n")
+    assert load_config(path).split_groups == {}
     # keyword overrides win over the file; None means "not given"
     cfg = load_config(path, seed=9, dataset=None)
     assert cfg.seed == 9 and cfg.dataset == "watch"
+
+
+@pytest.mark.parametrize("toml, key", [
+    ("splits = [0.5, 0.5]", "splits"), ('splits = "abc"', "splits"),
+    ('[edge]\narch = "vit"', "edge.arch"), ("[cloud]\nepochs = 0", "cloud.epochs"),
+    ('[switcher]\ntarget = "medium"', "switcher.target"),
+    ('[calibration]\nmode = "cheap"', "calibration.mode"),
+    ("[calibration]\ngrid = 0", "calibration.grid"),
+    ("[calibration]\nrate = 1.5", "calibration.rate"),
+])
+def test_config_values_are_validated(tmp_path, toml, key):
+    path = tmp_path / "bad.toml"
+    path.write_text(toml + "\n")
+    with pytest.raises(EdgeSwitchError, match=key.replace(".", r"\.")):
+        load_config(path)
 
 
 def test_config_table_required_and_bad_files(tmp_path):

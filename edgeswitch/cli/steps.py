@@ -16,17 +16,19 @@ from edgeswitch.errors import EdgeSwitchError
 
 
 def _load_split(args) -> tuple:
-    """The clips a step runs on: a named split of a data set, or the whole file."""
+    """(clips, splits or None, config) for a step: a named split of --data, or all of it."""
     from edgeswitch.config import load_config
     from edgeswitch.data import load_dataset, split_by_group
 
-    data = load_dataset(args.data)
-    if args.split == "all":
-        return data, None
     cfg = load_config(args.config, dataset=args.data, seed=args.seed)
+    kwargs = {"window_s": cfg.window_s, "stride_s": cfg.stride_s} \
+        if str(args.data).lower() == "watch" else {}
+    data = load_dataset(args.data, **kwargs)
+    if args.split == "all":
+        return data, None, cfg
     splits = split_by_group(data, tuple(cfg.splits), seed=cfg.seed,
                             fixed=cfg.split_groups or None)
-    return getattr(splits, args.split), splits
+    return getattr(splits, args.split), splits, cfg
 
 
 def _data_args(p: argparse.ArgumentParser, default_split: str) -> None:
@@ -37,15 +39,42 @@ def _data_args(p: argparse.ArgumentParser, default_split: str) -> None:
                    help=f"which group split of --data to use (default: {default_split}); "
                    "'all' uses every clip, for files that are already one split")
     p.add_argument("--seed", type=int, default=None, help="split seed (default from config)")
-    p.add_argument("--config", default=None, help="TOML config (split fractions, models...)")
+    p.add_argument("--config", default=None, help="TOML config (split shares, windows...)")
+
+
+def _models(args, *, cloud_needed: bool = True):
+    """Edge (and cloud) models of a step, checked to share one label set."""
+    from edgeswitch.models import OnnxClassifier, check_same_classes
+
+    edge = OnnxClassifier(args.edge)
+    cloud = OnnxClassifier(args.cloud) if getattr(args, "cloud", None) else None
+    if cloud is None and cloud_needed:
+        raise EdgeSwitchError("this step needs --cloud")
+    if cloud is not None:
+        check_same_classes(edge, cloud)
+    return edge, cloud
+
+
+def _switcher(args, edge):
+    from edgeswitch.switcher import MLPSwitcher
+
+    sw = MLPSwitcher.load(args.switcher)
+    sw.check_edge(edge)
+    return sw
+
+
+def _out_file(path: str) -> Path:
+    out = Path(path)
+    if out.is_dir():
+        raise EdgeSwitchError(f"--out {out} is a folder; give a file name")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    return out
 
 
 def cmd_train_models(args) -> int:
-    from edgeswitch.config import load_config
     from edgeswitch.pipeline import train_models
 
-    train, splits = _load_split(args)
-    cfg = load_config(args.config, dataset=args.data, seed=args.seed)
+    train, splits, cfg = _load_split(args)
     edge, cloud = train_models(cfg, train, None, progress=not args.quiet)
     out = Path(args.out)
     edge.save(out / "edge.onnx")
@@ -59,12 +88,13 @@ def cmd_train_models(args) -> int:
 
 def cmd_distill(args) -> int:
     from edgeswitch.dmd import distill
-    from edgeswitch.models import OnnxClassifier
+    from edgeswitch.pipeline import check_clip_classes
 
-    clips, _ = _load_split(args)
-    edge, cloud = OnnxClassifier(args.edge), OnnxClassifier(args.cloud, threads=2)
+    clips, _, _ = _load_split(args)
+    edge, cloud = _models(args)
+    check_clip_classes(clips, edge)
     records = distill(edge, cloud, clips, progress=not args.quiet)
-    path = records.to_parquet(args.out)
+    path = records.to_parquet(_out_file(args.out))
     print(f"{len(records)} clips, edge/cloud agreement {records.agree.mean():.1%}, "
           f"mean alignment {records.alignment.mean():.3f}; wrote {path}")
     return 0
@@ -79,36 +109,32 @@ def cmd_train_switcher(args) -> int:
                      seed=args.seed_switcher,
                      meta={"edge_model": records.edge_model, "cloud_model": records.cloud_model})
     sw.fit(records.edge, records.target(args.target), records.groups)
-    sw.save(args.out)
+    sw.save(_out_file(args.out))
     print(f"switcher: {sw.n_params} params, target {args.target}, {sw.best_epoch_} epochs; "
           f"wrote {args.out}")
     return 0
 
 
 def cmd_calibrate(args) -> int:
-    from edgeswitch.config import CalibrationConfig, RunConfig
-    from edgeswitch.models import OnnxClassifier
-    from edgeswitch.pipeline import Costs, calibrate, measure_costs
-    from edgeswitch.switcher import MLPSwitcher
+    from edgeswitch.config import CalibrationConfig, RunConfig, validate
+    from edgeswitch.pipeline import Costs, calibrate, check_clip_classes, measure_costs
 
-    clips, _ = _load_split(args)
-    edge = OnnxClassifier(args.edge)
-    sw = MLPSwitcher.load(args.switcher)
-    cloud = OnnxClassifier(args.cloud, threads=2) if args.cloud else None
-    if args.mode in ("budget", "disagreement") and cloud is None:
-        raise EdgeSwitchError(f"--mode {args.mode} needs --cloud")
+    clips, _, _ = _load_split(args)
+    edge, cloud = _models(args, cloud_needed=args.mode in ("budget", "disagreement"))
+    check_clip_classes(clips, edge)
+    sw = _switcher(args, edge)
+    cfg = validate(RunConfig(calibration=CalibrationConfig(
+        mode=args.mode, rate=args.rate, budget=args.budget, epsilon=args.epsilon,
+        delta=args.delta, grid=args.grid, adaptive=not args.fixed)))
     edge_out = edge.outputs(clips.X)
     scores = sw.score(edge_out)
     disagree = edge_out.label != cloud.predict(clips.X) if args.mode == "disagreement" else None
     costs = measure_costs(edge, sw, cloud, clips.X, 100) if args.mode == "budget" \
         else Costs(0, 0, 1, 0, 0, 1)
-    cfg = RunConfig(calibration=CalibrationConfig(mode=args.mode, rate=args.rate,
-                                                  budget=args.budget, epsilon=args.epsilon,
-                                                  delta=args.delta, grid=args.grid,
-                                                  adaptive=not args.fixed))
-    # without DMD records the grid is fixed in advance: evenly spaced scores
-    op = calibrate(cfg, scores, disagree, np.linspace(0, 1, 1001), costs)
-    Path(args.out).write_text(json.dumps(op.to_dict(), indent=1))
+    # without DMD records at hand the candidate thresholds are fixed in advance: a fine grid
+    grid_source = np.linspace(0, 1, 1001)
+    op = calibrate(cfg, scores, disagree, grid_source, costs)
+    op.save(_out_file(args.out))
     print(f"{op.mode}: threshold {op.threshold:.4f}, offloads {op.calib_offload_rate:.1%} "
           f"of {len(scores)} calibration clips; wrote {args.out}")
     return 0
@@ -116,31 +142,16 @@ def cmd_calibrate(args) -> int:
 
 def cmd_evaluate(args) -> int:
     from edgeswitch.evaluation.report import text_table, write_all
-    from edgeswitch.models import OnnxClassifier
-    from edgeswitch.pipeline import evaluate, measure_costs, model_summary
-    from edgeswitch.switcher import MLPSwitcher, OperatingPoint, make_router
-    from edgeswitch.switcher.routers import OracleRouter, SwitcherRouter
+    from edgeswitch.pipeline import evaluate_clips, measure_costs
+    from edgeswitch.switcher import OperatingPoint
 
-    clips, _ = _load_split(args)
-    y = clips.require_labels("evaluation")
-    edge, cloud = OnnxClassifier(args.edge), OnnxClassifier(args.cloud, threads=2)
-    sw = MLPSwitcher.load(args.switcher)
-    op = OperatingPoint.from_dict(json.loads(Path(args.op).read_text()))
-    edge_out, cloud_proba = edge.outputs(clips.X), cloud.predict_proba(clips.X)
-    routers = {"dmd": SwitcherRouter(sw)} | {n: make_router(n) for n in
-                                             ("max_prob", "entropy", "margin", "random")}
-    routers["oracle"] = OracleRouter(cloud_proba.argmax(axis=1), y)
+    clips, _, _ = _load_split(args)
+    edge, cloud = _models(args)
+    sw = _switcher(args, edge)
+    op = OperatingPoint.load(args.op)
     costs = measure_costs(edge, sw, cloud, clips.X, 100)
-    ev = evaluate(edge_out, cloud_proba, y, routers, op, "dmd", costs, clips.n_classes, 101, 0)
-    k = clips.n_classes
-    results = {"dataset": str(args.data), "n_test": len(clips), "classes": list(clips.classes),
-               "edge": model_summary(edge, edge_out.proba, y, k, costs.edge_ms,
-                                     costs.edge_batched_ms),
-               "cloud": model_summary(cloud, cloud_proba, y, k, costs.cloud_ms,
-                                      costs.cloud_batched_ms),
-               "switcher": {"latency_ms": costs.switcher_ms, "params": sw.n_params,
-                            "target": sw.target},
-               **ev}
+    results = {"dataset": str(args.data),
+               **evaluate_clips(edge, cloud, {"dmd": sw}, op, costs, clips)}
     write_all(results, Path(args.out))
     print(text_table(results))
     return 0

@@ -85,7 +85,11 @@ def read_arff(path: str | Path) -> tuple[np.ndarray, np.ndarray, list[str]]:
     rows: list[list[list[float]]] = []
     labels: list[str] = []
     in_data = False
-    for lineno, raw in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError:
+        raise DataError(f"{path}: not a text .arff file (cannot decode as UTF-8)") from None
+    for lineno, raw in enumerate(lines, 1):
         line = raw.strip()
         if not line or line.startswith("%"):
             continue

@@ -63,6 +63,8 @@ class DMDRecords:
         import pyarrow.parquet as pq
 
         path = Path(path)
+        if path.is_dir():
+            raise DataError(f"{path} is a folder; give a file name for the DMD records")
         path.parent.mkdir(parents=True, exist_ok=True)
         table = pa.table({
             "clip_id": self.ids.astype(str),
@@ -79,7 +81,7 @@ class DMDRecords:
         })
         table = table.replace_schema_metadata(
             {"edgeswitch.classes": json.dumps(list(self.classes))})
-        tmp = path.with_suffix(".tmp")
+        tmp = path.with_name(path.name + ".tmp")
         pq.write_table(table, tmp)
         tmp.replace(path)
         return path
@@ -95,9 +97,12 @@ class DMDRecords:
         except Exception as exc:
             raise DataError(f"{path}: not a readable Parquet file ({exc})") from None
         meta = table.schema.metadata or {}
-        need = {"clip_id", "edge_proba", "edge_embedding", "cloud_proba"}
+        need = {"clip_id", "group", "edge_proba", "edge_embedding", "cloud_proba",
+                "edge_model", "cloud_model"}
         if b"edgeswitch.classes" not in meta or not need <= set(table.column_names):
             raise DataError(f"{path}: not an edgeswitch DMD file (missing columns or metadata)")
+        if len(table) == 0:
+            raise DataError(f"{path}: the DMD file holds no records")
         col = table.column
         stack = lambda name: np.stack(col(name).to_numpy(zero_copy_only=False))  # noqa: E731
         models = lambda name: col(name)[0].as_py() if len(table) else ""  # noqa: E731

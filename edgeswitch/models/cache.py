@@ -25,6 +25,7 @@ def default_cache_dir() -> Path:
 
 def fingerprint(clips: ClipBatch) -> str:
     h = hashlib.sha256()
+    h.update(f"{clips.X.shape}{clips.X.dtype}".encode())
     h.update(clips.X.tobytes())
     if clips.y is not None:
         h.update(clips.y.tobytes())

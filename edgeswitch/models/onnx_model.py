@@ -40,8 +40,15 @@ class OnnxClassifier:
         if missing:
             raise ModelError(f"ONNX model lacks edgeswitch metadata {sorted(missing)}; export it "
                              "with edgeswitch.models.export_onnx")
-        self.classes_: tuple[str, ...] = tuple(json.loads(meta["classes"]))
-        self.clip_shape_: tuple[int, int] = tuple(json.loads(meta["clip_shape"]))
+        try:
+            self.classes_: tuple[str, ...] = tuple(str(c) for c in json.loads(meta["classes"]))
+            self.clip_shape_: tuple[int, int] = tuple(int(v) for v in
+                                                      json.loads(meta["clip_shape"]))
+        except (json.JSONDecodeError, TypeError, ValueError) as exc:
+            raise ModelError(f"ONNX model has malformed edgeswitch metadata: {exc}") from None
+        if len(self.clip_shape_) != 2:
+            raise ModelError(f"ONNX model metadata clip_shape must be [T, C], got "
+                             f"{list(self.clip_shape_)}")
         self.name: str = meta.get("name", "onnx-model")
         self.macs_: int | None = int(meta["macs"]) if "macs" in meta else None
         self.meta_ = meta

@@ -16,7 +16,9 @@ The hybrid offloads a clip when its switcher score is below the threshold. Three
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -42,10 +44,12 @@ class OperatingPoint:
     def target_rate(self) -> float | None:
         return self.params.get("rate")
 
-    def controller(self, step: float = 0.01) -> RateController:
-        """A fresh rate controller, in rank space of the calibration scores."""
+    def controller(self, step: float | None = None) -> RateController:
+        """A fresh rate controller, in rank space of the calibration scores. The step is the
+        one stored at calibration unless given."""
         if not self.adaptive or self.target_rate is None:
             raise DataError(f"operating point '{self.mode}' is not adaptive")
+        step = self.params.get("step", 0.01) if step is None else step
         return RateController(self.target_rate, self.params["calib_quantiles"], step)
 
     def to_dict(self) -> dict:
@@ -57,14 +61,41 @@ class OperatingPoint:
 
     @classmethod
     def from_dict(cls, d: dict) -> OperatingPoint:
+        if not isinstance(d, dict):
+            raise DataError(f"operating point must be a JSON object, got {type(d).__name__}")
         d = dict(d)
         try:
             d["threshold"] = float(d["threshold"])
+            d["calib_offload_rate"] = float(d["calib_offload_rate"])
         except (KeyError, TypeError, ValueError):
-            raise DataError(f"operating point needs a numeric threshold, got "
-                            f"{d.get('threshold')!r}") from None
+            raise DataError("operating point needs numeric 'threshold' and "
+                            "'calib_offload_rate'") from None
+        if d.get("mode") not in MODES:
+            raise DataError(f"operating point mode must be one of {list(MODES)}, "
+                            f"got {d.get('mode')!r}")
+        if not isinstance(d.get("params", {}), dict):
+            raise DataError("operating point 'params' must be an object")
         known = {"mode", "threshold", "calib_offload_rate", "params", "certified", "adaptive"}
-        return cls(**{k: v for k, v in d.items() if k in known})
+        op = cls(**{k: v for k, v in d.items() if k in known})
+        if op.adaptive and ("rate" not in op.params or "calib_quantiles" not in op.params):
+            raise DataError("adaptive operating point lacks 'rate' or 'calib_quantiles'")
+        return op
+
+    @classmethod
+    def load(cls, path: str | Path) -> OperatingPoint:
+        """Read an operating point written by `edgeswitch calibrate` (JSON)."""
+        try:
+            return cls.from_dict(json.loads(Path(path).read_text()))
+        except FileNotFoundError:
+            raise DataError(f"operating point file not found: {path}") from None
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise DataError(f"{path}: not a JSON operating point ({exc})") from None
+
+    def save(self, path: str | Path) -> Path:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(self.to_dict(), indent=1))
+        return path
 
 
 def _scores(scores: np.ndarray) -> np.ndarray:
@@ -76,13 +107,13 @@ def _scores(scores: np.ndarray) -> np.ndarray:
     return s
 
 
-def threshold_for_rate(scores: np.ndarray, rate: float) -> float:
-    """Threshold that offloads the `ceil(rate * n)` lowest of these scores; fewer when scores
-    tie at the cut (never more: a budget must not be overrun)."""
+def threshold_for_rate(scores: np.ndarray, rate: float, round_down: bool = False) -> float:
+    """Threshold that offloads the `ceil(rate * n)` lowest of these scores (`floor` with
+    `round_down`, so that a budget is never overrun); fewer when scores tie at the cut."""
     s = np.sort(_scores(scores))
     if not 0.0 <= rate <= 1.0:
         raise DataError(f"offload rate must be within [0, 1], got {rate}")
-    k = int(np.ceil(rate * len(s) - 1e-9))
+    k = int(np.floor(rate * len(s) + 1e-9)) if round_down else int(np.ceil(rate * len(s) - 1e-9))
     if k >= len(s):
         return np.inf
     if k == 0:
@@ -90,17 +121,20 @@ def threshold_for_rate(scores: np.ndarray, rate: float) -> float:
     return float(s[k])  # offload is `score < threshold`: a tie at s[k] stays on the edge
 
 
-def calibrate_offload(scores: np.ndarray, rate: float, adaptive: bool = False) -> OperatingPoint:
-    t = threshold_for_rate(scores, rate)
+def calibrate_offload(scores: np.ndarray, rate: float, adaptive: bool = False,
+                      step: float = 0.01, round_down: bool = False) -> OperatingPoint:
+    s = _scores(scores)
+    t = threshold_for_rate(s, rate, round_down)
     params: dict = {"rate": rate}
     if adaptive:  # the controller ranks live scores against these
-        params["calib_quantiles"] = np.quantile(_scores(scores), np.linspace(0, 1, 201)).tolist()
-    return OperatingPoint("offload", t, float(np.mean(_scores(scores) < t)), params,
-                          adaptive=adaptive)
+        params["calib_quantiles"] = np.quantile(s, np.linspace(0, 1, 201)).tolist()
+        params["step"] = step
+    return OperatingPoint("offload", t, float(np.mean(s < t)), params, adaptive=adaptive)
 
 
 def calibrate_budget(scores: np.ndarray, budget: float, edge_cost: float, switcher_cost: float,
-                     cloud_cost: float, adaptive: bool = False) -> OperatingPoint:
+                     cloud_cost: float, adaptive: bool = False,
+                     step: float = 0.01) -> OperatingPoint:
     """`budget` is the allowed cost per clip as a fraction of cloud-only (e.g. 0.5)."""
     if cloud_cost <= 0:
         raise DataError("cloud cost must be positive")
@@ -109,7 +143,7 @@ def calibrate_budget(scores: np.ndarray, budget: float, edge_cost: float, switch
     if rate < 0:
         raise DataError(f"budget {budget:.3f} x cloud is below the edge + switcher cost alone "
                         f"({fixed:.3f} x cloud)")
-    op = calibrate_offload(scores, min(rate, 1.0), adaptive)
+    op = calibrate_offload(scores, min(rate, 1.0), adaptive, step, round_down=True)
     return OperatingPoint("budget", op.threshold, op.calib_offload_rate,
                           op.params | {"budget": budget, "edge_cost": edge_cost,
                                        "switcher_cost": switcher_cost, "cloud_cost": cloud_cost},
@@ -139,7 +173,12 @@ def calibrate_disagreement(scores: np.ndarray, disagree: np.ndarray, epsilon: fl
         raise DataError(f"disagree has {len(d)} entries for {len(s)} scores")
     if not (0 < epsilon < 1 and 0 < delta < 1):
         raise DataError(f"epsilon and delta must be within (0, 1), got {epsilon}, {delta}")
-    cand = np.unique(np.linspace(0, 1, 50) if grid is None else np.asarray(grid, dtype=float))
+    cand = np.linspace(0, 1, 50) if grid is None else np.asarray(grid, dtype=float).reshape(-1)
+    if len(cand) == 0 or not np.isfinite(cand).all():
+        raise DataError("disagreement calibration needs a non-empty grid of finite thresholds")
+    # "offload nothing" is always a candidate: switcher scores lie in [0, 1], so a grid point
+    # <= 0 already is one; otherwise -inf is added (and counts in the Bonferroni correction)
+    cand = np.unique(cand if cand.min() <= 0 else np.concatenate([[-np.inf], cand]))
     kept = s[None, :] >= cand[:, None]                  # [m, n]
     n_kept = kept.sum(axis=1)
     k_dis = (kept & d[None, :]).sum(axis=1)
@@ -148,7 +187,7 @@ def calibrate_disagreement(scores: np.ndarray, disagree: np.ndarray, epsilon: fl
     params = {"epsilon": epsilon, "delta": delta, "grid_size": int(len(cand))}
     if not ok.any():
         return OperatingPoint("disagreement", np.inf, 1.0, params | {"ucb": None}, False)
-    best = int(np.argmax(n_kept * ok))                 # most kept clips = least offload
+    best = int(np.argmax(np.where(ok, n_kept, -1)))   # most kept clips = least offload
     t = float(cand[best])
     return OperatingPoint("disagreement", t, float(np.mean(s < t)),
                           params | {"ucb": float(ucb[best]),
@@ -163,11 +202,12 @@ class RateController:
     switcher scores sit higher or lower). The controller works in rank space: a score becomes
     its quantile `u` among the calibration scores, and the clip is offloaded when `u` is below
     a level that starts at `rate` and moves by `step * (rate - offloaded)` after each clip
-    (online quantile tracking, as in adaptive conformal inference, Gibbs & Candes 2021). The
-    updates telescope, so after n clips the realised share differs from `rate` by at most
-    |level_n - level_0| / (n * step), whatever the stream; a step is a share of the calibration
-    population, whatever the scale of the scores. A hard cap never lets the running share exceed
-    `rate`. It reads scores only, never labels.
+    (online quantile tracking, as in adaptive conformal inference, Gibbs & Candes 2021). A hard
+    cap never lets the running share exceed `rate`; a clip the cap refuses moves nothing (no
+    wind-up). The updates telescope: after n clips, `capped` of them refused by the cap,
+    offloaded / n = rate * (1 - capped / n) - (level_n - level_0) / (n * step), whatever the
+    stream. A step is a share of the calibration population, whatever the scale of the scores.
+    It reads scores only, never labels.
     """
 
     def __init__(self, rate: float, calib_quantiles: np.ndarray, step: float = 0.01) -> None:
@@ -180,14 +220,22 @@ class RateController:
             raise DataError("controller needs increasing calibration score quantiles")
         self.rate = rate
         self.step = step
-        self.knots = q
-        self.levels = np.linspace(0.0, 1.0, len(q))
+        # tied knots (a saturated switcher) get the middle of their levels: a tied score then
+        # ranks mid-tie, not at its top
+        levels = np.linspace(0.0, 1.0, len(q))
+        self.knots, first = np.unique(q, return_index=True)
+        last = len(q) - 1 - np.unique(q[::-1], return_index=True)[1]
+        self.levels = (levels[first] + levels[last]) / 2
         self.level = rate
         self.seen = 0
         self.offloaded = 0
+        self.capped = 0
 
     def rank(self, scores: np.ndarray) -> np.ndarray:
-        """Quantile of each score among the calibration scores (0..1)."""
+        """Quantile of each score among the calibration scores (0..1; mid-rank on ties)."""
+        if len(self.knots) == 1:
+            return np.where(scores < self.knots[0], 0.0,
+                            np.where(scores > self.knots[0], 1.0, 0.5))
         return np.interp(scores, self.knots, self.levels)
 
     def decide(self, scores: np.ndarray) -> np.ndarray:
@@ -196,8 +244,12 @@ class RateController:
         out = np.zeros(len(u), dtype=bool)
         for i, ui in enumerate(u):
             self.seen += 1
-            hit = ui < self.level and self.offloaded + 1 <= self.rate * self.seen + 1e-9
+            want = ui < self.level
+            capped = want and self.offloaded + 1 > self.rate * self.seen + 1e-9
+            hit = want and not capped
             out[i] = hit
             self.offloaded += int(hit)
-            self.level += self.step * (self.rate - float(hit))
+            self.capped += int(capped)
+            if not capped:  # no wind-up: the cap, not the level, refused this clip
+                self.level += self.step * (self.rate - float(hit))
         return out

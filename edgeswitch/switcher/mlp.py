@@ -7,10 +7,12 @@ nothing next to the edge model.
 from __future__ import annotations
 
 import json
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
+from scipy.special import expit
 
 from edgeswitch.errors import DataError, ModelError, NotFittedError
 from edgeswitch.models.base import ModelOutput
@@ -27,7 +29,7 @@ class MLPSwitcher:
     """
 
     hidden: int = 32
-    target: str = "soft"
+    target: str = "hard"
     features: tuple[str, ...] = FEATURE_GROUPS
     epochs: int = 400
     lr: float = 1e-2
@@ -51,6 +53,12 @@ class MLPSwitcher:
             raise DataError(f"switcher target has shape {t.shape}, expected ({len(F)},)")
         if not np.isfinite(t).all() or t.min() < 0 or t.max() > 1:
             raise DataError("switcher targets must be finite and within [0, 1]")
+        if self.epochs < 1:
+            raise DataError(f"switcher epochs must be >= 1, got {self.epochs}")
+        if t.max() - t.min() < 1e-6:
+            warnings.warn(f"switcher '{self.name}': every target is {t[0]:.3g} (the two models "
+                          "always agree or always disagree on this pool); the switcher will be "
+                          "a constant", stacklevel=2)
         self.mean_ = F.mean(axis=0)
         self.scale_ = F.std(axis=0) + 1e-6
         Z = ((F - self.mean_) / self.scale_).astype(np.float32)
@@ -109,7 +117,17 @@ class MLPSwitcher:
             raise ModelError(f"switcher '{self.name}' was fitted on {self.n_features_} features, "
                              f"got {F.shape[1]} (different edge model or class count?)")
         h = np.maximum(F @ self.W1_ + self.b1_, 0.0)
-        return 1.0 / (1.0 + np.exp(-(h @ self.w2_ + self.b2_)))
+        return expit(h @ self.w2_ + self.b2_)
+
+    def check_edge(self, edge_model) -> None:
+        """Refuse an edge model other than the one whose outputs trained this switcher."""
+        from edgeswitch.dmd.generate import model_identity
+
+        expected = self.meta.get("edge_model")
+        actual = model_identity(edge_model)
+        if expected and "@" in expected and "@" in actual and expected != actual:
+            raise ModelError(f"switcher '{self.name}' was trained on outputs of edge model "
+                             f"{expected}, not {actual}")
 
     def predict_proba(self, edge: ModelOutput) -> np.ndarray:
         """`[n, 2]`: P(offload-worthy disagreement), P(agreement)."""

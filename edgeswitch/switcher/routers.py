@@ -32,7 +32,10 @@ def register(name: str):
 def make_router(name: str, **kwargs) -> Router:
     if name not in ROUTERS:
         raise DataError(f"unknown router '{name}'; known: {sorted(ROUTERS)}")
-    return ROUTERS[name](**kwargs)
+    try:
+        return ROUTERS[name](**kwargs)
+    except TypeError as exc:  # e.g. "switcher" needs a fitted switcher, "oracle" the truth
+        raise DataError(f"router '{name}' cannot be built from {sorted(kwargs)}: {exc}") from None
 
 
 class Router(ABC):
@@ -65,9 +68,10 @@ class EntropyRouter(Router):
 class RandomRouter(Router):
     def __init__(self, seed: int = 0) -> None:
         self.seed = seed
+        self.rng = np.random.default_rng(seed)  # one stream: successive batches differ
 
     def score(self, edge: ModelOutput) -> np.ndarray:
-        return np.random.default_rng(self.seed).random(len(edge))
+        return self.rng.random(len(edge))
 
 
 @register("switcher")
