@@ -435,3 +435,18 @@ def test_rate_controller_holds_the_share_under_drift():
     assert stream[off].mean() < stream[~off].mean()
     with pytest.raises(DataError, match="not adaptive"):
         calibrate_offload(calib, 0.4).controller()
+
+
+def test_rate_controller_with_a_saturated_switcher():
+    """Most scores tied at the top (a saturated sigmoid): mid-rank keeps the controller able to
+    reach its target instead of ranking every tied clip at the top of the tie."""
+    rng = np.random.default_rng(3)
+    calib = np.where(rng.random(1000) < 0.7, 1.0, rng.random(1000))
+    op = calibrate_offload(calib, 0.3, adaptive=True)
+    stream = np.where(rng.random(600) < 0.7, 1.0, rng.random(600))
+    ctrl = op.controller()
+    off = ctrl.decide(stream)
+    assert 0.25 <= off.mean() <= 0.3
+    assert ctrl.rank(np.array([1.0]))[0] == pytest.approx(0.65, abs=0.01)  # middle of the tie
+    # the offloaded clips are the low-scoring ones
+    assert np.median(stream[off]) < np.median(stream[~off])
