@@ -41,8 +41,7 @@ def main() -> None:
     one = [X[i % n : i % n + 1] for i in range(args.calls)]
     edge_out = [a.edge.run_raw(x) for x in one]
     def new_hybrid() -> HybridClassifier:  # a fresh rate controller for each pass
-        return HybridClassifier(a.edge, SwitcherRouter(a.dmd), a.cloud, a.operating_point,
-                                step=cfg.calibration.step)
+        return HybridClassifier(a.edge, SwitcherRouter(a.dmd), a.cloud, a.operating_point)
 
     # the hybrid over the whole test stream in time order (as in demo), one clip per call and
     # every call timed; warm-up runs on another instance so it does not move this controller
@@ -81,6 +80,7 @@ def main() -> None:
     batched["hybrid"] = (time.perf_counter() - t0) * 1e3 / n
 
     cloud_ms = b1["cloud"].median_ms
+    macs = {"edge": a.edge.macs_, "switcher": a.dmd.macs, "cloud": a.cloud.macs_}
     rows = [
         ("edge", b1["edge"].median_ms, batched["edge"]),
         ("switcher", b1["switcher"].median_ms, batched["switcher"]),
@@ -97,7 +97,7 @@ def main() -> None:
         "batched_per_clip_ms": batched,
         "hybrid_mean_one_clip_ms_expected": b1["edge_only_path"].median_ms
         + b1["switcher"].median_ms + offloaded.mean() * cloud_ms,
-        "macs": {"edge": a.edge.macs_, "switcher": a.dmd.macs, "cloud": a.cloud.macs_},
+        "macs": macs,
         "params": {"edge": a.edge.n_params_, "switcher": a.dmd.n_params,
                    "cloud": a.cloud.n_params_},
     }
@@ -107,7 +107,6 @@ def main() -> None:
     print("| part | ms/clip, 1 clip per call | x cloud | ms/clip, batch of 256 | x cloud "
           "| MACs/clip |")
     print("|---|---:|---:|---:|---:|---:|")
-    macs = {"edge": a.edge.macs_, "switcher": a.dmd.macs, "cloud": a.cloud.macs_}
     for name, ms, bms in rows:
         m = macs.get(name.split()[0])
         print(f"| {name} | {ms:.4f} | {ms / cloud_ms:.3f} | {bms:.5f} | "

@@ -110,16 +110,6 @@ def calibrate(cfg: RunConfig, calib_scores: np.ndarray, calib_disagree: np.ndarr
                           "disagreement")
 
 
-def operating_decisions(op: OperatingPoint, scores: np.ndarray,
-                        stream_order: np.ndarray) -> np.ndarray:
-    """Offload decisions at an operating point; an adaptive one sees the clips as a stream."""
-    if not op.adaptive:
-        return op.offload(scores)
-    off = np.zeros(len(scores), dtype=bool)
-    off[stream_order] = op.controller().decide(scores[stream_order])
-    return off
-
-
 def evaluate(edge_out: ModelOutput, cloud_proba: np.ndarray, y: np.ndarray,
              routers: dict[str, Router], op: OperatingPoint, op_router: str, costs: Costs,
              n_classes: int, points: int, seed: int,
@@ -135,8 +125,13 @@ def evaluate(edge_out: ModelOutput, cloud_proba: np.ndarray, y: np.ndarray,
         scores[name] = router.score(edge_out)
         curves[name] = router_curve(scores[name], edge_label, cloud_label, y, n_classes,
                                     points, seed).to_dict()
-    order = np.arange(len(y)) if stream_order is None else stream_order
-    off = operating_decisions(op, scores[op_router], order)
+    s = scores[op_router]
+    fixed = op.offload(s)
+    off = fixed
+    if op.adaptive:  # the controller meets the clips as a stream, in `stream_order`
+        order = np.arange(len(y)) if stream_order is None else stream_order
+        off = np.zeros(len(s), dtype=bool)
+        off[order] = op.controller().decide(s[order])
     pred = np.where(off, cloud_label, edge_label)
     rate = float(off.mean())
     return {
@@ -148,7 +143,7 @@ def evaluate(edge_out: ModelOutput, cloud_proba: np.ndarray, y: np.ndarray,
             / costs.cloud_ms,
             "disagreement_kept": float(np.mean(edge_label[~off] != cloud_label[~off]))
             if (~off).any() else None,
-            "fixed_threshold_offload_rate": float(op.offload(scores[op_router]).mean()),
+            "fixed_threshold_offload_rate": float(fixed.mean()),
         },
     }
 
@@ -184,6 +179,20 @@ def label_audit(records: DMDRecords, y: np.ndarray) -> dict:
     }
 
 
+def load_data(cfg: RunConfig, spec: str | None = None) -> ClipBatch:
+    """The data set of a config (or `spec`), windowed as the config says for the watch data."""
+    spec = cfg.dataset if spec is None else spec
+    kwargs = {"window_s": cfg.window_s, "stride_s": cfg.stride_s} \
+        if str(spec).lower() == "watch" else {}
+    return load_dataset(spec, **kwargs)
+
+
+def split_data(cfg: RunConfig, data: ClipBatch) -> Splits:
+    """The config's group split: fixed groups first, the rest dealt by seed and shares."""
+    return split_by_group(data, tuple(cfg.splits), seed=cfg.seed,
+                          fixed=cfg.split_groups or None)
+
+
 @dataclass
 class Artifacts:
     """Everything a run builds before evaluation: reusable by benchmarks and notebooks."""
@@ -197,7 +206,6 @@ class Artifacts:
     supervised: MLPSwitcher
     costs: Costs
     operating_point: OperatingPoint
-    calib_scores: np.ndarray
     timings: dict
 
 
@@ -218,12 +226,7 @@ def build(cfg: RunConfig, out_dir: Path | None = None, cache_dir: Path | None = 
         return time.perf_counter()
 
     t = time.perf_counter()
-    if data is None:
-        kwargs = {"window_s": cfg.window_s, "stride_s": cfg.stride_s} \
-            if cfg.dataset.lower() == "watch" else {}
-        data = load_dataset(cfg.dataset, **kwargs)
-    splits = split_by_group(data, tuple(cfg.splits), seed=cfg.seed,
-                            fixed=cfg.split_groups or None)
+    splits = split_data(cfg, load_data(cfg) if data is None else data)
     t = step("load", t)
 
     edge, cloud = train_models(cfg, splits.train, cache_dir, progress)
@@ -252,8 +255,7 @@ def build(cfg: RunConfig, out_dir: Path | None = None, cache_dir: Path | None = 
     op = calibrate(cfg, calib_scores, calib_dis, dmd.score(records.edge), costs)
     step("calibrate", t)
     steps.close()
-    return Artifacts(cfg, splits, edge, cloud, records, dmd, supervised, costs, op, calib_scores,
-                     timings)
+    return Artifacts(cfg, splits, edge, cloud, records, dmd, supervised, costs, op, timings)
 
 
 def check_clip_classes(clips: ClipBatch, model) -> None:

@@ -123,15 +123,14 @@ def test_step_commands_chain_on_user_files(tmp_path):
     # string labels: classes come out sorted, not in the order the models were trained with
     X, y = test.X, np.asarray(test.classes)[test.y]
     np.savez(tmp_path / "strings.npz", X=X, y=y)
-    ev = ("evaluate", "--edge", str(m / "edge.onnx"), "--cloud", str(m / "cloud.onnx"),
-          "--switcher", str(tmp_path / "sw.npz"), "--op", str(tmp_path / "op.json"),
-          "--out", str(tmp_path / "bad"))
-    fails(*ev[:-2], "--out", str(tmp_path / "bad"), "--data", str(tmp_path / "strings.npz"),
-          "--split", "all", match="differ from model")
+    def evaluate(*args):
+        return ("evaluate", "--edge", str(m / "edge.onnx"), "--cloud", str(m / "cloud.onnx"),
+                "--switcher", str(tmp_path / "sw.npz"), "--out", str(tmp_path / "bad"), *args)
+
+    fails(*evaluate("--op", str(tmp_path / "op.json"), "--data", str(tmp_path / "strings.npz"),
+                    "--split", "all"), match="differ from model")
     (tmp_path / "broken.json").write_text("{not json")
-    fails("evaluate", "--data", "basicmotions", "--edge", str(m / "edge.onnx"), "--cloud",
-          str(m / "cloud.onnx"), "--switcher", str(tmp_path / "sw.npz"), "--op",
-          str(tmp_path / "broken.json"), "--out", str(tmp_path / "bad"),
+    fails(*evaluate("--op", str(tmp_path / "broken.json"), "--data", "basicmotions"),
           match="not a JSON operating point")
     # a switcher trained on another edge model's outputs
     other = tmp_path / "other"

@@ -101,7 +101,7 @@ def test_hybrid_with_adaptive_operating_point_holds_the_rate(bm_models, bm_split
     edge, cloud_model = bm_models
     router = make_router("max_prob")
     calib_scores = router.score(edge.outputs(bm_splits.calib.X))
-    op = calibrate_offload(calib_scores, 0.25, adaptive=True)
+    op = calibrate_offload(calib_scores, 0.25, adaptive=True, step=0.02)
     cloud = InProcessCloud(cloud_model)
     hybrid = HybridClassifier(edge, router, cloud, op)
     X = basicmotions.X  # a stream the threshold was not calibrated on
@@ -109,6 +109,7 @@ def test_hybrid_with_adaptive_operating_point_holds_the_rate(bm_models, bm_split
                                 for i in range(0, len(X), 5)])
     assert offloaded.mean() <= 0.25 + 1e-9  # the cap
     c = hybrid.controller
+    assert c.step == 0.02  # the step stored in the operating point, not a default
     assert c.seen == len(X) and c.offloaded == offloaded.sum()
     # the telescoping identity of the docstring, exactly
     expected = 0.25 * (1 - c.capped / c.seen) - (c.level - 0.25) / (c.seen * c.step)

@@ -18,16 +18,13 @@ from edgeswitch.errors import EdgeSwitchError
 def _load_split(args) -> tuple:
     """(clips, splits or None, config) for a step: a named split of --data, or all of it."""
     from edgeswitch.config import load_config
-    from edgeswitch.data import load_dataset, split_by_group
+    from edgeswitch.pipeline import load_data, split_data
 
     cfg = load_config(args.config, dataset=args.data, seed=args.seed)
-    kwargs = {"window_s": cfg.window_s, "stride_s": cfg.stride_s} \
-        if str(args.data).lower() == "watch" else {}
-    data = load_dataset(args.data, **kwargs)
+    data = load_data(cfg, args.data)
     if args.split == "all":
         return data, None, cfg
-    splits = split_by_group(data, tuple(cfg.splits), seed=cfg.seed,
-                            fixed=cfg.split_groups or None)
+    splits = split_data(cfg, data)
     return getattr(splits, args.split), splits, cfg
 
 

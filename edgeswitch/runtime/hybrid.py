@@ -42,7 +42,7 @@ class HybridClassifier:
 
     def __init__(self, edge: ClipClassifier, router: Router,
                  cloud: CloudClient | ClipClassifier, operating_point: OperatingPoint,
-                 step: float = 0.01) -> None:
+                 step: float | None = None) -> None:
         self.edge = edge
         self.router = router
         self.cloud = cloud if isinstance(cloud, CloudClient) else InProcessCloud(cloud)
