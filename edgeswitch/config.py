@@ -43,6 +43,30 @@ class CalibrationConfig:
 
 
 @dataclass
+class RuntimeConfig:
+    """How the edge reaches the cloud over the network (see edgeswitch.runtime.remote)."""
+
+    protocol: str = "native"                 # "native" (/v1/classify) | "openai" (chat API)
+    deadline_ms: float = 500.0               # per clip, from arrival to answer
+    retries: int = 2                         # extra attempts, only while the deadline allows
+    backoff_ms: float = 20.0                 # first retry waits up to this (full jitter) ...
+    backoff_max_ms: float = 200.0            # ... doubling per retry, capped here
+    breaker_failures: int = 5                # consecutive failures that open the circuit
+    breaker_reset_s: float = 5.0             # open -> half-open (one probe) after this long
+
+
+@dataclass
+class ServeConfig:
+    """The cloud model server (see edgeswitch.serving)."""
+
+    max_batch: int = 32                      # clips gathered into one model run ...
+    max_wait_ms: float = 5.0                 # ... or whatever arrived within this wait
+    max_body_mb: float = 16.0                # larger requests get 413
+    max_clips: int = 1024                    # clips per request
+    threads: int = 1                         # onnxruntime threads per model run
+
+
+@dataclass
 class RunConfig:
     dataset: str = "watch"
     seed: int = 0
@@ -56,6 +80,8 @@ class RunConfig:
         arch="cloud-resnet", arch_params={"width": 64}, epochs=40))
     switcher: SwitcherConfig = field(default_factory=SwitcherConfig)
     calibration: CalibrationConfig = field(default_factory=CalibrationConfig)
+    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
+    serve: ServeConfig = field(default_factory=ServeConfig)
     curve_points: int = 101
     latency_calls: int = 300
 
@@ -150,4 +176,33 @@ def validate(cfg: RunConfig) -> RunConfig:
     need(isinstance(c.grid, int) and c.grid >= 1, "calibration.grid must be >= 1")
     need(c.step > 0, "calibration.step must be > 0")
     need(cfg.window_s > 0 and cfg.stride_s > 0, "window_s and stride_s must be > 0")
+    validate_runtime(cfg.runtime)
+    validate_serve(cfg.serve)
     return cfg
+
+
+def _need(ok: bool, msg: str) -> None:
+    if not ok:
+        raise EdgeSwitchError(f"config: {msg}")
+
+
+def validate_runtime(r: RuntimeConfig) -> RuntimeConfig:
+    _need(r.protocol in ("native", "openai"),
+          f"runtime.protocol must be 'native' or 'openai', got {r.protocol!r}")
+    _need(r.deadline_ms > 0, "runtime.deadline_ms must be > 0")
+    _need(isinstance(r.retries, int) and r.retries >= 0, "runtime.retries must be an int >= 0")
+    _need(0 <= r.backoff_ms <= r.backoff_max_ms,
+          "runtime.backoff_ms must be >= 0 and <= runtime.backoff_max_ms")
+    _need(isinstance(r.breaker_failures, int) and r.breaker_failures >= 1,
+          "runtime.breaker_failures must be an int >= 1")
+    _need(r.breaker_reset_s > 0, "runtime.breaker_reset_s must be > 0")
+    return r
+
+
+def validate_serve(s: ServeConfig) -> ServeConfig:
+    _need(isinstance(s.max_batch, int) and s.max_batch >= 1, "serve.max_batch must be >= 1")
+    _need(s.max_wait_ms >= 0, "serve.max_wait_ms must be >= 0")
+    _need(s.max_body_mb > 0, "serve.max_body_mb must be > 0")
+    _need(isinstance(s.max_clips, int) and s.max_clips >= 1, "serve.max_clips must be >= 1")
+    _need(isinstance(s.threads, int) and s.threads >= 1, "serve.threads must be >= 1")
+    return s

@@ -305,9 +305,72 @@ def evaluate_clips(edge, cloud, switchers: dict[str, MLPSwitcher], op: Operating
     }
 
 
+def save_bundle(a: Artifacts, out_dir: Path) -> dict[str, Path]:
+    """What a deployment needs: the two models, the switcher and the operating point."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    return {"edge": a.edge.save(out_dir / "edge.onnx"),
+            "cloud": a.cloud.save(out_dir / "cloud.onnx"),
+            "switcher": a.dmd.save(out_dir / "switcher.npz"),
+            "operating_point": a.operating_point.save(out_dir / "operating_point.json")}
+
+
+def serve_and_replay(a: Artifacts, out_dir: Path, transport: str = "http",
+                     progress: bool = False) -> dict:
+    """Deploy the run and replay the test clips through it as a device stream, one clip per
+    call: in process, and (transport="http") through the edge runtime to the cloud model served
+    by `edgeswitch serve-cloud` in a child process on a free loopback port, with a token. Every
+    decision of the deployed run goes to OUT/decisions.sqlite."""
+    import secrets
+
+    from edgeswitch.runtime.cloud import InProcessCloud
+    from edgeswitch.runtime.decision_log import DecisionLog
+    from edgeswitch.runtime.hybrid import HybridClassifier
+    from edgeswitch.runtime.replay import replay
+
+    if transport not in ("http", "in-process"):
+        raise EdgeSwitchError(f"transport must be 'http' or 'in-process', got {transport!r}")
+    paths = save_bundle(a, out_dir)
+    log_path = out_dir / "decisions.sqlite"
+    for suffix in ("", "-wal", "-shm"):  # a fresh log per run
+        Path(f"{log_path}{suffix}").unlink(missing_ok=True)
+
+    def run_with(cloud, log: DecisionLog | None) -> dict:
+        hybrid = HybridClassifier(a.edge, SwitcherRouter(a.dmd), cloud, a.operating_point,
+                                  log=log)
+        return replay(hybrid, a.splits.test, progress=progress)
+
+    local_cloud = InProcessCloud(a.cloud)
+    if transport == "in-process":
+        with DecisionLog(log_path, a.edge.classes_, a.edge.name, a.cloud.name) as log:
+            served = run_with(local_cloud, log)
+        served.pop("labels")
+        return {"transport": "in-process", **served, "decision_log": str(log_path)}
+
+    from edgeswitch.runtime.remote import RemoteCloud
+    from edgeswitch.serving.server import ServerProcess
+
+    reference = run_with(local_cloud, None)
+    token = secrets.token_urlsafe(24)
+    with ServerProcess(paths["cloud"], a.cfg.serve, token=token) as server, \
+            RemoteCloud(server.url, a.edge.classes_, a.cfg.runtime, token=token,
+                        model=a.cloud.name) as cloud, \
+            DecisionLog(log_path, a.edge.classes_, a.edge.name, cloud.name) as log:
+        served = run_with(cloud, log)
+        url = server.url
+    return {"transport": "http", "url": url, **{k: v for k, v in served.items()
+                                                 if k != "labels"},
+            "agrees_with_in_process": float(np.mean(served["labels"] == reference["labels"])),
+            "in_process_call_latency_ms": reference["call_latency_ms"],
+            "decision_log": str(log_path), "bundle": {k: str(v) for k, v in paths.items()}}
+
+
 def run(cfg: RunConfig, out_dir: Path | None = None, cache_dir: Path | None = None,
-        progress: bool = True, data: ClipBatch | None = None) -> dict:
-    """Run the whole method and return the results dict (see README for its schema)."""
+        progress: bool = True, data: ClipBatch | None = None,
+        serve: str | None = None) -> dict:
+    """Run the whole method and return the results dict (see README for its schema).
+
+    `serve` ("http" or "in-process", needs `out_dir`) also deploys the result and replays the
+    test clips through it (see `serve_and_replay`)."""
     t_start = time.perf_counter()
     a = build(cfg, out_dir, cache_dir, progress, data)
     t = time.perf_counter()
@@ -315,6 +378,13 @@ def run(cfg: RunConfig, out_dir: Path | None = None, cache_dir: Path | None = No
                             a.operating_point, a.costs, a.splits.test, cfg.curve_points,
                             cfg.seed)
     a.timings["evaluate"] = round(time.perf_counter() - t, 3)
+    served = None
+    if serve is not None:
+        if out_dir is None:
+            raise EdgeSwitchError("serving the run needs an output folder")
+        t = time.perf_counter()
+        served = serve_and_replay(a, Path(out_dir), serve, progress)
+        a.timings["serve"] = round(time.perf_counter() - t, 3)
     records = a.records
     return {
         "dataset": cfg.dataset,
@@ -328,4 +398,5 @@ def run(cfg: RunConfig, out_dir: Path | None = None, cache_dir: Path | None = No
         "models": {"edge": a.edge.meta_.get("trainer"), "cloud": a.cloud.meta_.get("trainer")},
         "config": cfg.to_dict(),
         "timings_s": a.timings | {"total": round(time.perf_counter() - t_start, 3)},
+        **({"served": served} if served is not None else {}),
     }

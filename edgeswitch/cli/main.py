@@ -33,7 +33,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
         cfg.calibration.mode = args.mode
     out = Path(args.out)
     cache = None if args.no_cache else Path(args.cache or default_cache_dir())
-    results = run(cfg, out_dir=out, cache_dir=cache, progress=not args.quiet)
+    if not args.in_process:
+        from edgeswitch.cli.serve import _need_extra
+
+        for module in ("fastapi", "uvicorn", "httpx"):
+            _need_extra(module, "serve")
+    results = run(cfg, out_dir=out, cache_dir=cache, progress=not args.quiet,
+                  serve="in-process" if args.in_process else "http")
     paths = write_all(results, out)
     print(text_table(results))
     print("\nwrote " + ", ".join(str(p) for p in paths.values()))
@@ -49,8 +55,12 @@ def build_parser() -> argparse.ArgumentParser:
         "demo", help="the whole method on a data set, with a report",
         description="Train edge and cloud models, generate DMD data on the unlabelled pool, "
         "train and calibrate the switcher, and evaluate every router on the test subjects. "
-        "Writes OUT/results.json, OUT/curves.png, OUT/report.html and OUT/dmd_pool.parquet. "
-        "Trained models are cached, so a second run does not retrain.")
+        "Then deploy the result: start the cloud server on a free 127.0.0.1 port and replay the "
+        "test clips through the edge runtime over HTTP, one clip per call, logging every "
+        "decision. Writes OUT/results.json, OUT/curves.png, OUT/report.html, "
+        "OUT/dmd_pool.parquet, OUT/decisions.sqlite and the deployable bundle (edge.onnx, "
+        "cloud.onnx, switcher.npz, operating_point.json). Trained models are cached, so a "
+        "second run does not retrain.")
     p.add_argument("--dataset", default=None,
                    help="watch (default), basicmotions, or a path to .npz / .ts / .arff / a "
                    "UEA folder")
@@ -62,12 +72,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cache", default=None,
                    help="model cache folder (default: $EDGESWITCH_CACHE or ~/.cache/edgeswitch)")
     p.add_argument("--no-cache", action="store_true", help="always retrain the models")
+    p.add_argument("--in-process", action="store_true",
+                   help="replay the test clips with the cloud model in this process instead of "
+                   "through `serve-cloud` over HTTP on 127.0.0.1")
     _add_common(p)
     p.set_defaults(func=cmd_demo)
 
-    from edgeswitch.cli import steps
+    from edgeswitch.cli import serve, steps
 
     steps.add_parsers(sub, _add_common)
+    serve.add_parsers(sub, _add_common)
     return parser
 
 

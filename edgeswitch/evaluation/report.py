@@ -46,6 +46,18 @@ def text_table(results: dict) -> str:
         f"{'router':<12}{'area':>10}{'offload to match cloud':>26}",
     ]
     lines += [f"{a:<12}{b:>10}{c_:>26}" for a, b, c_ in summary_rows(results)]
+    sv = results.get("served")
+    if sv:
+        where = f"over HTTP ({sv['url']})" if sv["transport"] == "http" else "in process"
+        lat = sv["call_latency_ms"]
+        lines += ["", f"deployed run {where}, one clip per call: accuracy "
+                  f"{_pct(sv.get('accuracy'))}, offload {_pct(sv['offload_rate'])}, "
+                  f"fallbacks {sv['fallbacks']}, latency p50 {lat['p50']:.2f} ms / p99 "
+                  f"{lat['p99']:.2f} ms"]
+        if "agrees_with_in_process" in sv:
+            lines.append(f"  answers equal to the in-process hybrid: "
+                         f"{_pct(sv['agrees_with_in_process'])}; decision log "
+                         f"{sv['decision_log']}")
     return "\n".join(lines)
 
 

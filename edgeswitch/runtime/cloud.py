@@ -1,17 +1,36 @@
-"""How the hybrid reaches the cloud model: one small interface, implemented in-process here.
+"""How the hybrid reaches the cloud model: one small interface.
 
-A remote implementation (HTTP, OpenAI-compatible VLM endpoints) only has to provide
-`classes_`, `name` and `classify(X) -> proba [n, K]`.
+A cloud client provides `classes_`, `name` and `classify(X) -> proba [n, K]` (raising when the
+cloud fails). Clients that can fail at run time also provide `request(X, deadline) ->
+CloudReply`, which never raises and says why there is no answer; the hybrid prefers it.
+`InProcessCloud` calls a model in this process; `remote.RemoteCloud` reaches a server.
 """
 
 from __future__ import annotations
 
+import time
+from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 import numpy as np
 
 from edgeswitch.errors import ModelError
 from edgeswitch.models.base import ClipClassifier
+
+
+@dataclass(frozen=True)
+class CloudReply:
+    """A cloud call's outcome: probabilities, or the reason there are none."""
+
+    proba: np.ndarray | None   # [n, K] when the cloud answered
+    reason: str | None         # why it did not (see runtime.transports.REASONS)
+    attempts: int
+    latency_ms: float
+    detail: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.proba is not None
 
 
 @runtime_checkable
@@ -38,6 +57,16 @@ class InProcessCloud:
         self.calls += 1
         self.clips_sent += len(X)
         return check_proba(self.model.predict_proba(X), len(X), len(self.classes_), self.name)
+
+    def request(self, X: np.ndarray, deadline: float | None = None) -> CloudReply:
+        """In process there is no network to fail; a model error is still reported, not raised.
+        The deadline is not enforced: a local call cannot be abandoned midway."""
+        t0 = time.monotonic()
+        try:
+            proba = self.classify(X)
+        except ModelError as exc:
+            return CloudReply(None, "error", 1, (time.monotonic() - t0) * 1000, str(exc))
+        return CloudReply(proba, None, 1, (time.monotonic() - t0) * 1000)
 
 
 def check_proba(proba: np.ndarray, n: int, k: int, who: str) -> np.ndarray:

@@ -1,71 +1,144 @@
-"""Hybrid inference: edge -> switcher -> (cloud when the switcher doubts the edge)."""
+"""Hybrid inference: edge -> switcher -> (cloud when the switcher doubts the edge).
+
+Every clip gets an answer. When the cloud was asked and did not answer by the deadline (down,
+slow, erroring, circuit open), the edge answer stands, flagged `verified=False` with the reason.
+"""
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 import numpy as np
 
 from edgeswitch.data.clips import check_clips
+from edgeswitch.errors import EdgeSwitchError
 from edgeswitch.models.base import ClipClassifier, ModelOutput, check_same_classes
-from edgeswitch.runtime.cloud import CloudClient, InProcessCloud
+from edgeswitch.runtime.cloud import CloudClient, CloudReply, InProcessCloud
+from edgeswitch.runtime.decision_log import Decision, DecisionLog
 from edgeswitch.switcher.calibrate import OperatingPoint
 from edgeswitch.switcher.routers import Router
 
 
 @dataclass(frozen=True)
 class HybridResult:
-    """Per clip: final label and probabilities, who answered, the switcher score."""
+    """Per clip: the answer, who gave it, and everything the decision was based on."""
 
-    label: np.ndarray        # [n] class index
+    label: np.ndarray        # [n] class index of the answer
     proba: np.ndarray        # [n, K]
     answered_by: np.ndarray  # [n] "edge" | "cloud"
     score: np.ndarray        # [n] switcher score
     edge: ModelOutput
-
-    @property
-    def offloaded(self) -> np.ndarray:
-        return self.answered_by == "cloud"
+    offloaded: np.ndarray    # [n] the router sent the clip to the cloud
+    verified: np.ndarray     # [n] False where the cloud was asked and did not answer
+    reason: np.ndarray       # [n] why not ("" where verified)
+    cloud_proba: np.ndarray  # [n, K], NaN rows where the cloud gave nothing
+    edge_ms: float           # this call's edge + switcher time
+    cloud_ms: float          # this call's cloud time (0 when not asked)
+    total_ms: float          # from the call to its answers
 
     def records(self, classes: tuple[str, ...], ids: np.ndarray | None = None) -> list[dict]:
+        """JSON-ready rows, one per clip."""
         ids = np.arange(len(self.label)).astype(str) if ids is None else ids
         return [{"clip_id": str(i), "label": classes[int(lab)], "answered_by": str(who),
-                 "switcher_score": float(s),
-                 "proba": {c: float(p) for c, p in zip(classes, row, strict=True)}}
-                for i, lab, who, s, row in zip(ids, self.label, self.answered_by, self.score,
-                                               self.proba, strict=True)]
+                 "verified": bool(ok), "fallback_reason": str(why) or None,
+                 "switcher_score": float(s), "latency_ms": round(self.total_ms, 3),
+                 "proba": {c: round(float(p), 6) for c, p in zip(classes, row, strict=True)}}
+                for i, lab, who, ok, why, s, row in zip(ids, self.label, self.answered_by,
+                                                        self.verified, self.reason, self.score,
+                                                        self.proba, strict=True)]
 
 
 class HybridClassifier:
     """Edge model + router + threshold + cloud client. The edge answer stands unless the router
-    scores the clip below the operating point's threshold."""
+    scores the clip below the operating point's threshold and the cloud answers in time.
+
+    `log` appends every decision to a `DecisionLog`. `shadow_rate` also sends that share of the
+    clips the router kept to the cloud, for the log only (unbiased DMD data; costs cloud calls).
+    """
 
     def __init__(self, edge: ClipClassifier, router: Router,
                  cloud: CloudClient | ClipClassifier, operating_point: OperatingPoint,
-                 step: float | None = None) -> None:
+                 step: float | None = None, log: DecisionLog | None = None,
+                 shadow_rate: float = 0.0, seed: int = 0) -> None:
         self.edge = edge
         self.router = router
         self.cloud = cloud if isinstance(cloud, CloudClient) else InProcessCloud(cloud)
         check_same_classes(edge, self.cloud)
         self.operating_point = operating_point
         self.classes_ = tuple(edge.classes_)
+        self.log = log
+        if not 0 <= shadow_rate <= 1:
+            raise EdgeSwitchError(f"shadow_rate must be within [0, 1], got {shadow_rate}")
+        self.shadow_rate = shadow_rate
+        self.rng = np.random.default_rng(seed)
         # an adaptive operating point keeps its offload share on the clips this object sees
         self.controller = None
         if operating_point.adaptive:
             self.controller = operating_point.controller(step)
 
-    def classify(self, X: np.ndarray) -> HybridResult:
+    def classify(self, X: np.ndarray, ids=None, groups=None) -> HybridResult:
+        t0 = time.monotonic()
+        deadline = t0 + getattr(self.cloud, "deadline_s", float("inf"))
         X = check_clips(X)
+        n, k = len(X), len(self.classes_)
         edge_out = self.edge.outputs(X)
         score = self.router.score(edge_out)
         off = self.controller.decide(score) if self.controller is not None \
             else self.operating_point.offload(score)
+        shadow = ~off & (self.rng.random(n) < self.shadow_rate) if self.shadow_rate else \
+            np.zeros(n, bool)
+        t_edge = time.monotonic()
         proba = edge_out.proba.astype(np.float64).copy()
-        if off.any():
-            proba[off] = self.cloud.classify(X[off])
-        return HybridResult(label=proba.argmax(axis=1), proba=proba,
-                            answered_by=np.where(off, "cloud", "edge"), score=score,
-                            edge=edge_out)
+        cloud_proba = np.full((n, k), np.nan)
+        verified = np.ones(n, bool)
+        reason = np.full(n, "", dtype=object)
+        ask = off | shadow
+        reply = CloudReply(None, None, 0, 0.0)
+        if ask.any():
+            reply = self._ask(X[ask], deadline)
+            if reply.ok:
+                cloud_proba[ask] = reply.proba
+                proba[off] = cloud_proba[off]
+            else:
+                verified[off] = False
+                reason[off] = reply.reason
+        answered = off & verified
+        result = HybridResult(
+            label=proba.argmax(axis=1), proba=proba,
+            answered_by=np.where(answered, "cloud", "edge"), score=score, edge=edge_out,
+            offloaded=off, verified=verified, reason=reason, cloud_proba=cloud_proba,
+            edge_ms=(t_edge - t0) * 1000, cloud_ms=reply.latency_ms,
+            total_ms=(time.monotonic() - t0) * 1000)
+        if self.log is not None:
+            self._log(result, shadow, reply, ids, groups)
+        return result
+
+    def _ask(self, X: np.ndarray, deadline: float) -> CloudReply:
+        if hasattr(self.cloud, "request"):
+            return self.cloud.request(X, deadline)
+        t0 = time.monotonic()  # a bare CloudClient: it raises on failure
+        try:
+            proba = self.cloud.classify(X)
+        except Exception as exc:  # noqa: BLE001 - any cloud failure falls back to the edge
+            return CloudReply(None, "error", 1, (time.monotonic() - t0) * 1000, str(exc))
+        return CloudReply(proba, None, 1, (time.monotonic() - t0) * 1000)
+
+    def _log(self, r: HybridResult, shadow: np.ndarray, reply: CloudReply, ids, groups) -> None:
+        n = len(r.label)
+        ids = np.arange(n).astype(str) if ids is None else np.asarray(ids).astype(str)
+        groups = np.full(n, "live") if groups is None else np.asarray(groups).astype(str)
+        asked = r.offloaded | shadow
+        self.log.append([Decision(
+            clip_id=ids[i], group=groups[i], label=self.classes_[int(r.label[i])],
+            answered_by=str(r.answered_by[i]), verified=bool(r.verified[i]),
+            fallback_reason=str(r.reason[i]) or None, offloaded=bool(r.offloaded[i]),
+            shadow=bool(shadow[i]), score=float(r.score[i]), edge_proba=r.edge.proba[i],
+            edge_embedding=r.edge.embedding[i],
+            cloud_proba=None if np.isnan(r.cloud_proba[i, 0]) else r.cloud_proba[i],
+            edge_ms=r.edge_ms, cloud_ms=reply.latency_ms if asked[i] else None,
+            total_ms=r.total_ms, attempts=reply.attempts if asked[i] else 0)
+            for i in range(n)])
 
     def predict(self, X: np.ndarray) -> np.ndarray:
         return self.classify(X).label

@@ -1,0 +1,232 @@
+"""Subcommands of the deployed system: `serve-cloud`, `classify` and `log`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import fields
+from pathlib import Path
+
+from edgeswitch.errors import EdgeSwitchError
+
+
+def _need_extra(module: str, extra: str) -> None:
+    import importlib.util
+
+    if importlib.util.find_spec(module) is None:
+        raise EdgeSwitchError(f"this needs the '{extra}' extra: pip install -e \".[{extra}]\"")
+
+
+def _section(args, name: str):
+    """The config's [serve] or [runtime] table, then any flag given on the command line."""
+    from edgeswitch.config import load_config, validate_runtime, validate_serve
+
+    section = getattr(load_config(args.config), name)
+    for f in fields(section):
+        value = getattr(args, f.name, None)
+        if value is not None:
+            setattr(section, f.name, value)
+    return validate_serve(section) if name == "serve" else validate_runtime(section)
+
+
+def cmd_serve_cloud(args) -> int:
+    _need_extra("fastapi", "serve")
+    _need_extra("uvicorn", "serve")
+    from edgeswitch.models import OnnxClassifier
+    from edgeswitch.serving.app import Fault, create_app
+    from edgeswitch.serving.server import resolve_token, serve
+
+    cfg = _section(args, "serve")
+    token = resolve_token(args.token_file)
+    faults = tuple(Fault.parse(f) for f in args.fault)
+    model = OnnxClassifier(args.model, threads=cfg.threads)
+    loopback = args.host in ("127.0.0.1", "::1", "localhost")
+    if token is None and not loopback:
+        print(f"edgeswitch: warning: serving on {args.host} without a token; anyone who can "
+              "reach it can use the model", file=sys.stderr)
+    if faults:
+        print(f"edgeswitch: injecting faults {[f.kind for f in faults]}", file=sys.stderr)
+    app = create_app(model, cfg, token=token, faults=faults, model_id=args.model_id)
+    scheme = "https" if args.ssl_certfile else "http"
+    print(f"serving {model.name} ({len(model.classes_)} classes) on {scheme}://{args.host}:"
+          f"{args.port} (batch {cfg.max_batch}, wait {cfg.max_wait_ms} ms, "
+          f"auth {'on' if token else 'off'})", file=sys.stderr)
+    serve(app, args.host, args.port, args.ssl_certfile, args.ssl_keyfile, args.ready_file,
+          args.log_level)
+    return 0
+
+
+def make_cloud(args, classes: tuple[str, ...]):
+    """The cloud client a `classify` run talks to: a server URL, or a model in this process."""
+    if args.cloud_url:
+        from edgeswitch.runtime.remote import RemoteCloud
+        from edgeswitch.serving.server import resolve_token
+
+        verify = args.ca_cert or True
+        return RemoteCloud(args.cloud_url, classes, _section(args, "runtime"),
+                           token=resolve_token(args.token_file), model=args.model,
+                           verify=verify)
+    if args.cloud:
+        from edgeswitch.models import OnnxClassifier
+        from edgeswitch.runtime import InProcessCloud
+
+        return InProcessCloud(OnnxClassifier(args.cloud))
+    raise EdgeSwitchError("classify needs --cloud-url (a server) or --cloud (an ONNX model)")
+
+
+def cmd_classify(args) -> int:
+    from tqdm.auto import tqdm
+
+    from edgeswitch.cli.steps import _load_split, _out_file, _switcher
+    from edgeswitch.models import OnnxClassifier
+    from edgeswitch.pipeline import check_clip_classes
+    from edgeswitch.runtime import HybridClassifier
+    from edgeswitch.runtime.decision_log import DecisionLog
+    from edgeswitch.switcher import OperatingPoint
+    from edgeswitch.switcher.routers import SwitcherRouter
+
+    clips, _, _ = _load_split(args)
+    edge = OnnxClassifier(args.edge)
+    if clips.y is not None:
+        check_clip_classes(clips, edge)
+    sw = _switcher(args, edge)
+    op = OperatingPoint.load(args.op)
+    cloud = make_cloud(args, edge.classes_)
+    log = DecisionLog(args.log, edge.classes_, edge.name, cloud.name) if args.log else None
+    hybrid = HybridClassifier(edge, SwitcherRouter(sw), cloud, op, log=log,
+                              shadow_rate=args.shadow_rate)
+    out = _out_file(args.out)
+    counts = {"clips": 0, "cloud": 0, "fallbacks": 0}
+    try:
+        with out.open("w") as fh:
+            for start in tqdm(range(0, len(clips), args.batch), desc="classify",
+                              disable=args.quiet, unit="call"):
+                part = slice(start, start + args.batch)
+                res = hybrid.classify(clips.X[part], clips.ids[part], clips.groups[part])
+                for rec in res.records(edge.classes_, clips.ids[part]):
+                    fh.write(json.dumps(rec) + "\n")
+                counts["clips"] += len(res.label)
+                counts["cloud"] += int((res.answered_by == "cloud").sum())
+                counts["fallbacks"] += int((~res.verified).sum())
+    finally:
+        if hasattr(cloud, "close"):
+            cloud.close()
+        if log is not None:
+            log.close()
+    print(f"{counts['clips']} clips: {counts['cloud']} answered by the cloud, "
+          f"{counts['fallbacks']} fallbacks to the edge; wrote {out}"
+          + (f", log {args.log}" if args.log else ""), file=sys.stderr)
+    return 0
+
+
+def cmd_log(args) -> int:
+    from edgeswitch.runtime.decision_log import DecisionLog, summary_text
+
+    if not Path(args.db).is_file():
+        raise EdgeSwitchError(f"decision log not found: {args.db}")
+    with DecisionLog(args.db) as log:
+        summary = log.summary(args.buckets)
+        print(json.dumps(summary, indent=1) if args.json else summary_text(summary))
+        if args.export_dmd:
+            records = log.dmd_records()
+            path = records.to_parquet(args.export_dmd)
+            print(f"wrote {len(records)} DMD records to {path}", file=sys.stderr)
+    return 0
+
+
+def _serve_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--max-batch", type=int, default=None,
+                   help="dynamic batching: most clips per model run (1 = no batching; "
+                   "default 32)")
+    p.add_argument("--max-wait-ms", type=float, default=None,
+                   help="dynamic batching: longest wait for a batch to fill (default 5)")
+    p.add_argument("--max-body-mb", type=float, default=None,
+                   help="largest request body, else HTTP 413 (default 16)")
+    p.add_argument("--max-clips", type=int, default=None,
+                   help="most clips per request (default 1024)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="onnxruntime threads per model run (default 1)")
+
+
+def _runtime_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--protocol", choices=["native", "openai"], default=None,
+                   help="native /v1/classify (default) or OpenAI chat completions")
+    p.add_argument("--deadline-ms", type=float, default=None,
+                   help="per clip: past it the edge answer stands, unverified (default 500)")
+    p.add_argument("--retries", type=int, default=None, help="extra attempts (default 2)")
+    p.add_argument("--backoff-ms", type=float, default=None, help="first backoff (default 20)")
+    p.add_argument("--backoff-max-ms", type=float, default=None,
+                   help="largest backoff (default 200)")
+    p.add_argument("--breaker-failures", type=int, default=None,
+                   help="consecutive failures that open the circuit (default 5)")
+    p.add_argument("--breaker-reset-s", type=float, default=None,
+                   help="seconds before an open circuit lets a probe through (default 5)")
+
+
+def add_parsers(sub, add_common) -> None:
+    from edgeswitch.cli.steps import _data_args
+
+    p = sub.add_parser(
+        "serve-cloud", help="serve a cloud model over HTTP (FastAPI + uvicorn)",
+        description="Serve an ONNX cloud model. Endpoints: POST /v1/classify (native batches), "
+        "POST /v1/chat/completions and GET /v1/models (OpenAI-compatible subset), GET /healthz "
+        "(no auth), GET /metrics (Prometheus). Requests arriving together are batched. The "
+        "bearer token comes from --token-file or $EDGESWITCH_TOKEN; without one, no auth. TLS "
+        "with --ssl-certfile and --ssl-keyfile.")
+    p.add_argument("--model", required=True, help="cloud model (.onnx from train-models)")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default "
+                   "127.0.0.1; use 0.0.0.0 only with a token and TLS)")
+    p.add_argument("--port", type=int, default=8000, help="port (default 8000; 0 = any free)")
+    p.add_argument("--model-id", default=None,
+                   help="model name clients use (default: the model's own name)")
+    p.add_argument("--token-file", default=None,
+                   help="file with the bearer token (default: $EDGESWITCH_TOKEN)")
+    p.add_argument("--ssl-certfile", default=None, help="TLS certificate (PEM)")
+    p.add_argument("--ssl-keyfile", default=None, help="TLS private key (PEM)")
+    p.add_argument("--config", default=None, help="TOML config; its [serve] table is used")
+    _serve_flags(p)
+    p.add_argument("--fault", action="append", default=[], metavar="KIND[:S][@RATE]",
+                   help="inject faults to test edge resilience: sleep:S, http500, malformed, "
+                   "wrong_classes; @RATE = share of requests hit (default 1). Repeatable.")
+    p.add_argument("--ready-file", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--log-level", default="warning",
+                   choices=["critical", "error", "warning", "info", "debug"])
+    p.set_defaults(func=cmd_serve_cloud)
+
+    p = sub.add_parser(
+        "classify", help="classify clips with edge + switcher + cloud; JSON lines out",
+        description="Run the hybrid over a file of clips as a device would, --batch clips per "
+        "call (default 1), and write one JSON line per clip: clip_id, label, answered_by, "
+        "verified, fallback_reason, switcher_score, latency_ms, proba. If the cloud does not "
+        "answer by the deadline the edge answer stands with verified=false.")
+    _data_args(p, "all")
+    p.add_argument("--edge", required=True, help="edge model (.onnx)")
+    p.add_argument("--switcher", required=True, help="switcher (.npz)")
+    p.add_argument("--op", required=True, help="operating point JSON from `calibrate`")
+    p.add_argument("--cloud-url", default=None, help="cloud server, e.g. http://127.0.0.1:8000")
+    p.add_argument("--cloud", default=None, help="or: cloud model (.onnx) run in this process")
+    p.add_argument("--model", default=None, help="model name for --protocol openai")
+    p.add_argument("--token-file", default=None,
+                   help="file with the bearer token (default: $EDGESWITCH_TOKEN)")
+    p.add_argument("--ca-cert", default=None, help="CA or self-signed certificate to trust")
+    _runtime_flags(p)
+    p.add_argument("--batch", type=int, default=1, help="clips per hybrid call (default 1)")
+    p.add_argument("--shadow-rate", type=float, default=0.0,
+                   help="also send this share of kept clips to the cloud, for the log only")
+    p.add_argument("--log", default=None, help="append every decision to this SQLite file")
+    p.add_argument("--out", default="predictions.jsonl", help="JSON lines output")
+    add_common(p)
+    p.set_defaults(func=cmd_classify)
+
+    p = sub.add_parser(
+        "log", help="summarise a decision log",
+        description="Summarise a decision log written by `classify` or `demo`: offload rate "
+        "over time, fallbacks by reason, per-class edge/cloud agreement, latencies. "
+        "--export-dmd writes the decisions the cloud answered as DMD records (Parquet) for "
+        "`train-switcher`.")
+    p.add_argument("db", help="decision log (.sqlite)")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--buckets", type=int, default=10, help="time buckets (default 10)")
+    p.add_argument("--export-dmd", default=None, help="write DMD records to this Parquet file")
+    p.set_defaults(func=cmd_log)

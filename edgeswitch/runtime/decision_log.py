@@ -1,0 +1,243 @@
+"""Every hybrid decision, appended to an embedded SQLite database (WAL mode).
+
+One row per clip: when, which clip, what the edge said (label, probabilities, embedding), the
+switcher score, offloaded or not, what the cloud said, who answered, whether the answer is
+verified and, if not, why; latencies. WAL lets `edgeswitch log` read while a device writes, and
+each `append` is one transaction, so a crash loses no committed decision.
+
+Rows where the cloud answered are DMD records (`dmd_records()`): the device's own traffic can
+retrain its switcher. Offloaded clips are the ones the switcher doubted, a biased sample; set
+the hybrid's `shadow_rate` to also send a random share of kept clips to the cloud for the log.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from edgeswitch.errors import DataError
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS decisions (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    time REAL NOT NULL,              -- unix seconds when the answer was given
+    clip_id TEXT NOT NULL,
+    grp TEXT NOT NULL,               -- device, subject or recording
+    label TEXT NOT NULL,             -- the answer given
+    answered_by TEXT NOT NULL,       -- edge | cloud
+    verified INTEGER NOT NULL,       -- 0 when the cloud was asked and did not answer in time
+    fallback_reason TEXT,            -- timeout, connection, http_500, circuit_open, ...
+    offloaded INTEGER NOT NULL,      -- the router sent it to the cloud
+    shadow INTEGER NOT NULL,         -- sent to the cloud for the log only
+    score REAL NOT NULL,             -- switcher score (higher = trust the edge)
+    edge_label TEXT NOT NULL,
+    edge_proba TEXT NOT NULL,        -- JSON list, class order of meta.classes
+    edge_embedding BLOB,             -- float32
+    cloud_label TEXT,
+    cloud_proba TEXT,                -- JSON list
+    edge_ms REAL, cloud_ms REAL, total_ms REAL, attempts INTEGER
+);
+CREATE INDEX IF NOT EXISTS decisions_time ON decisions (time);
+"""
+
+
+@dataclass(frozen=True)
+class Decision:
+    clip_id: str
+    group: str
+    label: str
+    answered_by: str
+    verified: bool
+    fallback_reason: str | None
+    offloaded: bool
+    shadow: bool
+    score: float
+    edge_proba: np.ndarray
+    edge_embedding: np.ndarray | None
+    cloud_proba: np.ndarray | None
+    edge_ms: float
+    cloud_ms: float | None
+    total_ms: float
+    attempts: int
+    time: float = 0.0
+
+
+class DecisionLog:
+    def __init__(self, path: str | Path, classes: tuple[str, ...] | None = None,
+                 edge_model: str = "", cloud_model: str = "") -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.db = sqlite3.connect(self.path, timeout=30, check_same_thread=False)
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=NORMAL")  # durable across a process crash in WAL
+            self.db.executescript(SCHEMA)
+        except sqlite3.DatabaseError as exc:
+            raise DataError(f"{self.path} is not a usable decision log: {exc}") from None
+        self._lock = threading.Lock()
+        meta = dict(self.db.execute("SELECT key, value FROM meta").fetchall())
+        if classes is not None:
+            stored = json.loads(meta["classes"]) if "classes" in meta else None
+            if stored is not None and stored != list(classes):
+                raise DataError(f"{self.path} logs classes {stored}, not {list(classes)}; use "
+                                "a new log for another label set")
+            with self.db:
+                for k, v in (("classes", json.dumps(list(classes))),
+                             ("edge_model", edge_model), ("cloud_model", cloud_model)):
+                    if k not in meta or (v and k != "classes"):
+                        self.db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (k, v))
+        elif "classes" not in meta:
+            raise DataError(f"{self.path} holds no decisions (no classes recorded)")
+        meta = dict(self.db.execute("SELECT key, value FROM meta").fetchall())
+        self.classes = tuple(json.loads(meta["classes"]))
+        self.edge_model, self.cloud_model = meta.get("edge_model", ""), meta.get("cloud_model", "")
+
+    def append(self, decisions: list[Decision]) -> None:
+        """All of `decisions` in one transaction."""
+        now = time.time()
+        rows = [(d.time or now, d.clip_id, d.group, d.label, d.answered_by, int(d.verified),
+                 d.fallback_reason, int(d.offloaded), int(d.shadow), float(d.score),
+                 self.classes[int(np.argmax(d.edge_proba))], _json(d.edge_proba),
+                 None if d.edge_embedding is None else
+                 np.asarray(d.edge_embedding, "<f4").tobytes(),
+                 None if d.cloud_proba is None else self.classes[int(np.argmax(d.cloud_proba))],
+                 None if d.cloud_proba is None else _json(d.cloud_proba),
+                 d.edge_ms, d.cloud_ms, d.total_ms, d.attempts) for d in decisions]
+        with self._lock, self.db:
+            self.db.executemany(
+                "INSERT INTO decisions (time, clip_id, grp, label, answered_by, verified, "
+                "fallback_reason, offloaded, shadow, score, edge_label, edge_proba, "
+                "edge_embedding, cloud_label, cloud_proba, edge_ms, cloud_ms, total_ms, attempts)"
+                " VALUES (" + ", ".join("?" * 19) + ")", rows)
+
+    def __len__(self) -> int:
+        with self._lock:
+            return self.db.execute("SELECT COUNT(*) FROM decisions").fetchone()[0]
+
+    def frame(self):
+        """All decisions as a pandas DataFrame (probabilities as lists)."""
+        import pandas as pd
+
+        with self._lock:
+            df = pd.read_sql_query("SELECT * FROM decisions ORDER BY id", self.db)
+        for col in ("edge_proba", "cloud_proba"):
+            df[col] = [json.loads(v) if isinstance(v, str) else None for v in df[col]]
+        return df
+
+    def dmd_records(self):
+        """The decisions where the cloud answered, as DMD records for retraining the switcher."""
+        from edgeswitch.dmd.records import DMDRecords
+
+        with self._lock:
+            rows = self.db.execute(
+                "SELECT clip_id, grp, edge_proba, edge_embedding, cloud_proba FROM decisions "
+                "WHERE cloud_proba IS NOT NULL AND edge_embedding IS NOT NULL ORDER BY id"
+            ).fetchall()
+        if not rows:
+            raise DataError(f"{self.path} has no decision with a cloud answer to learn from")
+        return DMDRecords(
+            ids=np.array([r[0] for r in rows]), groups=np.array([r[1] for r in rows]),
+            edge_proba=np.array([json.loads(r[2]) for r in rows], dtype=np.float32),
+            edge_embedding=np.stack([np.frombuffer(r[3], "<f4") for r in rows]),
+            cloud_proba=np.array([json.loads(r[4]) for r in rows], dtype=np.float32),
+            classes=self.classes, edge_model=self.edge_model, cloud_model=self.cloud_model)
+
+    def summary(self, buckets: int = 10) -> dict:
+        """Offload rate over time, fallbacks by reason, per-class agreement, latencies."""
+        df = self.frame()
+        if df.empty:
+            return {"decisions": 0}
+        t = df["time"].to_numpy()
+        edges = np.linspace(t.min(), t.max(), buckets + 1) if t.max() > t.min() else None
+        where = np.zeros(len(df), int) if edges is None else \
+            np.clip(np.searchsorted(edges, t, side="right") - 1, 0, buckets - 1)
+        over_time = []
+        for b in np.unique(where):
+            part = df[where == b]
+            over_time.append({"start": float(edges[b] if edges is not None else t.min()),
+                              "decisions": len(part),
+                              "offload_rate": float(part["offloaded"].mean()),
+                              "fallback_rate": float((part["verified"] == 0).mean())})
+        asked = df[(df["offloaded"] == 1) | (df["shadow"] == 1)]
+        answered = df[df["cloud_label"].notna()]
+        per_class = {c: {"edge_said": int((answered["edge_label"] == c).sum()),
+                         "cloud_agreed": float((answered.loc[answered["edge_label"] == c,
+                                                             "cloud_label"] == c).mean())
+                         if (answered["edge_label"] == c).any() else None}
+                     for c in self.classes}
+        reasons = df["fallback_reason"].dropna().value_counts()
+        return {
+            "decisions": len(df), "from": float(t.min()), "to": float(t.max()),
+            "edge_model": self.edge_model, "cloud_model": self.cloud_model,
+            "offload_rate": float(df["offloaded"].mean()),
+            "answered_by": {k: int(v) for k, v in df["answered_by"].value_counts().items()},
+            "fallbacks": int((df["verified"] == 0).sum()),
+            "fallback_share_of_cloud_requests": float((asked["verified"] == 0).mean())
+            if len(asked) else None,
+            "fallback_reasons": {str(k): int(v) for k, v in reasons.items()},
+            "agreement": float((answered["edge_label"] == answered["cloud_label"]).mean())
+            if len(answered) else None,
+            "agreement_by_edge_class": per_class,
+            "latency_ms": {col: _percentiles(df[col]) for col in ("total_ms", "edge_ms",
+                                                                     "cloud_ms")},
+            "over_time": over_time,
+        }
+
+    def close(self) -> None:
+        with self._lock:
+            self.db.close()
+
+    def __enter__(self) -> DecisionLog:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def _json(p: np.ndarray) -> str:
+    return json.dumps([round(float(v), 7) for v in np.asarray(p).ravel()])
+
+
+def _percentiles(col) -> dict | None:
+    v = col.dropna().to_numpy(dtype=float)
+    if not len(v):
+        return None
+    return {"p50": float(np.percentile(v, 50)), "p99": float(np.percentile(v, 99)),
+            "max": float(v.max())}
+
+
+def summary_text(s: dict) -> str:
+    """The summary for a terminal."""
+    if not s.get("decisions"):
+        return "no decisions logged"
+    span = s["to"] - s["from"]
+    lines = [f"{s['decisions']} decisions over {span:.1f} s "
+             f"(edge {s['edge_model'] or '?'}, cloud {s['cloud_model'] or '?'})",
+             f"offload rate {s['offload_rate']:.1%}; answered by "
+             + ", ".join(f"{k} {v}" for k, v in s["answered_by"].items()),
+             f"fallbacks {s['fallbacks']}"
+             + (f" ({s['fallback_share_of_cloud_requests']:.1%} of cloud requests)"
+                if s["fallback_share_of_cloud_requests"] is not None else "")
+             + (": " + ", ".join(f"{k} {v}" for k, v in s["fallback_reasons"].items())
+                if s["fallback_reasons"] else "")]
+    if s["agreement"] is not None:
+        lines.append(f"edge/cloud agreement where the cloud answered: {s['agreement']:.1%}")
+        lines.append("  by edge class: " + ", ".join(
+            f"{c} {v['cloud_agreed']:.0%} of {v['edge_said']}"
+            for c, v in s["agreement_by_edge_class"].items() if v["cloud_agreed"] is not None))
+    lat = s["latency_ms"]
+    for col in ("total_ms", "cloud_ms"):
+        if lat[col]:
+            lines.append(f"{col[:-3]} latency ms: p50 {lat[col]['p50']:.2f}, "
+                         f"p99 {lat[col]['p99']:.2f}, max {lat[col]['max']:.2f}")
+    lines.append("over time (start offset s: decisions, offload, fallback):")
+    lines += [f"  +{b['start'] - s['from']:8.1f}: {b['decisions']:6d}  {b['offload_rate']:6.1%}"
+              f"  {b['fallback_rate']:6.1%}" for b in s["over_time"]]
+    return "\n".join(lines)

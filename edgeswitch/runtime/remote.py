@@ -1,0 +1,146 @@
+"""The cloud over the network, for an edge that must answer every clip by its deadline.
+
+`RemoteCloud.request(X, deadline)` never blocks past `deadline` (plus scheduling jitter): each
+attempt is cancelled when the deadline comes, retries back off with full jitter and are skipped
+when their wait would pass the deadline, and a circuit breaker fails calls at once while the
+cloud is known to be down. It returns a `CloudReply`, with probabilities or the reason there are
+none; the hybrid then keeps the edge answer, flagged unverified.
+
+The HTTP work runs on a private asyncio loop in a daemon thread, so the hybrid stays plain
+synchronous code and a hung connection can always be abandoned.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import random
+import threading
+import time
+
+import numpy as np
+
+from edgeswitch.config import RuntimeConfig, validate_runtime
+from edgeswitch.errors import EdgeSwitchError, ModelError
+from edgeswitch.runtime.breaker import CircuitBreaker
+from edgeswitch.runtime.cloud import CloudReply
+from edgeswitch.runtime.transports import CloudFailure, NativeTransport, OpenAITransport
+
+
+class _LoopThread:
+    """An asyncio loop running forever in a daemon thread."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, name="edgeswitch-cloud",
+                                       daemon=True)
+        self.thread.start()
+
+    def submit(self, coro) -> concurrent.futures.Future:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop)
+
+    def stop(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(5)
+
+
+class RemoteCloud:
+    """A `CloudClient` for an edgeswitch server (`protocol="native"`) or any OpenAI-compatible
+    chat endpoint (`protocol="openai"`, model name `model`)."""
+
+    def __init__(self, url: str, classes: tuple[str, ...], cfg: RuntimeConfig | None = None,
+                 token: str | None = None, model: str | None = None,
+                 verify: bool | str = True, name: str | None = None, seed: int = 0) -> None:
+        self.cfg = validate_runtime(cfg or RuntimeConfig())
+        if not url.startswith(("http://", "https://")):
+            raise EdgeSwitchError(f"cloud URL must start with http:// or https://, got {url!r}")
+        self.url = url.rstrip("/")
+        self.classes_ = tuple(classes)
+        self.name = name or f"remote:{self.url}"
+        if self.cfg.protocol == "openai":
+            if not model:
+                raise EdgeSwitchError("the openai protocol needs the served model's name")
+            self.transport = OpenAITransport(self.url, self.classes_, model, token, verify)
+        else:
+            self.transport = NativeTransport(self.url, self.classes_, token, verify)
+        self.breaker = CircuitBreaker(self.cfg.breaker_failures, self.cfg.breaker_reset_s)
+        self.rng = random.Random(seed)
+        self._loop: _LoopThread | None = None
+        self._loop_lock = threading.Lock()
+
+    @property
+    def deadline_s(self) -> float:
+        return self.cfg.deadline_ms / 1000
+
+    def request(self, X: np.ndarray, deadline: float | None = None) -> CloudReply:
+        """Probabilities for `X` by `deadline` (a `time.monotonic()` instant; default: now plus
+        the configured per-clip deadline), or the reason there are none."""
+        t0 = time.monotonic()
+        deadline = t0 + self.deadline_s if deadline is None else deadline
+        with self._loop_lock:
+            if self._loop is None:
+                self._loop = _LoopThread()
+        future = self._loop.submit(self._request(np.ascontiguousarray(X, np.float32), deadline))
+        try:  # the coroutine stops itself at the deadline; this is the belt to its braces
+            return future.result(timeout=max(0.0, deadline - time.monotonic()) + 0.02)
+        except concurrent.futures.TimeoutError:
+            future.cancel()
+            return CloudReply(None, "timeout", 0, (time.monotonic() - t0) * 1000)
+
+    def classify(self, X: np.ndarray) -> np.ndarray:
+        """`CloudClient` form: probabilities, or ModelError saying why the cloud failed."""
+        reply = self.request(X)
+        if not reply.ok:
+            raise ModelError(f"cloud {self.url} did not answer: {reply.reason} {reply.detail}")
+        return reply.proba
+
+    async def _request(self, X: np.ndarray, deadline: float) -> CloudReply:
+        t0, attempts, failure = time.monotonic(), 0, None
+
+        def reply(proba=None) -> CloudReply:
+            reason = None if proba is not None else (failure.reason if failure else "timeout")
+            return CloudReply(proba, reason, attempts, (time.monotonic() - t0) * 1000,
+                              failure.detail if failure and proba is None else "")
+
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return reply()
+            if not self.breaker.allow():
+                failure = CloudFailure("circuit_open", "the cloud failed recently")
+                return reply()
+            attempts += 1
+            try:
+                proba = await asyncio.wait_for(self.transport.send(X, remaining), remaining)
+            except (asyncio.TimeoutError, TimeoutError):
+                failure = CloudFailure("timeout", f"no reply within {remaining * 1000:.0f} ms")
+            except CloudFailure as exc:
+                failure = exc
+            except asyncio.CancelledError:
+                self.breaker.failure()  # a probe must never stay out forever
+                raise
+            except Exception as exc:  # noqa: BLE001 - an unexpected client bug is a failure too
+                failure = CloudFailure("error", f"{type(exc).__name__}: {exc}", retryable=False)
+            else:
+                self.breaker.success()
+                return reply(proba)
+            self.breaker.failure()
+            if not failure.retryable or attempts > self.cfg.retries:
+                return reply()
+            cap = min(self.cfg.backoff_max_ms, self.cfg.backoff_ms * 2 ** (attempts - 1))
+            wait = self.rng.uniform(0, cap) / 1000
+            if time.monotonic() + wait >= deadline:
+                return reply()
+            await asyncio.sleep(wait)
+
+    def close(self) -> None:
+        if self._loop is not None:
+            self._loop.submit(self.transport.aclose()).result(5)
+            self._loop.stop()
+            self._loop = None
+
+    def __enter__(self) -> RemoteCloud:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

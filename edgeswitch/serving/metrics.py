@@ -1,0 +1,26 @@
+"""Prometheus metrics of the cloud server, in a registry of their own (one per app)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+
+LATENCY_BUCKETS = (.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+
+
+class ServerMetrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter("edgeswitch_requests", "HTTP requests by endpoint and status",
+                                ["endpoint", "status"], registry=self.registry)
+        self.latency = Histogram("edgeswitch_request_latency_seconds",
+                                 "Time from request to response", ["endpoint"],
+                                 buckets=LATENCY_BUCKETS, registry=self.registry)
+        self.batch_size = Histogram("edgeswitch_batch_size", "Clips per model run",
+                                    buckets=BATCH_BUCKETS, registry=self.registry)
+        self.clips = Counter("edgeswitch_clips", "Clips classified", registry=self.registry)
+        self.errors = Counter("edgeswitch_errors", "Failed requests by kind", ["kind"],
+                              registry=self.registry)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
