@@ -26,3 +26,11 @@ def bm_models(bm_splits):
     cfg = preset("basicmotions")
     cfg.edge.epochs, cfg.cloud.epochs = 10, 10
     return train_models(cfg, bm_splits.train, None, progress=False)
+
+
+@pytest.fixture(scope="session")
+def bm_files(bm_models, tmp_path_factory):
+    """The BasicMotions models as ONNX files, as a deployment ships them."""
+    edge, cloud = bm_models
+    d = tmp_path_factory.mktemp("bm_models")
+    return {"edge": edge.save(d / "edge.onnx"), "cloud": cloud.save(d / "cloud.onnx")}

@@ -116,3 +116,62 @@ def test_hybrid_with_adaptive_operating_point_holds_the_rate(bm_models, bm_split
     assert offloaded.mean() == pytest.approx(expected, abs=1e-9)
     assert offloaded.any()
     assert cloud.clips_sent == offloaded.sum()
+
+
+class _FailingCloud:
+    """A cloud client that never answers (narrow unit double; the real failures are exercised
+    against the real server in test_faults.py)."""
+
+    def __init__(self, classes):
+        self.classes_, self.name, self.deadline_s = classes, "down", 0.1
+
+    def classify(self, X):
+        raise AssertionError("the hybrid must use request()")
+
+    def request(self, X, deadline=None):
+        from edgeswitch.runtime.cloud import CloudReply
+
+        return CloudReply(None, "connection", 3, 1.0, "refused")
+
+
+def test_hybrid_falls_back_to_the_edge_flagged_and_logs_it(bm_models, bm_splits, tmp_path):
+    from edgeswitch.runtime import HybridClassifier
+    from edgeswitch.runtime.decision_log import DecisionLog
+    from edgeswitch.switcher import OperatingPoint
+    from edgeswitch.switcher.routers import make_router
+
+    edge, _ = bm_models
+    X, ids = bm_splits.test.X, bm_splits.test.ids
+    router = make_router("max_prob")
+    t = float(np.median(router.score(edge.outputs(X))))
+    with DecisionLog(tmp_path / "d.sqlite", edge.classes_) as log:
+        res = HybridClassifier(edge, router, _FailingCloud(edge.classes_),
+                               OperatingPoint("offload", t, 0.5), log=log).classify(X, ids)
+        assert len(log) == len(X)
+        df = log.frame()
+    off = res.offloaded
+    assert off.any() and (~off).any()
+    np.testing.assert_array_equal(res.label, edge.predict(X))  # every answer is the edge's
+    assert (res.answered_by == "edge").all()
+    assert not res.verified[off].any() and res.verified[~off].all()
+    assert set(res.reason[off]) == {"connection"}
+    assert list(df["fallback_reason"].fillna("")) == list(res.reason)
+    assert list(df["clip_id"]) == list(ids)
+
+
+def test_shadow_rate_sends_kept_clips_for_the_log_only(bm_models, bm_splits, tmp_path):
+    from edgeswitch.runtime import HybridClassifier, InProcessCloud
+    from edgeswitch.runtime.decision_log import DecisionLog
+    from edgeswitch.switcher import OperatingPoint
+    from edgeswitch.switcher.routers import make_router
+
+    edge, cloud_model = bm_models
+    X = bm_splits.test.X
+    cloud = InProcessCloud(cloud_model)
+    with DecisionLog(tmp_path / "d.sqlite", edge.classes_) as log:
+        res = HybridClassifier(edge, make_router("max_prob"), cloud,
+                               OperatingPoint("offload", -np.inf, 0.0), log=log,
+                               shadow_rate=1.0).classify(X)
+        assert not res.offloaded.any() and cloud.clips_sent == len(X)
+        np.testing.assert_array_equal(res.label, edge.predict(X))  # answers stay the edge's
+        assert len(log.dmd_records()) == len(X)

@@ -15,8 +15,10 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import random
+import ssl
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -50,13 +52,18 @@ class RemoteCloud:
 
     def __init__(self, url: str, classes: tuple[str, ...], cfg: RuntimeConfig | None = None,
                  token: str | None = None, model: str | None = None,
-                 verify: bool | str = True, name: str | None = None, seed: int = 0) -> None:
+                 verify: bool | str | ssl.SSLContext = True, name: str | None = None,
+                 seed: int = 0) -> None:
         self.cfg = validate_runtime(cfg or RuntimeConfig())
         if not url.startswith(("http://", "https://")):
             raise EdgeSwitchError(f"cloud URL must start with http:// or https://, got {url!r}")
         self.url = url.rstrip("/")
         self.classes_ = tuple(classes)
         self.name = name or f"remote:{self.url}"
+        if isinstance(verify, str):  # a CA bundle or a self-signed certificate to trust
+            if not Path(verify).is_file():
+                raise EdgeSwitchError(f"certificate file not found: {verify}")
+            verify = ssl.create_default_context(cafile=verify)
         if self.cfg.protocol == "openai":
             if not model:
                 raise EdgeSwitchError("the openai protocol needs the served model's name")
@@ -85,7 +92,8 @@ class RemoteCloud:
             return future.result(timeout=max(0.0, deadline - time.monotonic()) + 0.02)
         except concurrent.futures.TimeoutError:
             future.cancel()
-            return CloudReply(None, "timeout", 0, (time.monotonic() - t0) * 1000)
+            return CloudReply(None, "timeout", 1, (time.monotonic() - t0) * 1000,
+                              "no reply by the deadline")
 
     def classify(self, X: np.ndarray) -> np.ndarray:
         """`CloudClient` form: probabilities, or ModelError saying why the cloud failed."""
@@ -112,7 +120,7 @@ class RemoteCloud:
             attempts += 1
             try:
                 proba = await asyncio.wait_for(self.transport.send(X, remaining), remaining)
-            except (asyncio.TimeoutError, TimeoutError):
+            except TimeoutError:
                 failure = CloudFailure("timeout", f"no reply within {remaining * 1000:.0f} ms")
             except CloudFailure as exc:
                 failure = exc

@@ -10,6 +10,7 @@ import asyncio
 import json
 import math
 import re
+import ssl
 
 import numpy as np
 
@@ -56,7 +57,7 @@ class NativeTransport:
     """`POST /v1/classify` with a batch of clips; the reply names its classes."""
 
     def __init__(self, url: str, classes: tuple[str, ...], token: str | None = None,
-                 verify: bool | str = True) -> None:
+                 verify: bool | ssl.SSLContext = True) -> None:
         self.url, self.classes, self.token, self.verify = url.rstrip("/"), classes, token, verify
         self._client = None
 
@@ -108,7 +109,7 @@ class OpenAITransport:
     servers that read it."""
 
     def __init__(self, url: str, classes: tuple[str, ...], model: str, token: str | None = None,
-                 verify: bool | str = True, prompt: str | None = None) -> None:
+                 verify: bool | ssl.SSLContext = True, prompt: str | None = None) -> None:
         self.url, self.classes, self.model = url.rstrip("/"), classes, model
         self.token, self.verify = token, verify
         self.prompt = prompt or ("Classify this sensor clip. Answer with exactly one label "

@@ -1,10 +1,11 @@
 """Dynamic batching: requests that arrive close together share one model run.
 
-Many devices each send a clip or a few; one run over 32 clips costs far less than 32 runs over
-one. The batcher gathers queued requests until `max_batch` clips are waiting or `max_wait_ms`
-has passed since the first one, runs the model once on the concatenation, and hands each request
-its rows. With `max_batch=1` every request runs alone (no batching), on a small thread pool so
-that requests still overlap.
+Many devices each send a clip or a few; one run over 32 clips can cost less than 32 runs over
+one. The batcher takes every request queued while the previous batch ran, then waits for more
+until `max_batch` clips are gathered or `max_wait_ms` has passed since the first arrived, runs
+the model once on the concatenation, and hands each request its rows. `max_wait_ms=0` batches
+only what piled up (no added latency). With `max_batch=1` every request runs alone (no
+batching), on a small thread pool so that requests still overlap.
 """
 
 from __future__ import annotations
@@ -70,12 +71,18 @@ class DynamicBatcher:
             size = len(batch[0].X)
             deadline = batch[0].arrived + self.max_wait_s
             while size < self.max_batch:
-                wait = deadline - time.perf_counter()
+                # take what is queued now (it piled up while the last batch ran); wait for
+                # more only until max_wait after the first arrival
                 try:
-                    item = self.queue.get_nowait() if wait <= 0 else \
-                        await asyncio.wait_for(self.queue.get(), wait)
-                except (asyncio.TimeoutError, asyncio.QueueEmpty):
-                    break
+                    item = self.queue.get_nowait()
+                except asyncio.QueueEmpty:
+                    wait = deadline - time.perf_counter()
+                    if wait <= 0:
+                        break
+                    try:
+                        item = await asyncio.wait_for(self.queue.get(), wait)
+                    except TimeoutError:
+                        break
                 batch.append(item)
                 size += len(item.X)
             batch = [p for p in batch if not p.future.cancelled()]  # the client went away

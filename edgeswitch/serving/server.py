@@ -11,6 +11,7 @@ import json
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -128,7 +129,8 @@ class ServerProcess:
             if ready.exists():
                 self.port = json.loads(ready.read_text())["port"]
                 try:
-                    verify = self.tls[0] if self.tls else True
+                    verify = ssl.create_default_context(cafile=self.tls[0]) if self.tls \
+                        else True
                     if httpx.get(self.url + "/healthz", timeout=1, verify=verify).is_success:
                         return self
                 except httpx.HTTPError:
