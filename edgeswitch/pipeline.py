@@ -179,12 +179,14 @@ def label_audit(records: DMDRecords, y: np.ndarray) -> dict:
     }
 
 
-def load_data(cfg: RunConfig, spec: str | None = None) -> ClipBatch:
-    """The data set of a config (or `spec`), windowed as the config says for the watch data."""
+def load_data(cfg: RunConfig, spec: str | None = None,
+              classes: tuple[str, ...] | None = None) -> ClipBatch:
+    """The data set of a config (or `spec`), windowed as the config says for the watch data.
+    `classes` names the label set of unlabelled files that carry none."""
     spec = cfg.dataset if spec is None else spec
     kwargs = {"window_s": cfg.window_s, "stride_s": cfg.stride_s} \
         if str(spec).lower() == "watch" else {}
-    return load_dataset(spec, **kwargs)
+    return load_dataset(spec, classes=classes, **kwargs)
 
 
 def split_data(cfg: RunConfig, data: ClipBatch) -> Splits:

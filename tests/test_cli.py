@@ -18,7 +18,8 @@ def run_cli(*args, timeout=600):
 def test_help_explains_every_subcommand():
     r = run_cli("--help")
     assert r.returncode == 0
-    for cmd in ("demo", "train-models", "distill", "train-switcher", "calibrate", "evaluate"):
+    for cmd in ("demo", "train-models", "distill", "train-switcher", "calibrate", "evaluate",
+                "serve-cloud", "classify", "log"):
         assert cmd in r.stdout
     r = run_cli("demo", "--help")
     assert r.returncode == 0 and "--dataset" in r.stdout and "cached" in r.stdout
@@ -68,15 +69,83 @@ def test_demo_on_basicmotions_end_to_end(tmp_path):
     res = json.loads((out / "results.json").read_text())
     _check_results(res)
     assert "router" in r.stdout and "oracle" in r.stdout  # the printed table
+    # the deployed run went over HTTP to a server the demo started, and matches in-process
+    sv = res["served"]
+    assert sv["transport"] == "http" and sv["url"].startswith("http://127.0.0.1:")
+    assert sv["clips"] == res["n_test"] and sv["fallbacks"] == 0
+    assert sv["agrees_with_in_process"] == 1.0
+    assert sv["offload_rate"] == pytest.approx(res["operating_point"]["offload_rate"])
+    assert sv["accuracy"] == pytest.approx(res["operating_point"]["accuracy"])
+    assert "over HTTP" in r.stdout
+    for name in ("edge.onnx", "cloud.onnx", "switcher.npz", "operating_point.json"):
+        assert (out / name).stat().st_size > 0
+    log = run_cli("log", str(out / "decisions.sqlite"), "--json", "--export-dmd",
+                  str(tmp_path / "from_log.parquet"))
+    assert log.returncode == 0, log.stderr
+    summary = json.loads(log.stdout)
+    assert summary["decisions"] == res["n_test"] and summary["fallbacks"] == 0
+    assert summary["offload_rate"] == pytest.approx(sv["offload_rate"])
+    assert run_cli("train-switcher", "--dmd", str(tmp_path / "from_log.parquet"), "--out",
+                   str(tmp_path / "sw_from_log.npz")).returncode == 0
     # a second run finds the models in the cache and does not retrain
     models = sorted(p.name for p in (cache / "models").iterdir())
     r2 = run_cli("demo", "--dataset", "basicmotions", "--out", str(tmp_path / "run2"),
-                 "--cache", str(cache), "--quiet")
+                 "--cache", str(cache), "--quiet", "--in-process")
     assert r2.returncode == 0, r2.stderr
     assert sorted(p.name for p in (cache / "models").iterdir()) == models
     res2 = json.loads((tmp_path / "run2" / "results.json").read_text())
     assert res2["edge"]["accuracy"] == res["edge"]["accuracy"]
     assert res2["routers"]["dmd"]["auc"] == res["routers"]["dmd"]["auc"]
+    assert res2["served"]["transport"] == "in-process"
+    assert res2["served"]["accuracy"] == sv["accuracy"]
+
+
+@pytest.mark.slow
+def test_classify_against_a_running_server(tmp_path, bm_files, basicmotions):
+    """serve-cloud in one process, classify in another, as on two machines."""
+    from edgeswitch.data import split_by_group
+    from edgeswitch.dmd import distill
+    from edgeswitch.models import OnnxClassifier
+    from edgeswitch.serving.server import ServerProcess
+    from edgeswitch.switcher import MLPSwitcher, calibrate_offload
+
+    edge, cloud = OnnxClassifier(bm_files["edge"]), OnnxClassifier(bm_files["cloud"])
+    pool = split_by_group(basicmotions, (0.5, 0.2, 0.1, 0.2), seed=0).pool
+    rec = distill(edge, cloud, pool)
+    sw = MLPSwitcher(epochs=50, target="soft").fit(rec.edge, rec.target("soft"), rec.groups)
+    sw.save(tmp_path / "sw.npz")
+    calibrate_offload(sw.score(rec.edge), 0.5).save(tmp_path / "op.json")
+    np.savez(tmp_path / "clips.npz", X=basicmotions.X[:30])  # unlabelled user clips
+    (tmp_path / "token").write_text("s3cret")
+    common = ("classify", "--data", str(tmp_path / "clips.npz"), "--edge", str(bm_files["edge"]),
+              "--switcher", str(tmp_path / "sw.npz"), "--op", str(tmp_path / "op.json"),
+              "--quiet")
+    with ServerProcess(bm_files["cloud"], token="s3cret") as server:
+        for protocol in ("native", "openai"):
+            out = tmp_path / f"{protocol}.jsonl"
+            r = run_cli(*common, "--cloud-url", server.url, "--token-file",
+                        str(tmp_path / "token"), "--protocol", protocol, "--model", cloud.name,
+                        "--out", str(out), "--log", str(tmp_path / f"{protocol}.sqlite"))
+            assert r.returncode == 0, r.stderr
+            rows = [json.loads(line) for line in out.read_text().splitlines()]
+            assert len(rows) == 30 and all(row["verified"] for row in rows)
+            assert {row["answered_by"] for row in rows} == {"edge", "cloud"}
+            for row in rows:
+                assert set(row) >= {"clip_id", "label", "answered_by", "verified",
+                                    "fallback_reason", "switcher_score", "latency_ms", "proba"}
+            cloud_rows = [i for i, row in enumerate(rows) if row["answered_by"] == "cloud"]
+            expected = cloud.predict(basicmotions.X[cloud_rows])
+            assert [rows[i]["label"] for i in cloud_rows] == [cloud.classes_[k]
+                                                              for k in expected]
+        bad = run_cli(*common, "--cloud-url", server.url, "--out", str(tmp_path / "x.jsonl"))
+    # no token: the server refuses, and every clip still gets the edge answer, flagged
+    assert bad.returncode == 0, bad.stderr
+    rows = [json.loads(line) for line in (tmp_path / "x.jsonl").read_text().splitlines()]
+    assert len(rows) == 30
+    assert {r["fallback_reason"] for r in rows if not r["verified"]} <= {"unauthorized",
+                                                                         "circuit_open"}
+    assert any(not r["verified"] for r in rows) and all(r["answered_by"] == "edge"
+                                                        for r in rows)
 
 
 @pytest.mark.slow

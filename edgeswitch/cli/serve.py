@@ -86,10 +86,9 @@ def cmd_classify(args) -> int:
     from edgeswitch.switcher import OperatingPoint
     from edgeswitch.switcher.routers import SwitcherRouter
 
-    clips, _, _ = _load_split(args)
     edge = OnnxClassifier(args.edge)
-    if clips.y is not None:
-        check_clip_classes(clips, edge)
+    clips, _, _ = _load_split(args, edge.classes_)
+    check_clip_classes(clips, edge)
     sw = _switcher(args, edge)
     op = OperatingPoint.load(args.op)
     cloud = make_cloud(args, edge.classes_)

@@ -15,13 +15,14 @@ import numpy as np
 from edgeswitch.errors import EdgeSwitchError
 
 
-def _load_split(args) -> tuple:
-    """(clips, splits or None, config) for a step: a named split of --data, or all of it."""
+def _load_split(args, classes: tuple[str, ...] | None = None) -> tuple:
+    """(clips, splits or None, config) for a step: a named split of --data, or all of it.
+    `classes` (a model's) names the label set of unlabelled files that carry none."""
     from edgeswitch.config import load_config
     from edgeswitch.pipeline import load_data, split_data
 
     cfg = load_config(args.config, dataset=args.data, seed=args.seed)
-    data = load_data(cfg, args.data)
+    data = load_data(cfg, args.data, classes)
     if args.split == "all":
         return data, None, cfg
     splits = split_data(cfg, data)

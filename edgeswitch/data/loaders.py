@@ -90,8 +90,9 @@ def load_basicmotions() -> ClipBatch:
     return _from_string_labels(X, labels, parts[0][2], "basicmotions", rate=10.0)
 
 
-def load_npz(path: Path) -> ClipBatch:
-    """`.npz` with `X [n,T,C]`, `y` (ints or strings), optional `groups`, `classes`, `ids`."""
+def load_npz(path: Path, classes: tuple[str, ...] | None = None) -> ClipBatch:
+    """`.npz` with `X [n,T,C]`, `y` (ints or strings), optional `groups`, `classes`, `ids`.
+    `classes` names the label set of an unlabelled file that carries none (a model's)."""
     try:
         f = np.load(path, allow_pickle=False)
     except (zipfile.BadZipFile, OSError, ValueError, EOFError) as exc:
@@ -107,10 +108,12 @@ def load_npz(path: Path) -> ClipBatch:
         raise DataError(f"{path}: missing array 'X' (found {sorted(arrays)})")
     X = arrays["X"]
     y = arrays.get("y")
+    default = list(classes or [])
     classes = [str(c) for c in arrays["classes"]] if "classes" in arrays else []
     groups = arrays.get("groups")
     name = path.stem
     if y is None:
+        classes = classes or default
         if not classes:
             raise DataError(f"{path}: unlabelled data needs a 'classes' array")
         n = len(X)
@@ -161,8 +164,10 @@ def load_uea(path: Path) -> ClipBatch:
     return _from_string_labels(X, labels, classes, name)
 
 
-def load_dataset(spec: str | Path, **kwargs) -> ClipBatch:
-    """Load "watch", "basicmotions", or a `.npz` / `.ts` / `.arff` file or UEA folder."""
+def load_dataset(spec: str | Path, classes: tuple[str, ...] | None = None,
+                 **kwargs) -> ClipBatch:
+    """Load "watch", "basicmotions", or a `.npz` / `.ts` / `.arff` file or UEA folder.
+    `classes` names the label set of an unlabelled `.npz` that carries none."""
     text = str(spec)
     if text.lower() == "watch":
         return load_watch(**kwargs)
@@ -176,5 +181,5 @@ def load_dataset(spec: str | Path, **kwargs) -> ClipBatch:
     if path.is_dir() or path.suffix in (".ts", ".arff"):
         return load_uea(path)
     if path.suffix == ".npz":
-        return load_npz(path)
+        return load_npz(path, classes)
     raise DataError(f"{path}: unsupported file type '{path.suffix}' (use .npz, .ts or .arff)")
