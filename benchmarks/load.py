@@ -1,11 +1,12 @@
 """Load on the cloud HTTP server: throughput and latency with dynamic batching on and off.
 
-For each server setting (batching on: the ServeConfig defaults; batching off: max_batch=1) one
-run starts `edgeswitch serve-cloud` in a child process on a free loopback port, with a token,
-and drives it with N edge clients for T seconds. Each client is a thread with its own
-RemoteCloud (native protocol, retries 0) in a closed loop: one test clip per request, the next
-request when the answer arrives. Figures per setting: requests, errors (by reason), throughput
-(clips/s), p50/p99 client-side latency, and the server's mean batch size from GET /metrics.
+For each server setting (batching on: the ServeConfig defaults; off: max_batch=1; on with a
+5 ms wait for batches to fill) one run starts `edgeswitch serve-cloud` in a child process on a
+free loopback port, with a token, and drives it with N edge clients for T seconds. Each client
+is a thread with its own RemoteCloud (native protocol, retries 0) in a closed loop: one test
+clip per request, the next request when the answer arrives. Figures per setting: requests,
+errors (by reason), throughput (clips/s), p50/p99 client-side latency, and the server's mean
+batch size from GET /metrics.
 
 Clients and server share one machine (and the clients share one Python process, GIL included):
 compare the two settings as ratios, not as absolute capacity. Writes JSON, prints a table, and
@@ -42,7 +43,9 @@ from edgeswitch.pipeline import load_data, split_data, train_models
 from edgeswitch.runtime.remote import RemoteCloud
 from edgeswitch.serving.server import ServerProcess
 
-SETTINGS = {"batching on": ServeConfig(), "batching off": ServeConfig(max_batch=1)}
+# the default first (batches what queued while the model ran, no added wait)
+SETTINGS = {"batching on": ServeConfig(), "batching off": ServeConfig(max_batch=1),
+            "batching on, wait 5 ms": ServeConfig(max_wait_ms=5)}
 WARMUP_REQUESTS = 3      # per client, untimed: connection setup and first model runs
 ANSWER_ATOL = 1e-4       # served vs in-process probabilities (batching changes float order)
 
@@ -260,11 +263,13 @@ def main() -> int:
         results = [bench_setting(name, serve, model_path, tuple(cloud.classes_), X, expected,
                                  args) for name, serve in SETTINGS.items()]
     ratios = compare(results[0], results[1])
+    ratios_wait = compare(results[2], results[1])
     out = {
         "benchmark": "load", "dataset": args.dataset, "model": str(cloud.name),
         "clients": args.clients, "seconds": args.seconds, "max_requests": args.max_requests,
         "deadline_ms": args.deadline_ms, "test_clips": len(X), "clip_shape": list(X.shape[1:]),
         "settings": results, "batching_on_over_off": ratios,
+        "batching_wait_5ms_over_off": ratios_wait,
         "machine": {"platform": platform.platform(),
                     "processor": platform.processor() or platform.machine(),
                     "cpu_count": os.cpu_count(), "python": platform.python_version()},

@@ -59,8 +59,9 @@ class RuntimeConfig:
 class ServeConfig:
     """The cloud model server (see edgeswitch.serving)."""
 
-    max_batch: int = 32                      # clips gathered into one model run ...
-    max_wait_ms: float = 5.0                 # ... or whatever arrived within this wait
+    max_batch: int = 32                      # most clips gathered into one model run
+    max_wait_ms: float = 0.0                 # extra wait for a batch to fill (0: run what
+                                             # queued during the last run, adding no latency)
     max_body_mb: float = 16.0                # larger requests get 413
     max_clips: int = 1024                    # clips per request
     threads: int = 1                         # onnxruntime threads per model run

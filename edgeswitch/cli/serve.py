@@ -139,7 +139,8 @@ def _serve_flags(p: argparse.ArgumentParser) -> None:
                    help="dynamic batching: most clips per model run (1 = no batching; "
                    "default 32)")
     p.add_argument("--max-wait-ms", type=float, default=None,
-                   help="dynamic batching: longest wait for a batch to fill (default 5)")
+                   help="dynamic batching: extra wait for a batch to fill (default 0: run "
+                   "what queued while the model was busy; raise it for GPU backends)")
     p.add_argument("--max-body-mb", type=float, default=None,
                    help="largest request body, else HTTP 413 (default 16)")
     p.add_argument("--max-clips", type=int, default=None,

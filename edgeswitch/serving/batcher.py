@@ -28,7 +28,7 @@ class _Pending:
 
 class DynamicBatcher:
     def __init__(self, run: Callable[[np.ndarray], np.ndarray], max_batch: int = 32,
-                 max_wait_ms: float = 5.0, workers: int = 2,
+                 max_wait_ms: float = 0.0, workers: int = 2,
                  on_batch: Callable[[int], None] | None = None) -> None:
         self.run = run
         self.max_batch = max_batch
