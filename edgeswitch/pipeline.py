@@ -324,6 +324,7 @@ def serve_and_replay(a: Artifacts, out_dir: Path, transport: str = "http",
     decision of the deployed run goes to OUT/decisions.sqlite."""
     import secrets
 
+    from edgeswitch.dmd.generate import model_identity
     from edgeswitch.runtime.cloud import InProcessCloud
     from edgeswitch.runtime.decision_log import DecisionLog
     from edgeswitch.runtime.hybrid import HybridClassifier
@@ -343,7 +344,8 @@ def serve_and_replay(a: Artifacts, out_dir: Path, transport: str = "http",
 
     local_cloud = InProcessCloud(a.cloud)
     if transport == "in-process":
-        with DecisionLog(log_path, a.edge.classes_, a.edge.name, a.cloud.name) as log:
+        with DecisionLog(log_path, a.edge.classes_, model_identity(a.edge),
+                         model_identity(a.cloud)) as log:
             served = run_with(local_cloud, log)
         served.pop("labels")
         return {"transport": "in-process", **served, "decision_log": str(log_path)}
@@ -356,7 +358,7 @@ def serve_and_replay(a: Artifacts, out_dir: Path, transport: str = "http",
     with ServerProcess(paths["cloud"], a.cfg.serve, token=token) as server, \
             RemoteCloud(server.url, a.edge.classes_, a.cfg.runtime, token=token,
                         model=a.cloud.name) as cloud, \
-            DecisionLog(log_path, a.edge.classes_, a.edge.name, cloud.name) as log:
+            DecisionLog(log_path, a.edge.classes_, model_identity(a.edge), cloud.name) as log:
         served = run_with(cloud, log)
         url = server.url
     return {"transport": "http", "url": url, **{k: v for k, v in served.items()

@@ -55,3 +55,18 @@ def test_refuses_another_label_set_and_garbage_files(tmp_path):
         DecisionLog(bad, CLASSES)
     with pytest.raises(DataError, match="no decision with a cloud answer"):
         DecisionLog(path).dmd_records()
+
+
+def test_one_log_holds_one_edge_model(tmp_path):
+    path = tmp_path / "log.sqlite"
+    DecisionLog(path, CLASSES, "edge@aaa").close()
+    DecisionLog(path, CLASSES, "edge@aaa").close()  # the same model may reopen it
+    with pytest.raises(DataError, match="new edge model"):
+        DecisionLog(path, CLASSES, "edge@bbb")
+
+
+def test_a_failed_write_is_a_clear_error(tmp_path):
+    log = DecisionLog(tmp_path / "log.sqlite", CLASSES)
+    log.db.execute("DROP TABLE decisions")
+    with pytest.raises(DataError, match="cannot log 1 decisions"):
+        log.append([_decision(0, False)])

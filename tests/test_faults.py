@@ -120,7 +120,7 @@ def test_cloud_killed_mid_run_then_circuit_recovers(setup, bm_files, tmp_path):
             after, walls = _stream(hybrid, data.X, data.ids)
             assert walls.max() <= DEADLINE_MS / 1000 + SLACK_S
             assert all(r.verified[0] for r in after)
-            states = [s for _, s in cloud.breaker.transitions]
+            states = [s for _, s in list(cloud.breaker.transitions)]
             assert states[-3:] == ["open", "half_open", "closed"]
             off = np.array([r.offloaded[0] for r in after])
             got = np.array([r.label[0] for r in after])

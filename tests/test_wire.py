@@ -65,3 +65,29 @@ def test_corrupt_npy_and_wrong_prefix():
 def test_chat_clip_must_be_a_single_clip():
     with pytest.raises(WireError, match="one clip"):
         decode_npy_data_url(encode_npy_data_url(np.zeros((2, 5, 2))), (5, 2))
+
+
+def test_token_file_first_line_and_bad_tokens(tmp_path, monkeypatch):
+    from edgeswitch.errors import EdgeSwitchError
+    from edgeswitch.serving.server import resolve_token
+
+    f = tmp_path / "token"
+    f.write_text("abc123\n# a comment\n")
+    assert resolve_token(f) == "abc123"
+    f.write_text("two words\n")
+    with pytest.raises(EdgeSwitchError, match="without spaces"):
+        resolve_token(f)
+    monkeypatch.delenv("EDGESWITCH_TOKEN", raising=False)
+    assert resolve_token() is None
+    monkeypatch.setenv("EDGESWITCH_TOKEN", "from-env")
+    assert resolve_token() == "from-env"
+
+
+@pytest.mark.parametrize("text", ["nope", "sleep", "sleep:1.2.3", "http500@.", "http500@2"])
+def test_bad_fault_specs_are_clear_errors(text):
+    from edgeswitch.errors import EdgeSwitchError
+    from edgeswitch.serving.app import Fault
+
+    with pytest.raises(EdgeSwitchError, match="bad fault"):
+        Fault.parse(text)
+    assert Fault.parse("sleep:2.5@0.5") == Fault("sleep", 0.5, 2.5)

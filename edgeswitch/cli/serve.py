@@ -92,7 +92,10 @@ def cmd_classify(args) -> int:
     sw = _switcher(args, edge)
     op = OperatingPoint.load(args.op)
     cloud = make_cloud(args, edge.classes_)
-    log = DecisionLog(args.log, edge.classes_, edge.name, cloud.name) if args.log else None
+    from edgeswitch.dmd.generate import model_identity
+
+    log = DecisionLog(args.log, edge.classes_, model_identity(edge), cloud.name) \
+        if args.log else None
     hybrid = HybridClassifier(edge, SwitcherRouter(sw), cloud, op, log=log,
                               shadow_rate=args.shadow_rate)
     out = _out_file(args.out)

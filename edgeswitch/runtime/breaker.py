@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 
 CLOSED, OPEN, HALF_OPEN = "closed", "open", "half_open"
@@ -26,7 +27,8 @@ class CircuitBreaker:
         self._opened_at = 0.0
         self._probe_out = False
         self._lock = threading.Lock()
-        self.transitions: list[tuple[float, str]] = []  # (time, new state), for logs and tests
+        # (time, new state), the latest 256, for logs and tests
+        self.transitions: deque[tuple[float, str]] = deque(maxlen=256)
 
     @property
     def state(self) -> str:

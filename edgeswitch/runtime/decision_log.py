@@ -3,7 +3,9 @@
 One row per clip: when, which clip, what the edge said (label, probabilities, embedding), the
 switcher score, offloaded or not, what the cloud said, who answered, whether the answer is
 verified and, if not, why; latencies. WAL lets `edgeswitch log` read while a device writes, and
-each `append` is one transaction, so a crash loses no committed decision.
+each `append` is one transaction, so a process crash loses no committed decision
+(`synchronous=NORMAL`: a power cut may lose the last few; set `durable=True` for FULL).
+One log holds one edge model: its rows are DMD data for that model only.
 
 Rows where the cloud answered are DMD records (`dmd_records()`): the device's own traffic can
 retrain its switcher. Offloaded clips are the ones the switcher doubted, a biased sample; set
@@ -71,13 +73,13 @@ class Decision:
 
 class DecisionLog:
     def __init__(self, path: str | Path, classes: tuple[str, ...] | None = None,
-                 edge_model: str = "", cloud_model: str = "") -> None:
+                 edge_model: str = "", cloud_model: str = "", durable: bool = False) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
             self.db = sqlite3.connect(self.path, timeout=30, check_same_thread=False)
             self.db.execute("PRAGMA journal_mode=WAL")
-            self.db.execute("PRAGMA synchronous=NORMAL")  # durable across a process crash in WAL
+            self.db.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
             self.db.executescript(SCHEMA)
         except sqlite3.DatabaseError as exc:
             raise DataError(f"{self.path} is not a usable decision log: {exc}") from None
@@ -88,6 +90,10 @@ class DecisionLog:
             if stored is not None and stored != list(classes):
                 raise DataError(f"{self.path} logs classes {stored}, not {list(classes)}; use "
                                 "a new log for another label set")
+            if meta.get("edge_model") and edge_model and meta["edge_model"] != edge_model:
+                raise DataError(f"{self.path} logs edge model {meta['edge_model']}, not "
+                                f"{edge_model}; use a new log for a new edge model (its rows "
+                                "are DMD data for one model only)")
             with self.db:
                 for k, v in (("classes", json.dumps(list(classes))),
                              ("edge_model", edge_model), ("cloud_model", cloud_model)):
@@ -110,6 +116,12 @@ class DecisionLog:
                  None if d.cloud_proba is None else self.classes[int(np.argmax(d.cloud_proba))],
                  None if d.cloud_proba is None else _json(d.cloud_proba),
                  d.edge_ms, d.cloud_ms, d.total_ms, d.attempts) for d in decisions]
+        try:
+            self._insert(rows)
+        except sqlite3.Error as exc:
+            raise DataError(f"{self.path}: cannot log {len(rows)} decisions: {exc}") from None
+
+    def _insert(self, rows: list[tuple]) -> None:
         with self._lock, self.db:
             self.db.executemany(
                 "INSERT INTO decisions (time, clip_id, grp, label, answered_by, verified, "

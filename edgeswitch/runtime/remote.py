@@ -44,6 +44,8 @@ class _LoopThread:
     def stop(self) -> None:
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(5)
+        if not self.thread.is_alive():
+            self.loop.close()
 
 
 class RemoteCloud:
@@ -63,7 +65,10 @@ class RemoteCloud:
         if isinstance(verify, str):  # a CA bundle or a self-signed certificate to trust
             if not Path(verify).is_file():
                 raise EdgeSwitchError(f"certificate file not found: {verify}")
-            verify = ssl.create_default_context(cafile=verify)
+            try:
+                verify = ssl.create_default_context(cafile=verify)
+            except ssl.SSLError as exc:
+                raise EdgeSwitchError(f"{verify} is not a PEM certificate: {exc}") from None
         if self.cfg.protocol == "openai":
             if not model:
                 raise EdgeSwitchError("the openai protocol needs the served model's name")
@@ -114,8 +119,8 @@ class RemoteCloud:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return reply()
-            if not self.breaker.allow():
-                failure = CloudFailure("circuit_open", "the cloud failed recently")
+            if not self.breaker.allow():  # keep the real reason if an attempt already failed
+                failure = failure or CloudFailure("circuit_open", "the cloud failed recently")
                 return reply()
             attempts += 1
             try:
@@ -142,10 +147,17 @@ class RemoteCloud:
             await asyncio.sleep(wait)
 
     def close(self) -> None:
-        if self._loop is not None:
-            self._loop.submit(self.transport.aclose()).result(5)
-            self._loop.stop()
-            self._loop = None
+        with self._loop_lock:
+            if self._loop is None:
+                return
+            try:
+                self._loop.submit(self.transport.aclose()).result(5)
+            except Exception:  # noqa: BLE001 - closing must never leave the thread behind
+                pass
+            finally:
+                self._loop.stop()
+                self._loop = None
+                self.transport.reset()
 
     def __enter__(self) -> RemoteCloud:
         return self

@@ -58,7 +58,12 @@ class NativeTransport:
 
     def __init__(self, url: str, classes: tuple[str, ...], token: str | None = None,
                  verify: bool | ssl.SSLContext = True) -> None:
+        import httpx  # noqa: F401 - imported now, not inside the first clip's deadline
+
         self.url, self.classes, self.token, self.verify = url.rstrip("/"), classes, token, verify
+        self._client = None
+
+    def reset(self) -> None:
         self._client = None
 
     def client(self):
@@ -114,6 +119,11 @@ class OpenAITransport:
         self.token, self.verify = token, verify
         self.prompt = prompt or ("Classify this sensor clip. Answer with exactly one label "
                                  "from: " + ", ".join(classes) + ".")
+        import openai  # noqa: F401 - about 1 s: now, not inside the first clip's deadline
+
+        self._client = None
+
+    def reset(self) -> None:
         self._client = None
 
     def client(self):
@@ -129,8 +139,12 @@ class OpenAITransport:
         return self._client
 
     async def send(self, X: np.ndarray, timeout_s: float) -> np.ndarray:
-        rows = await asyncio.gather(*(self._one(x, timeout_s) for x in X))
-        return check_reply(np.stack(rows), len(X), self.classes)
+        try:  # one clip failing cancels the others: a retry must not double the load
+            async with asyncio.TaskGroup() as tg:
+                tasks = [tg.create_task(self._one(x, timeout_s)) for x in X]
+        except* CloudFailure as group:
+            raise group.exceptions[0] from None
+        return check_reply(np.stack([t.result() for t in tasks]), len(X), self.classes)
 
     async def _one(self, clip: np.ndarray, timeout_s: float) -> np.ndarray:
         import openai

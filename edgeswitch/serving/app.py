@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import logging
 import math
 import random
 import re
@@ -35,6 +36,7 @@ from edgeswitch.serving.metrics import ServerMetrics
 from edgeswitch.serving.wire import WireError, decode_clips, decode_npy_data_url
 
 OPEN_PATHS = ("/healthz",)
+log = logging.getLogger("edgeswitch.serving")
 
 
 # ---- request bodies -----------------------------------------------------------------------
@@ -74,7 +76,7 @@ class Fault:
     @classmethod
     def parse(cls, text: str) -> Fault:
         """`KIND[:SECONDS][@RATE]`, e.g. `http500@0.2`, `sleep:2.5`, `malformed`."""
-        m = re.fullmatch(r"(\w+)(?::([\d.]+))?(?:@([\d.]+))?", text.strip())
+        m = re.fullmatch(r"(\w+)(?::(\d+(?:\.\d+)?))?(?:@(\d+(?:\.\d+)?))?", text.strip())
         if not m or m.group(1) not in FAULT_KINDS:
             raise EdgeSwitchError(f"bad fault {text!r}: use KIND[:SECONDS][@RATE] with KIND one "
                                   f"of {', '.join(FAULT_KINDS)}")
@@ -242,9 +244,11 @@ def create_app(model, cfg: ServeConfig | None = None, token: str | None = None,
                 return (await batcher.submit(X))[:, :-1], None
         try:
             proba = await batcher.submit(X)
-        except Exception as exc:  # noqa: BLE001 - any backend failure is this request's 500
+        except Exception:  # noqa: BLE001 - any backend failure is this request's 500
             metrics.errors.labels("backend").inc()
-            return None, error_response(500, f"model failed: {exc}", "backend_error")
+            log.exception("model run failed")  # details stay in the server's log
+            return None, error_response(500, "the model failed on this request",
+                                        "backend_error")
         metrics.clips.inc(len(X))
         return proba, None
 
@@ -299,7 +303,11 @@ def _clip_part(req: ChatRequest) -> str:
     if len(files) != 1:
         raise WireError(f"the last user message must carry exactly one clip as a 'file' content "
                         f"part, found {len(files)}", "bad_content_part", 400)
-    return (files[0].get("file") or {}).get("file_data")
+    file = files[0].get("file")
+    if not isinstance(file, dict):
+        raise WireError("the clip's 'file' part must be an object with 'file_data'",
+                        "bad_content_part", 400)
+    return file.get("file_data")
 
 
 def _chat_reply(model_id: str, classes: tuple[str, ...], p: np.ndarray, logprobs: bool,

@@ -3,7 +3,8 @@
 Many devices each send a clip or a few; one run over 32 clips can cost less than 32 runs over
 one. The batcher takes every request queued while the previous batch ran, then waits for more
 until `max_batch` clips are gathered or `max_wait_ms` has passed since the first arrived, runs
-the model once on the concatenation, and hands each request its rows. `max_wait_ms=0` batches
+the model once on the concatenation, and hands each request its rows (a request is never split,
+so a batch may pass `max_batch` by the size of its last request). `max_wait_ms=0` batches
 only what piled up (no added latency). With `max_batch=1` every request runs alone (no
 batching), on a small thread pool so that requests still overlap.
 """

@@ -26,16 +26,20 @@ TOKEN_ENV = "EDGESWITCH_TOKEN"
 
 
 def resolve_token(token_file: str | Path | None = None, env: str = TOKEN_ENV) -> str | None:
-    """The bearer token from a file (first line) or else the environment; None = no auth."""
+    """The bearer token from a file (its first line) or else the environment; None = no auth."""
     if token_file is not None:
         try:
-            token = Path(token_file).read_text().strip()
+            lines = Path(token_file).read_text().splitlines()
         except OSError as exc:
             raise EdgeSwitchError(f"cannot read token file {token_file}: {exc}") from None
+        token, where = (lines[0].strip() if lines else ""), f"token file {token_file}"
+    else:
+        token, where = os.environ.get(env, "").strip(), f"${env}"
         if not token:
-            raise EdgeSwitchError(f"token file {token_file} is empty")
-        return token
-    return os.environ.get(env) or None
+            return None
+    if not token or any(c.isspace() or not c.isprintable() for c in token):
+        raise EdgeSwitchError(f"{where}: the token must be one non-empty word without spaces")
+    return token
 
 
 def bind_socket(host: str, port: int) -> socket.socket:
@@ -117,7 +121,8 @@ class ServerProcess:
         ready = Path(self._dir.name) / "ready.json"
         ready.unlink(missing_ok=True)
         log = open(Path(self._dir.name) / "server.log", "ab")  # noqa: SIM115 - child owns it
-        env = os.environ | {"PYTHONUNBUFFERED": "1"}
+        # the child must not pick up a token from this shell when none was given
+        env = {k: v for k, v in os.environ.items() if k != TOKEN_ENV} | {"PYTHONUNBUFFERED": "1"}
         self.proc = subprocess.Popen(self.command(ready), stdout=log, stderr=subprocess.STDOUT,
                                      env=env)
         log.close()
