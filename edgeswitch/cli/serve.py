@@ -86,6 +86,8 @@ def cmd_classify(args) -> int:
     from edgeswitch.switcher import OperatingPoint
     from edgeswitch.switcher.routers import SwitcherRouter
 
+    if args.batch < 1:
+        raise EdgeSwitchError(f"--batch must be >= 1, got {args.batch}")
     edge = OnnxClassifier(args.edge)
     clips, _, _ = _load_split(args, edge.classes_)
     check_clip_classes(clips, edge)
