@@ -21,7 +21,6 @@ import argparse
 import json
 import os
 import platform
-import re
 import secrets
 import shlex
 import sys
@@ -33,14 +32,15 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-import httpx
 import numpy as np
 
 from edgeswitch.config import RuntimeConfig, ServeConfig, load_config
+from edgeswitch.evaluation.timing import tail_ms
 from edgeswitch.models import OnnxClassifier
 from edgeswitch.models.cache import default_cache_dir
 from edgeswitch.pipeline import load_data, split_data, train_models
 from edgeswitch.runtime.remote import RemoteCloud
+from edgeswitch.serving.metrics import scrape
 from edgeswitch.serving.server import ServerProcess
 
 # the default first (batches what queued while the model ran, no added wait)
@@ -124,15 +124,8 @@ def client(cloud: RemoteCloud, X: np.ndarray, expected: np.ndarray, offset: int,
 
 def scrape_batches(url: str, token: str) -> tuple[float, float]:
     """(sum, count) of the server's batch-size histogram: clips and model runs so far."""
-    r = httpx.get(f"{url}/metrics", headers={"Authorization": f"Bearer {token}"}, timeout=5)
-    r.raise_for_status()
-    values = {}
-    for name in ("edgeswitch_batch_size_sum", "edgeswitch_batch_size_count"):
-        m = re.search(rf"^{name} (\S+)$", r.text, re.MULTILINE)
-        if m is None:
-            raise RuntimeError(f"/metrics has no {name}")
-        values[name] = float(m.group(1))
-    return values["edgeswitch_batch_size_sum"], values["edgeswitch_batch_size_count"]
+    m = scrape(url, token)
+    return m.get("edgeswitch_batch_size_sum", 0.0), m.get("edgeswitch_batch_size_count", 0.0)
 
 
 def run_clients(url: str, token: str, classes: tuple[str, ...], X: np.ndarray,
@@ -175,18 +168,13 @@ def summarize(runs: list[ClientRun], window: Window, batches: tuple[float, float
     elapsed = max(r.finished for r in runs) - window.start
     clips, model_runs = batches
 
-    def pct(q: float) -> float | None:
-        return float(np.percentile(ok, q)) if len(ok) else None
-
     return {
         "requests": len(samples), "ok": len(ok), "errors": len(failed),
         "errors_by_reason": dict(Counter(s.reason for s in failed)),
         "error_examples": {s.reason: s.detail for s in failed},
         "warmup_errors": sum(len(r.warmup_failures) for r in runs),
         "seconds": elapsed, "throughput_clips_s": len(ok) / elapsed,
-        "latency_ms": {"p50": pct(50), "p99": pct(99),
-                       "mean": float(ok.mean()) if len(ok) else None,
-                       "max": float(ok.max()) if len(ok) else None},
+        "latency_ms": tail_ms(ok) or dict.fromkeys(("p50", "p99", "mean", "max")),
         "server_model_runs": int(model_runs), "server_clips": int(clips),
         "server_mean_batch": clips / model_runs if model_runs else None,
     }

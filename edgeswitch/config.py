@@ -153,30 +153,26 @@ def load_config(path: str | Path | None = None, **overrides) -> RunConfig:
 
 def validate(cfg: RunConfig) -> RunConfig:
     """Refuse settings that would fail deep inside a run, with the key's name."""
-    def need(ok: bool, msg: str) -> None:
-        if not ok:
-            raise EdgeSwitchError(f"config: {msg}")
-
     sp = cfg.splits
-    need(isinstance(sp, list | tuple) and len(sp) == 4
-         and all(isinstance(v, int | float) and v > 0 for v in sp),
-         f"splits must be 4 positive shares (train, pool, calib, test), got {sp!r}")
+    _need(isinstance(sp, list | tuple) and len(sp) == 4
+          and all(isinstance(v, int | float) and v > 0 for v in sp),
+          f"splits must be 4 positive shares (train, pool, calib, test), got {sp!r}")
     for role in ("edge", "cloud"):
         m = getattr(cfg, role)
-        need(m.arch in ARCHS, f"{role}.arch must be one of {list(ARCHS)}, got {m.arch!r}")
-        need(isinstance(m.epochs, int) and m.epochs >= 1, f"{role}.epochs must be >= 1")
-        need(m.lr > 0 and m.batch_size >= 2, f"{role}.lr must be > 0, batch_size >= 2")
-    need(cfg.switcher.target in ("hard", "soft"), "switcher.target must be 'hard' or 'soft'")
-    need(cfg.switcher.epochs >= 1 and cfg.switcher.hidden >= 1,
-         "switcher.epochs and switcher.hidden must be >= 1")
+        _need(m.arch in ARCHS, f"{role}.arch must be one of {list(ARCHS)}, got {m.arch!r}")
+        _need(isinstance(m.epochs, int) and m.epochs >= 1, f"{role}.epochs must be >= 1")
+        _need(m.lr > 0 and m.batch_size >= 2, f"{role}.lr must be > 0, batch_size >= 2")
+    _need(cfg.switcher.target in ("hard", "soft"), "switcher.target must be 'hard' or 'soft'")
+    _need(cfg.switcher.epochs >= 1 and cfg.switcher.hidden >= 1,
+          "switcher.epochs and switcher.hidden must be >= 1")
     c = cfg.calibration
-    need(c.mode in ("offload", "budget", "disagreement"),
-         f"calibration.mode must be offload, budget or disagreement, got {c.mode!r}")
-    need(0 <= c.rate <= 1, "calibration.rate must be within [0, 1]")
-    need(0 < c.epsilon < 1 and 0 < c.delta < 1, "calibration.epsilon, delta within (0, 1)")
-    need(isinstance(c.grid, int) and c.grid >= 1, "calibration.grid must be >= 1")
-    need(c.step > 0, "calibration.step must be > 0")
-    need(cfg.window_s > 0 and cfg.stride_s > 0, "window_s and stride_s must be > 0")
+    _need(c.mode in ("offload", "budget", "disagreement"),
+          f"calibration.mode must be offload, budget or disagreement, got {c.mode!r}")
+    _need(0 <= c.rate <= 1, "calibration.rate must be within [0, 1]")
+    _need(0 < c.epsilon < 1 and 0 < c.delta < 1, "calibration.epsilon, delta within (0, 1)")
+    _need(isinstance(c.grid, int) and c.grid >= 1, "calibration.grid must be >= 1")
+    _need(c.step > 0, "calibration.step must be > 0")
+    _need(cfg.window_s > 0 and cfg.stride_s > 0, "window_s and stride_s must be > 0")
     validate_runtime(cfg.runtime)
     validate_serve(cfg.serve)
     return cfg

@@ -2,7 +2,6 @@
 
 import datetime
 import ipaddress
-import re
 import threading
 
 import httpx
@@ -11,6 +10,7 @@ import pytest
 
 from edgeswitch.config import RuntimeConfig, ServeConfig
 from edgeswitch.runtime.remote import RemoteCloud
+from edgeswitch.serving.metrics import scrape
 from edgeswitch.serving.server import ServerProcess
 from edgeswitch.serving.wire import encode_clips, encode_npy_data_url
 
@@ -27,9 +27,7 @@ def server(bm_files):
 
 
 def _metric(url: str, name: str) -> float:
-    text = httpx.get(url + "/metrics", headers=AUTH).text
-    return sum(float(v) for v in re.findall(rf"^{re.escape(name)}(?:{{[^}}]*}})? (\S+)$", text,
-                                            re.M))
+    return scrape(url, TOKEN).get(name, 0.0)
 
 
 def test_auth_refuses_before_anything_runs(server, basicmotions, bm_models):
@@ -114,9 +112,7 @@ def test_burst_of_bad_requests_leaves_the_server_healthy(server, basicmotions, b
 def test_concurrent_requests_are_batched(server, basicmotions):
     before_runs = _metric(server.url, "edgeswitch_batch_size_count")
     before_clips = _metric(server.url, "edgeswitch_batch_size_sum")
-    with RemoteCloud(server.url, ("x",), token=TOKEN) as probe:
-        classes = tuple(httpx.get(server.url + "/healthz").json()["classes"])
-        probe.close()
+    classes = tuple(httpx.get(server.url + "/healthz").json()["classes"])
     replies = []
     with RemoteCloud(server.url, classes, RuntimeConfig(deadline_ms=5000), token=TOKEN) as c:
         threads = [threading.Thread(target=lambda i=i: replies.append(

@@ -48,7 +48,7 @@ def test_wrong_clip_shape_for_the_model_is_named():
 def test_nan_is_refused_with_the_clip_index():
     X = np.zeros((3, 5, 2), np.float32)
     X[2, 1, 1] = np.nan
-    with pytest.raises(WireError, match="clip 2") as err:
+    with pytest.raises(WireError, match="NaN.*clip index 2") as err:
         decode_clips(encode_clips(X), (5, 2), 10)
     assert err.value.code == "non_finite"
 

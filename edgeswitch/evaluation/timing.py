@@ -23,6 +23,17 @@ class Latency:
         return asdict(self)
 
 
+def tail_ms(values_ms) -> dict | None:
+    """p50, p99, mean and max of latencies in ms (None when there are none): the summary of
+    a served stream, where the tail matters more than the median."""
+    v = np.asarray(values_ms, dtype=float)
+    v = v[~np.isnan(v)]
+    if not len(v):
+        return None
+    return {"p50": float(np.percentile(v, 50)), "p99": float(np.percentile(v, 99)),
+            "mean": float(v.mean()), "max": float(v.max())}
+
+
 def measure(fn: Callable[[int], object], calls: int, warmup: int = 10,
             max_seconds: float = 10.0) -> Latency:
     """Time `fn(i)` for i = 0..calls-1 (bounded by `max_seconds`)."""

@@ -3,6 +3,7 @@
 A cloud client provides `classes_`, `name` and `classify(X) -> proba [n, K]` (raising when the
 cloud fails). Clients that can fail at run time also provide `request(X, deadline) ->
 CloudReply`, which never raises and says why there is no answer; the hybrid prefers it.
+`ask(cloud, X, deadline)` gives either kind of client's answer as a `CloudReply`.
 `InProcessCloud` calls a model in this process; `remote.RemoteCloud` reaches a server.
 """
 
@@ -58,23 +59,44 @@ class InProcessCloud:
         self.clips_sent += len(X)
         return check_proba(self.model.predict_proba(X), len(X), len(self.classes_), self.name)
 
-    def request(self, X: np.ndarray, deadline: float | None = None) -> CloudReply:
-        """In process there is no network to fail; a model error is still reported, not raised.
-        The deadline is not enforced: a local call cannot be abandoned midway."""
-        t0 = time.monotonic()
-        try:
-            proba = self.classify(X)
-        except ModelError as exc:
-            return CloudReply(None, "error", 1, (time.monotonic() - t0) * 1000, str(exc))
-        return CloudReply(proba, None, 1, (time.monotonic() - t0) * 1000)
 
 
-def check_proba(proba: np.ndarray, n: int, k: int, who: str) -> np.ndarray:
-    """A cloud answer must be n rows of k finite probabilities."""
-    proba = np.asarray(proba, dtype=np.float64)
-    if proba.shape != (n, k):
-        raise ModelError(f"cloud '{who}' returned probabilities of shape {proba.shape}, "
-                         f"expected ({n}, {k}) for {n} clips and {k} classes")
+def ask(cloud: CloudClient, X: np.ndarray, deadline: float | None = None) -> CloudReply:
+    """Any client's answer as a `CloudReply`: its own `request` where it has one (remote
+    clients, which enforce the deadline), else `classify` with a failure turned into a reason.
+    A local call cannot be abandoned midway, so there the deadline is not enforced."""
+    if hasattr(cloud, "request"):
+        return cloud.request(X, deadline)
+    t0 = time.monotonic()
+    try:
+        proba = cloud.classify(X)
+    except Exception as exc:  # noqa: BLE001 - any cloud failure falls back to the edge
+        return CloudReply(None, "error", 1, (time.monotonic() - t0) * 1000, str(exc))
+    return CloudReply(proba, None, 1, (time.monotonic() - t0) * 1000)
+
+
+class ProbaError(ModelError):
+    """A cloud answer that is not n rows of k probabilities; `reason` says how."""
+
+    def __init__(self, message: str, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason  # "wrong_classes" | "malformed"
+
+
+def check_proba(proba, n: int, k: int, who: str) -> np.ndarray:
+    """A cloud answer must be n rows of k finite, non-negative probabilities."""
+    try:
+        proba = np.asarray(proba, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ProbaError(f"{who} returned probabilities that are not a numeric table",
+                         "malformed") from None
+    if proba.ndim != 2 or proba.shape[0] != n:
+        raise ProbaError(f"{who} returned probabilities of shape {proba.shape} for {n} clips",
+                         "malformed")
+    if proba.shape[1] != k:
+        raise ProbaError(f"{who} returned {proba.shape[1]} class probabilities, the edge has "
+                         f"{k} classes", "wrong_classes")
     if not np.isfinite(proba).all() or (proba < 0).any():
-        raise ModelError(f"cloud '{who}' returned invalid probabilities (negative or non-finite)")
+        raise ProbaError(f"{who} returned probabilities that are negative or not finite",
+                         "malformed")
     return proba

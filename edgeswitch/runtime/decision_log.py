@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from edgeswitch.errors import DataError
+from edgeswitch.evaluation.timing import tail_ms
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -179,11 +180,12 @@ class DecisionLog:
                               "fallback_rate": float((part["verified"] == 0).mean())})
         asked = df[(df["offloaded"] == 1) | (df["shadow"] == 1)]
         answered = df[df["cloud_label"].notna()]
-        per_class = {c: {"edge_said": int((answered["edge_label"] == c).sum()),
-                         "cloud_agreed": float((answered.loc[answered["edge_label"] == c,
-                                                             "cloud_label"] == c).mean())
-                         if (answered["edge_label"] == c).any() else None}
-                     for c in self.classes}
+        per_class = {}
+        for c in self.classes:
+            said = answered["edge_label"] == c
+            per_class[c] = {"edge_said": int(said.sum()),
+                            "cloud_agreed": float((answered.loc[said, "cloud_label"] == c).mean())
+                            if said.any() else None}
         reasons = df["fallback_reason"].dropna().value_counts()
         return {
             "decisions": len(df), "from": float(t.min()), "to": float(t.max()),
@@ -197,8 +199,8 @@ class DecisionLog:
             "agreement": float((answered["edge_label"] == answered["cloud_label"]).mean())
             if len(answered) else None,
             "agreement_by_edge_class": per_class,
-            "latency_ms": {col: _percentiles(df[col]) for col in ("total_ms", "edge_ms",
-                                                                     "cloud_ms")},
+            "latency_ms": {col: tail_ms(df[col].to_numpy(dtype=float))
+                           for col in ("total_ms", "edge_ms", "cloud_ms")},
             "over_time": over_time,
         }
 
@@ -215,14 +217,6 @@ class DecisionLog:
 
 def _json(p: np.ndarray) -> str:
     return json.dumps([round(float(v), 7) for v in np.asarray(p).ravel()])
-
-
-def _percentiles(col) -> dict | None:
-    v = col.dropna().to_numpy(dtype=float)
-    if not len(v):
-        return None
-    return {"p50": float(np.percentile(v, 50)), "p99": float(np.percentile(v, 99)),
-            "max": float(v.max())}
 
 
 def summary_text(s: dict) -> str:

@@ -15,6 +15,7 @@ from edgeswitch.data.clips import check_clips
 from edgeswitch.errors import EdgeSwitchError
 from edgeswitch.models.base import ClipClassifier, ModelOutput, check_same_classes
 from edgeswitch.runtime.cloud import CloudClient, CloudReply, InProcessCloud
+from edgeswitch.runtime.cloud import ask as ask_cloud
 from edgeswitch.runtime.decision_log import Decision, DecisionLog
 from edgeswitch.switcher.calibrate import OperatingPoint
 from edgeswitch.switcher.routers import Router
@@ -96,7 +97,7 @@ class HybridClassifier:
         ask = off | shadow
         reply = CloudReply(None, None, 0, 0.0)
         if ask.any():
-            reply = self._ask(X[ask], deadline)
+            reply = ask_cloud(self.cloud, X[ask], deadline)
             if reply.ok:
                 cloud_proba[ask] = reply.proba
                 proba[off] = cloud_proba[off]
@@ -113,16 +114,6 @@ class HybridClassifier:
         if self.log is not None:
             self._log(result, shadow, reply, ids, groups)
         return result
-
-    def _ask(self, X: np.ndarray, deadline: float) -> CloudReply:
-        if hasattr(self.cloud, "request"):
-            return self.cloud.request(X, deadline)
-        t0 = time.monotonic()  # a bare CloudClient: it raises on failure
-        try:
-            proba = self.cloud.classify(X)
-        except Exception as exc:  # noqa: BLE001 - any cloud failure falls back to the edge
-            return CloudReply(None, "error", 1, (time.monotonic() - t0) * 1000, str(exc))
-        return CloudReply(proba, None, 1, (time.monotonic() - t0) * 1000)
 
     def _log(self, r: HybridResult, shadow: np.ndarray, reply: CloudReply, ids, groups) -> None:
         n = len(r.label)

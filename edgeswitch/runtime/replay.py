@@ -12,6 +12,7 @@ import numpy as np
 
 from edgeswitch.data.clips import ClipBatch
 from edgeswitch.evaluation.metrics import accuracy, macro_f1
+from edgeswitch.evaluation.timing import tail_ms
 from edgeswitch.runtime.hybrid import HybridClassifier
 
 
@@ -37,12 +38,10 @@ def replay(hybrid: HybridClassifier, clips: ClipBatch, batch: int = 1,
         for r in res.reason[~res.verified]:
             reasons[r] = reasons.get(r, 0) + 1
     wall = time.perf_counter() - t0
-    ms = np.array(call_ms)
-    out = {"clips": n, "calls": len(ms), "clips_per_call": batch,
+    out = {"clips": n, "calls": len(call_ms), "clips_per_call": batch,
            "offload_rate": float(offloaded.mean()), "answered_by_cloud": float(cloud.mean()),
            "fallbacks": int(sum(reasons.values())), "fallback_reasons": reasons,
-           "call_latency_ms": {"p50": float(np.percentile(ms, 50)),
-                               "p99": float(np.percentile(ms, 99)), "max": float(ms.max())},
+           "call_latency_ms": tail_ms(call_ms),
            "wall_s": round(wall, 3), "labels": label}
     if clips.y is not None:
         out |= {"accuracy": accuracy(clips.y, label),

@@ -14,6 +14,8 @@ import ssl
 
 import numpy as np
 
+from edgeswitch.runtime.cloud import ProbaError, check_proba
+
 REASONS = ("timeout", "connection", "http_5xx", "malformed", "wrong_classes", "unauthorized",
            "rejected", "circuit_open", "error")
 
@@ -35,22 +37,16 @@ def status_failure(status: int, detail: str = "") -> CloudFailure:
 
 
 def check_reply(proba, n: int, classes: tuple[str, ...], reply_classes=None) -> np.ndarray:
-    """A reply's probabilities must be n rows over exactly our classes, finite, non-negative."""
+    """A reply's probabilities must be n rows over exactly our classes, finite, non-negative.
+    A wrong class set is not retried: it is a configuration error, not a passing one."""
     if reply_classes is not None and tuple(reply_classes) != tuple(classes):
         raise CloudFailure("wrong_classes", f"cloud classes {list(reply_classes)[:8]} are not "
                            f"the edge's {list(classes)[:8]}", retryable=False)
     try:
-        proba = np.asarray(proba, dtype=np.float64)
-    except (TypeError, ValueError):
-        raise CloudFailure("malformed", "probabilities are not a numeric table") from None
-    if proba.ndim != 2 or proba.shape[0] != n:
-        raise CloudFailure("malformed", f"probabilities of shape {proba.shape} for {n} clips")
-    if proba.shape[1] != len(classes):
-        raise CloudFailure("wrong_classes", f"{proba.shape[1]} class probabilities, the edge has "
-                           f"{len(classes)} classes", retryable=False)
-    if not np.isfinite(proba).all() or (proba < 0).any():
-        raise CloudFailure("malformed", "probabilities are negative or not finite")
-    return proba
+        return check_proba(proba, n, len(classes), "the cloud")
+    except ProbaError as exc:
+        raise CloudFailure(exc.reason, str(exc),
+                           retryable=exc.reason != "wrong_classes") from None
 
 
 class NativeTransport:
@@ -204,9 +200,9 @@ def label_from_text(content: str, classes: tuple[str, ...]) -> int:
             text = obj
     except ValueError:
         pass
-    exact = _match(text, classes)
-    if exact is not None and text.strip().lower() in [c.lower() for c in classes]:
-        return exact
+    lowered = [c.lower() for c in classes]
+    if text.strip().strip("\"'.").lower() in lowered:  # exactly a class name
+        return lowered.index(text.strip().strip("\"'.").lower())
     named = {i for i, c in enumerate(classes)
              if re.search(rf"(?<!\w){re.escape(c.lower())}(?!\w)", text.lower())}
     if len(named) == 1:

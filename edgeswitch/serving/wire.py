@@ -19,6 +19,7 @@ import math
 
 import numpy as np
 
+from edgeswitch.data.clips import check_clips
 from edgeswitch.errors import DataError
 
 NPY_MEDIA_TYPE = "application/x-npy"
@@ -109,14 +110,10 @@ def check_clip_array(X: np.ndarray, clip_shape: tuple[int, int] | None,
     if X.ndim != 3:
         raise WireError(f"clips must be [n, T, C], got shape {list(X.shape)}", "bad_shape")
     _check_count(X.shape[0], max_clips)
-    if X.shape[0] == 0:
-        raise WireError("no clips in the request", "empty")
-    if clip_shape is not None and tuple(X.shape[1:]) != tuple(clip_shape):
+    if clip_shape is not None and X.shape[0] and tuple(X.shape[1:]) != tuple(clip_shape):
         raise WireError(f"clips must be [n, {clip_shape[0]}, {clip_shape[1]}] (T, C) for this "
                         f"model, got {list(X.shape)}", "bad_shape")
-    bad = ~np.isfinite(X)
-    if bad.any():
-        clip = int(np.argwhere(bad)[0][0])
-        raise WireError(f"clips contain NaN or infinite values (first in clip {clip})",
-                        "non_finite")
-    return X
+    try:
+        return check_clips(X, "clips")
+    except DataError as exc:  # rank and dtype are checked above: empty or not finite is left
+        raise WireError(str(exc), "non_finite" if X.size else "empty") from None
