@@ -2,6 +2,7 @@
 
 import datetime
 import ipaddress
+import os
 import threading
 
 import httpx
@@ -17,12 +18,20 @@ from edgeswitch.serving.wire import encode_clips, encode_npy_data_url
 pytestmark = pytest.mark.slow
 TOKEN = "test-token-0123456789"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
+# The same tests run against `serve-cloud --engine ray` (Ray Serve): tests/test_ray.py runs this
+# file inside a loopback-only network namespace with EDGESWITCH_TEST_ENGINE=ray.
+ENGINE = os.environ.get("EDGESWITCH_TEST_ENGINE", "fastapi")
+
+
+def _server(model, cfg=None, **kwargs) -> ServerProcess:
+    return ServerProcess(model, cfg, engine=ENGINE, start_timeout_s=180 if ENGINE == "ray"
+                         else 60, **kwargs)
 
 
 @pytest.fixture(scope="module")
 def server(bm_files):
     cfg = ServeConfig(max_body_mb=0.25, max_clips=64, max_batch=32, max_wait_ms=20)
-    with ServerProcess(bm_files["cloud"], cfg, token=TOKEN) as srv:
+    with _server(bm_files["cloud"], cfg, token=TOKEN) as srv:
         yield srv
 
 
@@ -189,7 +198,7 @@ def _self_signed(tmp_path):
 def test_tls_with_a_self_signed_certificate(bm_files, bm_models, basicmotions, tmp_path):
     cert, key = _self_signed(tmp_path)
     cloud = bm_models[1]
-    with ServerProcess(bm_files["cloud"], token=TOKEN, tls=(cert, key)) as srv:
+    with _server(bm_files["cloud"], token=TOKEN, tls=(cert, key)) as srv:
         assert srv.url.startswith("https://")
         for protocol in ("native", "openai"):
             with RemoteCloud(srv.url, cloud.classes_, RuntimeConfig(protocol=protocol),

@@ -84,20 +84,6 @@ def cmd_train_models(args) -> int:
     return 0
 
 
-def cmd_distill(args) -> int:
-    from edgeswitch.dmd import distill
-    from edgeswitch.pipeline import check_clip_classes
-
-    clips, _, _ = _load_split(args)
-    edge, cloud = _models(args)
-    check_clip_classes(clips, edge)
-    records = distill(edge, cloud, clips, progress=not args.quiet)
-    path = records.to_parquet(_out_file(args.out))
-    print(f"{len(records)} clips, edge/cloud agreement {records.agree.mean():.1%}, "
-          f"mean alignment {records.alignment.mean():.3f}; wrote {path}")
-    return 0
-
-
 def cmd_train_switcher(args) -> int:
     from edgeswitch.dmd import DMDRecords
     from edgeswitch.switcher import MLPSwitcher
@@ -164,17 +150,9 @@ def add_parsers(sub, add_common) -> None:
     add_common(p)
     p.set_defaults(func=cmd_train_models)
 
-    p = sub.add_parser("distill", help="DMD: edge+cloud over unlabelled clips -> Parquet",
-                       description="Run the edge and cloud models over unlabelled clips and "
-                       "write DMD records (edge probabilities and embedding, cloud "
-                       "probabilities, agreement, alignment) to Parquet. Labels, if the data "
-                       "has any, are never read.")
-    _data_args(p, "pool")
-    p.add_argument("--edge", required=True, help="edge model (.onnx)")
-    p.add_argument("--cloud", required=True, help="cloud model (.onnx)")
-    p.add_argument("--out", default="dmd.parquet", help="output Parquet file")
-    add_common(p)
-    p.set_defaults(func=cmd_distill)
+    from edgeswitch.cli import distill
+
+    distill.add_parser(sub, add_common)
 
     p = sub.add_parser("train-switcher", help="train the switcher MLP on DMD records",
                        description="Train the switcher on DMD targets: 'soft' (the cloud's "

@@ -116,12 +116,10 @@ def load_npz(path: Path, classes: tuple[str, ...] | None = None) -> ClipBatch:
         classes = classes or default
         if not classes:
             raise DataError(f"{path}: unlabelled data needs a 'classes' array")
-        n = len(X)
-        return ClipBatch(X=X, y=None,
-                         groups=groups if groups is not None else np.arange(n).astype(str),
-                         classes=tuple(classes),
-                         ids=arrays.get("ids", np.asarray([f"{name}/{i:06d}" for i in range(n)])),
-                         name=name)
+        ids = arrays.get("ids", np.asarray([f"{name}/{i:06d}" for i in range(len(X))]))
+        # without groups each clip is its own group; its id keeps it apart across files
+        return ClipBatch(X=X, y=None, groups=groups if groups is not None else ids,
+                         classes=tuple(classes), ids=ids, name=name)
     if y.ndim != 1 or len(y) == 0:
         raise DataError(f"{path}: y must be a non-empty 1-D array, got shape {y.shape}")
     if np.issubdtype(y.dtype, np.integer):

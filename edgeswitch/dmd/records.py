@@ -88,24 +88,32 @@ class DMDRecords:
 
     @classmethod
     def from_parquet(cls, path: str | Path) -> DMDRecords:
+        """One Parquet file, or the folder of a sharded `distill` run (see dmd.shards)."""
         import pyarrow.parquet as pq
 
+        if Path(path).is_dir():
+            from edgeswitch.dmd.shards import read_dataset
+
+            return read_dataset(path)
         try:
             table = pq.read_table(path)
         except FileNotFoundError:
             raise DataError(f"DMD file not found: {path}") from None
         except Exception as exc:
             raise DataError(f"{path}: not a readable Parquet file ({exc})") from None
+        return cls.from_table(table, str(path))
+
+    @classmethod
+    def from_table(cls, table, where: str) -> DMDRecords:
         meta = table.schema.metadata or {}
         need = {"clip_id", "group", "edge_proba", "edge_embedding", "cloud_proba",
                 "edge_model", "cloud_model"}
         if b"edgeswitch.classes" not in meta or not need <= set(table.column_names):
-            raise DataError(f"{path}: not an edgeswitch DMD file (missing columns or metadata)")
+            raise DataError(f"{where}: not an edgeswitch DMD file (missing columns or metadata)")
         if len(table) == 0:
-            raise DataError(f"{path}: the DMD file holds no records")
+            raise DataError(f"{where}: the DMD file holds no records")
         col = table.column
         stack = lambda name: np.stack(col(name).to_numpy(zero_copy_only=False))  # noqa: E731
-        models = lambda name: col(name)[0].as_py() if len(table) else ""  # noqa: E731
         return cls(
             ids=np.asarray(col("clip_id").to_pylist(), dtype=str),
             groups=np.asarray(col("group").to_pylist(), dtype=str),
@@ -113,5 +121,5 @@ class DMDRecords:
             edge_embedding=stack("edge_embedding").astype(np.float32),
             cloud_proba=stack("cloud_proba").astype(np.float32),
             classes=tuple(json.loads(meta[b"edgeswitch.classes"])),
-            edge_model=models("edge_model"), cloud_model=models("cloud_model"),
+            edge_model=col("edge_model")[0].as_py(), cloud_model=col("cloud_model")[0].as_py(),
         )

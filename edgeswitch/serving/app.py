@@ -21,6 +21,7 @@ import random
 import re
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -186,7 +187,10 @@ KNOWN_PATHS = ("/v1/classify", "/v1/chat/completions", "/v1/models", "/healthz",
 
 def create_app(model, cfg: ServeConfig | None = None, token: str | None = None,
                faults: tuple[Fault, ...] = (), model_id: str | None = None,
-               seed: int = 0) -> FastAPI:
+               seed: int = 0, runner: Callable[[np.ndarray], Awaitable] | None = None) -> FastAPI:
+    """The HTTP API around `model`. By default the model runs here, behind a dynamic batcher.
+    `runner` (an async `X -> proba`) runs it elsewhere instead: then `model` only needs
+    `classes_`, `name` and `clip_shape_` (Ray Serve's ingress uses this; see scale.ray_serve)."""
     cfg = cfg or ServeConfig()
     classes = tuple(model.classes_)
     model_id = model_id or str(model.name)
@@ -194,19 +198,24 @@ def create_app(model, cfg: ServeConfig | None = None, token: str | None = None,
     metrics = ServerMetrics()
     rng = random.Random(seed)
 
-    def run(X: np.ndarray) -> np.ndarray:
-        proba = np.asarray(model.predict_proba(X), dtype=np.float64)
+    batcher = None
+    if runner is None:
+        batcher = DynamicBatcher(model.predict_proba, cfg.max_batch, cfg.max_wait_ms,
+                                 on_batch=metrics.batch_size.observe)
+        runner = batcher.submit
+
+    async def run(X: np.ndarray) -> np.ndarray:
+        proba = np.asarray(await runner(X), dtype=np.float64)
         if proba.shape != (len(X), len(classes)):  # a broken backend is a 500, never garbage
             raise RuntimeError(f"backend returned {proba.shape} for {len(X)} clips")
         return proba
 
-    batcher = DynamicBatcher(run, cfg.max_batch, cfg.max_wait_ms,
-                             on_batch=metrics.batch_size.observe)
-
     async def lifespan(app):
-        await batcher.start()
+        if batcher is not None:
+            await batcher.start()
         yield
-        await batcher.stop()
+        if batcher is not None:
+            await batcher.stop()
 
     app = FastAPI(title="edgeswitch cloud", version="1", lifespan=lifespan)
     app.state.metrics = metrics
@@ -241,9 +250,9 @@ def create_app(model, cfg: ServeConfig | None = None, token: str | None = None,
             elif f.kind == "malformed":
                 return None, Response(b'{"proba": [[0.1, 0.2', media_type="application/json")
             elif f.kind == "wrong_classes":
-                return (await batcher.submit(X))[:, :-1], None
+                return (await run(X))[:, :-1], None
         try:
-            proba = await batcher.submit(X)
+            proba = await run(X)
         except Exception:  # noqa: BLE001 - any backend failure is this request's 500
             metrics.errors.labels("backend").inc()
             log.exception("model run failed")  # details stay in the server's log

@@ -84,12 +84,14 @@ class ServerProcess:
     def __init__(self, model_path: str | Path, cfg: ServeConfig | None = None,
                  token: str | None = None, host: str = "127.0.0.1", port: int = 0,
                  faults: tuple[str, ...] = (), tls: tuple[str, str] | None = None,
-                 start_timeout_s: float = 60.0) -> None:
+                 start_timeout_s: float = 60.0, engine: str = "fastapi",
+                 extra_args: tuple[str, ...] = ()) -> None:
         self.model_path = str(model_path)
         self.cfg = cfg or ServeConfig()
         self.token, self.host, self.port = token, host, port
         self.faults, self.tls = tuple(faults), tls
         self.start_timeout_s = start_timeout_s
+        self.engine, self.extra_args = engine, tuple(extra_args)  # extra: e.g. --replicas 2
         self.proc: subprocess.Popen | None = None
         self._dir = tempfile.TemporaryDirectory(prefix="edgeswitch-serve-")
 
@@ -101,7 +103,8 @@ class ServerProcess:
 
     def command(self, ready: Path) -> list[str]:
         cmd = [sys.executable, "-m", "edgeswitch", "serve-cloud", "--model", self.model_path,
-               "--host", self.host, "--port", str(self.port), "--ready-file", str(ready)]
+               "--host", self.host, "--port", str(self.port), "--ready-file", str(ready),
+               "--engine", self.engine, *self.extra_args]
         for key, value in asdict(self.cfg).items():
             cmd += [f"--{key.replace('_', '-')}", str(value)]
         if self.token is not None:

@@ -1,0 +1,141 @@
+"""`edgeswitch distill`: DMD records from an edge and a cloud model over unlabelled clips.
+
+Two shapes of run. `--out FILE.parquet` (the default): one data set in memory, one file.
+`--out FOLDER`: a corpus of `.npz` files in shards, one Parquet part per shard, resumable,
+on the embedded engine (`--engine local`, the default) or on Ray (`--engine ray`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import asdict
+from pathlib import Path
+
+from edgeswitch.errors import EdgeSwitchError
+
+
+def _cloud_spec(args):
+    from edgeswitch.cli.serve import _section
+    from edgeswitch.dmd.shards import CloudSpec
+    from edgeswitch.serving.server import resolve_token
+
+    runtime = _section(args, "runtime")
+    return CloudSpec(model=args.cloud, url=args.cloud_url, served_model=args.model,
+                     token=resolve_token(args.token_file) if args.cloud_url else None,
+                     runtime=runtime)
+
+
+def cmd_distill(args) -> int:
+    if args.deadline_ms is None:
+        args.deadline_ms = 60_000.0  # DMD is offline work: a slow cloud is waited for
+    spec = _cloud_spec(args)
+    if Path(args.out).suffix == ".parquet":
+        if args.engine != "local":
+            raise EdgeSwitchError(f"--engine {args.engine} writes a sharded folder: give --out "
+                                  "a folder name, not a .parquet file")
+        return _distill_file(args, spec)
+    return _distill_sharded(args, spec)
+
+
+def _distill_file(args, spec) -> int:
+    from edgeswitch.cli.steps import _load_split, _out_file
+    from edgeswitch.dmd import distill
+    from edgeswitch.models import OnnxClassifier
+    from edgeswitch.pipeline import check_clip_classes
+
+    edge = OnnxClassifier(args.edge)
+    args.split = args.split or "pool"
+    clips, _, _ = _load_split(args, edge.classes_)
+    check_clip_classes(clips, edge)
+    cloud = spec.build(edge.classes_)
+    try:
+        records = distill(edge, cloud, clips, batch_size=args.batch_size,
+                          progress=not args.quiet)
+    finally:
+        if hasattr(cloud, "close"):
+            cloud.close()
+    path = records.to_parquet(_out_file(args.out))
+    print(f"{len(records)} clips, edge/cloud agreement {records.agree.mean():.1%}, "
+          f"mean alignment {records.alignment.mean():.3f}; wrote {path}")
+    return 0
+
+
+def _distill_sharded(args, spec) -> int:
+    from edgeswitch.dmd.shards import DistillJob, read_dataset, run_local
+
+    if args.split not in (None, "all"):
+        raise EdgeSwitchError("a sharded run reads every clip of the corpus; --split does not "
+                              "apply (split the files instead)")
+    job = DistillJob(corpus=[args.data], out=args.out, edge=args.edge, cloud=spec,
+                     shard_size=args.shard_size, batch_size=args.batch_size)
+    if args.engine == "ray":
+        from edgeswitch.cli.serve import _need_extra
+        from edgeswitch.scale.ray_distill import run_ray
+
+        _need_extra("ray", "ray")
+        summary = run_ray(job, workers=args.workers, address=args.ray_address,
+                          cpus_per_worker=args.cpus_per_worker, progress=not args.quiet)
+    else:
+        summary = run_local(job, progress=not args.quiet)
+    records = read_dataset(args.out)
+    result = asdict(summary) | {"clips_per_s": summary.clips_per_s,
+                                "agreement": float(records.agree.mean()), "out": args.out}
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print(f"{summary.clips} clips in {summary.shards} shards ({summary.skipped} already "
+              f"done, {summary.written} written) on {summary.engine} in {summary.seconds:.1f} s; "
+              f"edge/cloud agreement {records.agree.mean():.1%}; wrote {args.out}",
+              file=sys.stderr)
+    return 0
+
+
+def add_parser(sub, add_common) -> None:
+    from edgeswitch.cli.serve import _runtime_flags
+
+    p = sub.add_parser(
+        "distill", help="DMD: edge+cloud over unlabelled clips -> Parquet",
+        description="Run the edge and cloud models over unlabelled clips and write DMD records "
+        "(edge probabilities and embedding, cloud probabilities, agreement, alignment) to "
+        "Parquet. Labels, if the data has any, are never read.\n\n"
+        "--out FILE.parquet: one data set (--data, --split) in one file.\n"
+        "--out FOLDER: a corpus of .npz files (--data is a folder, a glob or one file) cut "
+        "into shards of --shard-size clips, one Parquet part each. Such a run resumes: run "
+        "the same command again after a crash and only the missing shards are computed. "
+        "--engine ray runs the shards on Ray Data actor pools (a local cluster, or --ray-address "
+        "of a running one); the records are identical to --engine local.",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", required=True,
+                   help="watch, basicmotions, a .npz / .ts / .arff file or UEA folder; with a "
+                   "folder --out: a folder or glob of .npz files")
+    p.add_argument("--split", default=None, choices=["all", "train", "pool", "calib", "test"],
+                   help="which group split of --data (default: pool; a sharded run reads all)")
+    p.add_argument("--seed", type=int, default=None, help="split seed (default from config)")
+    p.add_argument("--config", default=None, help="TOML config (split shares, [runtime]...)")
+    p.add_argument("--edge", required=True, help="edge model (.onnx)")
+    p.add_argument("--cloud", default=None, help="cloud model (.onnx), run in the worker")
+    p.add_argument("--cloud-url", default=None,
+                   help="or: a cloud server (edgeswitch serve-cloud or OpenAI-compatible)")
+    p.add_argument("--model", default=None, help="model name to ask the server for")
+    p.add_argument("--token-file", default=None,
+                   help="file with the server's bearer token (default: $EDGESWITCH_TOKEN)")
+    _runtime_flags(p)
+    p.add_argument("--out", default="dmd.parquet",
+                   help="a .parquet file, or a folder for a sharded, resumable run")
+    p.add_argument("--engine", choices=["local", "ray"], default="local",
+                   help="local: this process (default); ray: Ray Data actor pools")
+    p.add_argument("--shard-size", type=int, default=2048, help="clips per shard (default 2048)")
+    p.add_argument("--batch-size", type=int, default=256,
+                   help="clips per model call or HTTP request (default 256)")
+    p.add_argument("--workers", type=int, default=2,
+                   help="ray: actors per pool (edge and cloud; default 2)")
+    p.add_argument("--cpus-per-worker", type=float, default=1.0,
+                   help="ray: CPUs each actor reserves (default 1)")
+    p.add_argument("--ray-address", default=None,
+                   help="ray: a running cluster (e.g. 10.0.0.5:6379 or auto); default: start "
+                   "a local one for this run")
+    p.add_argument("--json", action="store_true", help="print a JSON summary (sharded runs)")
+    add_common(p)
+    p.set_defaults(func=cmd_distill)

@@ -1,0 +1,148 @@
+"""Ray for real: `distill --engine ray` and `serve-cloud --engine ray`, each run inside a
+network namespace this test creates, whose only interface is loopback (Ray binds to the
+machine's address otherwise). Needs root and iproute2, as on the CI machine."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edgeswitch.data.clips import ClipBatch
+from edgeswitch.dmd import DMDRecords
+from edgeswitch.dmd.shards import CloudSpec, DistillJob, records_equal, run_local, write_corpus
+from edgeswitch.scale.netns import RAY_ENV, LoopbackNetns
+
+pytestmark = [pytest.mark.slow, pytest.mark.ray]
+ROOT = Path(__file__).resolve().parents[1]
+ENV = os.environ | RAY_ENV | {"PYTHONUNBUFFERED": "1"}
+SHARD = 20
+SHARDS = 8 * 13  # 8 files of 250 clips, 13 shards each
+
+
+@pytest.fixture(scope="module")
+def corpus(basicmotions, tmp_path_factory):
+    """Real BasicMotions clips, repeated 25 times under new ids (2000 clips in 8 files, 104
+    shards), so a run lasts long enough to be killed midway. Labels are dropped."""
+    reps = 25
+    X = np.concatenate([basicmotions.X] * reps)
+    ids = np.concatenate([[f"r{r:02d}/{i}" for i in basicmotions.ids] for r in range(reps)])
+    groups = np.concatenate([np.asarray(basicmotions.groups).astype(str)] * reps)
+    clips = ClipBatch(X=X, y=None, groups=groups, classes=basicmotions.classes, ids=ids)
+    folder = tmp_path_factory.mktemp("corpus")
+    write_corpus(clips, folder, files=8)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def reference(corpus, bm_files, tmp_path_factory):
+    """The uninterrupted run, on the embedded engine."""
+    out = tmp_path_factory.mktemp("dmd") / "local"
+    job = DistillJob([str(corpus)], str(out), str(bm_files["edge"]),
+                     CloudSpec(model=str(bm_files["cloud"])), shard_size=SHARD, batch_size=16)
+    run_local(job, progress=False)
+    return DMDRecords.from_parquet(out)
+
+
+def _distill_cmd(corpus, bm_files, out, *extra) -> list[str]:
+    return [sys.executable, "-m", "edgeswitch", "distill", "--engine", "ray", "--data",
+            str(corpus), "--edge", str(bm_files["edge"]), "--out", str(out), "--shard-size",
+            str(SHARD), "--batch-size", "16", "--workers", "2", "--quiet", "--json", *extra]
+
+
+def _parts(out: Path) -> int:
+    return len(list(out.glob("part-*.parquet")))
+
+
+def test_ray_engine_equals_local(corpus, bm_files, reference, tmp_path):
+    out = tmp_path / "ray"
+    with LoopbackNetns() as ns:
+        r = subprocess.run(ns.wrap(_distill_cmd(corpus, bm_files, out, "--cloud",
+                                                str(bm_files["cloud"]))),
+                           env=ENV, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    summary = json.loads(r.stdout.strip().splitlines()[-1])
+    assert summary["engine"] == "ray" and summary["written"] == summary["shards"] == SHARDS
+    assert records_equal(DMDRecords.from_parquet(out), reference)
+
+
+@pytest.mark.parametrize("point", ["startup", "third", "two_thirds"])
+def test_sigkill_then_resume_gives_the_uninterrupted_records(point, corpus, bm_files, reference,
+                                                             tmp_path):
+    """SIGKILL every process of the run (driver, raylet, workers) at a point, resume, compare."""
+    out = tmp_path / "ray"
+    cmd = _distill_cmd(corpus, bm_files, out, "--cloud", str(bm_files["cloud"]))
+    target = {"startup": 0, "third": SHARDS // 3, "two_thirds": 2 * SHARDS // 3}[point]
+    with LoopbackNetns() as ns:
+        proc = subprocess.Popen(ns.wrap(cmd), env=ENV, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)
+        t_end = time.monotonic() + 240
+        while time.monotonic() < t_end and proc.poll() is None:
+            # startup: the plan is written, no shard is done yet (Ray is still starting)
+            ready = (out / "_edgeswitch_dmd.json").exists() if target == 0 \
+                else _parts(out) >= target
+            if ready:
+                break
+            time.sleep(0.01)
+        done_at_kill = _parts(out)
+        ns.kill_all()
+        proc.wait(10)
+    assert proc.returncode == -9, "the run ended before it could be killed"
+    assert (done_at_kill == 0) if target == 0 else (target <= done_at_kill < SHARDS)
+    with pytest.raises(Exception, match="unfinished run"):
+        DMDRecords.from_parquet(out)
+    with LoopbackNetns() as ns:  # resume: same command
+        r = subprocess.run(ns.wrap(cmd), env=ENV, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    summary = json.loads(r.stdout.strip().splitlines()[-1])
+    assert summary["skipped"] >= done_at_kill and summary["skipped"] + summary["written"] == SHARDS
+    assert not list(out.glob(".part-*"))  # no temp file left behind
+    assert records_equal(DMDRecords.from_parquet(out), reference)
+
+
+def test_ray_with_the_cloud_over_http(corpus, bm_files, reference, tmp_path):
+    """Cloud actors reach `serve-cloud` over HTTP (inside the same namespace)."""
+    out, ready = tmp_path / "ray_http", tmp_path / "ready.json"
+    token = tmp_path / "token"
+    token.write_text("ray-test-token")
+    with LoopbackNetns() as ns:
+        server = subprocess.Popen(ns.wrap([
+            sys.executable, "-m", "edgeswitch", "serve-cloud", "--model", str(bm_files["cloud"]),
+            "--port", "0", "--ready-file", str(ready), "--token-file", str(token)]), env=ENV,
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        t_end = time.monotonic() + 60
+        while not ready.exists() and time.monotonic() < t_end and server.poll() is None:
+            time.sleep(0.05)
+        port = json.loads(ready.read_text())["port"]
+        r = subprocess.run(ns.wrap(_distill_cmd(
+            corpus, bm_files, out, "--cloud-url", f"http://127.0.0.1:{port}", "--token-file",
+            str(token))), env=ENV, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    got = DMDRecords.from_parquet(out)
+    assert got.cloud_model == f"remote:http://127.0.0.1:{port}"
+    np.testing.assert_array_equal(got.ids, reference.ids)
+    np.testing.assert_array_equal(got.edge_proba, reference.edge_proba)  # edge: bit-identical
+    np.testing.assert_allclose(got.cloud_proba, reference.cloud_proba, atol=1e-6)  # JSON wire
+
+
+def test_service_api_tests_pass_on_ray_serve():
+    """tests/test_service.py, unchanged, against `serve-cloud --engine ray`."""
+    with LoopbackNetns() as ns:
+        r = subprocess.run(ns.wrap([sys.executable, "-m", "pytest", "-q", "-p",
+                                    "no:cacheprovider", "-m", "slow",
+                                    str(ROOT / "tests" / "test_service.py")]),
+                           env=ENV | {"EDGESWITCH_TEST_ENGINE": "ray"}, capture_output=True,
+                           text=True, timeout=900, cwd=ROOT)
+    tail = r.stdout[-4000:]
+    assert r.returncode == 0, tail + r.stderr[-2000:]
+    passed = re.search(r"(\d+) passed", tail)
+    n_tests = len(re.findall(r"^def test_", (ROOT / "tests" / "test_service.py").read_text(),
+                             re.M))
+    assert passed and int(passed.group(1)) == n_tests, tail
