@@ -1,7 +1,12 @@
-"""Load on the cloud HTTP server: throughput and latency with dynamic batching on and off.
+"""Load on the cloud HTTP server: batching on vs off, or the FastAPI server vs Ray Serve.
 
-For each server setting (batching on: the ServeConfig defaults; off: max_batch=1; on with a
-5 ms wait for batches to fill) one run starts `edgeswitch serve-cloud` in a child process on a
+`--compare batching` (default): batching on (the ServeConfig defaults), off (max_batch=1), and
+on with a 5 ms wait for batches to fill. `--compare engines`: `serve-cloud --engine fastapi`
+vs `--engine ray` (Ray Serve: one model replica and the same API), both with the default
+ServeConfig; this mode runs itself inside a loopback-only network namespace (needs root), since
+Ray binds to the machine's address otherwise.
+
+For each setting one run starts `edgeswitch serve-cloud` in a child process on a
 free loopback port, with a token, and drives it with N edge clients for T seconds. Each client
 is a thread with its own RemoteCloud (native protocol, retries 0) in a closed loop: one test
 clip per request, the next request when the answer arrives. Figures per setting: requests,
@@ -12,7 +17,8 @@ Clients and server share one machine (and the clients share one Python process, 
 compare the two settings as ratios, not as absolute capacity. Writes JSON, prints a table, and
 exits non-zero if any request failed.
 
-    python benchmarks/load.py [--dataset watch] [--clients 16] [--seconds 10] [--json PATH]
+    python benchmarks/load.py [--compare batching|engines] [--dataset watch] [--clients 16]
+                              [--seconds 10] [--json PATH]
 """
 
 from __future__ import annotations
@@ -43,9 +49,18 @@ from edgeswitch.runtime.remote import RemoteCloud
 from edgeswitch.serving.metrics import scrape
 from edgeswitch.serving.server import ServerProcess
 
-# the default first (batches what queued while the model ran, no added wait)
-SETTINGS = {"batching on": ServeConfig(), "batching off": ServeConfig(max_batch=1),
-            "batching on, wait 5 ms": ServeConfig(max_wait_ms=5)}
+# name: (engine, server config, extra serve-cloud flags); the first two are compared as a
+# ratio (first / second)
+SETTINGS = {
+    # the default first (batches what queued while the model ran, no added wait)
+    "batching": {"batching on": ("fastapi", ServeConfig(), ()),
+                 "batching off": ("fastapi", ServeConfig(max_batch=1), ()),
+                 "batching on, wait 5 ms": ("fastapi", ServeConfig(max_wait_ms=5), ())},
+    "engines": {"ray serve": ("ray", ServeConfig(), ()),
+                "fastapi": ("fastapi", ServeConfig(), ()),
+                "ray serve, 2 replicas": ("ray", ServeConfig(), ("--replicas", "2"))},
+}
+IN_NETNS = "EDGESWITCH_BENCH_IN_NETNS"
 WARMUP_REQUESTS = 3      # per client, untimed: connection setup and first model runs
 ANSWER_ATOL = 1e-4       # served vs in-process probabilities (batching changes float order)
 
@@ -180,15 +195,18 @@ def summarize(runs: list[ClientRun], window: Window, batches: tuple[float, float
     }
 
 
-def bench_setting(name: str, serve: ServeConfig, model_path: Path, classes: tuple[str, ...],
-                  X: np.ndarray, expected: np.ndarray, args: argparse.Namespace) -> dict:
+def bench_setting(name: str, engine: str, serve: ServeConfig, extra: tuple[str, ...],
+                  model_path: Path, classes: tuple[str, ...], X: np.ndarray,
+                  expected: np.ndarray, args: argparse.Namespace) -> dict:
     token = secrets.token_urlsafe(24)
-    with ServerProcess(model_path, serve, token=token) as server:
+    with ServerProcess(model_path, serve, token=token, engine=engine, extra_args=extra,
+                       start_timeout_s=180) as server:
         runs, window = run_clients(server.url, token, classes, X, expected, args)
         after = scrape_batches(server.url, token)
     before = window.batches_before
     batches = (after[0] - before[0], after[1] - before[1])
-    return {"setting": name, "serve": asdict(serve), **summarize(runs, window, batches)}
+    return {"setting": name, "engine": engine, "serve": asdict(serve), "flags": list(extra),
+            **summarize(runs, window, batches)}
 
 
 def ratio(a: float | None, b: float | None) -> float | None:
@@ -216,7 +234,8 @@ def print_table(results: list[dict], ratios: dict, args: argparse.Namespace) -> 
         print(f"| {r['setting']} | {r['requests']} | {r['errors']} | "
               f"{r['throughput_clips_s']:.1f} | {fmt(lat['p50'], '.2f')} | "
               f"{fmt(lat['p99'], '.2f')} | {fmt(r['server_mean_batch'], '.2f')} |")
-    print(f"\nbatching on / off: throughput x{fmt(ratios['throughput'], '.2f')}, "
+    first, second = results[0]["setting"], results[1]["setting"]
+    print(f"\n{first} / {second}: throughput x{fmt(ratios['throughput'], '.2f')}, "
           f"p50 x{fmt(ratios['p50'], '.2f')}, p99 x{fmt(ratios['p99'], '.2f')}")
     for r in results:
         if r["errors"]:
@@ -227,6 +246,8 @@ def print_table(results: list[dict], ratios: dict, args: argparse.Namespace) -> 
 def parse_args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--compare", choices=("batching", "engines"), default="batching",
+                    help="batching on/off (FastAPI), or FastAPI vs Ray Serve")
     ap.add_argument("--dataset", default="watch", choices=("watch", "basicmotions"),
                     help="basicmotions: small model, for a quick run")
     ap.add_argument("--clients", type=int, default=16, help="concurrent edge clients")
@@ -235,29 +256,49 @@ def parse_args() -> argparse.Namespace:
                     help="cap per client and setting (bounds a run whatever the speed)")
     ap.add_argument("--deadline-ms", type=float, default=2000.0,
                     help="client deadline per request; a late answer is an error")
-    ap.add_argument("--json", default="benchmarks/results/load.json")
+    ap.add_argument("--json", default=None, help="default: benchmarks/results/load.json, or "
+                    "load_engines.json with --compare engines")
     args = ap.parse_args()
+    args.json = args.json or ("benchmarks/results/load.json" if args.compare == "batching"
+                              else "benchmarks/results/load_engines.json")
     if args.clients < 1 or args.seconds <= 0 or args.max_requests < 1:
         ap.error("--clients and --max-requests must be >= 1, --seconds > 0")
     return args
 
 
+def in_netns() -> int:
+    """This script again, inside a loopback-only network namespace (for Ray)."""
+    import subprocess
+
+    from edgeswitch.scale.netns import RAY_ENV, LoopbackNetns
+
+    with LoopbackNetns() as ns:
+        env = os.environ | RAY_ENV | {IN_NETNS: "1"}
+        return subprocess.run(ns.wrap([sys.executable, *sys.argv]), env=env).returncode
+
+
 def main() -> int:
     args = parse_args()
+    if args.compare == "engines" and not os.environ.get(IN_NETNS):
+        return in_netns()
+    settings = SETTINGS[args.compare]
     with tempfile.TemporaryDirectory(prefix="edgeswitch-load-") as tmp:
         cloud, model_path, X = cloud_model(args.dataset, Path(tmp), sys.stderr.isatty())
         # the in-process answers, to check that each served reply is for the clip it asked about
         expected = cloud.predict_proba(X)
-        results = [bench_setting(name, serve, model_path, tuple(cloud.classes_), X, expected,
-                                 args) for name, serve in SETTINGS.items()]
-    ratios = compare(results[0], results[1])
-    ratios_wait = compare(results[2], results[1])
+        results = [bench_setting(name, engine, serve, extra, model_path, tuple(cloud.classes_),
+                                 X, expected, args)
+                   for name, (engine, serve, extra) in settings.items()]
+    ratios = {f"{results[0]['setting']} / {results[1]['setting']}":
+              compare(results[0], results[1])}
+    ratios[f"{results[2]['setting']} / {results[1]['setting']}"] = compare(results[2],
+                                                                          results[1])
     out = {
-        "benchmark": "load", "dataset": args.dataset, "model": str(cloud.name),
+        "benchmark": "load", "compare": args.compare, "dataset": args.dataset,
+        "model": str(cloud.name),
         "clients": args.clients, "seconds": args.seconds, "max_requests": args.max_requests,
         "deadline_ms": args.deadline_ms, "test_clips": len(X), "clip_shape": list(X.shape[1:]),
-        "settings": results, "batching_on_over_off": ratios,
-        "batching_wait_5ms_over_off": ratios_wait,
+        "settings": results, "ratios": ratios,
         "machine": {"platform": platform.platform(),
                     "processor": platform.processor() or platform.machine(),
                     "cpu_count": os.cpu_count(), "python": platform.python_version()},
@@ -266,7 +307,7 @@ def main() -> int:
     }
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps(out, indent=1))
-    print_table(results, ratios, args)
+    print_table(results, next(iter(ratios.values())), args)
     print(f"\nwrote {args.json}")
     return 1 if any(r["errors"] for r in results) else 0
 

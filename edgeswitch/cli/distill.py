@@ -24,7 +24,7 @@ def _cloud_spec(args):
     runtime = _section(args, "runtime")
     return CloudSpec(model=args.cloud, url=args.cloud_url, served_model=args.model,
                      token=resolve_token(args.token_file) if args.cloud_url else None,
-                     runtime=runtime)
+                     ca_cert=args.ca_cert, runtime=runtime)
 
 
 def cmd_distill(args) -> int:
@@ -63,8 +63,13 @@ def _distill_file(args, spec) -> int:
 
 
 def _distill_sharded(args, spec) -> int:
+    from edgeswitch.data.loaders import BUILTIN
     from edgeswitch.dmd.shards import DistillJob, read_dataset, run_local
 
+    if args.data.lower() in BUILTIN:
+        raise EdgeSwitchError(f"--out {args.out} is a folder, which means a sharded run over a "
+                              f"corpus of .npz files; for the built-in data set {args.data!r} "
+                              "give --out FILE.parquet")
     if args.split not in (None, "all"):
         raise EdgeSwitchError("a sharded run reads every clip of the corpus; --split does not "
                               "apply (split the files instead)")
@@ -121,6 +126,8 @@ def add_parser(sub, add_common) -> None:
     p.add_argument("--model", default=None, help="model name to ask the server for")
     p.add_argument("--token-file", default=None,
                    help="file with the server's bearer token (default: $EDGESWITCH_TOKEN)")
+    p.add_argument("--ca-cert", default=None,
+                   help="CA or self-signed certificate to trust for an https --cloud-url")
     _runtime_flags(p)
     p.add_argument("--out", default="dmd.parquet",
                    help="a .parquet file, or a folder for a sharded, resumable run")

@@ -56,7 +56,7 @@ def cmd_serve_cloud(args) -> int:
         from edgeswitch.scale.ray_serve import Scaling, serve_ray
 
         scaling = Scaling(args.replicas, args.max_replicas, args.target_ongoing,
-                          args.cpus_per_replica)
+                          args.cpus_per_replica, args.max_ongoing)
         serve_ray(args.model, cfg, args.host, args.port, token, faults, args.model_id,
                   scaling, args.ray_address, args.ssl_certfile, args.ssl_keyfile,
                   args.ready_file)
@@ -215,6 +215,9 @@ def add_parsers(sub, add_common) -> None:
                    help="ray: ongoing requests per replica the autoscaler aims at (default 4)")
     p.add_argument("--cpus-per-replica", type=float, default=1.0,
                    help="ray: CPUs each model replica reserves (default 1)")
+    p.add_argument("--max-ongoing", type=int, default=64,
+                   help="ray: requests one replica holds at once, so batches can fill "
+                   "(default 64)")
     p.add_argument("--ray-address", default=None,
                    help="ray: a running cluster (default: start a local one)")
     p.add_argument("--ready-file", default=None, help=argparse.SUPPRESS)

@@ -81,6 +81,17 @@ def clip_count(path: Path) -> int:
     return int(shape[0])
 
 
+def _clip_ids(path: Path, n: int) -> list[str]:
+    """The file's clip ids (its `ids` array, else the loader's default), reading nothing else."""
+    with np.load(path, allow_pickle=False) as f:
+        if "ids" not in f.files:
+            return [f"{path.stem}/{i:06d}" for i in range(n)]
+        ids = f["ids"].astype(str)
+    if len(ids) != n or len(set(ids)) != n:
+        raise DataError(f"{path}: ids must be {n} unique strings, one per clip")
+    return [str(i) for i in ids]
+
+
 @dataclass(frozen=True)
 class Shard:
     index: int    # position in corpus order; names the part file
@@ -97,9 +108,14 @@ def plan_shards(files: Sequence[Path], shard_size: int) -> tuple[list[Shard], li
     """Shards in corpus order, and a fingerprint of each input (to refuse a changed corpus)."""
     if shard_size < 1:
         raise EdgeSwitchError(f"shard size must be >= 1, got {shard_size}")
-    shards, inputs = [], []
+    shards, inputs, seen = [], [], {}
     for f in files:
         n, st = clip_count(f), f.stat()
+        for clip_id in _clip_ids(f, n):  # records are keyed by clip id: refuse clashes now
+            other = seen.setdefault(clip_id, f)
+            if other != f:
+                raise DataError(f"clip id {clip_id!r} is in both {other} and {f}; clip ids "
+                                "must be unique across the corpus")
         inputs.append({"path": str(f.resolve()), "clips": n, "bytes": st.st_size,
                        "mtime_ns": st.st_mtime_ns})
         for start in range(0, n, shard_size):
@@ -177,6 +193,7 @@ class CloudSpec:
     url: str | None = None            # or an `edgeswitch serve-cloud` / OpenAI-compatible URL
     token: str | None = None
     served_model: str | None = None   # model name to ask the server for
+    ca_cert: str | None = None        # CA or self-signed certificate to trust (https)
     runtime: RuntimeConfig = field(default_factory=lambda: RuntimeConfig(deadline_ms=60_000))
 
     def __post_init__(self) -> None:
@@ -194,7 +211,7 @@ class CloudSpec:
         from edgeswitch.runtime.remote import RemoteCloud
 
         return RemoteCloud(self.url, classes, self.runtime, token=self.token,
-                           model=self.served_model)
+                           model=self.served_model, verify=self.ca_cert or True)
 
 
 @dataclass
@@ -216,11 +233,14 @@ class DistillSummary:
     seconds: float
     engine: str
     workers: int = 1
+    startup_s: float = 0.0            # ray: starting or joining the cluster
 
     @property
     def clips_per_s(self) -> float:
+        """Clips computed by this run per second of work (start-up excluded)."""
         done = self.clips * self.written / max(self.shards, 1)
-        return done / self.seconds if self.seconds > 0 else float("nan")
+        work = self.seconds - self.startup_s
+        return done / work if work > 0 else float("nan")
 
 
 def _identity(job: DistillJob) -> tuple[tuple[str, ...], str, str]:

@@ -107,11 +107,14 @@ def run_ray(job: DistillJob, workers: int = 2, address: str | None = None,
         raise EdgeSwitchError(f"--workers must be >= 1, got {workers}")
     t0 = time.perf_counter()
     manifest, shards, todo = prepare(job)
+    startup = 0.0
     if todo:
         import ray
         import ray.data
 
+        t_init = time.perf_counter()
         started = _start_ray(address, workers, cpus_per_worker)
+        startup = time.perf_counter() - t_init
         try:
             ctx = ray.data.DataContext.get_current()
             ctx.enable_progress_bars = False  # ours counts shards, below
@@ -143,7 +146,7 @@ def run_ray(job: DistillJob, workers: int = 2, address: str | None = None,
             if started:
                 ray.shutdown()
     return DistillSummary(len(shards), manifest["clips"], len(shards) - len(todo), len(todo),
-                          time.perf_counter() - t0, "ray", workers)
+                          time.perf_counter() - t0, "ray", workers, startup)
 
 
 def _root_cause(exc: BaseException) -> str:

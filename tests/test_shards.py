@@ -1,0 +1,163 @@
+"""Sharded, resumable DMD on the embedded engine (Ray's runs are in test_ray.py)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edgeswitch.cli.main import main
+from edgeswitch.dmd import DMDRecords, distill
+from edgeswitch.dmd.shards import (
+    MANIFEST,
+    CloudSpec,
+    DistillJob,
+    corpus_files,
+    plan_shards,
+    read_dataset,
+    records_equal,
+    run_local,
+    write_corpus,
+)
+from edgeswitch.errors import DataError, EdgeSwitchError
+from edgeswitch.models import OnnxClassifier
+
+
+@pytest.fixture
+def corpus(basicmotions, tmp_path) -> Path:
+    write_corpus(basicmotions, tmp_path / "corpus", files=3)  # 27 + 27 + 26 clips
+    return tmp_path / "corpus"
+
+
+def _job(corpus, bm_files, out, shard_size=7) -> DistillJob:
+    return DistillJob([str(corpus)], str(out), str(bm_files["edge"]),
+                      CloudSpec(model=str(bm_files["cloud"])), shard_size=shard_size,
+                      batch_size=8)
+
+
+def test_sharded_run_matches_the_in_memory_distill(corpus, bm_files, basicmotions, tmp_path):
+    summary = run_local(_job(corpus, bm_files, tmp_path / "dmd"), progress=False)
+    assert (summary.shards, summary.clips, summary.written) == (12, 80, 12)  # 4 + 4 + 4
+    got = read_dataset(tmp_path / "dmd")
+    edge, cloud = OnnxClassifier(bm_files["edge"]), OnnxClassifier(bm_files["cloud"])
+    want = distill(edge, cloud, basicmotions)
+    np.testing.assert_array_equal(got.ids, want.ids.astype(str))  # corpus order kept
+    np.testing.assert_array_equal(got.groups, np.asarray(want.groups).astype(str))
+    np.testing.assert_allclose(got.edge_proba, want.edge_proba, atol=1e-6)
+    np.testing.assert_allclose(got.cloud_proba, want.cloud_proba, atol=1e-6)
+    assert got.edge_model == want.edge_model and got.cloud_model == want.cloud_model
+    # the folder is what train-switcher reads
+    assert records_equal(DMDRecords.from_parquet(tmp_path / "dmd"), got)
+
+
+def test_resume_redoes_only_missing_or_broken_parts(corpus, bm_files, tmp_path):
+    out = tmp_path / "dmd"
+    run_local(_job(corpus, bm_files, out), progress=False)
+    whole = read_dataset(out)
+    (out / "part-000003.parquet").unlink()
+    (out / "part-000007.parquet").write_bytes(b"PAR1 truncated")   # a part cut short
+    (out / ".part-000009.parquet.tmp-123-456").write_bytes(b"x")   # a killed writer's file
+    with pytest.raises(DataError, match="unfinished run, 1 of 12"):
+        read_dataset(out)
+    summary = run_local(_job(corpus, bm_files, out), progress=False)
+    assert (summary.skipped, summary.written) == (10, 2)
+    assert not list(out.glob(".part-*"))
+    assert records_equal(read_dataset(out), whole)
+    again = run_local(_job(corpus, bm_files, out), progress=False)  # nothing left to do
+    assert (again.skipped, again.written) == (12, 0)
+
+
+def test_a_changed_run_is_refused(corpus, bm_files, tmp_path):
+    out = tmp_path / "dmd"
+    run_local(_job(corpus, bm_files, out), progress=False)
+    with pytest.raises(EdgeSwitchError, match="different shard_size"):
+        run_local(_job(corpus, bm_files, out, shard_size=5), progress=False)
+    swapped = DistillJob([str(corpus)], str(out), str(bm_files["edge"]),
+                         CloudSpec(model=str(bm_files["edge"])), shard_size=7)
+    with pytest.raises(EdgeSwitchError, match="different cloud_model"):
+        run_local(swapped, progress=False)
+    first = corpus / "clips-0000.npz"
+    with np.load(first) as f:
+        arrays = dict(f)
+    np.savez(first, **{k: v[:20] for k, v in arrays.items() if k != "classes"},
+             classes=arrays["classes"])  # the corpus changed
+    with pytest.raises(EdgeSwitchError, match="different"):
+        run_local(_job(corpus, bm_files, out), progress=False)
+    stray = tmp_path / "stray"
+    stray.mkdir()
+    (stray / "part-000000.parquet").write_bytes(b"")
+    with pytest.raises(EdgeSwitchError, match="no " + MANIFEST):
+        run_local(_job(corpus, bm_files, stray), progress=False)
+    with pytest.raises(EdgeSwitchError, match="folder, not a file"):
+        run_local(_job(corpus, bm_files, tmp_path / "x.parquet"), progress=False)
+
+
+def test_bad_corpora_get_clear_errors(corpus, tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(DataError, match="no .npz"):
+        corpus_files(empty)
+    with pytest.raises(DataError, match="matches no files"):
+        corpus_files(str(tmp_path / "nothing-*.npz"))
+    with pytest.raises(DataError, match="no such file"):
+        corpus_files(tmp_path / "missing")
+    (tmp_path / "notes.txt").write_text("hi")
+    with pytest.raises(DataError, match="must be .npz"):
+        corpus_files(tmp_path / "notes.txt")
+    bad = tmp_path / "bad.npz"
+    bad.write_bytes(b"this is not a zip file")
+    with pytest.raises(DataError, match="bad.npz: not a readable .npz"):
+        plan_shards(corpus_files([corpus, bad]), 10)
+    np.savez(tmp_path / "nox.npz", Y=np.zeros(3))
+    with pytest.raises(DataError, match="missing array 'X'"):
+        plan_shards([tmp_path / "nox.npz"], 10)
+    dup = tmp_path / "dup"
+    dup.mkdir()
+    for name in ("a", "b"):  # the same ids in two files
+        np.savez(dup / f"{name}.npz", X=np.zeros((2, 5, 3), np.float32), ids=["c0", "c1"])
+    with pytest.raises(DataError, match="'c0' is in both"):
+        plan_shards(corpus_files(dup), 10)
+    with pytest.raises(EdgeSwitchError, match="shard size"):
+        plan_shards(corpus_files(corpus), 0)
+
+
+def test_unlabelled_files_without_groups_keep_clips_apart(tmp_path):
+    from edgeswitch.data import load_dataset
+
+    for name in ("a", "b"):
+        np.savez(tmp_path / f"{name}.npz", X=np.zeros((2, 5, 3), np.float32), classes=["x", "y"])
+    groups = [load_dataset(tmp_path / f"{n}.npz").groups for n in ("a", "b")]
+    assert not set(groups[0]) & set(groups[1])
+
+
+def test_cli_sharded_distill_and_its_refusals(corpus, bm_files, tmp_path, capsys):
+    out = tmp_path / "dmd"
+    common = ["distill", "--data", str(corpus), "--edge", str(bm_files["edge"]),
+              "--cloud", str(bm_files["cloud"]), "--quiet"]
+    assert main([*common, "--out", str(out), "--shard-size", "30", "--json"]) == 0
+    assert '"written": 3' in capsys.readouterr().out
+    assert main([*common, "--out", str(tmp_path / "x.parquet"), "--engine", "ray"]) == 2
+    assert "sharded folder" in capsys.readouterr().err
+    assert main([*common, "--out", str(tmp_path / "d2"), "--split", "pool"]) == 2
+    assert "--split does not apply" in capsys.readouterr().err
+    assert main([*common, "--out", str(tmp_path / "sw.npz"), "--cloud-url",
+                 "http://127.0.0.1:9"]) == 2  # both clouds
+    assert "not both" in capsys.readouterr().err
+    sw = tmp_path / "switcher.npz"
+    assert main(["train-switcher", "--dmd", str(out), "--out", str(sw), "--quiet"]) == 0
+    assert sw.exists()
+
+
+def test_ray_serve_app_builder_checks_its_args(bm_files):
+    from edgeswitch.scale.ray_serve import app_builder
+
+    with pytest.raises(EdgeSwitchError, match="needs args.model_path"):
+        app_builder({})
+    with pytest.raises(EdgeSwitchError, match="unknown args \\['replica'\\]"):
+        app_builder({"model_path": str(bm_files["cloud"]), "replica": 2})
+    with pytest.raises(EdgeSwitchError, match="max_batch"):
+        app_builder({"model_path": str(bm_files["cloud"]), "max_batch": 0})
+    assert app_builder({"model_path": str(bm_files["cloud"]), "replicas": 2}) is not None
+    assert os.environ.get("RAY_ADDRESS") is None  # building binds nothing, starts no Ray
