@@ -47,7 +47,9 @@ class Scaling:
 
     def options(self) -> dict:
         opts = {"ray_actor_options": {"num_cpus": self.cpus_per_replica},
-                "max_ongoing_requests": self.max_ongoing}
+                "max_ongoing_requests": self.max_ongoing,
+                # no per-request access log line: it costs CPU on the request path
+                "logging_config": {"log_level": "WARNING", "enable_access_log": False}}
         if self.max_replicas and self.max_replicas > self.replicas:
             opts["autoscaling_config"] = {"min_replicas": self.replicas,
                                           "max_replicas": self.max_replicas,
