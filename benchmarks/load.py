@@ -205,6 +205,8 @@ def bench_setting(name: str, engine: str, serve: ServeConfig, extra: tuple[str, 
         after = scrape_batches(server.url, token)
     before = window.batches_before
     batches = (after[0] - before[0], after[1] - before[1])
+    if "--replicas" in extra:  # /metrics is per replica: two scrapes may see different ones
+        batches = (0.0, 0.0)   # so no batch figure rather than a wrong one
     return {"setting": name, "engine": engine, "serve": asdict(serve), "flags": list(extra),
             **summarize(runs, window, batches)}
 

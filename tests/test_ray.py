@@ -17,7 +17,10 @@ import pytest
 
 from edgeswitch.data.clips import ClipBatch
 from edgeswitch.dmd import DMDRecords
-from edgeswitch.dmd.shards import CloudSpec, DistillJob, records_equal, run_local, write_corpus
+from edgeswitch.dmd.corpus import write_corpus
+from edgeswitch.dmd.shards import DistillJob, records_equal, run_local
+from edgeswitch.errors import DataError
+from edgeswitch.runtime.cloud import CloudSpec
 from edgeswitch.scale.netns import RAY_ENV, LoopbackNetns
 
 pytestmark = [pytest.mark.slow, pytest.mark.ray]
@@ -96,7 +99,7 @@ def test_sigkill_then_resume_gives_the_uninterrupted_records(point, corpus, bm_f
         proc.wait(10)
     assert proc.returncode == -9, "the run ended before it could be killed"
     assert (done_at_kill == 0) if target == 0 else (target <= done_at_kill < SHARDS)
-    with pytest.raises(Exception, match="unfinished run"):
+    with pytest.raises(DataError, match="unfinished run"):
         DMDRecords.from_parquet(out)
     with LoopbackNetns() as ns:  # resume: same command
         r = subprocess.run(ns.wrap(cmd), env=ENV, capture_output=True, text=True, timeout=300)
@@ -107,29 +110,52 @@ def test_sigkill_then_resume_gives_the_uninterrupted_records(point, corpus, bm_f
     assert records_equal(DMDRecords.from_parquet(out), reference)
 
 
+def _start_server(ns, bm_files, tmp_path, *flags) -> tuple[subprocess.Popen, int]:
+    """`serve-cloud` inside the namespace (the test process cannot reach it; Ray workers can)."""
+    ready, token = tmp_path / "ready.json", tmp_path / "token"
+    token.write_text("ray-test-token")
+    server = subprocess.Popen(ns.wrap([
+        sys.executable, "-m", "edgeswitch", "serve-cloud", "--model", str(bm_files["cloud"]),
+        "--port", "0", "--ready-file", str(ready), "--token-file", str(token), *flags]),
+        env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    t_end = time.monotonic() + 60
+    while not ready.exists() and time.monotonic() < t_end and server.poll() is None:
+        time.sleep(0.05)
+    assert ready.exists(), f"server did not start: {server.poll()} {server.stderr.read()[-2000:]}"
+    return server, json.loads(ready.read_text())["port"]
+
+
 def test_ray_with_the_cloud_over_http(corpus, bm_files, reference, tmp_path):
     """Cloud actors reach `serve-cloud` over HTTP (inside the same namespace)."""
-    out, ready = tmp_path / "ray_http", tmp_path / "ready.json"
-    token = tmp_path / "token"
-    token.write_text("ray-test-token")
+    out = tmp_path / "ray_http"
     with LoopbackNetns() as ns:
-        server = subprocess.Popen(ns.wrap([
-            sys.executable, "-m", "edgeswitch", "serve-cloud", "--model", str(bm_files["cloud"]),
-            "--port", "0", "--ready-file", str(ready), "--token-file", str(token)]), env=ENV,
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        t_end = time.monotonic() + 60
-        while not ready.exists() and time.monotonic() < t_end and server.poll() is None:
-            time.sleep(0.05)
-        port = json.loads(ready.read_text())["port"]
+        _server, port = _start_server(ns, bm_files, tmp_path)
         r = subprocess.run(ns.wrap(_distill_cmd(
             corpus, bm_files, out, "--cloud-url", f"http://127.0.0.1:{port}", "--token-file",
-            str(token))), env=ENV, capture_output=True, text=True, timeout=300)
+            str(tmp_path / "token"))), env=ENV, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
     got = DMDRecords.from_parquet(out)
-    assert got.cloud_model == f"remote:http://127.0.0.1:{port}"
+    served = reference.cloud_model.split("@")[0]  # the server names its model without a hash
+    assert got.cloud_model == f"remote:http://127.0.0.1:{port}#{served}"
     np.testing.assert_array_equal(got.ids, reference.ids)
     np.testing.assert_array_equal(got.edge_proba, reference.edge_proba)  # edge: bit-identical
     np.testing.assert_allclose(got.cloud_proba, reference.cloud_proba, atol=1e-6)  # JSON wire
+
+
+def test_a_failing_cloud_ends_the_ray_run_with_its_reason(corpus, bm_files, tmp_path):
+    """Every classify call gets HTTP 500: the run stops, says why, and leaves no part."""
+    out = tmp_path / "ray_500"
+    with LoopbackNetns() as ns:
+        _server, port = _start_server(ns, bm_files, tmp_path, "--fault", "http500")
+        r = subprocess.run(ns.wrap(_distill_cmd(
+            corpus, bm_files, out, "--cloud-url", f"http://127.0.0.1:{port}", "--token-file",
+            str(tmp_path / "token"), "--retries", "0")), env=ENV, capture_output=True, text=True,
+            timeout=300)
+    assert r.returncode == 2, r.stderr[-3000:]
+    message = r.stderr.strip().splitlines()[-1]
+    assert "the Ray DMD run failed; finished shards are kept" in message, message
+    assert "http_500" in message and "Traceback" not in r.stderr, message
+    assert _parts(out) == 0
 
 
 def test_service_api_tests_pass_on_ray_serve():
@@ -143,6 +169,9 @@ def test_service_api_tests_pass_on_ray_serve():
     tail = r.stdout[-4000:]
     assert r.returncode == 0, tail + r.stderr[-2000:]
     passed = re.search(r"(\d+) passed", tail)
-    n_tests = len(re.findall(r"^def test_", (ROOT / "tests" / "test_service.py").read_text(),
-                             re.M))
-    assert passed and int(passed.group(1)) == n_tests, tail
+    collected = subprocess.run([sys.executable, "-m", "pytest", "-q", "--collect-only", "-p",
+                                "no:cacheprovider", "-m", "slow",
+                                str(ROOT / "tests" / "test_service.py")],
+                               capture_output=True, text=True, cwd=ROOT, timeout=120)
+    n_tests = len([ln for ln in collected.stdout.splitlines() if "::" in ln])
+    assert n_tests >= 7 and passed and int(passed.group(1)) == n_tests, tail

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
@@ -10,19 +9,11 @@ import pytest
 
 from edgeswitch.cli.main import main
 from edgeswitch.dmd import DMDRecords, distill
-from edgeswitch.dmd.shards import (
-    MANIFEST,
-    CloudSpec,
-    DistillJob,
-    corpus_files,
-    plan_shards,
-    read_dataset,
-    records_equal,
-    run_local,
-    write_corpus,
-)
+from edgeswitch.dmd.corpus import corpus_files, plan_shards, write_corpus
+from edgeswitch.dmd.shards import MANIFEST, DistillJob, read_dataset, records_equal, run_local
 from edgeswitch.errors import DataError, EdgeSwitchError
 from edgeswitch.models import OnnxClassifier
+from edgeswitch.runtime.cloud import CloudSpec
 
 
 @pytest.fixture
@@ -67,6 +58,39 @@ def test_resume_redoes_only_missing_or_broken_parts(corpus, bm_files, tmp_path):
     assert records_equal(read_dataset(out), whole)
     again = run_local(_job(corpus, bm_files, out), progress=False)  # nothing left to do
     assert (again.skipped, again.written) == (12, 0)
+
+
+def test_a_foreign_part_is_redone_and_a_tampered_folder_refused(corpus, bm_files, tmp_path):
+    out = tmp_path / "dmd"
+    run_local(_job(corpus, bm_files, out), progress=False)
+    whole = read_dataset(out)
+    # shard 1's part copied over shard 2's: right row count, wrong clips
+    (out / "part-000002.parquet").write_bytes((out / "part-000001.parquet").read_bytes())
+    with pytest.raises(DataError, match="part-000002.parquet: not this run's shard 2: its clip "
+                       "ids"):
+        read_dataset(out)
+    summary = run_local(_job(corpus, bm_files, out), progress=False)
+    assert (summary.skipped, summary.written) == (11, 1)
+    assert records_equal(read_dataset(out), whole)
+
+
+def test_one_writer_per_folder_and_clear_errors_on_a_broken_folder(corpus, bm_files, tmp_path):
+    import fcntl
+
+    out = tmp_path / "dmd"
+    run_local(_job(corpus, bm_files, out), progress=False)
+    with open(out / ".lock", "a") as held:  # another run holds the folder
+        fcntl.flock(held, fcntl.LOCK_EX)
+        with pytest.raises(EdgeSwitchError, match="another distill run is writing"):
+            run_local(_job(corpus, bm_files, out), progress=False)
+    (out / MANIFEST).write_text('{"format": 2, "clas')
+    with pytest.raises(DataError, match="corrupt manifest"):
+        run_local(_job(corpus, bm_files, out), progress=False)
+    with pytest.raises(DataError, match="corrupt manifest"):
+        read_dataset(out)
+    with pytest.raises(EdgeSwitchError, match="batch-size must be an int >= 1"):
+        DistillJob([str(corpus)], str(tmp_path / "d2"), str(bm_files["edge"]),
+                   CloudSpec(model=str(bm_files["cloud"])), batch_size=0)
 
 
 def test_a_changed_run_is_refused(corpus, bm_files, tmp_path):
@@ -151,6 +175,7 @@ def test_cli_sharded_distill_and_its_refusals(corpus, bm_files, tmp_path, capsys
 
 
 def test_ray_serve_app_builder_checks_its_args(bm_files):
+    ray = pytest.importorskip("ray", reason="needs the ray extra")
     from edgeswitch.scale.ray_serve import app_builder
 
     with pytest.raises(EdgeSwitchError, match="needs args.model_path"):
@@ -159,5 +184,9 @@ def test_ray_serve_app_builder_checks_its_args(bm_files):
         app_builder({"model_path": str(bm_files["cloud"]), "replica": 2})
     with pytest.raises(EdgeSwitchError, match="max_batch"):
         app_builder({"model_path": str(bm_files["cloud"]), "max_batch": 0})
+    with pytest.raises(EdgeSwitchError, match="replicas must be >= 1"):
+        app_builder({"model_path": str(bm_files["cloud"]), "replicas": 0})
+    with pytest.raises(EdgeSwitchError, match=r"max replicas \(1\) must be >= replicas"):
+        app_builder({"model_path": str(bm_files["cloud"]), "replicas": 2, "max_replicas": 1})
     assert app_builder({"model_path": str(bm_files["cloud"]), "replicas": 2}) is not None
-    assert os.environ.get("RAY_ADDRESS") is None  # building binds nothing, starts no Ray
+    assert not ray.is_initialized()  # building an application starts no Ray

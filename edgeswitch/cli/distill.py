@@ -17,11 +17,11 @@ from edgeswitch.errors import EdgeSwitchError
 
 
 def _cloud_spec(args):
-    from edgeswitch.cli.serve import _section
-    from edgeswitch.dmd.shards import CloudSpec
+    from edgeswitch.cli.common import config_section
+    from edgeswitch.runtime.cloud import CloudSpec
     from edgeswitch.serving.server import resolve_token
 
-    runtime = _section(args, "runtime")
+    runtime = config_section(args, "runtime")
     return CloudSpec(model=args.cloud, url=args.cloud_url, served_model=args.model,
                      token=resolve_token(args.token_file) if args.cloud_url else None,
                      ca_cert=args.ca_cert, runtime=runtime)
@@ -64,7 +64,7 @@ def _distill_file(args, spec) -> int:
 
 def _distill_sharded(args, spec) -> int:
     from edgeswitch.data.loaders import BUILTIN
-    from edgeswitch.dmd.shards import DistillJob, read_dataset, run_local
+    from edgeswitch.dmd.shards import DistillJob, agreement, run_local
 
     if args.data.lower() in BUILTIN:
         raise EdgeSwitchError(f"--out {args.out} is a folder, which means a sharded run over a "
@@ -76,29 +76,28 @@ def _distill_sharded(args, spec) -> int:
     job = DistillJob(corpus=[args.data], out=args.out, edge=args.edge, cloud=spec,
                      shard_size=args.shard_size, batch_size=args.batch_size)
     if args.engine == "ray":
-        from edgeswitch.cli.serve import _need_extra
+        from edgeswitch.cli.common import need_extra
         from edgeswitch.scale.ray_distill import run_ray
 
-        _need_extra("ray", "ray")
+        need_extra("ray", "ray")
         summary = run_ray(job, workers=args.workers, address=args.ray_address,
                           cpus_per_worker=args.cpus_per_worker, progress=not args.quiet)
     else:
         summary = run_local(job, progress=not args.quiet)
-    records = read_dataset(args.out)
-    result = asdict(summary) | {"clips_per_s": summary.clips_per_s,
-                                "agreement": float(records.agree.mean()), "out": args.out}
+    agree = agreement(args.out)
+    result = asdict(summary) | {"clips_per_s": summary.clips_per_s, "agreement": agree,
+                                "out": args.out}
     if args.json:
         print(json.dumps(result))
     else:
         print(f"{summary.clips} clips in {summary.shards} shards ({summary.skipped} already "
               f"done, {summary.written} written) on {summary.engine} in {summary.seconds:.1f} s; "
-              f"edge/cloud agreement {records.agree.mean():.1%}; wrote {args.out}",
-              file=sys.stderr)
+              f"edge/cloud agreement {agree:.1%}; wrote {args.out}", file=sys.stderr)
     return 0
 
 
 def add_parser(sub, add_common) -> None:
-    from edgeswitch.cli.serve import _runtime_flags
+    from edgeswitch.cli.common import runtime_flags
 
     p = sub.add_parser(
         "distill", help="DMD: edge+cloud over unlabelled clips -> Parquet",
@@ -128,7 +127,7 @@ def add_parser(sub, add_common) -> None:
                    help="file with the server's bearer token (default: $EDGESWITCH_TOKEN)")
     p.add_argument("--ca-cert", default=None,
                    help="CA or self-signed certificate to trust for an https --cloud-url")
-    _runtime_flags(p)
+    runtime_flags(p)
     p.add_argument("--out", default="dmd.parquet",
                    help="a .parquet file, or a folder for a sharded, resumable run")
     p.add_argument("--engine", choices=["local", "ray"], default="local",

@@ -34,10 +34,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
     out = Path(args.out)
     cache = None if args.no_cache else Path(args.cache or default_cache_dir())
     if not args.in_process:
-        from edgeswitch.cli.serve import _need_extra
+        from edgeswitch.cli.common import need_extra
 
         for module in ("fastapi", "uvicorn", "httpx"):
-            _need_extra(module, "serve")
+            need_extra(module, "serve")
     results = run(cfg, out_dir=out, cache_dir=cache, progress=not args.quiet,
                   serve="in-process" if args.in_process else "http")
     paths = write_all(results, out)

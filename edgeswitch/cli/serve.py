@@ -5,39 +5,20 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from dataclasses import fields
 from pathlib import Path
 
+from edgeswitch.cli.common import config_section, need_extra, runtime_flags
 from edgeswitch.errors import EdgeSwitchError
 
 
-def _need_extra(module: str, extra: str) -> None:
-    import importlib.util
-
-    if importlib.util.find_spec(module) is None:
-        raise EdgeSwitchError(f"this needs the '{extra}' extra: pip install -e \".[{extra}]\"")
-
-
-def _section(args, name: str):
-    """The config's [serve] or [runtime] table, then any flag given on the command line."""
-    from edgeswitch.config import load_config, validate_runtime, validate_serve
-
-    section = getattr(load_config(args.config), name)
-    for f in fields(section):
-        value = getattr(args, f.name, None)
-        if value is not None:
-            setattr(section, f.name, value)
-    return validate_serve(section) if name == "serve" else validate_runtime(section)
-
-
 def cmd_serve_cloud(args) -> int:
-    _need_extra("fastapi", "serve")
-    _need_extra("uvicorn", "serve")
+    need_extra("fastapi", "serve")
+    need_extra("uvicorn", "serve")
     from edgeswitch.models import OnnxClassifier
     from edgeswitch.serving.app import Fault, create_app
     from edgeswitch.serving.server import resolve_token, serve
 
-    cfg = _section(args, "serve")
+    cfg = config_section(args, "serve")
     token = resolve_token(args.token_file)
     faults = tuple(Fault.parse(f) for f in args.fault)
     model = OnnxClassifier(args.model, threads=cfg.threads)
@@ -52,7 +33,7 @@ def cmd_serve_cloud(args) -> int:
           f"{args.port} with {args.engine} (batch {cfg.max_batch}, wait {cfg.max_wait_ms} ms, "
           f"auth {'on' if token else 'off'})", file=sys.stderr)
     if args.engine == "ray":
-        _need_extra("ray", "ray")
+        need_extra("ray", "ray")
         from edgeswitch.scale.ray_serve import Scaling, serve_ray
 
         scaling = Scaling(args.replicas, args.max_replicas, args.target_ongoing,
@@ -69,20 +50,14 @@ def cmd_serve_cloud(args) -> int:
 
 def make_cloud(args, classes: tuple[str, ...]):
     """The cloud client a `classify` run talks to: a server URL, or a model in this process."""
-    if args.cloud_url:
-        from edgeswitch.runtime.remote import RemoteCloud
-        from edgeswitch.serving.server import resolve_token
+    from edgeswitch.runtime.cloud import CloudSpec
+    from edgeswitch.serving.server import resolve_token
 
-        verify = args.ca_cert or True
-        return RemoteCloud(args.cloud_url, classes, _section(args, "runtime"),
-                           token=resolve_token(args.token_file), model=args.model,
-                           verify=verify)
-    if args.cloud:
-        from edgeswitch.models import OnnxClassifier
-        from edgeswitch.runtime import InProcessCloud
-
-        return InProcessCloud(OnnxClassifier(args.cloud))
-    raise EdgeSwitchError("classify needs --cloud-url (a server) or --cloud (an ONNX model)")
+    if not (args.cloud_url or args.cloud):
+        raise EdgeSwitchError("classify needs --cloud-url (a server) or --cloud (an ONNX model)")
+    token = resolve_token(args.token_file) if args.cloud_url else None
+    return CloudSpec(model=args.cloud, url=args.cloud_url, token=token, served_model=args.model,
+                     ca_cert=args.ca_cert, runtime=config_section(args, "runtime")).build(classes)
 
 
 def cmd_classify(args) -> int:
@@ -164,21 +139,6 @@ def _serve_flags(p: argparse.ArgumentParser) -> None:
                    help="onnxruntime threads per model run (default 1)")
 
 
-def _runtime_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--protocol", choices=["native", "openai"], default=None,
-                   help="native /v1/classify (default) or OpenAI chat completions")
-    p.add_argument("--deadline-ms", type=float, default=None,
-                   help="per clip: past it the edge answer stands, unverified (default 500)")
-    p.add_argument("--retries", type=int, default=None, help="extra attempts (default 2)")
-    p.add_argument("--backoff-ms", type=float, default=None, help="first backoff (default 20)")
-    p.add_argument("--backoff-max-ms", type=float, default=None,
-                   help="largest backoff (default 200)")
-    p.add_argument("--breaker-failures", type=int, default=None,
-                   help="consecutive failures that open the circuit (default 5)")
-    p.add_argument("--breaker-reset-s", type=float, default=None,
-                   help="seconds before an open circuit lets a probe through (default 5)")
-
-
 def add_parsers(sub, add_common) -> None:
     from edgeswitch.cli.steps import _data_args
 
@@ -241,7 +201,7 @@ def add_parsers(sub, add_common) -> None:
     p.add_argument("--token-file", default=None,
                    help="file with the bearer token (default: $EDGESWITCH_TOKEN)")
     p.add_argument("--ca-cert", default=None, help="CA or self-signed certificate to trust")
-    _runtime_flags(p)
+    runtime_flags(p)
     p.add_argument("--batch", type=int, default=1, help="clips per hybrid call (default 1)")
     p.add_argument("--shadow-rate", type=float, default=0.0,
                    help="also send this share of kept clips to the cloud, for the log only")

@@ -75,7 +75,7 @@ def _from_string_labels(X: np.ndarray, labels: np.ndarray, classes: list[str], n
     y = np.asarray([index[v] for v in labels.tolist()], dtype=np.int64)
     n = len(X)
     if groups is None:  # nothing links the series: each one is its own recording
-        groups = np.asarray([f"rec{i:05d}" for i in range(n)])
+        groups = np.asarray([f"{name}/rec{i:05d}" for i in range(n)])  # apart across files
     return ClipBatch(X=X, y=y, groups=groups, classes=tuple(classes),
                      ids=np.asarray([f"{name}/{i:06d}" for i in range(n)]), name=name,
                      sample_rate_hz=rate)

@@ -1,145 +1,40 @@
-"""DMD over a corpus of clip files, in shards: the unit of work, of resume and of parallelism.
+"""DMD over a corpus in shards, written as a folder of Parquet parts that a rerun resumes.
 
-A corpus is a folder (or glob, or list) of `.npz` clip files, labelled or not: labels are never
-read. It is cut into shards of at most `shard_size` clips that never straddle two files. Each
-shard becomes one Parquet part in the output folder, written atomically (temp file, then
-rename), so a run killed at any instant leaves every part whole or absent. A restart skips the
-whole parts: a resumed run holds exactly the records of an uninterrupted one, each clip id once.
+Each shard (see dmd.corpus) becomes one part, written atomically (temp file, then rename), so a
+run killed at any instant leaves every part whole or absent. A manifest, written before any
+part, pins the corpus (paths, sizes, mtimes, each shard's clip ids), the models and the batch
+size. A restart keeps a part only if its clip ids and model names are the plan's, and computes
+the rest: a resumed run holds exactly the records of an uninterrupted one, each clip id once.
+One run at a time may write a folder (a lock, released by the OS if the run dies).
 
 Both engines call the same `edge_step` / `cloud_step` / `write_part`, with the same batches:
-`local` (this process, the default) and `ray` (edgeswitch.scale.ray_distill, actor pools on a
-Ray cluster). So they write identical records for the same input.
+`local` (this process, the default) and `ray` (scale.ray_distill, actor pools on Ray). So they
+write identical records for the same input.
 """
 
 from __future__ import annotations
 
-import glob
+import fcntl
 import io
 import json
 import os
 import time
-import zipfile
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from edgeswitch.config import RuntimeConfig
 from edgeswitch.data.clips import ClipBatch
-from edgeswitch.data.loaders import load_npz
+from edgeswitch.dmd.corpus import Shard, ShardReader, corpus_files, ids_digest, plan_shards
 from edgeswitch.dmd.records import DMDRecords
 from edgeswitch.errors import DataError, EdgeSwitchError
 from edgeswitch.models.base import ModelOutput
+from edgeswitch.runtime.cloud import CloudSpec
 
 MANIFEST = "_edgeswitch_dmd.json"
-FORMAT = 1
-
-
-# ---- the corpus and its shards ------------------------------------------------------------
-
-def corpus_files(spec: str | Path | Sequence[str | Path]) -> list[Path]:
-    """The `.npz` files of a corpus: a folder (its `*.npz`, sorted), a glob, one file, or a
-    list of any of these. Order matters: it is the order of the records."""
-    if isinstance(spec, str | Path):
-        text = str(spec)
-        path = Path(text).expanduser()
-        if path.is_dir():
-            files = sorted(path.glob("*.npz"))
-            if not files:
-                raise DataError(f"{path}: the folder holds no .npz clip files")
-        elif any(c in text for c in "*?["):
-            files = sorted(Path(p) for p in glob.glob(os.path.expanduser(text)))
-            if not files:
-                raise DataError(f"{text}: the pattern matches no files")
-        elif path.is_file():
-            files = [path]
-        else:
-            raise DataError(f"corpus {text}: no such file or folder")
-    else:
-        files = [f for s in spec for f in corpus_files(s)]
-    bad = [f for f in files if f.suffix != ".npz"]
-    if bad:
-        raise DataError(f"{bad[0]}: corpus files must be .npz (X [n,T,C], optional ids, groups)")
-    return files
-
-
-def clip_count(path: Path) -> int:
-    """Clips in an `.npz` from the header of its X array, without reading the data."""
-    try:
-        with zipfile.ZipFile(path) as z, z.open("X.npy") as f:
-            fmt = np.lib.format
-            version = fmt.read_magic(f)
-            read = fmt.read_array_header_1_0 if version == (1, 0) else fmt.read_array_header_2_0
-            shape, _, _ = read(f)
-    except KeyError:
-        raise DataError(f"{path}: missing array 'X'") from None
-    except (zipfile.BadZipFile, OSError, ValueError, EOFError) as exc:
-        raise DataError(f"{path}: not a readable .npz file ({exc})") from None
-    if len(shape) != 3:
-        raise DataError(f"{path}: X must be [n, T, C], got shape {list(shape)}")
-    return int(shape[0])
-
-
-def _clip_ids(path: Path, n: int) -> list[str]:
-    """The file's clip ids (its `ids` array, else the loader's default), reading nothing else."""
-    with np.load(path, allow_pickle=False) as f:
-        if "ids" not in f.files:
-            return [f"{path.stem}/{i:06d}" for i in range(n)]
-        ids = f["ids"].astype(str)
-    if len(ids) != n or len(set(ids)) != n:
-        raise DataError(f"{path}: ids must be {n} unique strings, one per clip")
-    return [str(i) for i in ids]
-
-
-@dataclass(frozen=True)
-class Shard:
-    index: int    # position in corpus order; names the part file
-    path: str
-    start: int
-    stop: int
-
-    @property
-    def part(self) -> str:
-        return f"part-{self.index:06d}.parquet"
-
-
-def plan_shards(files: Sequence[Path], shard_size: int) -> tuple[list[Shard], list[dict]]:
-    """Shards in corpus order, and a fingerprint of each input (to refuse a changed corpus)."""
-    if shard_size < 1:
-        raise EdgeSwitchError(f"shard size must be >= 1, got {shard_size}")
-    shards, inputs, seen = [], [], {}
-    for f in files:
-        n, st = clip_count(f), f.stat()
-        for clip_id in _clip_ids(f, n):  # records are keyed by clip id: refuse clashes now
-            other = seen.setdefault(clip_id, f)
-            if other != f:
-                raise DataError(f"clip id {clip_id!r} is in both {other} and {f}; clip ids "
-                                "must be unique across the corpus")
-        inputs.append({"path": str(f.resolve()), "clips": n, "bytes": st.st_size,
-                       "mtime_ns": st.st_mtime_ns})
-        for start in range(0, n, shard_size):
-            shards.append(Shard(len(shards), str(f.resolve()), start, min(n, start + shard_size)))
-    if not shards:
-        raise DataError("the corpus holds no clips")
-    return shards, inputs
-
-
-class ShardReader:
-    """Reads a shard's clips; keeps the last file, since consecutive shards share it."""
-
-    def __init__(self, classes: tuple[str, ...]) -> None:
-        self.classes = tuple(classes)
-        self._path, self._batch = None, None
-
-    def __call__(self, shard: Shard) -> ClipBatch:
-        if shard.path != self._path:
-            batch = load_npz(Path(shard.path), self.classes).without_labels()
-            if len(batch) < shard.stop:
-                raise DataError(f"{shard.path}: holds {len(batch)} clips, the plan expected "
-                                f"{shard.stop}; the file changed during the run")
-            self._path, self._batch = shard.path, batch
-        return self._batch.subset(np.arange(shard.start, shard.stop))
+FORMAT = 2
 
 
 # ---- the steps every engine runs ----------------------------------------------------------
@@ -183,36 +78,7 @@ def unpack(b: bytes) -> np.ndarray:
     return np.load(io.BytesIO(b), allow_pickle=False)
 
 
-# ---- a job: plan, resume, run, read -------------------------------------------------------
-
-@dataclass
-class CloudSpec:
-    """How each worker reaches the cloud: an ONNX file loaded in the worker, or a server."""
-
-    model: str | None = None          # ONNX file (the cloud runs in-worker)
-    url: str | None = None            # or an `edgeswitch serve-cloud` / OpenAI-compatible URL
-    token: str | None = None
-    served_model: str | None = None   # model name to ask the server for
-    ca_cert: str | None = None        # CA or self-signed certificate to trust (https)
-    runtime: RuntimeConfig = field(default_factory=lambda: RuntimeConfig(deadline_ms=60_000))
-
-    def __post_init__(self) -> None:
-        if (self.model is None) == (self.url is None):
-            raise EdgeSwitchError("give the cloud as an ONNX model file or a server URL, "
-                                  "not both or neither")
-
-    def build(self, classes: tuple[str, ...], model_bytes: bytes | None = None):
-        """The cloud client (anything with `classify`)."""
-        if self.model is not None:
-            from edgeswitch.models import OnnxClassifier
-            from edgeswitch.runtime.cloud import InProcessCloud
-
-            return InProcessCloud(OnnxClassifier(model_bytes or self.model))
-        from edgeswitch.runtime.remote import RemoteCloud
-
-        return RemoteCloud(self.url, classes, self.runtime, token=self.token,
-                           model=self.served_model, verify=self.ca_cert or True)
-
+# ---- a job --------------------------------------------------------------------------------
 
 @dataclass
 class DistillJob:
@@ -223,6 +89,15 @@ class DistillJob:
     shard_size: int = 2048
     batch_size: int = 256             # clips per model call (and per HTTP request)
 
+    def __post_init__(self) -> None:
+        for name in ("shard_size", "batch_size"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+                raise EdgeSwitchError(f"{name.replace('_', '-')} must be an int >= 1, got "
+                                      f"{getattr(self, name)!r}")
+        out = Path(self.out)
+        if out.suffix == ".parquet" or (out.exists() and not out.is_dir()):
+            raise EdgeSwitchError(f"--out {out}: a sharded run writes a folder, not a file")
+
 
 @dataclass
 class DistillSummary:
@@ -230,6 +105,7 @@ class DistillSummary:
     clips: int
     skipped: int                      # shards already whole from an earlier run
     written: int
+    computed_clips: int               # clips this run computed
     seconds: float
     engine: str
     workers: int = 1
@@ -238,115 +114,185 @@ class DistillSummary:
     @property
     def clips_per_s(self) -> float:
         """Clips computed by this run per second of work (start-up excluded)."""
-        done = self.clips * self.written / max(self.shards, 1)
         work = self.seconds - self.startup_s
-        return done / work if work > 0 else float("nan")
+        return self.computed_clips / work if work > 0 else float("nan")
 
 
-def _identity(job: DistillJob) -> tuple[tuple[str, ...], str, str]:
+def _models(job: DistillJob) -> tuple[tuple[str, ...], str, str]:
     from edgeswitch.dmd.generate import model_identity
     from edgeswitch.models import OnnxClassifier, check_same_classes
 
     edge = OnnxClassifier(job.edge)
-    if job.cloud.model is not None:
-        cloud = OnnxClassifier(job.cloud.model)
-        check_same_classes(edge, cloud)
-        cloud_id = model_identity(cloud)
-    else:
-        cloud_id = f"remote:{job.cloud.url.rstrip('/')}" + \
-            (f"#{job.cloud.served_model}" if job.cloud.served_model else "")
-    return tuple(edge.classes_), model_identity(edge), cloud_id
+    if job.cloud.model is None:
+        return tuple(edge.classes_), model_identity(edge), job.cloud.identity()
+    cloud = OnnxClassifier(job.cloud.model)
+    check_same_classes(edge, cloud)
+    return tuple(edge.classes_), model_identity(edge), model_identity(cloud)
 
 
-def prepare(job: DistillJob) -> tuple[dict, list[Shard], list[Shard]]:
-    """(manifest, all shards, shards still to do). Writes the manifest on a fresh folder;
-    on an existing one, refuses a different corpus or models and clears dead temp files."""
+@contextmanager
+def _lock(out: Path) -> Iterator[None]:
+    """One writer per folder. flock dies with its process, so a killed run leaves no lock."""
+    with open(out / ".lock", "a") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise EdgeSwitchError(f"another distill run is writing {out}; wait for it or use "
+                                  "another folder") from None
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _read_manifest(folder: Path) -> dict | None:
+    path = folder / MANIFEST
+    if not path.exists():
+        return None
+    try:
+        manifest = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise DataError(f"{path}: corrupt manifest ({exc}); use a new folder") from None
+    need = {"format", "classes", "edge_model", "cloud_model", "shards", "shard_ids"}
+    if not isinstance(manifest, dict) or not need <= manifest.keys():
+        raise DataError(f"{path}: corrupt manifest (keys {sorted(need)} expected); use a new "
+                        "folder")
+    if manifest.get("format") != FORMAT:
+        raise DataError(f"{path}: manifest format {manifest.get('format')}, this version "
+                        f"reads {FORMAT}; use a new folder")
+    return manifest
+
+
+@contextmanager
+def open_run(job: DistillJob) -> Iterator[tuple[dict, list[Shard], list[Shard]]]:
+    """(manifest, all shards, shards still to do), with the folder locked for this run.
+    Writes the manifest on a fresh folder; on an existing one, refuses a different corpus,
+    models or batch size, deletes dead temp files and keeps only parts that check out."""
     out = Path(job.out)
-    if out.suffix == ".parquet" or (out.exists() and not out.is_dir()):
-        raise EdgeSwitchError(f"--out {out}: a sharded run writes a folder, not a file")
     shards, inputs = plan_shards(corpus_files(job.corpus), job.shard_size)
-    classes, edge_id, cloud_id = _identity(job)
+    classes, edge_id, cloud_id = _models(job)
     manifest = {"format": FORMAT, "classes": list(classes), "edge_model": edge_id,
-                "cloud_model": cloud_id, "shard_size": job.shard_size, "shards": len(shards),
-                "clips": sum(i["clips"] for i in inputs), "inputs": inputs}
-    path = out / MANIFEST
-    if path.exists():
-        old = json.loads(path.read_text())
-        diff = [k for k in manifest if old.get(k) != manifest[k]]
-        if diff:
-            raise EdgeSwitchError(f"{out} holds a run with a different {', '.join(diff)}; "
-                                  "resume only with the same corpus, models and shard size, "
-                                  "or write to a new folder")
-    else:
-        out.mkdir(parents=True, exist_ok=True)
-        if any(out.glob("part-*.parquet")):
-            raise EdgeSwitchError(f"{out} holds part files but no {MANIFEST}; use a new folder")
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(manifest, indent=1))
-        tmp.replace(path)
-    for dead in out.glob(".part-*.tmp-*"):  # a killed writer's leftovers
-        dead.unlink(missing_ok=True)
-    todo = [s for s in shards if not _part_ok(out / s.part, s)]
-    return manifest, shards, todo
+                "cloud_model": cloud_id, "shard_size": job.shard_size,
+                "batch_size": job.batch_size, "shards": len(shards),
+                "clips": sum(i["clips"] for i in inputs), "inputs": inputs,
+                "shard_ids": [s.ids for s in shards]}
+    out.mkdir(parents=True, exist_ok=True)
+    with _lock(out):
+        old = _read_manifest(out)
+        if old is not None:
+            diff = [k for k in manifest if old.get(k) != manifest[k]]
+            if diff:
+                raise EdgeSwitchError(f"{out} holds a run with a different {', '.join(diff)}; "
+                                      "resume only with the same corpus, models, shard and "
+                                      "batch size, or write to a new folder")
+        else:
+            if any(out.glob("part-*.parquet")):
+                raise EdgeSwitchError(f"{out} holds part files but no {MANIFEST}; use a new "
+                                      "folder")
+            tmp = out / f".{MANIFEST}.tmp-{os.getpid()}"
+            tmp.write_text(json.dumps(manifest, indent=1))
+            tmp.replace(out / MANIFEST)
+        for dead in out.glob(".*.tmp-*"):  # a killed writer's leftovers (we hold the lock)
+            dead.unlink(missing_ok=True)
+        todo = [s for s in shards if not _part_ok(out / s.part, s, manifest)]
+        yield manifest, shards, todo
 
 
-def _part_ok(path: Path, shard: Shard) -> bool:
+def _check_part(table, shard: Shard, manifest: dict) -> str | None:
+    """Why a part's table is not this shard's records, or None."""
+    if len(table) != shard.size:
+        return f"{len(table)} rows, the shard has {shard.size}"
+    if ids_digest(table.column("clip_id").to_pylist()) != shard.ids:
+        return "its clip ids are not the shard's"
+    for key in ("edge_model", "cloud_model"):
+        if set(table.column(key).to_pylist()) != {manifest[key]}:
+            return f"its {key} is not {manifest[key]}"
+    return None
+
+
+def _part_ok(path: Path, shard: Shard, manifest: dict) -> bool:
     import pyarrow.parquet as pq
 
     if not path.exists():
         return False
     try:
-        return pq.ParquetFile(path).metadata.num_rows == shard.stop - shard.start
+        table = pq.read_table(path, columns=["clip_id", "edge_model", "cloud_model"])
     except Exception:  # noqa: BLE001 - unreadable part: redo it
+        table = None
+    if table is None or _check_part(table, shard, manifest) is not None:
         path.unlink(missing_ok=True)
         return False
+    return True
 
 
 def run_local(job: DistillJob, progress: bool = True) -> DistillSummary:
-    """The embedded engine: every shard in this process, in order."""
+    """The embedded engine: every pending shard in this process, in order."""
     from tqdm.auto import tqdm
 
     from edgeswitch.models import OnnxClassifier
 
     t0 = time.perf_counter()
-    manifest, shards, todo = prepare(job)
-    if todo:
-        edge = OnnxClassifier(job.edge)
-        cloud = job.cloud.build(edge.classes_)
-        read = ShardReader(edge.classes_)
-        for shard in tqdm(todo, desc="DMD shards", disable=not progress, leave=False):
-            clips = read(shard)
-            e = edge_step(edge, clips.X, job.batch_size)
-            c = cloud_step(cloud, clips.X, job.batch_size)
-            write_part(Path(job.out), shard, shard_records(clips, e, c, manifest))
+    with open_run(job) as (manifest, shards, todo):
+        if todo:
+            edge = OnnxClassifier(job.edge)
+            cloud = job.cloud.build(edge.classes_)
+            read = ShardReader(edge.classes_)
+            try:
+                for shard in tqdm(todo, desc="DMD shards", disable=not progress, leave=False):
+                    clips = read(shard)
+                    e = edge_step(edge, clips.X, job.batch_size)
+                    c = cloud_step(cloud, clips.X, job.batch_size)
+                    write_part(Path(job.out), shard, shard_records(clips, e, c, manifest))
+            finally:
+                if hasattr(cloud, "close"):
+                    cloud.close()
     return DistillSummary(len(shards), manifest["clips"], len(shards) - len(todo), len(todo),
-                          time.perf_counter() - t0, "local")
+                          sum(s.size for s in todo), time.perf_counter() - t0, "local")
 
 
-def read_dataset(folder: str | Path) -> DMDRecords:
-    """The records of a finished sharded run, in corpus order; refuses an unfinished one."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
+# ---- reading a finished run ---------------------------------------------------------------
 
-    folder = Path(folder)
-    path = folder / MANIFEST
-    if not path.exists():
+def _finished_parts(folder: Path) -> tuple[dict, list[Path]]:
+    manifest = _read_manifest(folder)
+    if manifest is None:
         raise DataError(f"{folder}: not a sharded DMD run (no {MANIFEST})")
-    manifest = json.loads(path.read_text())
     parts = [folder / f"part-{i:06d}.parquet" for i in range(manifest["shards"])]
     missing = [p for p in parts if not p.exists()]
     if missing:
         raise DataError(f"{folder}: unfinished run, {len(missing)} of {len(parts)} shards "
                         "missing; run the same `edgeswitch distill` again to resume")
+    return manifest, parts
+
+
+def read_dataset(folder: str | Path) -> DMDRecords:
+    """The records of a finished sharded run, in corpus order, each part checked against the
+    manifest; refuses an unfinished or tampered one."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    folder = Path(folder)
+    manifest, parts = _finished_parts(folder)
     try:
-        table = pa.concat_tables([pq.read_table(p) for p in parts])
+        tables = [pq.read_table(p) for p in parts]
     except Exception as exc:  # noqa: BLE001
         raise DataError(f"{folder}: unreadable part file ({exc})") from None
-    ids = table.column("clip_id").to_numpy(zero_copy_only=False)
-    if len(np.unique(ids)) != len(ids):
-        raise DataError(f"{folder}: duplicate clip ids across parts")
-    meta = pq.read_schema(parts[0]).metadata
-    return DMDRecords.from_table(table.replace_schema_metadata(meta), str(folder))
+    sizes = [len(t) for t in tables]
+    for i, (table, digest) in enumerate(zip(tables, manifest["shard_ids"], strict=True)):
+        why = _check_part(table, Shard(i, "", 0, sizes[i], digest), manifest)
+        if why:
+            raise DataError(f"{parts[i]}: not this run's shard {i}: {why}")
+    table = pa.concat_tables(tables)
+    return DMDRecords.from_table(table.replace_schema_metadata(tables[0].schema.metadata),
+                                 str(folder))
+
+
+def agreement(folder: str | Path) -> float:
+    """Edge/cloud agreement of a finished run, reading one column of each part."""
+    import pyarrow.parquet as pq
+
+    _, parts = _finished_parts(Path(folder))
+    agree = [pq.read_table(p, columns=["agree"]).column("agree").to_numpy() for p in parts]
+    return float(np.concatenate(agree).mean())
 
 
 def records_equal(a: DMDRecords, b: DMDRecords) -> bool:
@@ -356,18 +302,3 @@ def records_equal(a: DMDRecords, b: DMDRecords) -> bool:
             and np.array_equal(a.groups, b.groups)
             and all(np.array_equal(getattr(a, k), getattr(b, k))
                     for k in ("edge_proba", "edge_embedding", "cloud_proba")))
-
-
-def write_corpus(clips: ClipBatch, out: str | Path, files: int) -> list[Path]:
-    """Split clips into `files` unlabelled `.npz` files (ids, groups, classes, X): a corpus as
-    devices would upload it. Labels are dropped."""
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for i, idx in enumerate(np.array_split(np.arange(len(clips)), files)):
-        p = out / f"clips-{i:04d}.npz"
-        np.savez(p, X=clips.X[idx].astype(np.float32), ids=np.asarray(clips.ids)[idx].astype(str),
-                 groups=np.asarray(clips.groups)[idx].astype(str),
-                 classes=np.asarray(clips.classes, dtype=str))
-        paths.append(p)
-    return paths

@@ -11,31 +11,30 @@ The driver plans, resumes (skipping whole parts) and counts progress; it never h
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 
 import numpy as np
 
+from edgeswitch.dmd.corpus import Shard, ShardReader
 from edgeswitch.dmd.shards import (
     DistillJob,
     DistillSummary,
-    Shard,
-    ShardReader,
     cloud_step,
     edge_step,
+    open_run,
     pack,
-    prepare,
     shard_records,
     unpack,
     write_part,
 )
 from edgeswitch.errors import EdgeSwitchError
+from edgeswitch.scale.cluster import root_cause, start_ray
 
 
 def _shard(batch: dict) -> Shard:
     return Shard(int(batch["index"][0]), str(batch["path"][0]), int(batch["start"][0]),
-                 int(batch["stop"][0]))
+                 int(batch["stop"][0]), str(batch["ids"][0]))
 
 
 class EdgeWorker:
@@ -53,7 +52,8 @@ class EdgeWorker:
         clips = self.read(shard)
         out = edge_step(self.edge, clips.X, self.batch_size)
         return {"index": [shard.index], "path": [shard.path], "start": [shard.start],
-                "stop": [shard.stop], "X": [pack(clips.X)], "ids": [pack(clips.ids.astype(str))],
+                "stop": [shard.stop], "ids": [shard.ids], "X": [pack(clips.X)],
+                "clip_ids": [pack(np.asarray(clips.ids).astype(str))],
                 "groups": [pack(np.asarray(clips.groups).astype(str))],
                 "edge_proba": [pack(out.proba)], "edge_embedding": [pack(out.embedding)]}
 
@@ -72,7 +72,8 @@ class CloudWorker:
         shard = _shard(batch)
         X = unpack(batch["X"][0])
         clips = ClipBatch(X=X, y=None, groups=unpack(batch["groups"][0]),
-                          classes=tuple(self.manifest["classes"]), ids=unpack(batch["ids"][0]))
+                          classes=tuple(self.manifest["classes"]),
+                          ids=unpack(batch["clip_ids"][0]))
         edge_out = ModelOutput(proba=unpack(batch["edge_proba"][0]),
                                embedding=unpack(batch["edge_embedding"][0]))
         proba = cloud_step(self.cloud, X, self.job.batch_size)
@@ -81,75 +82,61 @@ class CloudWorker:
         return {"index": [shard.index], "clips": [len(X)]}
 
 
-def _start_ray(address: str | None, workers: int, cpus_per_worker: float):
-    import ray
-
-    if ray.is_initialized():
-        return False
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    kwargs = dict(include_dashboard=False, log_to_driver=False, logging_level="warning")
-    if address:
-        ray.init(address=address, **kwargs)
-    else:
-        # a local cluster: enough logical CPUs for both pools, even on a small machine
-        # (ONNX Runtime runs one thread per actor, so the OS shares the real cores)
-        need = int(np.ceil(2 * workers * cpus_per_worker)) + 1
-        ray.init(num_cpus=max(os.cpu_count() or 1, need), **kwargs)
-    return True
-
-
 def run_ray(job: DistillJob, workers: int = 2, address: str | None = None,
             cpus_per_worker: float = 1.0, progress: bool = True) -> DistillSummary:
     """Run the pending shards of `job` on Ray (a local cluster unless `address` is given)."""
     from tqdm.auto import tqdm
 
-    if workers < 1:
-        raise EdgeSwitchError(f"--workers must be >= 1, got {workers}")
+    if workers < 1 or cpus_per_worker <= 0:
+        raise EdgeSwitchError(f"--workers must be >= 1 and --cpus-per-worker > 0, got "
+                              f"{workers} and {cpus_per_worker}")
     t0 = time.perf_counter()
-    manifest, shards, todo = prepare(job)
     startup = 0.0
-    if todo:
-        import ray
-        import ray.data
+    with open_run(job) as (manifest, shards, todo):
+        if todo:
+            import ray
+            import ray.data
 
-        t_init = time.perf_counter()
-        started = _start_ray(address, workers, cpus_per_worker)
-        startup = time.perf_counter() - t_init
-        try:
-            ctx = ray.data.DataContext.get_current()
-            ctx.enable_progress_bars = False  # ours counts shards, below
-            ctx.print_on_execution_start = False
-            cloud_bytes = Path(job.cloud.model).read_bytes() if job.cloud.model else None
-            items = [{"index": s.index, "path": s.path, "start": s.start, "stop": s.stop}
-                     for s in todo]
-            ds = (ray.data.from_items(items, override_num_blocks=len(items))
-                  .map_batches(EdgeWorker, batch_size=1,
-                               compute=ray.data.ActorPoolStrategy(size=workers),
-                               num_cpus=cpus_per_worker,
-                               fn_constructor_args=(Path(job.edge).read_bytes(),
-                                                    job.batch_size))
-                  .map_batches(CloudWorker, batch_size=1,
-                               compute=ray.data.ActorPoolStrategy(size=workers),
-                               num_cpus=cpus_per_worker,
-                               fn_constructor_args=(job, cloud_bytes, manifest)))
-            bar = tqdm(total=len(todo), desc="DMD shards (ray)", disable=not progress,
-                       leave=False)
+            t_init = time.perf_counter()
+            started = start_ray(address, 2 * workers * cpus_per_worker)
+            startup = time.perf_counter() - t_init
             try:
-                for _ in ds.iter_rows():
-                    bar.update()
-            except Exception as exc:  # a worker's error arrives wrapped by Ray
-                raise EdgeSwitchError(f"the Ray DMD run failed; finished shards are kept and "
-                                      f"a rerun resumes: {_root_cause(exc)}") from None
+                ds = _pipeline(job, manifest, todo, workers, cpus_per_worker)
+                bar = tqdm(total=len(todo), desc="DMD shards (ray)", disable=not progress,
+                           leave=False)
+                try:
+                    for _ in ds.iter_rows():
+                        bar.update()
+                except Exception as exc:  # a worker's error arrives as Ray's, in text
+                    raise EdgeSwitchError(f"the Ray DMD run failed; finished shards are kept "
+                                          f"and a rerun resumes: {root_cause(exc)}") from None
+                finally:
+                    bar.close()
             finally:
-                bar.close()
-        finally:
-            if started:
-                ray.shutdown()
+                if started:
+                    ray.shutdown()
     return DistillSummary(len(shards), manifest["clips"], len(shards) - len(todo), len(todo),
-                          time.perf_counter() - t0, "ray", workers, startup)
+                          sum(s.size for s in todo), time.perf_counter() - t0, "ray", workers,
+                          startup)
 
 
-def _root_cause(exc: BaseException) -> str:
-    while exc.__cause__ is not None:
-        exc = exc.__cause__
-    return f"{type(exc).__name__}: {exc}".splitlines()[0][:500]
+def _pipeline(job: DistillJob, manifest: dict, todo: list[Shard], workers: int,
+              cpus_per_worker: float):
+    """Pending shards -> edge actor pool -> cloud actor pool (which writes the parts)."""
+    import ray.data
+
+    ctx = ray.data.DataContext.get_current()
+    ctx.enable_progress_bars = False  # ours counts shards
+    ctx.print_on_execution_start = False
+    cloud_bytes = Path(job.cloud.model).read_bytes() if job.cloud.model else None
+    items = [{"index": s.index, "path": s.path, "start": s.start, "stop": s.stop, "ids": s.ids}
+             for s in todo]
+    return (ray.data.from_items(items, override_num_blocks=len(items))
+            .map_batches(EdgeWorker, batch_size=1,
+                         compute=ray.data.ActorPoolStrategy(size=workers),
+                         num_cpus=cpus_per_worker,
+                         fn_constructor_args=(Path(job.edge).read_bytes(), job.batch_size))
+            .map_batches(CloudWorker, batch_size=1,
+                         compute=ray.data.ActorPoolStrategy(size=workers),
+                         num_cpus=cpus_per_worker,
+                         fn_constructor_args=(job, cloud_bytes, manifest)))

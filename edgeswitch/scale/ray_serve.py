@@ -45,6 +45,17 @@ class Scaling:
     max_ongoing: int = 64             # requests a replica holds at once (Ray's default, 5,
                                       # would cap a batch at 5 requests)
 
+    def __post_init__(self) -> None:
+        checks = [(self.replicas >= 1, f"replicas must be >= 1, got {self.replicas}"),
+                  (self.max_replicas is None or self.max_replicas >= self.replicas,
+                   f"max replicas ({self.max_replicas}) must be >= replicas ({self.replicas})"),
+                  (self.target_ongoing > 0, "target ongoing requests must be > 0"),
+                  (self.cpus_per_replica > 0, "CPUs per replica must be > 0"),
+                  (self.max_ongoing >= 1, f"max ongoing must be >= 1, got {self.max_ongoing}")]
+        for ok, message in checks:
+            if not ok:
+                raise EdgeSwitchError(f"Ray Serve: {message}")
+
     def options(self) -> dict:
         opts = {"ray_actor_options": {"num_cpus": self.cpus_per_replica},
                 "max_ongoing_requests": self.max_ongoing,
@@ -79,9 +90,10 @@ class CloudService:
 
     async def _predict(self, X: np.ndarray) -> np.ndarray:
         # in a thread: the replica's event loop keeps taking requests, so the next batch forms
-        proba = await asyncio.to_thread(self.model.predict_proba, X)
+        from edgeswitch.serving.app import run_model
+
         self.http_app.state.metrics.batch_size.observe(len(X))
-        return np.asarray(proba)
+        return await asyncio.to_thread(run_model, self.model, X, len(self.info.classes_))
 
     # batch size in clips, as on the plain server (max_batch is set per replica in __init__)
     @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.0,
@@ -154,14 +166,9 @@ def serve_ray(model_path: str | Path, cfg: ServeConfig, host: str, port: int,
 
         with bind_socket(host, 0) as s:
             port = s.getsockname()[1]
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    kwargs = dict(include_dashboard=False, log_to_driver=False, logging_level="warning")
-    if address:
-        ray.init(address=address, **kwargs)
-    else:
-        need = int(np.ceil((scaling.max_replicas or scaling.replicas)
-                           * scaling.cpus_per_replica)) + 1
-        ray.init(num_cpus=max(os.cpu_count() or 1, need), **kwargs)
+    from edgeswitch.scale.cluster import start_ray
+
+    start_ray(address, (scaling.max_replicas or scaling.replicas) * scaling.cpus_per_replica)
     http = {"host": host, "port": port}
     if ssl_certfile:
         http |= {"ssl_certfile": ssl_certfile, "ssl_keyfile": ssl_keyfile}

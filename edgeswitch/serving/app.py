@@ -185,6 +185,19 @@ KNOWN_PATHS = ("/v1/classify", "/v1/chat/completions", "/v1/models", "/healthz",
 
 # ---- the app ------------------------------------------------------------------------------
 
+def check_shape(proba, n: int, k: int) -> np.ndarray:
+    """A broken backend is a 500, never garbage: the shape is checked on every whole model run
+    (before a batch is split among its requests) and again on each request's share."""
+    proba = np.asarray(proba, dtype=np.float64)
+    if proba.shape != (n, k):
+        raise RuntimeError(f"backend returned {proba.shape} for {n} clips of {k} classes")
+    return proba
+
+
+def run_model(model, X: np.ndarray, k: int) -> np.ndarray:
+    return check_shape(model.predict_proba(X), len(X), k)
+
+
 def create_app(model, cfg: ServeConfig | None = None, token: str | None = None,
                faults: tuple[Fault, ...] = (), model_id: str | None = None,
                seed: int = 0, runner: Callable[[np.ndarray], Awaitable] | None = None) -> FastAPI:
@@ -200,15 +213,12 @@ def create_app(model, cfg: ServeConfig | None = None, token: str | None = None,
 
     batcher = None
     if runner is None:
-        batcher = DynamicBatcher(model.predict_proba, cfg.max_batch, cfg.max_wait_ms,
-                                 on_batch=metrics.batch_size.observe)
+        batcher = DynamicBatcher(lambda X: run_model(model, X, len(classes)), cfg.max_batch,
+                                 cfg.max_wait_ms, on_batch=metrics.batch_size.observe)
         runner = batcher.submit
 
     async def run(X: np.ndarray) -> np.ndarray:
-        proba = np.asarray(await runner(X), dtype=np.float64)
-        if proba.shape != (len(X), len(classes)):  # a broken backend is a 500, never garbage
-            raise RuntimeError(f"backend returned {proba.shape} for {len(X)} clips")
-        return proba
+        return check_shape(await runner(X), len(X), len(classes))
 
     async def lifespan(app):
         if batcher is not None:

@@ -1,0 +1,42 @@
+"""Helpers the subcommands share: optional extras, config sections, runtime flags."""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import fields
+
+from edgeswitch.errors import EdgeSwitchError
+
+
+def need_extra(module: str, extra: str) -> None:
+    import importlib.util
+
+    if importlib.util.find_spec(module) is None:
+        raise EdgeSwitchError(f"this needs the '{extra}' extra: pip install -e \".[{extra}]\"")
+
+
+def config_section(args, name: str):
+    """The config's [serve] or [runtime] table, then any flag given on the command line."""
+    from edgeswitch.config import load_config, validate_runtime, validate_serve
+
+    section = getattr(load_config(args.config), name)
+    for f in fields(section):
+        value = getattr(args, f.name, None)
+        if value is not None:
+            setattr(section, f.name, value)
+    return validate_serve(section) if name == "serve" else validate_runtime(section)
+
+
+def runtime_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--protocol", choices=["native", "openai"], default=None,
+                   help="native /v1/classify (default) or OpenAI chat completions")
+    p.add_argument("--deadline-ms", type=float, default=None,
+                   help="per clip: past it the edge answer stands, unverified (default 500)")
+    p.add_argument("--retries", type=int, default=None, help="extra attempts (default 2)")
+    p.add_argument("--backoff-ms", type=float, default=None, help="first backoff (default 20)")
+    p.add_argument("--backoff-max-ms", type=float, default=None,
+                   help="largest backoff (default 200)")
+    p.add_argument("--breaker-failures", type=int, default=None,
+                   help="consecutive failures that open the circuit (default 5)")
+    p.add_argument("--breaker-reset-s", type=float, default=None,
+                   help="seconds before an open circuit lets a probe through (default 5)")

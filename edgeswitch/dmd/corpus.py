@@ -1,0 +1,164 @@
+"""A corpus of unlabelled clip files, cut into shards: the unit of work, resume and parallelism.
+
+A corpus is a folder (or glob, or list) of `.npz` clip files, labelled or not: labels are never
+read. Shards hold at most `shard_size` clips and never straddle two files. Planning reads only
+each file's header and ids, so it is cheap on a large corpus. Files of about `shard_size`
+clips are best on Ray: a worker loads a whole file to read one of its shards.
+"""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import os
+import zipfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from edgeswitch.data.clips import ClipBatch
+from edgeswitch.data.loaders import load_npz
+from edgeswitch.errors import DataError, EdgeSwitchError
+
+
+def corpus_files(spec: str | Path | Sequence[str | Path]) -> list[Path]:
+    """The `.npz` files of a corpus: a folder (its `*.npz`, sorted), a glob, one file, or a
+    list of any of these. Order matters: it is the order of the records."""
+    if isinstance(spec, str | Path):
+        text = str(spec)
+        path = Path(text).expanduser()
+        if path.is_dir():
+            files = sorted(path.glob("*.npz"))
+            if not files:
+                raise DataError(f"{path}: the folder holds no .npz clip files")
+        elif any(c in text for c in "*?["):
+            files = sorted(Path(p) for p in glob.glob(os.path.expanduser(text)))
+            if not files:
+                raise DataError(f"{text}: the pattern matches no files")
+        elif path.is_file():
+            files = [path]
+        else:
+            raise DataError(f"corpus {text}: no such file or folder")
+    else:
+        files = [f for s in spec for f in corpus_files(s)]
+    bad = [f for f in files if f.suffix != ".npz"]
+    if bad:
+        raise DataError(f"{bad[0]}: corpus files must be .npz (X [n,T,C], optional ids, groups)")
+    return files
+
+
+def clip_count(path: Path) -> int:
+    """Clips in an `.npz` from the header of its X array, without reading the data."""
+    try:
+        with zipfile.ZipFile(path) as z, z.open("X.npy") as f:
+            fmt = np.lib.format
+            version = fmt.read_magic(f)
+            read = fmt.read_array_header_1_0 if version == (1, 0) else fmt.read_array_header_2_0
+            shape, _, _ = read(f)
+    except KeyError:
+        raise DataError(f"{path}: missing array 'X'") from None
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError) as exc:
+        raise DataError(f"{path}: not a readable .npz file ({exc})") from None
+    if len(shape) != 3:
+        raise DataError(f"{path}: X must be [n, T, C], got shape {list(shape)}")
+    return int(shape[0])
+
+
+def clip_ids(path: Path, n: int) -> list[str]:
+    """The file's clip ids (its `ids` array, else the loader's default), reading nothing else."""
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            if "ids" not in f.files:
+                return [f"{path.stem}/{i:06d}" for i in range(n)]
+            ids = f["ids"]
+    except ValueError as exc:  # e.g. an object array, which would need pickle
+        raise DataError(f"{path}: ids must be an array of strings ({exc})") from None
+    if ids.shape != (n,) or len(set(ids.tolist())) != n:
+        raise DataError(f"{path}: ids must be {n} unique strings, one per clip, got shape "
+                        f"{list(ids.shape)}")
+    return [str(i) for i in ids]
+
+
+def ids_digest(ids: Sequence[str]) -> str:
+    """A short fingerprint of a shard's clip ids, in order."""
+    return hashlib.sha256("\n".join(ids).encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class Shard:
+    index: int    # position in corpus order; names the part file
+    path: str
+    start: int
+    stop: int
+    ids: str = ""  # ids_digest of its clips
+
+    @property
+    def part(self) -> str:
+        return f"part-{self.index:06d}.parquet"
+
+    @property
+    def size(self) -> int:
+        return self.stop - self.start
+
+
+def plan_shards(files: Sequence[Path], shard_size: int) -> tuple[list[Shard], list[dict]]:
+    """Shards in corpus order, and a fingerprint of each input (to refuse a changed corpus).
+    Clip ids must be unique across the corpus: records are keyed by them."""
+    if shard_size < 1:
+        raise EdgeSwitchError(f"shard size must be >= 1, got {shard_size}")
+    shards, inputs, seen = [], [], {}
+    for f in files:
+        n, st = clip_count(f), f.stat()
+        ids = clip_ids(f, n)
+        for clip_id in ids:
+            other = seen.setdefault(clip_id, f)
+            if other != f:
+                raise DataError(f"clip id {clip_id!r} is in both {other} and {f}; clip ids "
+                                "must be unique across the corpus")
+        inputs.append({"path": str(f.resolve()), "clips": n, "bytes": st.st_size,
+                       "mtime_ns": st.st_mtime_ns})
+        for start in range(0, n, shard_size):
+            stop = min(n, start + shard_size)
+            shards.append(Shard(len(shards), str(f.resolve()), start, stop,
+                                ids_digest(ids[start:stop])))
+    if not shards:
+        raise DataError("the corpus holds no clips")
+    return shards, inputs
+
+
+class ShardReader:
+    """Reads a shard's clips; keeps the last file, since consecutive shards share it."""
+
+    def __init__(self, classes: tuple[str, ...]) -> None:
+        self.classes = tuple(classes)
+        self._path, self._batch = None, None
+
+    def __call__(self, shard: Shard) -> ClipBatch:
+        if shard.path != self._path:
+            batch = load_npz(Path(shard.path), self.classes).without_labels()
+            if len(batch) < shard.stop:
+                raise DataError(f"{shard.path}: holds {len(batch)} clips, the plan expected "
+                                f"{shard.stop}; the file changed during the run")
+            self._path, self._batch = shard.path, batch
+        clips = self._batch.subset(np.arange(shard.start, shard.stop))
+        if shard.ids and ids_digest([str(i) for i in clips.ids]) != shard.ids:
+            raise DataError(f"{shard.path}: clip ids of clips {shard.start}..{shard.stop} "
+                            "differ from the plan; the file changed during the run")
+        return clips
+
+
+def write_corpus(clips: ClipBatch, out: str | Path, files: int) -> list[Path]:
+    """Split clips into `files` unlabelled `.npz` files (ids, groups, classes, X): a corpus as
+    devices would upload it. Labels are dropped."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i, idx in enumerate(np.array_split(np.arange(len(clips)), files)):
+        p = out / f"clips-{i:04d}.npz"
+        np.savez(p, X=clips.X[idx].astype(np.float32), ids=np.asarray(clips.ids)[idx].astype(str),
+                 groups=np.asarray(clips.groups)[idx].astype(str),
+                 classes=np.asarray(clips.classes, dtype=str))
+        paths.append(p)
+    return paths
