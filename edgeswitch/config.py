@@ -68,6 +68,18 @@ class ServeConfig:
 
 
 @dataclass
+class DistillConfig:
+    """Sharded DMD runs (`edgeswitch distill --out FOLDER`; see edgeswitch.dmd.shards)."""
+
+    engine: str = "local"                    # "local" (this process) | "ray" (Ray Data)
+    shard_size: int = 2048                   # clips per shard: the unit of resume
+    batch_size: int = 256                    # clips per model call or HTTP request
+    workers: int = 2                         # ray: actors per pool (edge and cloud)
+    cpus_per_worker: float = 1.0             # ray: CPUs each actor reserves
+    ray_address: str = ""                    # ray: a running cluster; "" = start a local one
+
+
+@dataclass
 class RunConfig:
     dataset: str = "watch"
     seed: int = 0
@@ -83,6 +95,7 @@ class RunConfig:
     calibration: CalibrationConfig = field(default_factory=CalibrationConfig)
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
     serve: ServeConfig = field(default_factory=ServeConfig)
+    distill: DistillConfig = field(default_factory=DistillConfig)
     curve_points: int = 101
     latency_calls: int = 300
 
@@ -175,7 +188,18 @@ def validate(cfg: RunConfig) -> RunConfig:
     _need(cfg.window_s > 0 and cfg.stride_s > 0, "window_s and stride_s must be > 0")
     validate_runtime(cfg.runtime)
     validate_serve(cfg.serve)
+    validate_distill(cfg.distill)
     return cfg
+
+
+def validate_distill(d: DistillConfig) -> DistillConfig:
+    _need(d.engine in ("local", "ray"), f"distill.engine must be 'local' or 'ray', got "
+          f"{d.engine!r}")
+    for key in ("shard_size", "batch_size", "workers"):
+        _need(isinstance(getattr(d, key), int) and getattr(d, key) >= 1,
+              f"distill.{key} must be an int >= 1")
+    _need(d.cpus_per_worker > 0, "distill.cpus_per_worker must be > 0")
+    return d
 
 
 def _need(ok: bool, msg: str) -> None:

@@ -174,6 +174,21 @@ def test_cli_sharded_distill_and_its_refusals(corpus, bm_files, tmp_path, capsys
     assert sw.exists()
 
 
+def test_distill_settings_come_from_the_config_file_then_flags(corpus, bm_files, tmp_path,
+                                                               capsys):
+    cfg = tmp_path / "run.toml"
+    cfg.write_text("[distill]\nshard_size = 40\nbatch_size = 5\n")
+    common = ["distill", "--data", str(corpus), "--edge", str(bm_files["edge"]), "--cloud",
+              str(bm_files["cloud"]), "--quiet", "--json", "--config", str(cfg)]
+    assert main([*common, "--out", str(tmp_path / "a")]) == 0
+    assert '"shards": 3' in capsys.readouterr().out  # 27, 27, 26 clips: one shard per file
+    assert main([*common, "--out", str(tmp_path / "b"), "--shard-size", "10"]) == 0
+    assert '"shards": 9' in capsys.readouterr().out  # the flag wins
+    cfg.write_text("[distill]\nengine = \"spark\"\n")
+    assert main([*common, "--out", str(tmp_path / "c")]) == 2
+    assert "distill.engine must be 'local' or 'ray'" in capsys.readouterr().err
+
+
 def test_ray_serve_app_builder_checks_its_args(bm_files):
     ray = pytest.importorskip("ray", reason="needs the ray extra")
     from edgeswitch.scale.ray_serve import app_builder

@@ -16,15 +16,16 @@ def need_extra(module: str, extra: str) -> None:
 
 
 def config_section(args, name: str):
-    """The config's [serve] or [runtime] table, then any flag given on the command line."""
-    from edgeswitch.config import load_config, validate_runtime, validate_serve
+    """The config's [serve], [runtime] or [distill] table, then any flag given on the command
+    line (flags default to None, so a flag left out keeps the file's value)."""
+    from edgeswitch import config
 
-    section = getattr(load_config(args.config), name)
+    section = getattr(config.load_config(args.config), name)
     for f in fields(section):
         value = getattr(args, f.name, None)
         if value is not None:
             setattr(section, f.name, value)
-    return validate_serve(section) if name == "serve" else validate_runtime(section)
+    return getattr(config, f"validate_{name}")(section)
 
 
 def runtime_flags(p: argparse.ArgumentParser) -> None:

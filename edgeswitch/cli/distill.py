@@ -13,11 +13,11 @@ import sys
 from dataclasses import asdict
 from pathlib import Path
 
+from edgeswitch.cli.common import config_section
 from edgeswitch.errors import EdgeSwitchError
 
 
 def _cloud_spec(args):
-    from edgeswitch.cli.common import config_section
     from edgeswitch.runtime.cloud import CloudSpec
     from edgeswitch.serving.server import resolve_token
 
@@ -31,15 +31,16 @@ def cmd_distill(args) -> int:
     if args.deadline_ms is None:
         args.deadline_ms = 60_000.0  # DMD is offline work: a slow cloud is waited for
     spec = _cloud_spec(args)
+    settings = config_section(args, "distill")  # [distill] of --config, then flags
     if Path(args.out).suffix == ".parquet":
-        if args.engine != "local":
-            raise EdgeSwitchError(f"--engine {args.engine} writes a sharded folder: give --out "
-                                  "a folder name, not a .parquet file")
-        return _distill_file(args, spec)
-    return _distill_sharded(args, spec)
+        if settings.engine != "local":
+            raise EdgeSwitchError("the ray engine writes a sharded folder: give --out a folder "
+                                  "name, not a .parquet file")
+        return _distill_file(args, spec, settings)
+    return _distill_sharded(args, spec, settings)
 
 
-def _distill_file(args, spec) -> int:
+def _distill_file(args, spec, settings) -> int:
     from edgeswitch.cli.steps import _load_split, _out_file
     from edgeswitch.dmd import distill
     from edgeswitch.models import OnnxClassifier
@@ -51,7 +52,7 @@ def _distill_file(args, spec) -> int:
     check_clip_classes(clips, edge)
     cloud = spec.build(edge.classes_)
     try:
-        records = distill(edge, cloud, clips, batch_size=args.batch_size,
+        records = distill(edge, cloud, clips, batch_size=settings.batch_size,
                           progress=not args.quiet)
     finally:
         if hasattr(cloud, "close"):
@@ -62,7 +63,7 @@ def _distill_file(args, spec) -> int:
     return 0
 
 
-def _distill_sharded(args, spec) -> int:
+def _distill_sharded(args, spec, settings) -> int:
     from edgeswitch.data.loaders import BUILTIN
     from edgeswitch.dmd.shards import DistillJob, agreement, run_local
 
@@ -73,15 +74,16 @@ def _distill_sharded(args, spec) -> int:
     if args.split not in (None, "all"):
         raise EdgeSwitchError("a sharded run reads every clip of the corpus; --split does not "
                               "apply (split the files instead)")
+    d = settings
     job = DistillJob(corpus=[args.data], out=args.out, edge=args.edge, cloud=spec,
-                     shard_size=args.shard_size, batch_size=args.batch_size)
-    if args.engine == "ray":
+                     shard_size=d.shard_size, batch_size=d.batch_size)
+    if d.engine == "ray":
         from edgeswitch.cli.common import need_extra
         from edgeswitch.scale.ray_distill import run_ray
 
         need_extra("ray", "ray")
-        summary = run_ray(job, workers=args.workers, address=args.ray_address,
-                          cpus_per_worker=args.cpus_per_worker, progress=not args.quiet)
+        summary = run_ray(job, workers=d.workers, address=d.ray_address or None,
+                          cpus_per_worker=d.cpus_per_worker, progress=not args.quiet)
     else:
         summary = run_local(job, progress=not args.quiet)
     agree = agreement(args.out)
@@ -117,7 +119,8 @@ def add_parser(sub, add_common) -> None:
     p.add_argument("--split", default=None, choices=["all", "train", "pool", "calib", "test"],
                    help="which group split of --data (default: pool; a sharded run reads all)")
     p.add_argument("--seed", type=int, default=None, help="split seed (default from config)")
-    p.add_argument("--config", default=None, help="TOML config (split shares, [runtime]...)")
+    p.add_argument("--config", default=None,
+                   help="TOML config: split shares, [runtime], [distill] (flags override it)")
     p.add_argument("--edge", required=True, help="edge model (.onnx)")
     p.add_argument("--cloud", default=None, help="cloud model (.onnx), run in the worker")
     p.add_argument("--cloud-url", default=None,
@@ -130,14 +133,15 @@ def add_parser(sub, add_common) -> None:
     runtime_flags(p)
     p.add_argument("--out", default="dmd.parquet",
                    help="a .parquet file, or a folder for a sharded, resumable run")
-    p.add_argument("--engine", choices=["local", "ray"], default="local",
+    p.add_argument("--engine", choices=["local", "ray"], default=None,
                    help="local: this process (default); ray: Ray Data actor pools")
-    p.add_argument("--shard-size", type=int, default=2048, help="clips per shard (default 2048)")
-    p.add_argument("--batch-size", type=int, default=256,
+    p.add_argument("--shard-size", type=int, default=None,
+                   help="clips per shard (default 2048)")
+    p.add_argument("--batch-size", type=int, default=None,
                    help="clips per model call or HTTP request (default 256)")
-    p.add_argument("--workers", type=int, default=2,
+    p.add_argument("--workers", type=int, default=None,
                    help="ray: actors per pool (edge and cloud; default 2)")
-    p.add_argument("--cpus-per-worker", type=float, default=1.0,
+    p.add_argument("--cpus-per-worker", type=float, default=None,
                    help="ray: CPUs each actor reserves (default 1)")
     p.add_argument("--ray-address", default=None,
                    help="ray: a running cluster (e.g. 10.0.0.5:6379 or auto); default: start "
