@@ -105,6 +105,8 @@ def test_sigkill_then_resume_gives_the_uninterrupted_records(point, corpus, bm_f
         r = subprocess.run(ns.wrap(cmd), env=ENV, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
     summary = json.loads(r.stdout.strip().splitlines()[-1])
+    print(f"killed at {point}: {done_at_kill} of {SHARDS} parts done; resume skipped "
+          f"{summary['skipped']}, wrote {summary['written']}")  # shown with pytest -s
     assert summary["skipped"] >= done_at_kill and summary["skipped"] + summary["written"] == SHARDS
     assert not list(out.glob(".part-*"))  # no temp file left behind
     assert records_equal(DMDRecords.from_parquet(out), reference)
@@ -153,6 +155,7 @@ def test_a_failing_cloud_ends_the_ray_run_with_its_reason(corpus, bm_files, tmp_
             timeout=300)
     assert r.returncode == 2, r.stderr[-3000:]
     message = r.stderr.strip().splitlines()[-1]
+    print(message)  # shown with pytest -s
     assert "the Ray DMD run failed; finished shards are kept" in message, message
     assert "http_500" in message and "Traceback" not in r.stderr, message
     assert _parts(out) == 0
