@@ -1,0 +1,1 @@
+"""Video: decoding to clips (PyAV), pose and fall models, vision-language cloud models."""

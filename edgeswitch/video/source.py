@@ -1,0 +1,199 @@
+"""Video in, clips out: PyAV decoding of files, folders and live streams into sliding clips.
+
+A source is a file, an `rtsp://` / `http(s)://` URL, or a webcam index ("0" = /dev/video0).
+Frames are decoded once, thinned to an fps cap, resized, and cut into sliding clips of
+`length_s` seconds every `stride_s` seconds; each clip keeps `frames` frames sampled evenly
+in time. Live sources have no end: a consumer stops by closing the iterator.
+
+A file that cannot be opened or decoded raises `VideoError` naming the file and the problem;
+`folder_clips` records it and goes on with the next file.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+from collections import deque
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from edgeswitch.errors import DataError, EdgeSwitchError
+
+VIDEO_SUFFIXES = (".mp4", ".mkv", ".avi", ".mov", ".webm", ".m4v", ".mpg", ".mpeg", ".ts")
+
+
+class VideoError(DataError):
+    """A video that cannot be opened or decoded (the message names the source)."""
+
+
+@dataclass(frozen=True)
+class ClipSpec:
+    """How a stream of frames becomes clips."""
+
+    length_s: float = 2.0              # clip duration
+    stride_s: float = 1.0              # start of one clip to the next
+    frames: int = 8                    # frames kept per clip, evenly spaced in time
+    fps_cap: float | None = 10.0       # decode every frame, keep at most this many per second
+    size: tuple[int, int] | None = None  # (width, height) to resize to; None = as decoded
+
+    def __post_init__(self) -> None:
+        if not (self.length_s > 0 and self.stride_s > 0):
+            raise EdgeSwitchError("clip length and stride must be > 0 seconds")
+        if not (isinstance(self.frames, int) and self.frames >= 1):
+            raise EdgeSwitchError(f"frames per clip must be an int >= 1, got {self.frames!r}")
+        if self.fps_cap is not None and self.fps_cap <= 0:
+            raise EdgeSwitchError(f"fps cap must be > 0, got {self.fps_cap}")
+        if self.size is not None and (len(self.size) != 2 or min(self.size) < 8):
+            raise EdgeSwitchError(f"resize must be (width, height) >= 8 pixels, got {self.size}")
+
+
+@dataclass
+class VideoClip:
+    """`frames` RGB frames [N, H, W, 3] uint8 of one clip, with their times in the source."""
+
+    source: str
+    start_s: float
+    end_s: float
+    frames: np.ndarray
+    times: np.ndarray
+    meta: dict = field(default_factory=dict)
+
+    @property
+    def clip_id(self) -> str:
+        return f"{self.source}@{self.start_s:09.3f}"
+
+
+def open_container(source: str | int, timeout_s: float = 10.0):
+    """A PyAV input container for a file, a URL or a webcam index."""
+    import av
+
+    text = str(source)
+    try:
+        if text.isdigit():  # a webcam: Video4Linux device
+            return av.open(f"/dev/video{text}", format="v4l2", timeout=timeout_s)
+        if "://" in text:
+            options = {"rtsp_transport": "tcp"} if text.startswith("rtsp") else {}
+            return av.open(text, options=options, timeout=timeout_s)
+        if not Path(text).is_file():
+            raise VideoError(f"video not found: {text}")
+        return av.open(text)
+    except av.error.FFmpegError as exc:
+        raise VideoError(f"{text}: cannot open as video ({_reason(exc)})") from None
+
+
+def _reason(exc: Exception) -> str:
+    return getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+
+
+def iter_frames(source: str | int, fps_cap: float | None = None,
+                size: tuple[int, int] | None = None) -> Iterator[tuple[float, np.ndarray]]:
+    """(time in seconds, RGB frame [H, W, 3] uint8), thinned to at most `fps_cap` per second."""
+    import av
+
+    container = open_container(source)
+    text = str(source)
+    try:
+        if not container.streams.video:
+            raise VideoError(f"{text}: has no video stream")
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"  # frame-parallel decoding where the codec allows
+        gap = 1.0 / fps_cap if fps_cap else 0.0
+        next_t, n = -np.inf, 0
+        try:
+            for frame in container.decode(stream):
+                t = float(frame.time) if frame.time is not None else n / float(
+                    stream.average_rate or 25)
+                n += 1
+                if t + 1e-6 < next_t:
+                    continue
+                next_t = max(next_t + gap, t) if np.isfinite(next_t) else t + gap
+                kwargs = {"width": size[0], "height": size[1]} if size else {}
+                yield t, frame.to_ndarray(format="rgb24", **kwargs)
+        except av.error.FFmpegError as exc:
+            raise VideoError(f"{text}: decoding failed after {n} frames ({_reason(exc)})") \
+                from None
+        if n == 0:
+            raise VideoError(f"{text}: no frame could be decoded (empty or truncated file)")
+    finally:
+        container.close()
+
+
+def iter_clips(source: str | int, spec: ClipSpec | None = None,
+               name: str | None = None) -> Iterator[VideoClip]:
+    """Sliding clips over a source. A clip is emitted once its window has passed, so a live
+    stream yields each clip `length_s` after its start. At the end of a file the last window
+    counts if its frames reach its end (within one frame interval); a shorter remainder is
+    dropped, since a partial clip would mislead a temporal model."""
+    spec = spec or ClipSpec()
+    name = name or str(source)
+    window: deque[tuple[float, np.ndarray]] = deque()
+    start, t = None, None
+    for t, frame in iter_frames(source, spec.fps_cap, spec.size):
+        if start is None:
+            start = t
+        window.append((t, frame))
+        while t >= start + spec.length_s:  # the window [start, start + length) is complete
+            inside = [(ft, f) for ft, f in window if ft < start + spec.length_s]
+            if inside:
+                yield _sample(name, start, spec, inside)
+            start += spec.stride_s
+            while window and window[0][0] < start:
+                window.popleft()
+    if len(window) >= 2:
+        interval = float(np.median(np.diff([ft for ft, _ in window])))
+        if t + interval >= start + spec.length_s - 1e-6:
+            yield _sample(name, start, spec, list(window))
+
+
+def _sample(name: str, start: float, spec: ClipSpec,
+            inside: Sequence[tuple[float, np.ndarray]]) -> VideoClip:
+    times = np.asarray([t for t, _ in inside])
+    wanted = start + (np.arange(spec.frames) + 0.5) * spec.length_s / spec.frames
+    pick = np.abs(times[None, :] - wanted[:, None]).argmin(axis=1)  # nearest frame in time
+    return VideoClip(source=name, start_s=round(start, 3), end_s=round(start + spec.length_s, 3),
+                     frames=np.stack([inside[i][1] for i in pick]), times=times[pick])
+
+
+def video_files(spec: str | Path | Sequence[str | Path]) -> list[Path]:
+    """Video files of a folder (sorted), a glob, one file, or a list of these."""
+    if not isinstance(spec, str | Path):
+        return [f for s in spec for f in video_files(s)]
+    text = str(spec)
+    path = Path(text).expanduser()
+    if path.is_dir():
+        files = sorted(p for p in path.iterdir() if p.suffix.lower() in VIDEO_SUFFIXES)
+        if not files:
+            raise VideoError(f"{path}: the folder holds no video files {VIDEO_SUFFIXES}")
+        return files
+    if any(c in text for c in "*?["):
+        files = sorted(Path(p) for p in glob.glob(os.path.expanduser(text)))
+        if not files:
+            raise VideoError(f"{text}: the pattern matches no files")
+        return files
+    if not path.is_file():
+        raise VideoError(f"video not found: {text}")
+    return [path]
+
+
+@dataclass
+class FolderRun:
+    """What `folder_clips` met: the files it read fully and the ones it had to skip."""
+
+    done: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)
+
+
+def folder_clips(spec: str | Path | Sequence[str | Path], clip: ClipSpec | None = None,
+                 report: FolderRun | None = None) -> Iterator[VideoClip]:
+    """Clips of every video in turn. A file that fails is recorded in `report.failed` with the
+    reason and the run goes on; clips already yielded from it stand."""
+    report = report if report is not None else FolderRun()
+    for path in video_files(spec):
+        try:
+            yield from iter_clips(path, clip, name=path.name)
+            report.done.append(str(path))
+        except VideoError as exc:
+            report.failed[str(path)] = str(exc)
