@@ -177,7 +177,7 @@ class OpenAITransport:
             await self._client.close()
 
 
-def _match(text: str, classes: tuple[str, ...]) -> int | None:
+def match_class(text: str, classes: tuple[str, ...]) -> int | None:
     """The class a token or answer names: exact (case-insensitive), else a unique prefix."""
     t = text.strip().strip("\"'.").lower()
     if not t:
@@ -185,6 +185,8 @@ def _match(text: str, classes: tuple[str, ...]) -> int | None:
     lowered = [c.lower() for c in classes]
     if t in lowered:
         return lowered.index(t)
+    if len(t) < 2:  # "a" or "f" says nothing: text tokens start with them all the time
+        return None
     hits = [i for i, c in enumerate(lowered) if c.startswith(t)]
     return hits[0] if len(hits) == 1 else None
 
@@ -218,7 +220,7 @@ def proba_from_chat(content: str, top: list[tuple[str, float]],
     k = len(classes)
     p = np.zeros(k)
     for token, logprob in top:
-        i = _match(token, classes)
+        i = match_class(token, classes)
         if i is not None and logprob is not None and math.isfinite(logprob):
             p[i] += math.exp(logprob)
     if p.sum() > 0:
