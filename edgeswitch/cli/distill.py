@@ -28,6 +28,10 @@ def _cloud_spec(args):
 
 
 def cmd_distill(args) -> int:
+    from edgeswitch.cli.video import distill_videos, is_video_source
+
+    if is_video_source(args.data):
+        return distill_videos(args)
     if args.deadline_ms is None:
         args.deadline_ms = 60_000.0  # DMD is offline work: a slow cloud is waited for
     spec = _cloud_spec(args)
@@ -115,13 +119,16 @@ def add_parser(sub, add_common) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", required=True,
                    help="watch, basicmotions, a .npz / .ts / .arff file or UEA folder; with a "
-                   "folder --out: a folder or glob of .npz files")
+                   "folder --out: a folder or glob of .npz files; or a folder of videos "
+                   "(then --edge nfd | pose:MODEL.onnx, and --cloud-url URL --model NAME for "
+                   "an OpenAI-compatible VLM, or --cloud yolo-fall)")
     p.add_argument("--split", default=None, choices=["all", "train", "pool", "calib", "test"],
                    help="which group split of --data (default: pool; a sharded run reads all)")
     p.add_argument("--seed", type=int, default=None, help="split seed (default from config)")
     p.add_argument("--config", default=None,
                    help="TOML config: split shares, [runtime], [distill] (flags override it)")
-    p.add_argument("--edge", required=True, help="edge model (.onnx)")
+    p.add_argument("--edge", required=True, help="edge model (.onnx; for video: nfd, "
+                   "pose:MODEL.onnx, hf-vilt:DIR)")
     p.add_argument("--cloud", default=None, help="cloud model (.onnx), run in the worker")
     p.add_argument("--cloud-url", default=None,
                    help="or: a cloud server (edgeswitch serve-cloud or OpenAI-compatible)")
@@ -147,5 +154,9 @@ def add_parser(sub, add_common) -> None:
                    help="ray: a running cluster (e.g. 10.0.0.5:6379 or auto); default: start "
                    "a local one for this run")
     p.add_argument("--json", action="store_true", help="print a JSON summary (sharded runs)")
+    from edgeswitch.cli.video import clip_args, vlm_args
+
+    clip_args(p)
+    vlm_args(p)
     add_common(p)
     p.set_defaults(func=cmd_distill)

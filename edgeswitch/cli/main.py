@@ -78,10 +78,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(p)
     p.set_defaults(func=cmd_demo)
 
-    from edgeswitch.cli import serve, steps
+    from edgeswitch.cli import serve, steps, video
 
     steps.add_parsers(sub, _add_common)
     serve.add_parsers(sub, _add_common)
+    video.add_parsers(sub, _add_common)
     return parser
 
 

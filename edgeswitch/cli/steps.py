@@ -29,8 +29,8 @@ def _load_split(args, classes: tuple[str, ...] | None = None) -> tuple:
     return getattr(splits, args.split), splits, cfg
 
 
-def _data_args(p: argparse.ArgumentParser, default_split: str) -> None:
-    p.add_argument("--data", required=True,
+def _data_args(p: argparse.ArgumentParser, default_split: str, required: bool = True) -> None:
+    p.add_argument("--data", required=required,
                    help="watch, basicmotions, or a .npz / .ts / .arff file or UEA folder")
     p.add_argument("--split", default=default_split,
                    choices=["all", "train", "pool", "calib", "test"],
@@ -99,22 +99,48 @@ def cmd_train_switcher(args) -> int:
     return 0
 
 
-def cmd_calibrate(args) -> int:
-    from edgeswitch.config import CalibrationConfig, RunConfig, validate
-    from edgeswitch.pipeline import Costs, calibrate, check_clip_classes, measure_costs
+def _calibration_inputs(args):
+    """(switcher, scores, disagreement or None, costs) from clips and models, or from the DMD
+    records of unlabelled calibration clips (--dmd: any modality, no model run needed)."""
+    from edgeswitch.pipeline import Costs, check_clip_classes, measure_costs
 
+    no_costs = Costs(0, 0, 1, 0, 0, 1)
+    if args.dmd:
+        from edgeswitch.dmd import DMDRecords
+        from edgeswitch.switcher import MLPSwitcher
+
+        if args.mode == "budget":
+            raise EdgeSwitchError("budget mode times the models on clips; with --dmd use "
+                                  "offload or disagreement")
+        records = DMDRecords.from_parquet(args.dmd)
+        sw = MLPSwitcher.load(args.switcher)
+        expected = sw.meta.get("edge_model")
+        if expected and expected != records.edge_model:
+            raise EdgeSwitchError(f"switcher was trained on outputs of {expected}, the "
+                                  f"records are from {records.edge_model}")
+        return sw, sw.score(records.edge), records.edge_label != records.cloud_label, no_costs
+    if not (args.data and args.edge):
+        raise EdgeSwitchError("calibrate needs --data and --edge (or --dmd records)")
     clips, _, _ = _load_split(args)
     edge, cloud = _models(args, cloud_needed=args.mode in ("budget", "disagreement"))
     check_clip_classes(clips, edge)
     sw = _switcher(args, edge)
+    edge_out = edge.outputs(clips.X)
+    disagree = edge_out.label != cloud.predict(clips.X) if args.mode == "disagreement" else None
+    costs = measure_costs(edge, sw, cloud, clips.X, 100) if args.mode == "budget" else no_costs
+    return sw, sw.score(edge_out), disagree, costs
+
+
+def cmd_calibrate(args) -> int:
+    from edgeswitch.config import CalibrationConfig, RunConfig, validate
+    from edgeswitch.pipeline import calibrate
+
     cfg = validate(RunConfig(calibration=CalibrationConfig(
         mode=args.mode, rate=args.rate, budget=args.budget, epsilon=args.epsilon,
         delta=args.delta, grid=args.grid, adaptive=not args.fixed)))
-    edge_out = edge.outputs(clips.X)
-    scores = sw.score(edge_out)
-    disagree = edge_out.label != cloud.predict(clips.X) if args.mode == "disagreement" else None
-    costs = measure_costs(edge, sw, cloud, clips.X, 100) if args.mode == "budget" \
-        else Costs(0, 0, 1, 0, 0, 1)
+    sw, scores, disagree, costs = _calibration_inputs(args)
+    if args.mode != "disagreement":
+        disagree = None
     # without DMD records at hand the candidate thresholds are fixed in advance: a fine grid
     grid_source = np.linspace(0, 1, 1001)
     op = calibrate(cfg, scores, disagree, grid_source, costs)
@@ -173,8 +199,11 @@ def add_parsers(sub, add_common) -> None:
                        "as a fraction of cloud-only, from measured latencies) or disagreement "
                        "(edge/cloud disagreement among kept clips <= epsilon with probability "
                        ">= 1 - delta; Clopper-Pearson with Bonferroni over the grid).")
-    _data_args(p, "calib")
-    p.add_argument("--edge", required=True)
+    _data_args(p, "calib", required=False)
+    p.add_argument("--edge", default=None, help="edge model (.onnx); not with --dmd")
+    p.add_argument("--dmd", default=None,
+                   help="or: DMD records of unlabelled calibration clips (any modality, e.g. "
+                   "from `distill --data VIDEOS`); offload and disagreement modes")
     p.add_argument("--switcher", required=True)
     p.add_argument("--cloud", default=None, help="needed for budget and disagreement modes")
     p.add_argument("--mode", choices=["offload", "budget", "disagreement"], default="offload")

@@ -40,6 +40,18 @@ def check_clips(X: object, name: str = "X") -> np.ndarray:
     return X
 
 
+def model_input(X: object) -> np.ndarray:
+    """What a model call takes: sensor clips [n, T, C] (checked), or a list of other clip
+    objects (video clips) as a 1-D object array, so boolean masks select from either."""
+    if isinstance(X, list | tuple) or (isinstance(X, np.ndarray) and X.dtype == object):
+        items = list(X)
+        if items and not isinstance(items[0], np.ndarray | list | tuple | float | int):
+            out = np.empty(len(items), dtype=object)
+            out[:] = items
+            return out
+    return check_clips(X)
+
+
 @dataclass(frozen=True)
 class ClipBatch:
     """Clips `X [n, T, C]` with optional labels, their groups (subject / recording) and ids.

@@ -63,6 +63,21 @@ class InProcessCloud:
 
 
 
+class NoCloud:
+    """No cloud at all (an edge-only deployment): every ask fails with reason "no_cloud"."""
+
+    name = "no-cloud"
+
+    def __init__(self, classes: tuple[str, ...]) -> None:
+        self.classes_ = tuple(classes)
+
+    def classify(self, X) -> np.ndarray:
+        raise ModelError("no cloud model is configured")
+
+    def request(self, X, deadline: float | None = None) -> CloudReply:
+        return CloudReply(None, "no_cloud", 0, 0.0, "no cloud model is configured")
+
+
 def ask(cloud: CloudClient, X: np.ndarray, deadline: float | None = None) -> CloudReply:
     """Any client's answer as a `CloudReply`: its own `request` where it has one (remote
     clients, which enforce the deadline), else `classify` with a failure turned into a reason.

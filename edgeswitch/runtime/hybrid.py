@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from edgeswitch.data.clips import check_clips
+from edgeswitch.data.clips import model_input
 from edgeswitch.errors import EdgeSwitchError
 from edgeswitch.models.base import ClipClassifier, ModelOutput, check_same_classes
 from edgeswitch.runtime.cloud import CloudClient, CloudReply, InProcessCloud
@@ -81,7 +81,7 @@ class HybridClassifier:
     def classify(self, X: np.ndarray, ids=None, groups=None) -> HybridResult:
         t0 = time.monotonic()
         deadline = t0 + getattr(self.cloud, "deadline_s", float("inf"))
-        X = check_clips(X)
+        X = model_input(X)
         n, k = len(X), len(self.classes_)
         edge_out = self.edge.outputs(X)
         score = self.router.score(edge_out)

