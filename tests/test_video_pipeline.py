@@ -4,6 +4,7 @@ calibration, then `watch` on a synthesised video and on a real sample clip."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import signal
@@ -132,3 +133,14 @@ def test_watch_stops_cleanly_on_ctrl_c(trained, tmp_path):
 
     with av.open(str(annotated)) as c:  # the video was finalised: it decodes
         assert sum(1 for _ in c.decode(video=0)) >= 3 * 8
+
+
+@pytest.mark.skipif(importlib.util.find_spec("fall_detection") is None,
+                    reason="yolo-fall is opt-in: its AGPL weights are not installed")
+def test_dmd_with_the_yolo_fall_cloud_when_installed(tmp_path):
+    folder = synthetic_videos(tmp_path / "v", 2, 7)
+    out = tmp_path / "yolo.parquet"
+    assert main(["distill", "--data", str(folder), "--edge", "nfd", "--cloud", "yolo-fall",
+                 "--out", str(out), "--quiet", *CLIP]) == 0
+    records = DMDRecords.from_parquet(out)
+    assert len(records) == 6 and records.cloud_model.startswith("yolo-fall@")
