@@ -64,6 +64,28 @@ def trained(tmp_path_factory):
         yield {"dir": d, "url": url, "vlm": vlm}
 
 
+def test_broken_videos_and_failed_cloud_calls_are_left_out_and_named(tmp_path):
+    from edgeswitch.video.dmd import distill_video
+    from edgeswitch.video.edge_models import NFDFallModel
+    from edgeswitch.video.source import ClipSpec, FolderRun
+    from edgeswitch.video.vlm import OpenAIVLM, VLMConfig
+    from tests.fake_vlm import FakeVLM
+
+    folder = synthetic_videos(tmp_path / "v", 2, 3)
+    (folder / "broken.mp4").write_bytes(b"not a video")
+    report = FolderRun()
+    with FakeVLM() as server:
+        cloud = OpenAIVLM(VLMConfig(server.url, "broken"))  # every call gets HTTP 500
+        edge = NFDFallModel()
+        with pytest.raises(Exception, match="no clip of .* has both answers"):
+            distill_video(edge, cloud, folder, ClipSpec(4, 1, 32, 8), report=report)
+        cloud.close()
+    assert "broken.mp4" in " ".join(report.failed) and "cannot open" in \
+        " ".join(report.failed.values())
+    assert len(report.failed_clips) == 6 and all("HTTP 500" in why for why in
+                                                 report.failed_clips.values())
+
+
 def test_dmd_over_unlabelled_videos(trained, capsys):
     records = DMDRecords.from_parquet(trained["dir"] / "pool.parquet")
     assert len(records) == 8 * 3  # 6 s videos, 4 s clips every second
@@ -93,7 +115,8 @@ def test_watch_a_synthesised_video_with_the_cloud_and_an_annotated_output(traine
         assert r["end_s"] - r["start_s"] == 4.0 and r["latency_ms"]["total"] > 0
     with av.open(str(annotated)) as c:
         frames = sum(1 for _ in c.decode(video=0))
-    assert frames == 3 * 8  # each clip's first second, at 8 fps
+        rate = c.streams.video[0].average_rate
+    assert frames == 48 and rate == 8  # the whole 6 s at the clips' 8 frames per second
 
 
 @pytest.mark.parametrize("name,clips", [("bikes.mp4", 7), ("carphone_pristine.mp4", 1),

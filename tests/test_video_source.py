@@ -23,10 +23,12 @@ from edgeswitch.video.source import (  # noqa: E402
 )
 
 
-def write_video(path: Path, seconds: float = 5.0, fps: int = 25, size=(64, 48)) -> Path:
+def write_video(path: Path, seconds: float = 5.0, fps: int = 25, size=(64, 48),
+                faststart: bool = False) -> Path:
     """A square sliding left to right: its x position tells the frame's time."""
     w, h = size
-    with av.open(str(path), "w") as out:
+    options = {"movflags": "faststart"} if faststart else {}
+    with av.open(str(path), "w", options=options) as out:
         stream = out.add_stream("libx264", rate=fps)
         stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
         for i in range(int(seconds * fps)):
@@ -102,10 +104,44 @@ def test_bad_files_get_clear_errors_and_a_folder_run_goes_on(video, tmp_path):
         list(iter_frames(tmp_path / "missing.mp4"))
     report = FolderRun()
     clips = list(folder_clips(tmp_path, ClipSpec(frames=2), report))
-    assert len(clips) == 4 and {c.source for c in clips} == {"square.mp4"}
+    assert len(clips) == 4 and {c.source for c in clips} == {str(video)}
     assert set(report.failed) == {str(p) for p in (bad, cut, empty)}
     assert report.done == [str(video)]
     assert all(p.name in msg for p, msg in ((Path(k), v) for k, v in report.failed.items()))
+
+
+def test_a_streamable_file_cut_short_is_reported_after_its_clips(tmp_path):
+    """A faststart MP4 (index first) cut in half still decodes its first half: the clips
+    made from it stand, and the run names the file as truncated."""
+    from types import SimpleNamespace
+
+    from edgeswitch.video.source import _check_complete
+
+    full = write_video(tmp_path / "full.mp4", seconds=10, faststart=True, size=(320, 240))
+    cut = tmp_path / "cut" / "half.mp4"
+    cut.parent.mkdir()
+    cut.write_bytes(full.read_bytes()[: full.stat().st_size // 2])
+    # cut inside a packet: the decoder says so; cut between packets: the duration check does
+    with pytest.raises(VideoError, match=r"half.mp4: (decoding failed after [1-9]\d* frames|"
+                       r"truncated)"):
+        list(iter_frames(cut))
+    report = FolderRun()
+    clips = list(folder_clips(cut.parent, ClipSpec(frames=2), report))
+    assert clips and str(cut) in report.failed and not report.done
+    stream = SimpleNamespace(duration=128000, time_base=1 / 12800, average_rate=25)
+    with pytest.raises(VideoError, match=r"x.mp4: truncated: frames end at 4.96 s of a stated "
+                       r"10.00 s"):
+        _check_complete("x.mp4", stream, 4.96)
+    _check_complete("x.mp4", stream, 9.96)  # whole: no error
+
+
+def test_same_file_names_in_two_folders_keep_their_clips_apart(tmp_path):
+    for sub in ("a", "b"):
+        (tmp_path / sub).mkdir()
+        write_video(tmp_path / sub / "cam.mp4", seconds=3)
+    clips = list(folder_clips([tmp_path / "a", tmp_path / "b"], ClipSpec(frames=2)))
+    ids = [c.clip_id for c in clips]
+    assert len(ids) == len(set(ids)) == 4
 
 
 def test_bad_specs_and_sources():

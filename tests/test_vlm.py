@@ -68,6 +68,24 @@ def test_top_logprobs_at_the_label_token_become_probabilities():
     assert p.tolist() == [0.0, 1.0]
 
 
+def test_logprobs_are_read_at_the_answer_not_in_reasoning_or_prose():
+    # reasoning mentions "fall?" before the answer "adl": the label token is after </think>
+    think = [tok("<think>", 1.0), tok("Is it a", 1.0),
+             tok("fall", 0.6, [tok("fall", 0.6), tok("ad", 0.4)]), tok("?</think>", 1.0),
+             tok("ad", 0.7, [tok("ad", 0.7), tok("fall", 0.3)]), tok("l", 1.0)]
+    p = proba_from_reply(reply("<think>Is it a fall?</think>adl", {"content": think}), CLASSES)
+    np.testing.assert_allclose(p, [0.7, 0.3])
+    # "adult" is not the label "adl": the text's answer wins over a token that disagrees
+    prose = [tok("An", 1.0), tok(" ad", 0.9, [tok(" ad", 0.9)]), tok("ult", 1.0),
+             tok(" lies: fall", 1.0)]
+    p = proba_from_reply(reply("An adult lies on the floor: fall", {"content": prose}), CLASSES)
+    assert p.tolist() == [0.0, 1.0]
+    # cut off by max_tokens inside the reasoning: no answer at all
+    with pytest.raises(CloudFailure, match="cut off inside its reasoning"):
+        proba_from_reply({"choices": [{"message": {"content": "<think>The person might fall"},
+                                       "finish_reason": "length"}]}, CLASSES)
+
+
 def _clip(kind: str, tmp_path, seed=0) -> VideoClip:
     kp = synthetic_pose_sequence(kind, steps=32, rng=np.random.default_rng(seed))
     path = tmp_path / f"{kind}.mp4"
@@ -115,10 +133,9 @@ def test_round_trip_to_an_openai_compatible_server_on_loopback(tmp_path):
             if style == "json-logprobs":
                 np.testing.assert_allclose(p[0], [0.15 / 0.95, 0.8 / 0.95])
         assert server.seen[-1]["temperature"] == 0
-        slow = OpenAIVLM(VLMConfig(server.url, "slow", timeout_s=0.5))
-        with pytest.raises(ModelError, match="no answer within 0.5 s"):
-            slow.predict_proba([walk])
-        with pytest.raises(ModelError, match="HTTP 500"):
-            OpenAIVLM(VLMConfig(server.url, "broken")).predict_proba([walk])
-        with pytest.raises(ModelError, match="HTTP 404"):
-            OpenAIVLM(VLMConfig(server.url, "gpt-9")).predict_proba([walk])
+        for style, timeout, error in (("slow", 0.5, "no answer within 0.5 s"),
+                                      ("broken", 10, "HTTP 500"), ("gpt-9", 10, "HTTP 404")):
+            vlm = OpenAIVLM(VLMConfig(server.url, style, timeout_s=timeout))
+            with pytest.raises(ModelError, match=error):
+                vlm.predict_proba([walk])
+            vlm.close()

@@ -93,6 +93,9 @@ def main(argv: list[str] | None = None) -> int:
     except EdgeSwitchError as exc:
         print(f"edgeswitch: error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # a file that cannot be read or written: its name and why
+        print(f"edgeswitch: error: {exc}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("edgeswitch: interrupted", file=sys.stderr)
         return 130

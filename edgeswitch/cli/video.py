@@ -73,7 +73,10 @@ def video_models(args, need_cloud: bool = True):
         vlm = {"frames": args.vlm_frames, "constraint": args.constraint,
                "logprobs": not args.no_logprobs, "timeout_s": args.vlm_timeout_s}
         if args.prompt_file:
-            vlm["prompt"] = Path(args.prompt_file).read_text()
+            try:
+                vlm["prompt"] = Path(args.prompt_file).read_text()
+            except OSError as exc:
+                raise EdgeSwitchError(f"cannot read --prompt-file: {exc}") from None
         cloud = video_cloud("openai-vlm", args.cloud_url, args.model,
                             resolve_token(args.token_file), tuple(edge.classes_), **vlm)
     elif args.cloud:
@@ -102,8 +105,11 @@ def distill_videos(args) -> int:
     path = records.to_parquet(args.out)
     for video, why in report.failed.items():
         print(f"edgeswitch: skipped {video}: {why}", file=sys.stderr)
-    print(f"{len(records)} clips from {len(report.done)} videos ({len(report.failed)} skipped), "
-          f"edge/cloud agreement {records.agree.mean():.1%}; wrote {path}")
+    for clip, why in list(report.failed_clips.items())[:10]:
+        print(f"edgeswitch: no cloud answer for {clip}: {why}", file=sys.stderr)
+    print(f"{len(records)} clips from {len(report.done)} videos ({len(report.failed)} videos "
+          f"skipped, {len(report.failed_clips)} clips without a cloud answer), edge/cloud "
+          f"agreement {records.agree.mean():.1%}; wrote {path}")
     return 0
 
 
@@ -118,7 +124,9 @@ def cmd_train_pose(args) -> int:
         data = synthetic_pose_dataset(args.synthetic, seed=args.seed)
         print(f"training on {len(data)} SYNTHETIC pose sequences (procedural falls and daily "
               "activities): a smoke run, not a fall detector", file=sys.stderr)
-    model = PoseClassifier(epochs=args.epochs, seed=args.seed).fit(data, progress=not args.quiet)
+    name = "movenet-posecnn" if args.data else "movenet-posecnn-synthetic"  # says what it saw
+    model = PoseClassifier(epochs=args.epochs, seed=args.seed, name=name).fit(
+        data, progress=not args.quiet)
     path = model.save(args.out)
     print(f"wrote {path} (classes {list(model.classes_)})")
     return 0
@@ -162,8 +170,11 @@ def cmd_watch(args) -> int:
     hybrid = HybridClassifier(edge, SwitcherRouter(sw), cloud, op, log=log)
     spec = clip_spec(args)
     writer = None
-    out = open(args.out, "w") if args.out != "-" else sys.stdout  # noqa: SIM115
-    n, t0, reason = 0, time.perf_counter(), "end of source"
+    try:
+        out = open(args.out, "w") if args.out != "-" else sys.stdout  # noqa: SIM115
+    except OSError as exc:
+        raise EdgeSwitchError(f"cannot write --out {args.out}: {exc.strerror}") from None
+    n, t0, reason, last = 0, time.perf_counter(), "end of source", None
     stop = _StopOnCtrlC()
     try:
         for clip in iter_clips(args.source, spec):
@@ -185,7 +196,9 @@ def cmd_watch(args) -> int:
                 color = (255, 80, 80) if label == "fall" else (120, 255, 120)
                 text = (f"{clip.start_s:7.1f}s {label.upper()} by {row['answered_by']} "
                         f"score {row['switcher_score']:.2f}")
-                # each clip shows the frames of its first stride, so the output has no repeats
+                # each clip shows the frames of its first stride, so the output has no
+                # repeats; the last clip's remaining frames are written after the loop
+                last = (clip, text, color)
                 for t, frame in zip(clip.times, clip.frames, strict=True):
                     if t < clip.start_s + spec.stride_s:
                         writer.write(np.asarray(_overlay(frame, text, color)))
@@ -201,6 +214,10 @@ def cmd_watch(args) -> int:
     finally:
         stop.restore()
         if writer is not None:
+            clip, text, color = last
+            for t, frame in zip(clip.times, clip.frames, strict=True):
+                if t >= clip.start_s + spec.stride_s:
+                    writer.write(np.asarray(_overlay(frame, text, color)))
             writer.close()
         if out is not sys.stdout:
             out.close()
@@ -243,8 +260,13 @@ class _VideoWriter:
     def __init__(self, path: str, shape, spec) -> None:
         import av
 
-        self.container = av.open(path, "w")
-        self.stream = self.container.add_stream("libx264", rate=round(spec.fps_cap or 8))
+        try:
+            self.container = av.open(path, "w")
+        except (OSError, av.error.FFmpegError) as exc:
+            raise EdgeSwitchError(f"cannot write --video-out {path}: {exc}") from None
+        # the rate the clips' frames were sampled at, so the video plays in real time
+        self.stream = self.container.add_stream("libx264",
+                                                rate=round(spec.frames / spec.length_s))
         self.stream.height, self.stream.width = shape[0] // 2 * 2, shape[1] // 2 * 2
         self.stream.pix_fmt = "yuv420p"
 

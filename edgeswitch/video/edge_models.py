@@ -55,7 +55,14 @@ class PoseExtractor:
         return out
 
     def sequence(self, clip: VideoClip) -> np.ndarray:
-        feats = np.stack([pose_features(p) for p in follow(self.people(clip))])
+        chosen = follow(self.people(clip))
+        # a frame where nobody is found repeats the nearest earlier (else later) pose, as
+        # the fall head saw in training; a clip with nobody at all stays zeros
+        seen = [i for i, p in enumerate(chosen) if p is not None]
+        if seen:
+            chosen = [chosen[max([j for j in seen if j <= i], default=seen[0])]
+                      for i in range(len(chosen))]
+        feats = np.stack([pose_features(p) for p in chosen])
         # clips with another frame count are resampled to STEPS, nearest in time
         return feats[np.linspace(0, len(feats) - 1, STEPS).round().astype(int)]
 

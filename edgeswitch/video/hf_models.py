@@ -111,14 +111,25 @@ class HFVideoLlavaCloud:
         if "<video>" not in prompt:
             raise ModelError("hf-video-llava: the prompt needs a <video> placeholder")
         self.prompt, self.frames = prompt.format(labels=", ".join(classes)), frames
-        first = [self.tokenizer(" " + c, add_special_tokens=False).input_ids[:1]
-                 for c in classes]
-        ids = [f[0] if f else None for f in first]
+        ids = [self._first_token(c) for c in classes]
         unk = self.tokenizer.unk_token_id
         if None in ids or unk in ids or len(set(ids)) != len(ids):
             raise ModelError(f"hf-video-llava: the labels {classes} do not start with distinct "
                              "known tokens in this tokenizer; rename them")
         self._label_ids = ids
+
+    def _first_token(self, label: str) -> int | None:
+        """The first token the model would write for `label` right after the prompt (a
+        SentencePiece tokenizer may emit a bare space token first: skip such tokens)."""
+        tok = self.tokenizer
+        base = tok(self.prompt).input_ids
+        full = tok(self.prompt + " " + label).input_ids
+        k = next((i for i, (a, b) in enumerate(zip(base, full, strict=False)) if a != b),
+                 len(base))
+        for t in full[k:]:
+            if tok.decode([t]).strip():
+                return t
+        return None
 
     def _inputs(self, clip: VideoClip) -> dict:
         from transformers.utils import logging

@@ -101,7 +101,7 @@ def iter_frames(source: str | int, fps_cap: float | None = None,
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"  # frame-parallel decoding where the codec allows
         gap = 1.0 / fps_cap if fps_cap else 0.0
-        next_t, n = -np.inf, 0
+        next_t, n, t = -np.inf, 0, 0.0
         try:
             for frame in container.decode(stream):
                 t = float(frame.time) if frame.time is not None else n / float(
@@ -109,7 +109,8 @@ def iter_frames(source: str | int, fps_cap: float | None = None,
                 n += 1
                 if t + 1e-6 < next_t:
                     continue
-                next_t = max(next_t + gap, t) if np.isfinite(next_t) else t + gap
+                # keep the grid of kept frames, but restart it after a gap in the stream
+                next_t = next_t + gap if t <= next_t + gap else t + gap
                 kwargs = {"width": size[0], "height": size[1]} if size else {}
                 yield t, frame.to_ndarray(format="rgb24", **kwargs)
         except av.error.FFmpegError as exc:
@@ -117,8 +118,20 @@ def iter_frames(source: str | int, fps_cap: float | None = None,
                 from None
         if n == 0:
             raise VideoError(f"{text}: no frame could be decoded (empty or truncated file)")
+        _check_complete(text, stream, t)
     finally:
         container.close()
+
+
+def _check_complete(text: str, stream, last_t: float) -> None:
+    """A file whose frames stop well before its stated duration was cut short."""
+    if stream.duration is None or stream.time_base is None:
+        return  # live streams and some containers state no duration
+    duration = float(stream.duration * stream.time_base)
+    interval = 1.0 / float(stream.average_rate or 25)
+    if last_t + interval < duration - max(0.5, 0.05 * duration):
+        raise VideoError(f"{text}: truncated: frames end at {last_t:.2f} s of a stated "
+                         f"{duration:.2f} s")
 
 
 def iter_clips(source: str | int, spec: ClipSpec | None = None,
@@ -183,7 +196,8 @@ class FolderRun:
     """What `folder_clips` met: the files it read fully and the ones it had to skip."""
 
     done: list[str] = field(default_factory=list)
-    failed: dict[str, str] = field(default_factory=dict)
+    failed: dict[str, str] = field(default_factory=dict)        # video -> why
+    failed_clips: dict[str, str] = field(default_factory=dict)  # clip id -> why (models)
 
 
 def folder_clips(spec: str | Path | Sequence[str | Path], clip: ClipSpec | None = None,
@@ -193,7 +207,7 @@ def folder_clips(spec: str | Path | Sequence[str | Path], clip: ClipSpec | None 
     report = report if report is not None else FolderRun()
     for path in video_files(spec):
         try:
-            yield from iter_clips(path, clip, name=path.name)
+            yield from iter_clips(path, clip, name=str(path))  # the path keeps ids unique
             report.done.append(str(path))
         except VideoError as exc:
             report.failed[str(path)] = str(exc)

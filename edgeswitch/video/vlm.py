@@ -106,8 +106,8 @@ def build_request(cfg: VLMConfig, clip: VideoClip) -> dict:
                                                            "enum": list(cfg.classes)}},
                 "required": ["label"], "additionalProperties": False}}}
     elif cfg.constraint == "guided_choice":
-        body["guided_choice"] = list(cfg.classes)                  # vLLM < 0.10
-        body["structured_outputs"] = {"choice": list(cfg.classes)}  # vLLM >= 0.10
+        body["guided_choice"] = list(cfg.classes)                  # vLLM before 0.12
+        body["structured_outputs"] = {"choice": list(cfg.classes)}  # vLLM from about 0.10.2
     return body
 
 
@@ -122,6 +122,29 @@ def clean_answer(content: str) -> str:
     return m.group(1).strip() if m else text
 
 
+def _label_entries(entries: list, content: str) -> list:
+    """The logprob entries that can hold the answer's label: after a reasoning block, and in a
+    JSON answer after the "label" key (so "adult" in a sentence or "fall?" in reasoning is
+    never read as the label)."""
+    tokens = [str(e.get("token", "")) for e in entries]
+    start = 0
+    if "</think>" in content:
+        text = ""
+        for i, tok in enumerate(tokens):
+            text += tok
+            if "</think>" in text:
+                start = i + 1
+                break
+    if clean_answer(content).lstrip().startswith("{"):
+        text = ""
+        for i in range(start, len(tokens)):
+            text += tokens[i]
+            if re.search(r'"(label|class|answer)"\s*:', text):
+                return entries[i + 1:]
+        return []
+    return entries[start:]
+
+
 def proba_from_reply(reply: dict, classes: tuple[str, ...]) -> np.ndarray:
     """Class probabilities from a chat-completions reply (see the module docstring)."""
     try:
@@ -130,8 +153,13 @@ def proba_from_reply(reply: dict, classes: tuple[str, ...]) -> np.ndarray:
     except (KeyError, IndexError, TypeError, AttributeError):
         raise CloudFailure("malformed", f"not a chat completion: {str(reply)[:120]}",
                            retryable=False) from None
+    if "<think>" in content.lower() and "</think>" not in content.lower():
+        raise CloudFailure("malformed", "the answer was cut off inside its reasoning "
+                           f"(finish_reason {choice.get('finish_reason')}); raise max_tokens",
+                           retryable=False)
+    label = label_from_text(clean_answer(content), classes)  # the answer the text gives
     entries = ((choice.get("logprobs") or {}).get("content")) or []
-    for entry in entries:  # the first generated token that starts a label
+    for entry in _label_entries(entries, content):  # the first token that starts a label
         if match_class(str(entry.get("token", "")), classes) is None:
             continue
         p = np.zeros(len(classes))
@@ -143,9 +171,12 @@ def proba_from_reply(reply: dict, classes: tuple[str, ...]) -> np.ndarray:
             missing = p == 0  # mass the top list leaves is spread over the labels it misses
             if missing.any():
                 p[missing] = max(0.0, 1.0 - p.sum()) / missing.sum()
-            return p / p.sum()
+            p /= p.sum()
+            if int(p.argmax()) == label:  # else the token read is not the answer: trust text
+                return p
+        break
     p = np.zeros(len(classes))
-    p[label_from_text(clean_answer(content), classes)] = 1.0
+    p[label] = 1.0
     return p
 
 

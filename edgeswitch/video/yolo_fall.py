@@ -102,7 +102,10 @@ class YoloFall:
         except Exception as exc:  # noqa: BLE001 - protobuf raises several types
             raise ModelError(f"yolo-fall: cannot read {path} ({exc})") from None
         meta = {p.key: p.value for p in proto.metadata_props}
-        names = ast.literal_eval(meta.get("names", "{}"))
+        try:
+            names = ast.literal_eval(meta.get("names", "{}"))
+        except (ValueError, SyntaxError):
+            names = {}
         if [str(names.get(i, "")).lower() for i in (0, 1)] != ["normal", "fall"]:
             raise ModelError(f"yolo-fall: {path} is not the Normal/Fall detector (classes "
                              f"{names})")
@@ -130,9 +133,9 @@ class YoloFall:
         pick = np.linspace(0, len(clip.frames) - 1, min(self.frames, len(clip.frames)))
         evidence = np.zeros(2)
         for i in pick.round().astype(int):
+            found = self.detect(clip.frames[i])
             for c in (0, 1):
-                scores = [s for _, k, s in self.detect(clip.frames[i]) if k == c]
-                evidence[c] += max(scores, default=0.0)
+                evidence[c] += max((s for _, k, s in found if k == c), default=0.0)
         prior = 0.05 * len(pick)  # nobody seen: stays at 0.5
         p_fall = (evidence[1] + prior) / (evidence.sum() + 2 * prior)
         return np.asarray([1 - p_fall, p_fall])
