@@ -116,3 +116,14 @@ class FakeVLM:
     def __exit__(self, *exc) -> None:
         self.server.should_exit = True
         self.thread.join(10)
+
+
+if __name__ == "__main__":  # python -m tests.fake_vlm READY_FILE: serve until killed
+    import sys
+    import time
+    from pathlib import Path
+
+    with FakeVLM() as vlm:
+        Path(sys.argv[1]).write_text(vlm.url)
+        while True:
+            time.sleep(1)

@@ -178,3 +178,38 @@ def test_service_api_tests_pass_on_ray_serve():
                                capture_output=True, text=True, cwd=ROOT, timeout=120)
     n_tests = len([ln for ln in collected.stdout.splitlines() if "::" in ln])
     assert n_tests >= 7 and passed and int(passed.group(1)) == n_tests, tail
+
+
+def test_ray_over_a_folder_of_videos_equals_local(tmp_path):
+    """Video shards (one per video) on Ray, with the OpenAI-compatible cloud on loopback:
+    the same records as the local engine, and an unreadable video recorded, not fatal."""
+    pytest.importorskip("av", reason="needs the video extra")
+    from edgeswitch.dmd.shards import failures
+    from tests.test_video_pipeline import synthetic_videos
+
+    folder = synthetic_videos(tmp_path / "videos", 4, 11)
+    (folder / "zz-broken.mp4").write_bytes(b"not a video")
+    ready = tmp_path / "vlm.url"
+    clip = ["--clip-s", "4", "--stride-s", "1", "--frames", "32", "--fps-cap", "8"]
+    with LoopbackNetns() as ns:
+        vlm = subprocess.Popen(ns.wrap([sys.executable, "-m", "tests.fake_vlm", str(ready)]),
+                               env=ENV, cwd=ROOT, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+        t_end = time.monotonic() + 60
+        while not ready.exists() and time.monotonic() < t_end and vlm.poll() is None:
+            time.sleep(0.05)
+        assert ready.exists(), "the test VLM server did not start"
+        runs = {}
+        for engine in ("local", "ray"):
+            out = tmp_path / engine
+            r = subprocess.run(ns.wrap([
+                sys.executable, "-m", "edgeswitch", "distill", "--engine", engine, "--data",
+                str(folder), "--edge", "nfd", "--cloud-url", ready.read_text(), "--model",
+                "json", "--out", str(out), "--workers", "2", "--quiet", "--json", *clip]),
+                env=ENV, capture_output=True, text=True, timeout=300)
+            assert r.returncode == 0, r.stderr[-3000:]
+            runs[engine] = json.loads(r.stdout.strip().splitlines()[-1])
+            assert runs[engine]["failed"] == 1 and "zz-broken.mp4" in str(failures(out))
+    assert runs["ray"]["engine"] == "ray" and runs["ray"]["computed_clips"] == 12
+    assert records_equal(DMDRecords.from_parquet(tmp_path / "ray"),
+                         DMDRecords.from_parquet(tmp_path / "local"))

@@ -169,3 +169,37 @@ def test_dmd_with_the_yolo_fall_cloud_when_installed(tmp_path):
                  "--out", str(out), "--quiet", *CLIP]) == 0
     records = DMDRecords.from_parquet(out)
     assert len(records) == 6 and records.cloud_model.startswith("yolo-fall@")
+
+
+def test_sharded_video_dmd_resumes_and_names_unreadable_videos(tmp_path, capsys):
+    """`distill --out FOLDER` over videos: one shard per video, local engine."""
+    from edgeswitch.dmd.shards import failures, read_dataset
+    from edgeswitch.video.dmd import distill_video
+    from edgeswitch.video.edge_models import NFDFallModel
+    from edgeswitch.video.source import ClipSpec
+    from edgeswitch.video.vlm import OpenAIVLM, VLMConfig
+    from tests.fake_vlm import FakeVLM
+
+    folder = synthetic_videos(tmp_path / "v", 3, 8)
+    (folder / "zz-broken.mp4").write_bytes(b"not a video")
+    out = tmp_path / "dmd"
+    with FakeVLM() as vlm:
+        cmd = ["distill", "--data", str(folder), "--edge", "nfd", "--cloud-url", vlm.url,
+               "--model", "json", "--out", str(out), "--quiet", "--json", *CLIP]
+        assert main(cmd) == 0
+        first = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+        assert main(cmd) == 0  # resumed: nothing left to do
+        again = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+        cloud = OpenAIVLM(VLMConfig(vlm.url, "json"))
+        single = distill_video(NFDFallModel(), cloud, folder, ClipSpec(4, 1, 32, 8))
+        cloud.close()
+    assert (first["shards"], first["written"], first["failed"]) == (4, 4, 1)
+    assert (again["skipped"], again["written"]) == (4, 0)
+    assert list(failures(out)) == [str((folder / "zz-broken.mp4").resolve())]
+    records = read_dataset(out)
+    assert len(records) == 9 and records.cloud_model.endswith(f"#{vlm.url}")
+    np.testing.assert_array_equal(np.sort(records.ids),
+                                  np.sort([i.replace(str(folder), str(folder.resolve()))
+                                           for i in single.ids]))
+    np.testing.assert_allclose(records.edge_proba, single.edge_proba, atol=1e-6)
+    np.testing.assert_allclose(records.cloud_proba, single.cloud_proba, atol=1e-6)

@@ -61,14 +61,10 @@ def clip_spec(args):
                     fps_cap=args.fps_cap, size=size)
 
 
-def video_models(args, need_cloud: bool = True):
-    """(edge, cloud or None) from --edge, --cloud / --cloud-url."""
+def video_cloud_args(args) -> dict | None:
+    """Keyword arguments of video.registry.video_cloud from --cloud / --cloud-url."""
     from edgeswitch.serving.server import resolve_token
-    from edgeswitch.video.registry import video_cloud, video_edge
 
-    need_extra("av", "video")
-    edge = video_edge(args.edge)
-    cloud = None
     if args.cloud_url:
         vlm = {"frames": args.vlm_frames, "constraint": args.constraint,
                "logprobs": not args.no_logprobs, "timeout_s": args.vlm_timeout_s}
@@ -77,13 +73,22 @@ def video_models(args, need_cloud: bool = True):
                 vlm["prompt"] = Path(args.prompt_file).read_text()
             except OSError as exc:
                 raise EdgeSwitchError(f"cannot read --prompt-file: {exc}") from None
-        cloud = video_cloud("openai-vlm", args.cloud_url, args.model,
-                            resolve_token(args.token_file), tuple(edge.classes_), **vlm)
-    elif args.cloud:
-        cloud = video_cloud(args.cloud, classes=tuple(edge.classes_))
-    elif need_cloud:
+        return {"spec": "openai-vlm", "url": args.cloud_url, "model": args.model,
+                "token": resolve_token(args.token_file), **vlm}
+    return {"spec": args.cloud} if args.cloud else None
+
+
+def video_models(args, need_cloud: bool = True):
+    """(edge, cloud or None) from --edge, --cloud / --cloud-url."""
+    from edgeswitch.video.registry import video_cloud, video_edge
+
+    need_extra("av", "video")
+    edge = video_edge(args.edge)
+    kwargs = video_cloud_args(args)
+    if kwargs is None and need_cloud:
         raise EdgeSwitchError("give the cloud: --cloud-url URL --model NAME (an OpenAI-"
                               "compatible VLM), or --cloud yolo-fall | hf-video-llava:DIR")
+    cloud = video_cloud(**kwargs, classes=tuple(edge.classes_)) if kwargs else None
     return edge, cloud
 
 
@@ -92,8 +97,8 @@ def distill_videos(args) -> int:
     from edgeswitch.video.dmd import distill_video
     from edgeswitch.video.source import FolderRun
 
-    if Path(args.out).suffix != ".parquet":
-        raise EdgeSwitchError("DMD over videos writes one file: give --out FILE.parquet")
+    if Path(args.out).suffix != ".parquet":  # a folder: sharded and resumable, one shard
+        return _distill_video_shards(args)    # per video, local or on Ray
     edge, cloud = video_models(args)
     report = FolderRun()
     try:
@@ -110,6 +115,41 @@ def distill_videos(args) -> int:
     print(f"{len(records)} clips from {len(report.done)} videos ({len(report.failed)} videos "
           f"skipped, {len(report.failed_clips)} clips without a cloud answer), edge/cloud "
           f"agreement {records.agree.mean():.1%}; wrote {path}")
+    return 0
+
+
+def _distill_video_shards(args) -> int:
+    from edgeswitch.cli.common import config_section
+    from edgeswitch.dmd.shards import DistillJob, VideoWork, agreement, failures, run_local
+
+    need_extra("av", "video")
+    cloud = video_cloud_args(args)
+    if cloud is None:
+        raise EdgeSwitchError("give the cloud: --cloud-url URL --model NAME, or --cloud "
+                              "yolo-fall | hf-video-llava:DIR")
+    d = config_section(args, "distill")
+    job = DistillJob(corpus=[args.data], out=args.out, edge=args.edge, cloud=None,
+                     shard_size=d.shard_size, batch_size=d.batch_size,
+                     video=VideoWork(clip_spec(args), cloud))
+    if d.engine == "ray":
+        from edgeswitch.scale.ray_distill import run_ray
+
+        need_extra("ray", "ray")
+        summary = run_ray(job, workers=d.workers, address=d.ray_address or None,
+                          cpus_per_worker=d.cpus_per_worker, progress=not args.quiet)
+    else:
+        summary = run_local(job, progress=not args.quiet)
+    bad = failures(args.out)
+    for video, why in bad.items():
+        print(f"edgeswitch: skipped {video}: {why}", file=sys.stderr)
+    result = {"shards": summary.shards, "skipped": summary.skipped, "written": summary.written,
+              "failed": len(bad), "computed_clips": summary.computed_clips,
+              "seconds": summary.seconds, "engine": summary.engine,
+              "agreement": agreement(args.out), "out": args.out}
+    print(json.dumps(result) if args.json else
+          f"{summary.shards} videos ({summary.skipped} already done, {len(bad)} unreadable), "
+          f"{summary.computed_clips} clips computed on {summary.engine}; edge/cloud agreement "
+          f"{result['agreement']:.1%}; wrote {args.out}")
     return 0
 
 

@@ -1,7 +1,8 @@
 """A corpus of unlabelled clip files, cut into shards: the unit of work, resume and parallelism.
 
-A corpus is a folder (or glob, or list) of `.npz` clip files, labelled or not: labels are never
-read. Shards hold at most `shard_size` clips and never straddle two files. Planning reads only
+A corpus is a folder (or glob, or list) of `.npz` clip files, labelled or not (labels are never
+read), or of videos (one shard per video, cut into clips by its worker). `.npz` shards hold at
+most `shard_size` clips and never straddle two files. Planning reads only
 each file's header and ids, so it is cheap on a large corpus. Files of about `shard_size`
 clips are best on Ray: a worker loads a whole file to read one of its shards.
 """
@@ -22,17 +23,24 @@ from edgeswitch.data.clips import ClipBatch
 from edgeswitch.data.loaders import load_npz
 from edgeswitch.errors import DataError, EdgeSwitchError
 
+VIDEO_SUFFIXES = (".mp4", ".mkv", ".avi", ".mov", ".webm", ".m4v", ".mpg", ".mpeg", ".ts")
+
+
+def is_video(path: str | Path) -> bool:
+    return Path(path).suffix.lower() in VIDEO_SUFFIXES
+
 
 def corpus_files(spec: str | Path | Sequence[str | Path]) -> list[Path]:
-    """The `.npz` files of a corpus: a folder (its `*.npz`, sorted), a glob, one file, or a
-    list of any of these. Order matters: it is the order of the records."""
+    """The files of a corpus, all `.npz` clip files or all videos: a folder (sorted), a glob,
+    one file, or a list of any of these. Order matters: it is the order of the records."""
     if isinstance(spec, str | Path):
         text = str(spec)
         path = Path(text).expanduser()
         if path.is_dir():
-            files = sorted(path.glob("*.npz"))
+            files = sorted(path.glob("*.npz")) or sorted(p for p in path.iterdir()
+                                                         if is_video(p))
             if not files:
-                raise DataError(f"{path}: the folder holds no .npz clip files")
+                raise DataError(f"{path}: the folder holds no .npz clip files or videos")
         elif any(c in text for c in "*?["):
             files = sorted(Path(p) for p in glob.glob(os.path.expanduser(text)))
             if not files:
@@ -43,9 +51,13 @@ def corpus_files(spec: str | Path | Sequence[str | Path]) -> list[Path]:
             raise DataError(f"corpus {text}: no such file or folder")
     else:
         files = [f for s in spec for f in corpus_files(s)]
-    bad = [f for f in files if f.suffix != ".npz"]
-    if bad:
-        raise DataError(f"{bad[0]}: corpus files must be .npz (X [n,T,C], optional ids, groups)")
+    kinds = {"video" if is_video(f) else f.suffix for f in files}
+    if not kinds <= {".npz", "video"}:
+        bad = next(f for f in files if f.suffix != ".npz" and not is_video(f))
+        raise DataError(f"{bad}: corpus files must be .npz (X [n,T,C], optional ids, groups) "
+                        f"or videos {VIDEO_SUFFIXES}")
+    if len(kinds) > 1:
+        raise DataError("a corpus is all .npz clip files or all videos, not both")
     return files
 
 
@@ -102,6 +114,10 @@ class Shard:
     def size(self) -> int:
         return self.stop - self.start
 
+    @property
+    def video(self) -> bool:
+        return self.ids.startswith("video:")
+
 
 def plan_shards(files: Sequence[Path], shard_size: int) -> tuple[list[Shard], list[dict]]:
     """Shards in corpus order, and a fingerprint of each input (to refuse a changed corpus).
@@ -110,6 +126,14 @@ def plan_shards(files: Sequence[Path], shard_size: int) -> tuple[list[Shard], li
         raise EdgeSwitchError(f"shard size must be >= 1, got {shard_size}")
     shards, inputs, seen = [], [], {}
     for f in files:
+        if is_video(f):  # one shard per video: its clips are known only once it is decoded
+            st = f.stat()
+            inputs.append({"path": str(f.resolve()), "clips": None, "bytes": st.st_size,
+                           "mtime_ns": st.st_mtime_ns})
+            shards.append(Shard(len(shards), str(f.resolve()), 0, 0,
+                                "video:" + ids_digest([str(f.resolve()), str(st.st_size),
+                                                       str(st.st_mtime_ns)])))
+            continue
         n, st = clip_count(f), f.stat()
         ids = clip_ids(f, n)
         for clip_id in ids:

@@ -26,8 +26,14 @@ from pathlib import Path
 
 import numpy as np
 
-from edgeswitch.data.clips import ClipBatch
-from edgeswitch.dmd.corpus import Shard, ShardReader, corpus_files, ids_digest, plan_shards
+from edgeswitch.dmd.corpus import (
+    Shard,
+    ShardReader,
+    corpus_files,
+    ids_digest,
+    is_video,
+    plan_shards,
+)
 from edgeswitch.dmd.records import DMDRecords
 from edgeswitch.errors import DataError, EdgeSwitchError
 from edgeswitch.models.base import ModelOutput
@@ -50,10 +56,9 @@ def cloud_step(cloud, X: np.ndarray, batch_size: int) -> np.ndarray:
                            for i in range(0, len(X), batch_size)]).astype(np.float32)
 
 
-def shard_records(clips: ClipBatch, edge_out: ModelOutput, cloud_proba: np.ndarray,
-                  manifest: dict) -> DMDRecords:
-    return DMDRecords(ids=np.asarray(clips.ids).astype(str),
-                      groups=np.asarray(clips.groups).astype(str),
+def shard_records(ids: np.ndarray, groups: np.ndarray, edge_out: ModelOutput,
+                  cloud_proba: np.ndarray, manifest: dict) -> DMDRecords:
+    return DMDRecords(ids=np.asarray(ids).astype(str), groups=np.asarray(groups).astype(str),
                       edge_proba=edge_out.proba, edge_embedding=edge_out.embedding,
                       cloud_proba=cloud_proba, classes=tuple(manifest["classes"]),
                       edge_model=manifest["edge_model"], cloud_model=manifest["cloud_model"])
@@ -81,13 +86,22 @@ def unpack(b: bytes) -> np.ndarray:
 # ---- a job --------------------------------------------------------------------------------
 
 @dataclass
+class VideoWork:
+    """For a corpus of videos: how to cut clips, and the cloud by name (video.registry)."""
+
+    clips: object                     # video.source.ClipSpec
+    cloud: dict                       # video_cloud(**cloud): spec, url, model, token, ...
+
+
+@dataclass
 class DistillJob:
-    corpus: list[str]                 # .npz files, folders or globs
+    corpus: list[str]                 # .npz files or videos: files, folders or globs
     out: str                          # output folder (sharded Parquet dataset)
-    edge: str                         # edge ONNX file
-    cloud: CloudSpec
+    edge: str                         # edge ONNX file; for videos a name (video.registry)
+    cloud: CloudSpec | None
     shard_size: int = 2048
     batch_size: int = 256             # clips per model call (and per HTTP request)
+    video: VideoWork | None = None    # set for a corpus of videos
 
     def __post_init__(self) -> None:
         for name in ("shard_size", "batch_size"):
@@ -102,7 +116,7 @@ class DistillJob:
 @dataclass
 class DistillSummary:
     shards: int
-    clips: int
+    clips: int | None                 # None for videos until they are decoded
     skipped: int                      # shards already whole from an earlier run
     written: int
     computed_clips: int               # clips this run computed
@@ -118,16 +132,68 @@ class DistillSummary:
         return self.computed_clips / work if work > 0 else float("nan")
 
 
+def build_models(job: DistillJob, edge_bytes: bytes | None = None,
+                 cloud_bytes: bytes | None = None):
+    """(edge, cloud) as a worker uses them: ONNX files (or their bytes), or video models."""
+    if job.video is not None:
+        from edgeswitch.video.registry import video_cloud, video_edge
+
+        edge = video_edge(job.edge)
+        return edge, video_cloud(**job.video.cloud, classes=tuple(edge.classes_))
+    from edgeswitch.models import OnnxClassifier
+
+    edge = OnnxClassifier(edge_bytes or job.edge)
+    return edge, job.cloud.build(edge.classes_, cloud_bytes)
+
+
 def _models(job: DistillJob) -> tuple[tuple[str, ...], str, str]:
     from edgeswitch.dmd.generate import model_identity
     from edgeswitch.models import OnnxClassifier, check_same_classes
 
+    if job.video is not None:
+        edge, cloud = build_models(job)
+        check_same_classes(edge, cloud)
+        url = job.video.cloud.get("url")
+        if hasattr(cloud, "close"):
+            cloud.close()
+        return (tuple(edge.classes_), model_identity(edge),
+                model_identity(cloud) + (f"#{url}" if url else ""))
     edge = OnnxClassifier(job.edge)
     if job.cloud.model is None:
         return tuple(edge.classes_), model_identity(edge), job.cloud.identity()
     cloud = OnnxClassifier(job.cloud.model)
     check_same_classes(edge, cloud)
     return tuple(edge.classes_), model_identity(edge), model_identity(cloud)
+
+
+class ShardFailed(Exception):
+    """A shard's input cannot be read (a corrupt video): recorded, and the run goes on."""
+
+
+def read_shard(job: DistillJob, shard: Shard, reader: ShardReader | None):
+    """(model input, clip ids, groups) of a shard: clips [n, T, C], or video clips."""
+    if not shard.video:
+        clips = reader(shard)
+        return clips.X, np.asarray(clips.ids).astype(str), np.asarray(clips.groups).astype(str)
+    from edgeswitch.data.clips import model_input
+    from edgeswitch.video.source import VideoError, iter_clips
+
+    try:
+        clips = list(iter_clips(shard.path, job.video.clips, name=shard.path))
+    except VideoError as exc:
+        raise ShardFailed(str(exc)) from None
+    if not clips:
+        raise ShardFailed(f"{shard.path}: shorter than one clip")
+    return (model_input(clips), np.asarray([c.clip_id for c in clips]),
+            np.asarray([c.source for c in clips]))
+
+
+def write_failed(out: Path, shard: Shard, reason: str) -> Path:
+    """A shard whose input cannot be read is done: a marker says why (atomic, like parts)."""
+    path = Path(out) / shard.part.replace(".parquet", ".failed.json")
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{time.monotonic_ns()}")
+    tmp.write_text(json.dumps({"path": shard.path, "reason": reason}))
+    return tmp.replace(path)
 
 
 @contextmanager
@@ -169,12 +235,17 @@ def open_run(job: DistillJob) -> Iterator[tuple[dict, list[Shard], list[Shard]]]
     Writes the manifest on a fresh folder; on an existing one, refuses a different corpus,
     models or batch size, deletes dead temp files and keeps only parts that check out."""
     out = Path(job.out)
-    shards, inputs = plan_shards(corpus_files(job.corpus), job.shard_size)
+    files = corpus_files(job.corpus)
+    if is_video(files[0]) != (job.video is not None):
+        raise EdgeSwitchError("a corpus of videos needs video models (--edge nfd ...), and "
+                              ".npz clips need ONNX models")
+    shards, inputs = plan_shards(files, job.shard_size)
     classes, edge_id, cloud_id = _models(job)
     manifest = {"format": FORMAT, "classes": list(classes), "edge_model": edge_id,
                 "cloud_model": cloud_id, "shard_size": job.shard_size,
                 "batch_size": job.batch_size, "shards": len(shards),
-                "clips": sum(i["clips"] for i in inputs), "inputs": inputs,
+                "clips": None if job.video else sum(i["clips"] for i in inputs),
+                "inputs": inputs,
                 "shard_ids": [s.ids for s in shards]}
     out.mkdir(parents=True, exist_ok=True)
     with _lock(out):
@@ -200,9 +271,13 @@ def open_run(job: DistillJob) -> Iterator[tuple[dict, list[Shard], list[Shard]]]
 
 def _check_part(table, shard: Shard, manifest: dict) -> str | None:
     """Why a part's table is not this shard's records, or None."""
-    if len(table) != shard.size:
+    ids = table.column("clip_id").to_pylist()
+    if shard.video:  # the clips of one video, named after it
+        if not ids or any(not i.startswith(shard.path + "@") for i in ids):
+            return f"its clip ids are not those of {shard.path}"
+    elif len(table) != shard.size:
         return f"{len(table)} rows, the shard has {shard.size}"
-    if ids_digest(table.column("clip_id").to_pylist()) != shard.ids:
+    elif ids_digest(ids) != shard.ids:
         return "its clip ids are not the shard's"
     for key in ("edge_model", "cloud_model"):
         if set(table.column(key).to_pylist()) != {manifest[key]}:
@@ -213,6 +288,8 @@ def _check_part(table, shard: Shard, manifest: dict) -> str | None:
 def _part_ok(path: Path, shard: Shard, manifest: dict) -> bool:
     import pyarrow.parquet as pq
 
+    if path.with_name(path.name.replace(".parquet", ".failed.json")).exists():
+        return True  # done: its input could not be read (see failures())
     if not path.exists():
         return False
     try:
@@ -229,25 +306,29 @@ def run_local(job: DistillJob, progress: bool = True) -> DistillSummary:
     """The embedded engine: every pending shard in this process, in order."""
     from tqdm.auto import tqdm
 
-    from edgeswitch.models import OnnxClassifier
 
     t0 = time.perf_counter()
     with open_run(job) as (manifest, shards, todo):
+        computed = 0
         if todo:
-            edge = OnnxClassifier(job.edge)
-            cloud = job.cloud.build(edge.classes_)
+            edge, cloud = build_models(job)
             read = ShardReader(edge.classes_)
             try:
                 for shard in tqdm(todo, desc="DMD shards", disable=not progress, leave=False):
-                    clips = read(shard)
-                    e = edge_step(edge, clips.X, job.batch_size)
-                    c = cloud_step(cloud, clips.X, job.batch_size)
-                    write_part(Path(job.out), shard, shard_records(clips, e, c, manifest))
+                    try:
+                        X, ids, groups = read_shard(job, shard, read)
+                    except ShardFailed as exc:
+                        write_failed(Path(job.out), shard, str(exc))
+                        continue
+                    e = edge_step(edge, X, job.batch_size)
+                    c = cloud_step(cloud, X, job.batch_size)
+                    write_part(Path(job.out), shard, shard_records(ids, groups, e, c, manifest))
+                    computed += len(ids)
             finally:
                 if hasattr(cloud, "close"):
                     cloud.close()
     return DistillSummary(len(shards), manifest["clips"], len(shards) - len(todo), len(todo),
-                          sum(s.size for s in todo), time.perf_counter() - t0, "local")
+                          computed, time.perf_counter() - t0, "local")
 
 
 # ---- reading a finished run ---------------------------------------------------------------
@@ -257,11 +338,25 @@ def _finished_parts(folder: Path) -> tuple[dict, list[Path]]:
     if manifest is None:
         raise DataError(f"{folder}: not a sharded DMD run (no {MANIFEST})")
     parts = [folder / f"part-{i:06d}.parquet" for i in range(manifest["shards"])]
-    missing = [p for p in parts if not p.exists()]
+    failed = [p for p in parts if p.with_name(p.name.replace(".parquet", ".failed.json"))
+              .exists()]
+    missing = [p for p in parts if not p.exists() and p not in failed]
     if missing:
         raise DataError(f"{folder}: unfinished run, {len(missing)} of {len(parts)} shards "
                         "missing; run the same `edgeswitch distill` again to resume")
-    return manifest, parts
+    kept = [p for p in parts if p not in failed]
+    if not kept:
+        raise DataError(f"{folder}: no shard could be read: {failures(folder)}")
+    return manifest, kept
+
+
+def failures(folder: str | Path) -> dict[str, str]:
+    """Inputs of a sharded run that could not be read, with the reason."""
+    out = {}
+    for marker in sorted(Path(folder).glob("part-*.failed.json")):
+        info = json.loads(marker.read_text())
+        out[info["path"]] = info["reason"]
+    return out
 
 
 def read_dataset(folder: str | Path) -> DMDRecords:
@@ -276,11 +371,14 @@ def read_dataset(folder: str | Path) -> DMDRecords:
         tables = [pq.read_table(p) for p in parts]
     except Exception as exc:  # noqa: BLE001
         raise DataError(f"{folder}: unreadable part file ({exc})") from None
-    sizes = [len(t) for t in tables]
-    for i, (table, digest) in enumerate(zip(tables, manifest["shard_ids"], strict=True)):
-        why = _check_part(table, Shard(i, "", 0, sizes[i], digest), manifest)
+    paths = {i: inp["path"] for i, inp in enumerate(manifest["inputs"])}
+    for part, table in zip(parts, tables, strict=True):
+        i = int(part.stem.split("-")[1])
+        digest = manifest["shard_ids"][i]
+        path = paths.get(i, "") if digest.startswith("video:") else ""
+        why = _check_part(table, Shard(i, path, 0, len(table), digest), manifest)
         if why:
-            raise DataError(f"{parts[i]}: not this run's shard {i}: {why}")
+            raise DataError(f"{part}: not this run's shard {i}: {why}")
     table = pa.concat_tables(tables)
     return DMDRecords.from_table(table.replace_schema_metadata(tables[0].schema.metadata),
                                  str(folder))

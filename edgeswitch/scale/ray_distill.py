@@ -14,18 +14,20 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-import numpy as np
-
 from edgeswitch.dmd.corpus import Shard, ShardReader
 from edgeswitch.dmd.shards import (
     DistillJob,
     DistillSummary,
+    ShardFailed,
+    build_models,
     cloud_step,
     edge_step,
     open_run,
     pack,
+    read_shard,
     shard_records,
     unpack,
+    write_failed,
     write_part,
 )
 from edgeswitch.errors import EdgeSwitchError
@@ -37,25 +39,38 @@ def _shard(batch: dict) -> Shard:
                  int(batch["stop"][0]), str(batch["ids"][0]))
 
 
+def video_edge(spec: str):
+    from edgeswitch.video.registry import video_edge as make
+
+    return make(spec)
+
+
 class EdgeWorker:
-    """Ray Data actor: shard -> clips and edge outputs."""
+    """Ray Data actor: shard -> clips and edge outputs (a video that cannot be read is
+    recorded as failed here and skipped downstream)."""
 
-    def __init__(self, edge_bytes: bytes, batch_size: int) -> None:
-        from edgeswitch.models import OnnxClassifier
-
-        self.edge = OnnxClassifier(edge_bytes)
+    def __init__(self, job: DistillJob, edge_bytes: bytes | None) -> None:
+        self.job = job
+        self.edge, _ = build_models(job, edge_bytes) if job.video is None else \
+            (video_edge(job.edge), None)
         self.read = ShardReader(self.edge.classes_)
-        self.batch_size = batch_size
 
     def __call__(self, batch: dict) -> dict:
         shard = _shard(batch)
-        clips = self.read(shard)
-        out = edge_step(self.edge, clips.X, self.batch_size)
-        return {"index": [shard.index], "path": [shard.path], "start": [shard.start],
-                "stop": [shard.stop], "ids": [shard.ids], "X": [pack(clips.X)],
-                "clip_ids": [pack(np.asarray(clips.ids).astype(str))],
-                "groups": [pack(np.asarray(clips.groups).astype(str))],
-                "edge_proba": [pack(out.proba)], "edge_embedding": [pack(out.embedding)]}
+        row = {"index": [shard.index], "path": [shard.path], "start": [shard.start],
+               "stop": [shard.stop], "ids": [shard.ids]}
+        try:
+            X, ids, groups = read_shard(self.job, shard, self.read)
+        except ShardFailed as exc:
+            write_failed(Path(self.job.out), shard, str(exc))
+            return row | {"failed": [True], "X": [b""], "clip_ids": [b""], "groups": [b""],
+                          "edge_proba": [b""], "edge_embedding": [b""]}
+        out = edge_step(self.edge, X, self.job.batch_size)
+        # sensor clips travel on to the cloud workers; videos are decoded again there,
+        # since their frames are far larger than the file
+        return row | {"failed": [False], "X": [b"" if shard.video else pack(X)],
+                      "clip_ids": [pack(ids)], "groups": [pack(groups)],
+                      "edge_proba": [pack(out.proba)], "edge_embedding": [pack(out.embedding)]}
 
 
 class CloudWorker:
@@ -63,23 +78,27 @@ class CloudWorker:
 
     def __init__(self, job: DistillJob, cloud_bytes: bytes | None, manifest: dict) -> None:
         self.job, self.manifest = job, manifest
-        self.cloud = job.cloud.build(tuple(manifest["classes"]), cloud_bytes)
+        if job.video is None:
+            self.cloud = job.cloud.build(tuple(manifest["classes"]), cloud_bytes)
+        else:
+            from edgeswitch.video.registry import video_cloud
+
+            self.cloud = video_cloud(**job.video.cloud, classes=tuple(manifest["classes"]))
 
     def __call__(self, batch: dict) -> dict:
-        from edgeswitch.data.clips import ClipBatch
         from edgeswitch.models.base import ModelOutput
 
         shard = _shard(batch)
-        X = unpack(batch["X"][0])
-        clips = ClipBatch(X=X, y=None, groups=unpack(batch["groups"][0]),
-                          classes=tuple(self.manifest["classes"]),
-                          ids=unpack(batch["clip_ids"][0]))
+        if bool(batch["failed"][0]):
+            return {"index": [shard.index], "clips": [0]}
+        ids, groups = unpack(batch["clip_ids"][0]), unpack(batch["groups"][0])
+        X = read_shard(self.job, shard, None)[0] if shard.video else unpack(batch["X"][0])
         edge_out = ModelOutput(proba=unpack(batch["edge_proba"][0]),
                                embedding=unpack(batch["edge_embedding"][0]))
         proba = cloud_step(self.cloud, X, self.job.batch_size)
-        write_part(Path(self.job.out), shard, shard_records(clips, edge_out, proba,
+        write_part(Path(self.job.out), shard, shard_records(ids, groups, edge_out, proba,
                                                             self.manifest))
-        return {"index": [shard.index], "clips": [len(X)]}
+        return {"index": [shard.index], "clips": [len(ids)]}
 
 
 def run_ray(job: DistillJob, workers: int = 2, address: str | None = None,
@@ -91,7 +110,7 @@ def run_ray(job: DistillJob, workers: int = 2, address: str | None = None,
         raise EdgeSwitchError(f"--workers must be >= 1 and --cpus-per-worker > 0, got "
                               f"{workers} and {cpus_per_worker}")
     t0 = time.perf_counter()
-    startup = 0.0
+    startup, computed = 0.0, 0
     with open_run(job) as (manifest, shards, todo):
         if todo:
             import ray
@@ -105,7 +124,8 @@ def run_ray(job: DistillJob, workers: int = 2, address: str | None = None,
                 bar = tqdm(total=len(todo), desc="DMD shards (ray)", disable=not progress,
                            leave=False)
                 try:
-                    for _ in ds.iter_rows():
+                    for row in ds.iter_rows():
+                        computed += int(row["clips"])
                         bar.update()
                 except Exception as exc:  # a worker's error arrives as Ray's, in text
                     raise EdgeSwitchError(f"the Ray DMD run failed; finished shards are kept "
@@ -116,7 +136,7 @@ def run_ray(job: DistillJob, workers: int = 2, address: str | None = None,
                 if started:
                     ray.shutdown()
     return DistillSummary(len(shards), manifest["clips"], len(shards) - len(todo), len(todo),
-                          sum(s.size for s in todo), time.perf_counter() - t0, "ray", workers,
+                          computed, time.perf_counter() - t0, "ray", workers,
                           startup)
 
 
@@ -128,14 +148,15 @@ def _pipeline(job: DistillJob, manifest: dict, todo: list[Shard], workers: int,
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False  # ours counts shards
     ctx.print_on_execution_start = False
-    cloud_bytes = Path(job.cloud.model).read_bytes() if job.cloud.model else None
+    cloud_bytes = Path(job.cloud.model).read_bytes() if job.cloud and job.cloud.model else None
     items = [{"index": s.index, "path": s.path, "start": s.start, "stop": s.stop, "ids": s.ids}
              for s in todo]
     return (ray.data.from_items(items, override_num_blocks=len(items))
             .map_batches(EdgeWorker, batch_size=1,
                          compute=ray.data.ActorPoolStrategy(size=workers),
                          num_cpus=cpus_per_worker,
-                         fn_constructor_args=(Path(job.edge).read_bytes(), job.batch_size))
+                         fn_constructor_args=(job, None if job.video else
+                                              Path(job.edge).read_bytes()))
             .map_batches(CloudWorker, batch_size=1,
                          compute=ray.data.ActorPoolStrategy(size=workers),
                          num_cpus=cpus_per_worker,

@@ -20,9 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
+from edgeswitch.dmd.corpus import VIDEO_SUFFIXES  # one list for both
 from edgeswitch.errors import DataError, EdgeSwitchError
-
-VIDEO_SUFFIXES = (".mp4", ".mkv", ".avi", ".mov", ".webm", ".m4v", ".mpg", ".mpeg", ".ts")
 
 
 class VideoError(DataError):
