@@ -149,5 +149,5 @@ def test_bad_specs_and_sources():
         ClipSpec(frames=0)
     with pytest.raises(Exception, match="fps cap"):
         ClipSpec(fps_cap=0)
-    with pytest.raises(VideoError, match="no video files"):
+    with pytest.raises(VideoError, match="holds no .npz clip files or videos"):
         video_files(Path(__file__).parent)

@@ -9,15 +9,18 @@ import os
 import numpy as np
 import pytest
 
-from edgeswitch.video.yolo_fall import INPUT, PAD_VALUE, decode, letterbox, nms
+from edgeswitch.video.image import letterbox
+from edgeswitch.video.yolo_fall import INPUT, PAD_VALUE, decode, nms
 
 HAVE_WEIGHTS = importlib.util.find_spec("fall_detection") is not None
 
 
 def test_letterbox_keeps_the_aspect_ratio_and_pads_grey():
     frame = np.full((272, 640, 3), 200, np.uint8)
-    img, scale, px, py = letterbox(frame)
-    assert img.shape == (INPUT, INPUT, 3) and scale == 1.0 and px == 0 and py == 184
+    box = letterbox(frame, INPUT, PAD_VALUE)
+    img, py = box.image, box.py
+    assert img.shape == (INPUT, INPUT, 3) and box.scale == 1.0 and box.px == 0 and py == 184
+    assert (box.rw, box.rh) == (640, 272)
     assert (img[:py] == PAD_VALUE).all() and (img[py:py + 272] == 200).all()
 
 

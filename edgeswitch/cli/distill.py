@@ -28,10 +28,12 @@ def _cloud_spec(args):
 
 
 def cmd_distill(args) -> int:
-    from edgeswitch.cli.video import distill_videos, is_video_source
+    from edgeswitch.cli.video import distill_videos, is_video_source, video_work
 
     if is_video_source(args.data):
-        return distill_videos(args)
+        if Path(args.out).suffix == ".parquet":
+            return distill_videos(args)
+        return _distill_sharded(args, None, config_section(args, "distill"), video_work(args))
     if args.deadline_ms is None:
         args.deadline_ms = 60_000.0  # DMD is offline work: a slow cloud is waited for
     spec = _cloud_spec(args)
@@ -67,9 +69,10 @@ def _distill_file(args, spec, settings) -> int:
     return 0
 
 
-def _distill_sharded(args, spec, settings) -> int:
+def _distill_sharded(args, spec, settings, video=None) -> int:
+    """A sharded, resumable run over a corpus of .npz files, or of videos (`video` set)."""
     from edgeswitch.data.loaders import BUILTIN
-    from edgeswitch.dmd.shards import DistillJob, agreement, run_local
+    from edgeswitch.dmd.shards import DistillJob, agreement, failures, run_local
 
     if args.data.lower() in BUILTIN:
         raise EdgeSwitchError(f"--out {args.out} is a folder, which means a sharded run over a "
@@ -80,7 +83,7 @@ def _distill_sharded(args, spec, settings) -> int:
                               "apply (split the files instead)")
     d = settings
     job = DistillJob(corpus=[args.data], out=args.out, edge=args.edge, cloud=spec,
-                     shard_size=d.shard_size, batch_size=d.batch_size)
+                     shard_size=d.shard_size, batch_size=d.batch_size, video=video)
     if d.engine == "ray":
         from edgeswitch.cli.common import need_extra
         from edgeswitch.scale.ray_distill import run_ray
@@ -90,15 +93,19 @@ def _distill_sharded(args, spec, settings) -> int:
                           cpus_per_worker=d.cpus_per_worker, progress=not args.quiet)
     else:
         summary = run_local(job, progress=not args.quiet)
+    bad = failures(args.out)
+    for source, why in bad.items():
+        print(f"edgeswitch: skipped {source}: {why}", file=sys.stderr)
     agree = agreement(args.out)
-    result = asdict(summary) | {"clips_per_s": summary.clips_per_s, "agreement": agree,
-                                "out": args.out}
+    result = asdict(summary) | {"clips_per_s": summary.clips_per_s, "failed": len(bad),
+                                "agreement": agree, "out": args.out}
     if args.json:
         print(json.dumps(result))
     else:
-        print(f"{summary.clips} clips in {summary.shards} shards ({summary.skipped} already "
-              f"done, {summary.written} written) on {summary.engine} in {summary.seconds:.1f} s; "
-              f"edge/cloud agreement {agree:.1%}; wrote {args.out}", file=sys.stderr)
+        print(f"{summary.shards} shards ({summary.skipped} already done, {summary.written} "
+              f"written, {len(bad)} unreadable), {summary.computed_clips} clips computed on "
+              f"{summary.engine} in {summary.seconds:.1f} s; edge/cloud agreement {agree:.1%}; "
+              f"wrote {args.out}", file=sys.stderr)
     return 0
 
 

@@ -14,12 +14,12 @@ from edgeswitch.errors import EdgeSwitchError
 
 def is_video_source(data: str) -> bool:
     """A video file, a folder holding videos, a stream URL or a webcam index."""
-    from edgeswitch.video.source import VIDEO_SUFFIXES
+    from edgeswitch.dmd.corpus import is_video
 
     path = Path(data)
-    if "://" in data or data.isdigit() or path.suffix.lower() in VIDEO_SUFFIXES:
+    if "://" in data or data.isdigit() or is_video(path):
         return True
-    return path.is_dir() and any(p.suffix.lower() in VIDEO_SUFFIXES for p in path.iterdir())
+    return path.is_dir() and any(is_video(p) for p in path.iterdir())
 
 
 def clip_args(p: argparse.ArgumentParser) -> None:
@@ -93,12 +93,11 @@ def video_models(args, need_cloud: bool = True):
 
 
 def distill_videos(args) -> int:
-    """`edgeswitch distill --data VIDEOS ...` lands here."""
+    """`edgeswitch distill --data VIDEOS --out FILE.parquet` lands here (a folder --out is a
+    sharded run: cli.distill)."""
     from edgeswitch.video.dmd import distill_video
     from edgeswitch.video.source import FolderRun
 
-    if Path(args.out).suffix != ".parquet":  # a folder: sharded and resumable, one shard
-        return _distill_video_shards(args)    # per video, local or on Ray
     edge, cloud = video_models(args)
     report = FolderRun()
     try:
@@ -118,39 +117,16 @@ def distill_videos(args) -> int:
     return 0
 
 
-def _distill_video_shards(args) -> int:
-    from edgeswitch.cli.common import config_section
-    from edgeswitch.dmd.shards import DistillJob, VideoWork, agreement, failures, run_local
+def video_work(args):
+    """What a sharded run over videos needs besides the job: clip cutting and the cloud."""
+    from edgeswitch.dmd.shards import VideoWork
 
     need_extra("av", "video")
     cloud = video_cloud_args(args)
     if cloud is None:
         raise EdgeSwitchError("give the cloud: --cloud-url URL --model NAME, or --cloud "
                               "yolo-fall | hf-video-llava:DIR")
-    d = config_section(args, "distill")
-    job = DistillJob(corpus=[args.data], out=args.out, edge=args.edge, cloud=None,
-                     shard_size=d.shard_size, batch_size=d.batch_size,
-                     video=VideoWork(clip_spec(args), cloud))
-    if d.engine == "ray":
-        from edgeswitch.scale.ray_distill import run_ray
-
-        need_extra("ray", "ray")
-        summary = run_ray(job, workers=d.workers, address=d.ray_address or None,
-                          cpus_per_worker=d.cpus_per_worker, progress=not args.quiet)
-    else:
-        summary = run_local(job, progress=not args.quiet)
-    bad = failures(args.out)
-    for video, why in bad.items():
-        print(f"edgeswitch: skipped {video}: {why}", file=sys.stderr)
-    result = {"shards": summary.shards, "skipped": summary.skipped, "written": summary.written,
-              "failed": len(bad), "computed_clips": summary.computed_clips,
-              "seconds": summary.seconds, "engine": summary.engine,
-              "agreement": agreement(args.out), "out": args.out}
-    print(json.dumps(result) if args.json else
-          f"{summary.shards} videos ({summary.skipped} already done, {len(bad)} unreadable), "
-          f"{summary.computed_clips} clips computed on {summary.engine}; edge/cloud agreement "
-          f"{result['agreement']:.1%}; wrote {args.out}")
-    return 0
+    return VideoWork(clip_spec(args), cloud)
 
 
 def cmd_train_pose(args) -> int:

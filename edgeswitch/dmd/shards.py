@@ -132,18 +132,24 @@ class DistillSummary:
         return self.computed_clips / work if work > 0 else float("nan")
 
 
-def build_models(job: DistillJob, edge_bytes: bytes | None = None,
-                 cloud_bytes: bytes | None = None):
-    """(edge, cloud) as a worker uses them: ONNX files (or their bytes), or video models."""
+def build_edge(job: DistillJob, edge_bytes: bytes | None = None):
+    """The edge model as a worker uses it: the ONNX file (or its bytes), or a video model."""
     if job.video is not None:
-        from edgeswitch.video.registry import video_cloud, video_edge
+        from edgeswitch.video.registry import video_edge
 
-        edge = video_edge(job.edge)
-        return edge, video_cloud(**job.video.cloud, classes=tuple(edge.classes_))
+        return video_edge(job.edge)
     from edgeswitch.models import OnnxClassifier
 
-    edge = OnnxClassifier(edge_bytes or job.edge)
-    return edge, job.cloud.build(edge.classes_, cloud_bytes)
+    return OnnxClassifier(edge_bytes or job.edge)
+
+
+def build_cloud(job: DistillJob, classes: tuple[str, ...], cloud_bytes: bytes | None = None):
+    """The cloud client as a worker uses it (anything with `classify`)."""
+    if job.video is not None:
+        from edgeswitch.video.registry import video_cloud
+
+        return video_cloud(**job.video.cloud, classes=tuple(classes))
+    return job.cloud.build(tuple(classes), cloud_bytes)
 
 
 def _models(job: DistillJob) -> tuple[tuple[str, ...], str, str]:
@@ -151,7 +157,8 @@ def _models(job: DistillJob) -> tuple[tuple[str, ...], str, str]:
     from edgeswitch.models import OnnxClassifier, check_same_classes
 
     if job.video is not None:
-        edge, cloud = build_models(job)
+        edge = build_edge(job)
+        cloud = build_cloud(job, edge.classes_)
         check_same_classes(edge, cloud)
         url = job.video.cloud.get("url")
         if hasattr(cloud, "close"):
@@ -311,7 +318,8 @@ def run_local(job: DistillJob, progress: bool = True) -> DistillSummary:
     with open_run(job) as (manifest, shards, todo):
         computed = 0
         if todo:
-            edge, cloud = build_models(job)
+            edge = build_edge(job)
+            cloud = build_cloud(job, edge.classes_)
             read = ShardReader(edge.classes_)
             try:
                 for shard in tqdm(todo, desc="DMD shards", disable=not progress, leave=False):

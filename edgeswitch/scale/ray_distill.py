@@ -19,7 +19,8 @@ from edgeswitch.dmd.shards import (
     DistillJob,
     DistillSummary,
     ShardFailed,
-    build_models,
+    build_cloud,
+    build_edge,
     cloud_step,
     edge_step,
     open_run,
@@ -39,20 +40,13 @@ def _shard(batch: dict) -> Shard:
                  int(batch["stop"][0]), str(batch["ids"][0]))
 
 
-def video_edge(spec: str):
-    from edgeswitch.video.registry import video_edge as make
-
-    return make(spec)
-
-
 class EdgeWorker:
     """Ray Data actor: shard -> clips and edge outputs (a video that cannot be read is
     recorded as failed here and skipped downstream)."""
 
     def __init__(self, job: DistillJob, edge_bytes: bytes | None) -> None:
         self.job = job
-        self.edge, _ = build_models(job, edge_bytes) if job.video is None else \
-            (video_edge(job.edge), None)
+        self.edge = build_edge(job, edge_bytes)
         self.read = ShardReader(self.edge.classes_)
 
     def __call__(self, batch: dict) -> dict:
@@ -78,12 +72,7 @@ class CloudWorker:
 
     def __init__(self, job: DistillJob, cloud_bytes: bytes | None, manifest: dict) -> None:
         self.job, self.manifest = job, manifest
-        if job.video is None:
-            self.cloud = job.cloud.build(tuple(manifest["classes"]), cloud_bytes)
-        else:
-            from edgeswitch.video.registry import video_cloud
-
-            self.cloud = video_cloud(**job.video.cloud, classes=tuple(manifest["classes"]))
+        self.cloud = build_cloud(job, tuple(manifest["classes"]), cloud_bytes)
 
     def __call__(self, batch: dict) -> dict:
         from edgeswitch.models.base import ModelOutput

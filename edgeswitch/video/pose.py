@@ -84,20 +84,15 @@ class MoveNet:
         self._out = self.interpreter.get_output_details()[0]["index"]
 
     def people(self, frame: np.ndarray) -> list[Person]:
-        from PIL import Image
+        from edgeswitch.video.image import letterbox
 
         if frame.ndim != 3 or frame.shape[2] != 3 or frame.dtype != np.uint8:
             raise ModelError(f"MoveNet takes an RGB uint8 frame [H, W, 3], got {frame.shape} "
                              f"{frame.dtype}")
-        h, w = frame.shape[:2]
         size = self.input_size
-        scale = min(size / w, size / h)
-        rw, rh = max(1, round(w * scale)), max(1, round(h * scale))
-        px, py = (size - rw) // 2, (size - rh) // 2
-        canvas = np.zeros((size, size, 3), np.uint8)  # letterbox: keep the aspect ratio
-        canvas[py:py + rh, px:px + rw] = np.asarray(
-            Image.fromarray(frame).resize((rw, rh), Image.BILINEAR))
-        self.interpreter.set_tensor(self._in, canvas[None])
+        box = letterbox(frame, size)
+        px, py, rw, rh = box.px, box.py, box.rw, box.rh
+        self.interpreter.set_tensor(self._in, box.image[None])
         self.interpreter.invoke()
         rows = self.interpreter.get_tensor(self._out)[0]  # [6, 56]
         out = []

