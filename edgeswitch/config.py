@@ -20,14 +20,38 @@ class ModelConfig:
     lr: float = 3e-3
     batch_size: int = 64
     rotate_deg: float = 30.0
+    ensemble: int = 1                  # networks averaged into one model (seeds seed, seed+1..)
 
 
 @dataclass
 class SwitcherConfig:
-    target: str = "hard"                      # "hard" (agreement) or "soft" (alignment)
-    hidden: int = 32
+    family: str = "mlp"                       # "linear" | "mlp" | "gbt" (see switcher/)
+    target: str = "hard"                      # "hard" (agreement) | "soft" (alignment) | "gain"
+    hidden: int = 32                          # mlp: hidden units
     features: list[str] = field(default_factory=lambda: ["proba", "confidence", "embedding"])
-    epochs: int = 400
+    epochs: int = 400                         # mlp: upper bound (group CV picks the number)
+    l2: float = 1e-2                          # linear: weight penalty (confidence unpenalised)
+    augment_views: int = 0                    # DMD on this many rotated views per pool clip
+
+
+@dataclass
+class FusionConfig:
+    """How an offloaded clip is answered (see switcher/fusion.py)."""
+
+    method: str = "none"                      # "none" (the cloud) | "dmd" (fitted, no labels)
+                                              # | "fixed" (edge_weight as given)
+    edge_weight: float = 1.0                  # fixed: the edge's weight in the log-linear fusion
+
+
+@dataclass
+class BenchmarkConfig:
+    """`edgeswitch benchmark`: cross-validated evaluation of every router."""
+
+    folds: int = 5                            # every group tested once per repeat
+    repeats: int = 1                          # re-deal the folds with other seeds
+    abc_members: int = 3                      # edge models in the Agreement-Based Cascading
+                                              # ensemble (the deployed edge is one of them)
+    bootstrap: int = 2000                     # resamples of folds for the confidence intervals
 
 
 @dataclass
@@ -90,8 +114,10 @@ class RunConfig:
     edge: ModelConfig = field(default_factory=lambda: ModelConfig(
         arch="edge-cnn", arch_params={"width": 32, "layers": 3}, epochs=30))
     cloud: ModelConfig = field(default_factory=lambda: ModelConfig(
-        arch="cloud-resnet", arch_params={"width": 64}, epochs=40))
+        arch="cloud-resnet", arch_params={"width": 64}, epochs=40, ensemble=3))
     switcher: SwitcherConfig = field(default_factory=SwitcherConfig)
+    fusion: FusionConfig = field(default_factory=FusionConfig)
+    benchmark: BenchmarkConfig = field(default_factory=BenchmarkConfig)
     calibration: CalibrationConfig = field(default_factory=CalibrationConfig)
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
     serve: ServeConfig = field(default_factory=ServeConfig)
@@ -124,6 +150,7 @@ def preset(dataset: str) -> RunConfig:
         cfg.edge.epochs = 40
         cfg.cloud.arch_params.update(width=16)
         cfg.cloud.epochs = 40
+        cfg.cloud.ensemble = 1
         cfg.switcher.epochs = 100
         cfg.latency_calls = 50
     return cfg
@@ -175,9 +202,25 @@ def validate(cfg: RunConfig) -> RunConfig:
         _need(m.arch in ARCHS, f"{role}.arch must be one of {list(ARCHS)}, got {m.arch!r}")
         _need(isinstance(m.epochs, int) and m.epochs >= 1, f"{role}.epochs must be >= 1")
         _need(m.lr > 0 and m.batch_size >= 2, f"{role}.lr must be > 0, batch_size >= 2")
-    _need(cfg.switcher.target in ("hard", "soft"), "switcher.target must be 'hard' or 'soft'")
-    _need(cfg.switcher.epochs >= 1 and cfg.switcher.hidden >= 1,
-          "switcher.epochs and switcher.hidden must be >= 1")
+        _need(isinstance(m.ensemble, int) and m.ensemble >= 1, f"{role}.ensemble must be >= 1")
+    sc = cfg.switcher
+    _need(sc.family in ("linear", "mlp", "gbt"),
+          f"switcher.family must be linear, mlp or gbt, got {sc.family!r}")
+    _need(sc.target in ("hard", "soft", "gain"),
+          f"switcher.target must be 'hard', 'soft' or 'gain', got {sc.target!r}")
+    _need(sc.epochs >= 1 and sc.hidden >= 1, "switcher.epochs and switcher.hidden must be >= 1")
+    _need(isinstance(sc.augment_views, int) and sc.augment_views >= 0,
+          "switcher.augment_views must be an int >= 0")
+    _need(sc.l2 >= 0, "switcher.l2 must be >= 0")
+    _need(cfg.fusion.method in ("none", "dmd", "fixed"),
+          f"fusion.method must be none, dmd or fixed, got {cfg.fusion.method!r}")
+    _need(cfg.fusion.edge_weight >= 0, "fusion.edge_weight must be >= 0")
+    b = cfg.benchmark
+    _need(isinstance(b.folds, int) and b.folds >= 2, "benchmark.folds must be an int >= 2")
+    _need(isinstance(b.repeats, int) and b.repeats >= 1, "benchmark.repeats must be >= 1")
+    _need(isinstance(b.abc_members, int) and b.abc_members >= 2,
+          "benchmark.abc_members must be an int >= 2")
+    _need(isinstance(b.bootstrap, int) and b.bootstrap >= 100, "benchmark.bootstrap >= 100")
     c = cfg.calibration
     _need(c.mode in ("offload", "budget", "disagreement"),
           f"calibration.mode must be offload, budget or disagreement, got {c.mode!r}")

@@ -14,20 +14,23 @@ import numpy as np
 
 from edgeswitch.config import RunConfig
 from edgeswitch.data import ClipBatch, Splits, load_dataset, split_by_group
+from edgeswitch.data.augment import rotated_views
 from edgeswitch.dmd import DMDRecords, agreement_by_class, distill
 from edgeswitch.errors import EdgeSwitchError, ModelError
 from edgeswitch.evaluation.curves import router_curve
 from edgeswitch.evaluation.metrics import accuracy, macro_f1
 from edgeswitch.evaluation.timing import measure
 from edgeswitch.models.base import ModelOutput, check_same_classes
+from edgeswitch.switcher.base import Switcher
 from edgeswitch.switcher.calibrate import (
     OperatingPoint,
     calibrate_budget,
     calibrate_disagreement,
     calibrate_offload,
 )
-from edgeswitch.switcher.mlp import MLPSwitcher
+from edgeswitch.switcher.fusion import Fusion
 from edgeswitch.switcher.routers import OracleRouter, Router, SwitcherRouter, make_router
+from edgeswitch.switcher.select import SwitcherSpec, dmd_targets, fit_switcher
 
 BASELINES = ("max_prob", "entropy", "margin", "random")
 
@@ -53,23 +56,33 @@ def train_models(cfg: RunConfig, train: ClipBatch, cache_dir: Path | None, progr
     for role, mc in (("edge", cfg.edge), ("cloud", cfg.cloud)):
         est = NetClassifier(arch=mc.arch, arch_params=dict(mc.arch_params), name=role,
                             epochs=mc.epochs, lr=mc.lr, batch_size=mc.batch_size,
-                            rotate_deg=mc.rotate_deg, seed=cfg.seed)
+                            rotate_deg=mc.rotate_deg, seed=cfg.seed, ensemble=mc.ensemble)
         out[role], _cached = fit_or_load(est, train, cache_dir, progress)
     return out["edge"], out["cloud"]
 
 
+def fit_fusion(cfg: RunConfig, records: DMDRecords) -> Fusion | None:
+    """The fusion of the config, fitted on DMD records (no labels); None: the cloud answers."""
+    if cfg.fusion.method == "none":
+        return None
+    return Fusion(cfg.fusion.method, cfg.fusion.edge_weight).fit(records.edge_proba,
+                                                                  records.cloud_proba)
+
+
 def train_switcher(records: DMDRecords, cfg: RunConfig, target: np.ndarray | None = None,
-                   name: str = "dmd") -> MLPSwitcher:
-    """The DMD switcher on DMD targets, or (with `target`) on any other targets."""
-    sc = cfg.switcher
-    sw = MLPSwitcher(hidden=sc.hidden, target=sc.target, features=tuple(sc.features),
-                     epochs=sc.epochs, seed=cfg.seed, name=name,
-                     meta={"edge_model": records.edge_model, "cloud_model": records.cloud_model})
-    t = records.target(sc.target) if target is None else target
-    return sw.fit(records.edge, t, records.groups)
+                   name: str = "dmd", fusion: Fusion | None = None) -> Switcher:
+    """The DMD switcher on DMD targets (relative to the answer an offloaded clip gets: the
+    cloud's, or the fusion's), or (with `target`) on any other targets."""
+    spec = SwitcherSpec.from_config(cfg.switcher)
+    if target is None:
+        answer = records.cloud_proba if fusion is None else fusion.combine(records.edge_proba,
+                                                                           records.cloud_proba)
+        target = dmd_targets(records.edge_proba, answer, spec.target)
+    return fit_switcher(spec, records.edge, target, records.groups, cfg.seed, name,
+                        {"edge_model": records.edge_model, "cloud_model": records.cloud_model})
 
 
-def measure_costs(edge, switcher: MLPSwitcher, cloud, clips: np.ndarray, calls: int) -> Costs:
+def measure_costs(edge, switcher: Switcher, cloud, clips: np.ndarray, calls: int) -> Costs:
     """Latency of each part, one clip at a time, and per clip in a batch of 256."""
     edge.outputs(clips[:1])   # validate once (shape, dtype): the timed calls skip validation
     cloud.outputs(clips[:1])
@@ -113,12 +126,15 @@ def calibrate(cfg: RunConfig, calib_scores: np.ndarray, calib_disagree: np.ndarr
 def evaluate(edge_out: ModelOutput, cloud_proba: np.ndarray, y: np.ndarray,
              routers: dict[str, Router], op: OperatingPoint, op_router: str, costs: Costs,
              n_classes: int, points: int, seed: int,
-             stream_order: np.ndarray | None = None) -> dict:
+             stream_order: np.ndarray | None = None, fusion: Fusion | None = None) -> dict:
     """Curves for every router and the hybrid at the calibrated operating point on `test`.
 
     `stream_order` is the order in which an adaptive operating point sees the clips (default:
-    as given)."""
-    edge_label, cloud_label = edge_out.label, cloud_proba.argmax(axis=1)
+    as given). With `fusion`, an offloaded clip is answered by the fused posterior (the curves,
+    the oracle and the operating point alike)."""
+    edge_label = edge_out.label
+    cloud_label = cloud_proba.argmax(axis=1) if fusion is None else \
+        fusion.combine(edge_out.proba, cloud_proba).argmax(axis=1)
     curves = {}
     scores = {}
     for name, router in routers.items():
@@ -204,11 +220,12 @@ class Artifacts:
     edge: object
     cloud: object
     records: DMDRecords
-    dmd: MLPSwitcher
-    supervised: MLPSwitcher
+    dmd: Switcher
+    supervised: Switcher
     costs: Costs
     operating_point: OperatingPoint
     timings: dict
+    fusion: Fusion | None = None
 
 
 def build(cfg: RunConfig, out_dir: Path | None = None, cache_dir: Path | None = None,
@@ -238,9 +255,15 @@ def build(cfg: RunConfig, out_dir: Path | None = None, cache_dir: Path | None = 
     records = distill(edge, cloud, splits.pool, progress=progress)
     if out_dir is not None:
         records.to_parquet(Path(out_dir) / "dmd_pool.parquet")
+    fusion = fit_fusion(cfg, records)   # on the pool's own clips, no labels
+    training = records
+    views = rotated_views(splits.pool, cfg.switcher.augment_views, cfg.edge.rotate_deg,
+                          seed=cfg.seed)
+    if views is not None:  # more DMD records from rotated views of the same unlabelled clips
+        training = records.concat(distill(edge, cloud, views, progress=progress))
     t = step("DMD", t)
 
-    dmd = train_switcher(records, cfg)
+    dmd = train_switcher(training, cfg, fusion=fusion)
     pool_y = splits.hidden_labels["pool"]
     supervised = train_switcher(records, cfg, target=(records.edge_label == pool_y)
                                 .astype(np.float32), name="supervised")
@@ -257,7 +280,8 @@ def build(cfg: RunConfig, out_dir: Path | None = None, cache_dir: Path | None = 
     op = calibrate(cfg, calib_scores, calib_dis, dmd.score(records.edge), costs)
     step("calibrate", t)
     steps.close()
-    return Artifacts(cfg, splits, edge, cloud, records, dmd, supervised, costs, op, timings)
+    return Artifacts(cfg, splits, edge, cloud, records, dmd, supervised, costs, op, timings,
+                     fusion)
 
 
 def check_clip_classes(clips: ClipBatch, model) -> None:
@@ -267,8 +291,9 @@ def check_clip_classes(clips: ClipBatch, model) -> None:
                          f"'{model.name}' classes {list(model.classes_)} (count or order)")
 
 
-def evaluate_clips(edge, cloud, switchers: dict[str, MLPSwitcher], op: OperatingPoint,
-                   costs: Costs, clips: ClipBatch, points: int = 101, seed: int = 0) -> dict:
+def evaluate_clips(edge, cloud, switchers: dict[str, Switcher], op: OperatingPoint,
+                   costs: Costs, clips: ClipBatch, points: int = 101, seed: int = 0,
+                   fusion: Fusion | None = None) -> dict:
     """Every router's curve and the hybrid at `op` on labelled clips: the part of results.json
     that `demo` and `evaluate` share. The first switcher is the one `op` was calibrated for.
 
@@ -284,10 +309,11 @@ def evaluate_clips(edge, cloud, switchers: dict[str, MLPSwitcher], op: Operating
     routers: dict[str, Router] = {name: SwitcherRouter(sw) for name, sw in switchers.items()}
     routers |= {name: make_router(name, seed=seed) if name == "random" else make_router(name)
                 for name in BASELINES}
-    routers["oracle"] = OracleRouter(cloud_proba.argmax(axis=1), y)
+    answer = cloud_proba if fusion is None else fusion.combine(edge_out.proba, cloud_proba)
+    routers["oracle"] = OracleRouter(answer.argmax(axis=1), y)
     first = next(iter(switchers))
     ev = evaluate(edge_out, cloud_proba, y, routers, op, first, costs, clips.n_classes, points,
-                  seed, np.argsort(clips.ids, kind="stable"))
+                  seed, np.argsort(clips.ids, kind="stable"), fusion)
     sw, k = switchers[first], clips.n_classes
     return {
         "n_test": len(clips),
@@ -303,6 +329,8 @@ def evaluate_clips(edge, cloud, switchers: dict[str, MLPSwitcher], op: Operating
                                  "latency_batched": costs.switcher_batched_ms
                                  / costs.edge_batched_ms,
                                  "macs": sw.macs / edge.macs_ if edge.macs_ else None}},
+        "fusion": None if fusion is None else fusion.to_dict()
+        | {"answer_accuracy": accuracy(y, answer.argmax(axis=1))},
         **ev,
     }
 
@@ -310,10 +338,16 @@ def evaluate_clips(edge, cloud, switchers: dict[str, MLPSwitcher], op: Operating
 def save_bundle(a: Artifacts, out_dir: Path) -> dict[str, Path]:
     """What a deployment needs: the two models, the switcher and the operating point."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    return {"edge": a.edge.save(out_dir / "edge.onnx"),
-            "cloud": a.cloud.save(out_dir / "cloud.onnx"),
-            "switcher": a.dmd.save(out_dir / "switcher.npz"),
-            "operating_point": a.operating_point.save(out_dir / "operating_point.json")}
+    paths = {"edge": a.edge.save(out_dir / "edge.onnx"),
+             "cloud": a.cloud.save(out_dir / "cloud.onnx"),
+             "switcher": a.dmd.save(out_dir / "switcher.npz"),
+             "operating_point": a.operating_point.save(out_dir / "operating_point.json")}
+    fusion_path = out_dir / "fusion.json"
+    if a.fusion is not None:
+        paths["fusion"] = a.fusion.save(fusion_path)
+    else:
+        fusion_path.unlink(missing_ok=True)  # a bundle without it: the cloud answers
+    return paths
 
 
 def serve_and_replay(a: Artifacts, out_dir: Path, transport: str = "http",
@@ -339,7 +373,7 @@ def serve_and_replay(a: Artifacts, out_dir: Path, transport: str = "http",
 
     def run_with(cloud, log: DecisionLog | None) -> dict:
         hybrid = HybridClassifier(a.edge, SwitcherRouter(a.dmd), cloud, a.operating_point,
-                                  log=log)
+                                  log=log, fusion=a.fusion)
         return replay(hybrid, a.splits.test, progress=progress)
 
     local_cloud = InProcessCloud(a.cloud)
@@ -380,7 +414,7 @@ def run(cfg: RunConfig, out_dir: Path | None = None, cache_dir: Path | None = No
     t = time.perf_counter()
     shared = evaluate_clips(a.edge, a.cloud, {"dmd": a.dmd, "supervised": a.supervised},
                             a.operating_point, a.costs, a.splits.test, cfg.curve_points,
-                            cfg.seed)
+                            cfg.seed, a.fusion)
     a.timings["evaluate"] = round(time.perf_counter() - t, 3)
     served = None
     if serve is not None:

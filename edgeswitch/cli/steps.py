@@ -54,9 +54,9 @@ def _models(args, *, cloud_needed: bool = True):
 
 
 def _switcher(args, edge):
-    from edgeswitch.switcher import MLPSwitcher
+    from edgeswitch.switcher import load_switcher
 
-    sw = MLPSwitcher.load(args.switcher)
+    sw = load_switcher(args.switcher)
     sw.check_edge(edge)
     return sw
 
@@ -85,17 +85,31 @@ def cmd_train_models(args) -> int:
 
 
 def cmd_train_switcher(args) -> int:
+    from edgeswitch.config import load_config, validate
     from edgeswitch.dmd import DMDRecords
-    from edgeswitch.switcher import MLPSwitcher
+    from edgeswitch.pipeline import fit_fusion, train_switcher
 
+    cfg = load_config(args.config)
+    sc = cfg.switcher
+    for key in ("family", "target", "hidden", "features", "epochs", "l2"):
+        if getattr(args, key) is not None:
+            setattr(sc, key, list(getattr(args, key)) if key == "features" else getattr(args, key))
+    if args.fusion is not None:
+        cfg.fusion.method = args.fusion
+    cfg.seed = args.seed_switcher
+    validate(cfg)
     records = DMDRecords.from_parquet(args.dmd)
-    sw = MLPSwitcher(hidden=args.hidden, target=args.target, features=tuple(args.features),
-                     seed=args.seed_switcher,
-                     meta={"edge_model": records.edge_model, "cloud_model": records.cloud_model})
-    sw.fit(records.edge, records.target(args.target), records.groups)
-    sw.save(_out_file(args.out))
-    print(f"switcher: {sw.n_params} params, target {args.target}, {sw.best_epoch_} epochs; "
-          f"wrote {args.out}")
+    fusion = fit_fusion(cfg, records)
+    sw = train_switcher(records, cfg, fusion=fusion)
+    out = _out_file(args.out)
+    sw.save(out)
+    note = ""
+    if fusion is not None:
+        fpath = fusion.save(Path(args.fusion_out) if args.fusion_out else
+                            out.with_name("fusion.json"))
+        note = f"; fusion edge weight {fusion.weight:.2f} (fitted without labels) -> {fpath}"
+    print(f"switcher: {sc.family}, target {sc.target}, {sw.n_params} params, {sw.macs} MACs/clip, "
+          f"{len(records)} DMD records; wrote {out}{note}")
     return 0
 
 
@@ -107,13 +121,13 @@ def _calibration_inputs(args):
     no_costs = Costs(0, 0, 1, 0, 0, 1)
     if args.dmd:
         from edgeswitch.dmd import DMDRecords
-        from edgeswitch.switcher import MLPSwitcher
+        from edgeswitch.switcher import load_switcher
 
         if args.mode == "budget":
             raise EdgeSwitchError("budget mode times the models on clips; with --dmd use "
                                   "offload or disagreement")
         records = DMDRecords.from_parquet(args.dmd)
-        sw = MLPSwitcher.load(args.switcher)
+        sw = load_switcher(args.switcher)
         expected = sw.meta.get("edge_model")
         if expected and expected != records.edge_model:
             raise EdgeSwitchError(f"switcher was trained on outputs of {expected}, the "
@@ -180,14 +194,26 @@ def add_parsers(sub, add_common) -> None:
 
     distill.add_parser(sub, add_common)
 
-    p = sub.add_parser("train-switcher", help="train the switcher MLP on DMD records",
-                       description="Train the switcher on DMD targets: 'soft' (the cloud's "
-                       "probability of the edge's class) or 'hard' (agreement).")
-    p.add_argument("--dmd", required=True, help="DMD records (.parquet) from `distill`")
-    p.add_argument("--target", choices=["soft", "hard"], default="soft")
-    p.add_argument("--hidden", type=int, default=32, help="hidden units (default 32)")
-    p.add_argument("--features", nargs="+", default=["proba", "confidence", "embedding"],
+    p = sub.add_parser("train-switcher", help="train the switcher on DMD records",
+                       description="Train the switcher on DMD targets, relative to the answer "
+                       "an offloaded clip gets (the cloud's, or the fusion's): 'hard' "
+                       "(agreement), 'soft' (the answer's probability of the edge's class) or "
+                       "'gain' (one minus the expected gain of offloading). With fusion on, "
+                       "also fits the fusion on the records (no labels) and writes fusion.json "
+                       "beside the switcher. Defaults come from the config's [switcher] and "
+                       "[fusion] tables (configs/watch.toml); flags override them.")
+    p.add_argument("--dmd", required=True, help="DMD records (.parquet file or sharded folder)")
+    p.add_argument("--config", default=None, help="TOML config ([switcher], [fusion])")
+    p.add_argument("--family", choices=["linear", "mlp", "gbt"], default=None)
+    p.add_argument("--target", choices=["hard", "soft", "gain"], default=None)
+    p.add_argument("--hidden", type=int, default=None, help="mlp: hidden units")
+    p.add_argument("--epochs", type=int, default=None, help="mlp: most epochs")
+    p.add_argument("--l2", type=float, default=None, help="linear: weight penalty")
+    p.add_argument("--features", nargs="+", default=None,
                    choices=["proba", "confidence", "embedding"])
+    p.add_argument("--fusion", choices=["none", "dmd", "fixed"], default=None,
+                   help="answer offloaded clips by the cloud (none) or by fusion")
+    p.add_argument("--fusion-out", default=None, help="fusion file (default: beside --out)")
     p.add_argument("--seed-switcher", type=int, default=0, help="training seed")
     p.add_argument("--out", default="switcher.npz")
     add_common(p)

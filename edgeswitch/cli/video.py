@@ -166,12 +166,12 @@ def cmd_watch(args) -> int:
 
     from edgeswitch.runtime.decision_log import DecisionLog
     from edgeswitch.runtime.hybrid import HybridClassifier
-    from edgeswitch.switcher import MLPSwitcher, OperatingPoint
+    from edgeswitch.switcher import OperatingPoint, load_switcher
     from edgeswitch.switcher.routers import SwitcherRouter
     from edgeswitch.video.source import iter_clips
 
     edge, cloud = video_models(args, need_cloud=False)
-    sw = MLPSwitcher.load(args.switcher)
+    sw = load_switcher(args.switcher)
     sw.check_edge(edge)
     op = OperatingPoint.load(args.op)
     if cloud is None:  # edge only: the switcher still scores; clips it would offload keep

@@ -58,6 +58,18 @@ class DMDRecords:
             return self.alignment.astype(np.float32)
         raise DataError(f"unknown DMD target '{kind}': use 'hard' or 'soft'")
 
+    def concat(self, other: DMDRecords) -> DMDRecords:
+        """These records followed by `other`'s (same models and classes)."""
+        if (other.classes, other.edge_model, other.cloud_model) != \
+                (self.classes, self.edge_model, self.cloud_model):
+            raise DataError("DMD records of different models or classes cannot be joined")
+        cat = np.concatenate
+        return DMDRecords(cat([self.ids, other.ids]), cat([self.groups, other.groups]),
+                          cat([self.edge_proba, other.edge_proba]),
+                          cat([self.edge_embedding, other.edge_embedding]),
+                          cat([self.cloud_proba, other.cloud_proba]), self.classes,
+                          self.edge_model, self.cloud_model)
+
     def to_parquet(self, path: str | Path) -> Path:
         import pyarrow as pa
         import pyarrow.parquet as pq

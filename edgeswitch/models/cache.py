@@ -41,7 +41,11 @@ def fit_or_load(estimator: NetClassifier, train: ClipBatch, cache_dir: Path | No
     """
     if cache_dir is None:
         return estimator.fit(train, progress=progress).model_, False
-    key_src = json.dumps({"estimator": estimator.__dict__ | {"threads": None},
+    # a setting at its neutral value is left out of the key, so models cached before the
+    # setting existed stay valid
+    settings = {k: v for k, v in estimator.__dict__.items()
+                if k != "threads" and not (k == "ensemble" and v == 1)}
+    key_src = json.dumps({"estimator": settings | {"threads": None},
                           "data": fingerprint(train), "version": __version__},
                          sort_keys=True, default=str)
     key = hashlib.sha256(key_src.encode()).hexdigest()[:20]

@@ -89,6 +89,21 @@ class CloudNet(nn.Module):
         return self.head(emb), emb
 
 
+class Ensemble(nn.Module):
+    """Several trained networks as one: returns the log of their mean probability (so that the
+    exported softmax gives the mean) and their mean embedding."""
+
+    def __init__(self, nets: list[nn.Module]) -> None:
+        super().__init__()
+        self.nets = nn.ModuleList(nets)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        outs = [net(x) for net in self.nets]
+        proba = torch.stack([torch.softmax(logits, dim=1) for logits, _ in outs]).mean(dim=0)
+        emb = torch.stack([e for _, e in outs]).mean(dim=0)
+        return torch.log(proba.clamp_min(1e-12)), emb
+
+
 ARCHITECTURES = {"edge-cnn": EdgeNet, "cloud-resnet": CloudNet}
 
 

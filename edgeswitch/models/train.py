@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from edgeswitch.data.clips import ClipBatch
-from edgeswitch.errors import NotFittedError
+from edgeswitch.errors import DataError, NotFittedError
 from edgeswitch.models.base import ModelOutput
 from edgeswitch.models.onnx_model import META_PREFIX, OnnxClassifier
 
@@ -81,6 +81,7 @@ class NetClassifier:
 
     arch: "edge-cnn" or "cloud-resnet" (see `edgeswitch.models.nets`); arch_params go to it.
     rotate_deg: random sensor-frame rotation used as augmentation (0 disables it).
+    ensemble: how many networks (seeds `seed`, `seed + 1`, ...) are averaged into the model.
     """
 
     arch: str = "edge-cnn"
@@ -93,25 +94,50 @@ class NetClassifier:
     rotate_deg: float = 30.0
     seed: int = 0
     threads: int = 1
+    ensemble: int = 1          # networks averaged into one model (seeds seed, seed+1, ...)
 
     def fit(self, clips: ClipBatch, progress: bool = False) -> NetClassifier:
+        """Train `ensemble` networks (seeds seed, seed+1, ...) and export them as one ONNX
+        graph that averages their probabilities (and their embeddings)."""
         import torch
 
-        from edgeswitch.models.nets import ARCHITECTURES, random_rotation
+        from edgeswitch.models.nets import ARCHITECTURES, Ensemble
 
         y = clips.require_labels("training a model")
-        torch.manual_seed(self.seed)
-        gen = torch.Generator().manual_seed(self.seed)
+        if not isinstance(self.ensemble, int) or self.ensemble < 1:
+            raise DataError(f"{self.name}: ensemble must be an int >= 1, got {self.ensemble!r}")
         X = torch.from_numpy(clips.X)
         Y = torch.from_numpy(y)
         mean, std = X.mean(dim=(0, 1)), X.std(dim=(0, 1))
-        net = ARCHITECTURES[self.arch](clips.clip_shape[1], clips.n_classes, mean, std,
-                                       **self.arch_params)
+        bar = _progress(self.epochs * self.ensemble, f"train {self.name}", progress)
+        nets = []
+        for member in range(self.ensemble):
+            torch.manual_seed(self.seed + member)
+            net = ARCHITECTURES[self.arch](clips.clip_shape[1], clips.n_classes, mean, std,
+                                           **self.arch_params)
+            nets.append(self._train(net, X, Y, std, self.seed + member, bar))
+        bar.close()
+        net = nets[0] if len(nets) == 1 else Ensemble(nets).eval()
+        meta = {
+            "name": self.name, "classes": list(clips.classes), "clip_shape": list(clips.clip_shape),
+            "macs": str(count_macs(net, clips.clip_shape)),
+            "trainer": json.dumps(asdict(self)), "train_groups": sorted(set(clips.groups.tolist())),
+        }
+        self.model_ = OnnxClassifier(export_onnx(net, clips.clip_shape, meta), threads=self.threads)
+        self.classes_ = self.model_.classes_
+        return self
+
+    def _train(self, net, X, Y, std, seed: int, bar):
+        """One network, AdamW with a one-cycle schedule, rotation / gain / noise augmentation."""
+        import torch
+
+        from edgeswitch.models.nets import random_rotation
+
+        gen = torch.Generator().manual_seed(seed)
         steps = (len(X) + self.batch_size - 1) // self.batch_size
         opt = torch.optim.AdamW(net.parameters(), lr=self.lr, weight_decay=self.weight_decay)
         sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=self.lr,
                                                     total_steps=self.epochs * steps)
-        bar = _progress(self.epochs, f"train {self.name}", progress)
         for _ in range(self.epochs):
             net.train()
             order = torch.randperm(len(X), generator=gen)
@@ -130,16 +156,7 @@ class NetClassifier:
                 opt.step()
                 sched.step()
             bar.update(1)
-        bar.close()
-        net.eval()
-        meta = {
-            "name": self.name, "classes": list(clips.classes), "clip_shape": list(clips.clip_shape),
-            "macs": str(count_macs(net, clips.clip_shape)),
-            "trainer": json.dumps(asdict(self)), "train_groups": sorted(set(clips.groups.tolist())),
-        }
-        self.model_ = OnnxClassifier(export_onnx(net, clips.clip_shape, meta), threads=self.threads)
-        self.classes_ = self.model_.classes_
-        return self
+        return net.eval()
 
     def _model(self) -> OnnxClassifier:
         if not hasattr(self, "model_"):

@@ -18,6 +18,7 @@ from edgeswitch.runtime.cloud import CloudClient, CloudReply, InProcessCloud
 from edgeswitch.runtime.cloud import ask as ask_cloud
 from edgeswitch.runtime.decision_log import Decision, DecisionLog
 from edgeswitch.switcher.calibrate import OperatingPoint
+from edgeswitch.switcher.fusion import Fusion
 from edgeswitch.switcher.routers import Router
 
 
@@ -56,13 +57,16 @@ class HybridClassifier:
 
     `log` appends every decision to a `DecisionLog`. `shadow_rate` also sends that share of the
     clips the router kept to the cloud, for the log only (unbiased DMD data; costs cloud calls).
+    `fusion` answers an offloaded clip with the fused edge and cloud posteriors (the log keeps
+    the cloud's own probabilities beside the answer).
     """
 
     def __init__(self, edge: ClipClassifier, router: Router,
                  cloud: CloudClient | ClipClassifier, operating_point: OperatingPoint,
                  step: float | None = None, log: DecisionLog | None = None,
-                 shadow_rate: float = 0.0, seed: int = 0) -> None:
+                 shadow_rate: float = 0.0, seed: int = 0, fusion: Fusion | None = None) -> None:
         self.edge = edge
+        self.fusion = fusion
         self.router = router
         self.cloud = cloud if isinstance(cloud, CloudClient) else InProcessCloud(cloud)
         check_same_classes(edge, self.cloud)
@@ -100,7 +104,8 @@ class HybridClassifier:
             reply = ask_cloud(self.cloud, X[ask], deadline)
             if reply.ok:
                 cloud_proba[ask] = reply.proba
-                proba[off] = cloud_proba[off]
+                proba[off] = cloud_proba[off] if self.fusion is None else \
+                    self.fusion.combine(edge_out.proba[off], cloud_proba[off])
             else:
                 verified[off] = False
                 reason[off] = reply.reason

@@ -29,3 +29,19 @@ def switcher_features(edge: ModelOutput, groups: tuple[str, ...] = FEATURE_GROUP
     parts = {"proba": edge.proba, "confidence": confidence(edge.proba),
              "embedding": edge.embedding}
     return np.concatenate([parts[g] for g in groups], axis=1).astype(np.float32)
+
+
+def n_feature_macs(groups: tuple[str, ...], n_classes: int, embedding_dim: int) -> int:
+    """Rough operations per clip to build the features (the edge computed proba/embedding)."""
+    return 4 * n_classes if "confidence" in groups else 0
+
+
+def feature_slices(groups: tuple[str, ...], n_classes: int, embedding_dim: int
+                   ) -> dict[str, tuple[int, int]]:
+    """Column range of each feature group in `switcher_features`' matrix."""
+    sizes = {"proba": n_classes, "confidence": 3, "embedding": embedding_dim}
+    out, start = {}, 0
+    for g in groups:
+        out[g] = (start, start + sizes[g])
+        start += sizes[g]
+    return out

@@ -2,7 +2,7 @@
 
 `score(edge_output)` returns, per clip, how much to trust the edge answer; the hybrid offloads
 clips whose score falls below a threshold. Confidence baselines follow Sedna / BranchyNet;
-`dmd` and `supervised` are learned (`MLPSwitcher`); `oracle` knows the truth and marks the
+`dmd` and `supervised` are learned (any `Switcher` family); `oracle` knows the truth and marks the
 physical limit of routing for a model pair.
 """
 
@@ -15,8 +15,8 @@ import numpy as np
 
 from edgeswitch.errors import DataError
 from edgeswitch.models.base import ModelOutput
+from edgeswitch.switcher.base import Switcher
 from edgeswitch.switcher.features import confidence
-from edgeswitch.switcher.mlp import MLPSwitcher
 
 ROUTERS: dict[str, Callable[..., Router]] = {}
 
@@ -76,9 +76,9 @@ class RandomRouter(Router):
 
 @register("switcher")
 class SwitcherRouter(Router):
-    """A fitted `MLPSwitcher` (DMD-trained, or the supervised ablation)."""
+    """A fitted `Switcher` (DMD-trained, or the supervised ablation)."""
 
-    def __init__(self, switcher: MLPSwitcher) -> None:
+    def __init__(self, switcher: Switcher) -> None:
         self.switcher = switcher
         self.name = switcher.name
 

@@ -1,0 +1,187 @@
+"""Stage 2 of a fold: fit fusion and switchers on its DMD records, score every router on its
+test groups.
+
+Nothing here reads a label except `y_test` (to evaluate, after every choice is made) and the
+pool's hidden labels (only for the `supervised` ablation). Every router is evaluated twice: with
+offloaded clips answered by the cloud, and by the fused posterior (`NAME+fusion`), each against
+the oracle for the same answers.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+
+from edgeswitch.benchmark.outputs import FoldOutputs
+from edgeswitch.config import RunConfig
+from edgeswitch.evaluation.curves import accuracy_by_k, offload_order, trapezoid_auc
+from edgeswitch.evaluation.metrics import macro_f1
+from edgeswitch.models.base import ModelOutput
+from edgeswitch.switcher.calibrate import calibrate_offload
+from edgeswitch.switcher.features import confidence
+from edgeswitch.switcher.fusion import Fusion
+from edgeswitch.switcher.routers import oracle_scores
+from edgeswitch.switcher.select import SwitcherSpec, dmd_targets, fit_switcher, select_switcher
+
+EVAL_VERSION = 1   # bump when the evaluation changes, so stored fold figures are redone
+RATES = (0.1, 0.2, 0.35, 0.5)
+CONFIDENCE = ("max_prob", "entropy", "margin")
+
+# DMD-trained switcher variants scored beside the configured one ("dmd"); what each buys is the
+# point of the benchmark. "dmd-cv" picks among CV_CANDIDATES by group CV on the DMD records.
+VARIANTS: dict[str, SwitcherSpec] = {
+    "dmd-mlp": SwitcherSpec("mlp", "hard"),                      # the paper's switcher
+    "dmd-linear": SwitcherSpec("linear", "hard", l2=10.0),
+    "dmd-gbt": SwitcherSpec("gbt", "hard", features=("proba", "confidence")),
+    "dmd-gain": SwitcherSpec("linear", "gain", l2=10.0),
+    "dmd-aug": SwitcherSpec("mlp", "hard", augment_views=8),
+}
+
+
+@dataclass
+class Router:
+    name: str
+    test: np.ndarray                 # scores on test (low = offload first)
+    calib: np.ndarray                # scores on calib (for the operating point)
+    kept_proba: np.ndarray           # [n_test, K] the answer when the clip stays on the device
+    edge_macs: int                   # device-side MACs per clip (edge models + router)
+
+
+def _records(o: FoldOutputs, views: int) -> tuple[ModelOutput, np.ndarray, np.ndarray]:
+    """DMD records of the fold: the pool, plus `views` rotated views of each pool clip."""
+    pe, ee, pc, g = o["edge_pool_p"], o["edge_pool_e"], o["cloud_pool_p"], o["groups_pool"]
+    if views and "edge_aug_p" in o.arrays:
+        n = len(pe)
+        take = slice(0, n * views)  # views are stored view by view
+        pe = np.concatenate([pe, o["edge_aug_p"][take]])
+        ee = np.concatenate([ee, o["edge_aug_e"][take]])
+        pc = np.concatenate([pc, o["cloud_aug_p"][take]])
+        g = np.concatenate([g, o["groups_aug"][take]])
+    return ModelOutput(pe, ee), pc, g
+
+
+def abc_scores(members: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Agreement-Based Cascading (Kolawole et al. 2024): trust = share of the k edge members
+    voting for the ensemble's answer; ties broken by the ensemble's mean top probability.
+    Returns (scores, the ensemble's mean probabilities: its answer when it keeps a clip)."""
+    mean = members.mean(axis=0)
+    answer = mean.argmax(axis=1)
+    votes = (members.argmax(axis=2) == answer[None, :]).mean(axis=0)
+    return votes + 1e-3 * mean.max(axis=1), mean
+
+
+def router_metrics(scores: np.ndarray, kept_label: np.ndarray, answer_label: np.ndarray,
+                   y: np.ndarray, cloud_acc: float, n_classes: int, seed: int) -> dict:
+    """Area, offload to reach cloud-only accuracy, accuracy / macro-F1 at the fixed rates."""
+    n = len(y)
+    order = offload_order(scores, seed)
+    acc_k = accuracy_by_k(kept_label == y, answer_label == y, order)
+    ks = np.rint(np.linspace(0.0, 1.0, 101) * n).astype(int)
+    reach = np.nonzero(acc_k >= cloud_acc - 1e-12)[0]
+    at, f1_at = {}, {}
+    for r in RATES:
+        k = int(np.rint(r * n))
+        pred = kept_label.copy()
+        pred[order[:k]] = answer_label[order[:k]]
+        at[str(r)] = float(acc_k[k])
+        f1_at[str(r)] = macro_f1(y, pred, n_classes)
+    return {"auc": trapezoid_auc(ks / n, acc_k[ks]),
+            "offload_to_match_cloud": float(reach[0] / n) if len(reach) else None,
+            "accuracy_at": at, "macro_f1_at": f1_at,
+            "curve": [round(float(a), 5) for a in acc_k[ks]]}
+
+
+def operating_point(r: Router, kept_label: np.ndarray, answer_label: np.ndarray, y: np.ndarray,
+                    order: np.ndarray, cfg: RunConfig, macs: np.ndarray) -> dict:
+    """The hybrid at the operating point calibrated on the fold's unlabelled calib clips."""
+    c = cfg.calibration
+    op = calibrate_offload(r.calib, c.rate, c.adaptive, c.step)
+    off = op.offload(r.test)
+    if op.adaptive:  # the controller meets the test clips as a stream, in clip-id order
+        off = np.zeros(len(y), dtype=bool)
+        off[order] = op.controller().decide(r.test[order])
+    pred = np.where(off, answer_label, kept_label)
+    rate = float(off.mean())
+    return {"offload_rate": rate, "accuracy": float(np.mean(pred == y)),
+            "compute_vs_cloud": float((r.edge_macs + rate * macs[1]) / macs[1])}
+
+
+def evaluate_fold(cfg: RunConfig, o: FoldOutputs, seed: int, progress: bool = False) -> dict:
+    """Every router's figures on one fold (see the benchmark.json schema in the README)."""
+    y = o["y_test"]
+    k = len(o.classes)
+    edge_t, edge_c = o.edge("test"), o.edge("calib")
+    pe, pc = edge_t.proba, o.cloud("test")
+    el, cl = pe.argmax(axis=1), pc.argmax(axis=1)
+    macs = o["macs"]  # edge, cloud, all ABC members
+    cloud_acc = float(np.mean(cl == y))
+    order = np.argsort(o["ids_test"], kind="stable")
+    fused = Fusion(cfg.fusion.method if cfg.fusion.method != "none" else "dmd",
+                   cfg.fusion.edge_weight).fit(o["edge_pool_p"], o["cloud_pool_p"])
+    answer_modes = {"": Fusion("none").fit(pe, pc), "+fusion": fused}
+
+    rng_seed = seed
+    conf_t, conf_c = confidence(pe), confidence(edge_c.proba)
+    base = {"max_prob": (conf_t[:, 0], conf_c[:, 0]), "margin": (conf_t[:, 1], conf_c[:, 1]),
+            "entropy": (1 - conf_t[:, 2], 1 - conf_c[:, 2]),
+            "random": (np.random.default_rng(rng_seed).random(len(y)),
+                       np.random.default_rng(rng_seed + 1).random(len(edge_c)))}
+    abc_t, abc_mean_t = abc_scores(o.members("test"))
+    abc_c, _ = abc_scores(o.members("calib"))
+
+    result: dict = {"edge_accuracy": float(np.mean(el == y)), "cloud_accuracy": cloud_acc,
+                    "fusion": fused.to_dict(), "routers": {}, "switchers": {}}
+    specs = {"dmd": SwitcherSpec.from_config(cfg.switcher), **VARIANTS}
+    for suffix, fusion in answer_modes.items():
+        answer_p = fusion.combine(pe, pc)
+        routers = [Router(n, t, c, pe, int(macs[0])) for n, (t, c) in base.items()]
+        routers.append(Router("abc", abc_t, abc_c, abc_mean_t, int(macs[2])))
+        for name, spec in specs.items():
+            edge_rec, cloud_rec, groups = _records(o, spec.augment_views)
+            target = dmd_targets(edge_rec.proba, fusion.combine(edge_rec.proba, cloud_rec),
+                                 spec.target)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                sw = fit_switcher(spec, edge_rec, target, groups, seed)
+            routers.append(Router(name, sw.score(edge_t), sw.score(edge_c), pe,
+                                  int(macs[0]) + sw.macs))
+            result["switchers"][name + suffix] = {"family": spec.family, "target": spec.target,
+                                                  "macs": sw.macs, "params": sw.n_params}
+        edge_rec, cloud_rec, groups = _records(o, 8)
+        sel, table = select_switcher(edge_rec, fusion.combine(edge_rec.proba, cloud_rec), groups,
+                                     seed, n_original=len(o["edge_pool_p"]))
+        routers.append(Router("dmd-cv", sel.score(edge_t), sel.score(edge_c), pe,
+                              int(macs[0]) + sel.macs))
+        result["switchers"]["dmd-cv" + suffix] = {"chosen": sel.meta.get("spec"), "cv": table,
+                                                  "macs": sel.macs, "params": sel.n_params}
+        # the supervised ablation: the same MLP on the pool's true "edge is correct" labels
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            sup = fit_switcher(SwitcherSpec("mlp", "hard"), o.edge("pool"),
+                               (o["edge_pool_p"].argmax(1) == o["hidden_y_pool"]).astype(float),
+                               o["groups_pool"], seed)
+        routers.append(Router("supervised", sup.score(edge_t), sup.score(edge_c), pe,
+                              int(macs[0]) + sup.macs))
+
+        answer = answer_p.argmax(axis=1)
+        oracle = router_metrics(oracle_scores(el, answer, y), el, answer, y, cloud_acc, k, seed)
+        for r in routers:
+            kept = r.kept_proba.argmax(axis=1)
+            # ABC keeps its ensemble's answer and fuses that with the cloud
+            ans = answer if r.kept_proba is pe else fusion.combine(r.kept_proba, pc).argmax(1)
+            m = router_metrics(r.test, kept, ans, y, cloud_acc, k, seed)
+            # random routing's expected area is the mean of its two ends (the chord)
+            rand = (float(np.mean(kept == y)) + float(np.mean(ans == y))) / 2
+            orc = oracle if ans is answer else router_metrics(
+                oracle_scores(kept, ans, y), kept, ans, y, cloud_acc, k, seed)
+            span = orc["auc"] - rand
+            m["oracle_gain_share"] = float((m["auc"] - rand) / span) if span > 1e-9 else None
+            m["operating_point"] = operating_point(r, kept, ans, y, order, cfg, macs)
+            m["answer_accuracy"] = float(np.mean(ans == y))
+            result["routers"][r.name + suffix] = m
+        oracle["oracle_gain_share"] = 1.0
+        oracle["answer_accuracy"] = float(np.mean(answer == y))
+        result["routers"]["oracle" + suffix] = oracle
+    return result

@@ -1,0 +1,152 @@
+"""The benchmark's outputs: benchmark.json, a text table, benchmark.png and benchmark.html."""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+from pathlib import Path
+
+import numpy as np
+
+GLOSSARY = (
+    ("area", "area under the curve of test accuracy against the share of clips offloaded (0 to "
+     "1); higher is better"),
+    ("offload to match cloud", "the least share of clips offloaded at which the hybrid is as "
+     "accurate as the cloud alone (1.0 in the means when never reached)"),
+    ("oracle", "a router that knows the true labels: it offloads exactly the clips whose answer "
+     "the offload fixes; the limit of routing for this model pair"),
+    ("oracle gain share", "(area - random's area) / (oracle's area - random's area), for the "
+     "same answers"),
+    ("+fusion", "offloaded clips are answered by the label-free fusion of the edge's and the "
+     "cloud's posteriors instead of the cloud's alone"),
+    ("abc", "Agreement-Based Cascading: offload when an ensemble of edge models disagrees "
+     "(costs k edge models per clip)"),
+)
+
+# one colour per router everywhere, none shared
+COLOURS = {"dmd": "C3", "dmd-mlp": "C1", "dmd-linear": "C4", "dmd-gbt": "C5", "dmd-gain": "C6",
+           "dmd-aug": "C8", "dmd-cv": "C9", "supervised": "tab:olive", "max_prob": "C0",
+           "entropy": "C2", "margin": "tab:cyan", "random": "0.55", "abc": "C7",
+           "oracle": "k"}
+PLOTTED = ("dmd", "dmd-mlp", "entropy", "margin", "abc", "random", "oracle")
+
+
+def _fmt(m: dict, pct: bool = False, digits: int = 4) -> str:
+    if m is None or m["mean"] is None or not np.isfinite(m["mean"]):
+        return "-"
+    f = (lambda v: f"{100 * v:.1f}") if pct else (lambda v: f"{v:.{digits}f}")
+    return f"{f(m['mean'])} [{f(m['ci'][0])}, {f(m['ci'][1])}]"
+
+
+def text_table(bench: dict) -> str:
+    s = bench["summary"]
+    gap = s["cloud_minus_edge"]
+    lines = [
+        f"benchmark on {bench['dataset']}: {len(bench['folds'])} folds, {bench['n_groups']} "
+        f"groups, {bench['n_clips']} clips; mean [95% CI, bootstrap over folds]",
+        f"edge accuracy {_fmt(s['edge_accuracy'], True)}%, cloud {_fmt(s['cloud_accuracy'], True)}"
+        f"%, cloud - edge {_fmt(gap, True)} points (>= 3 points on {gap['folds_at_least_3_points']}"
+        f" of {gap['folds']} folds)",
+        f"deployed by demo: {s['default_router']}",
+        "",
+        f"{'router':<18}{'area':>26}{'offload to match cloud %':>28}{'oracle gain share':>24}"
+        f"{'acc@50% - cloud, pts':>24}{'area vs best confidence':>30}{'W/T/L':>9}",
+    ]
+    for name, r in s["routers"].items():
+        vs = s["vs_best_confidence"].get(name)
+        diff = _fmt(vs["auc_diff"]) if vs else ""
+        wtl = f"{vs['wins']}/{vs['ties']}/{vs['losses']}" if vs else ""
+        g = r["gain_over_cloud_at_0.5"]
+        lines.append(f"{name:<18}{_fmt(r['auc']):>26}{_fmt(r['offload_to_match_cloud'], True):>28}"
+                     f"{_fmt(r['oracle_gain_share'], digits=2):>24}{_fmt(g, True):>24}"
+                     f"{diff:>30}{wtl:>9}")
+    lines += ["", *[f"{k}: {v}" for k, v in GLOSSARY]]
+    return "\n".join(lines)
+
+
+def _curves(bench: dict, name: str) -> np.ndarray:
+    return np.array([f["routers"][name]["curve"] for f in bench["folds"]])
+
+
+def plot(bench: dict, path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    folds = bench["folds"]
+    n = len(folds)
+    x = np.linspace(0, 1, len(folds[0]["routers"]["random"]["curve"]))
+    fig, axes = plt.subplots(1, 3, figsize=(17, 5.6), sharey=True)
+    panels = ((axes[0], "", "offload", "cloud answers offloaded clips"),
+              (axes[1], "+fusion", "offload", "fusion answers offloaded clips"),
+              (axes[2], "+fusion", "compute", "fusion answers; x = compute"))
+    default = bench["summary"]["default_router"].replace("+fusion", "")
+    for ax, suffix, xaxis, title in panels:
+        for base in dict.fromkeys((default, *PLOTTED)):
+            name = base + suffix
+            if name not in folds[0]["routers"]:
+                continue
+            c = _curves(bench, name)
+            mean, half = c.mean(axis=0), 1.96 * c.std(axis=0, ddof=1) / np.sqrt(n) if n > 1 \
+                else np.zeros(c.shape[1])
+            xs = x
+            if xaxis == "compute":
+                op = folds[0]["routers"][name]["operating_point"]
+                cloud_macs_share = op["compute_vs_cloud"] - op["offload_rate"]  # device cost
+                xs = cloud_macs_share + x
+            lw = 2.6 if base == default else 1.3
+            ls = ":" if base == "oracle" else "-"
+            ax.plot(xs, mean, color=COLOURS.get(base, "C3"), lw=lw, ls=ls, label=name)
+            ax.fill_between(xs, mean - half, mean + half, color=COLOURS.get(base, "C3"),
+                            alpha=0.12, lw=0)
+        for key, colour, label in (("cloud_accuracy", "C0", "cloud only"),
+                                   ("edge_accuracy", "C2", "edge only")):
+            m = bench["summary"][key]
+            ax.axhline(m["mean"], color=colour, lw=0.9, ls="-.", label=label)
+            ax.axhspan(m["ci"][0], m["ci"][1], color=colour, alpha=0.08)
+        ax.set_title(title, fontsize=10)
+        ax.set_xlabel("share of clips offloaded" if xaxis == "offload" else
+                      "compute per clip / cloud-only compute (MACs)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=3)
+    axes[0].set_ylabel("test accuracy (mean over folds, 95% band)")
+    fig.suptitle(f"{bench['dataset']}: hybrid accuracy, {n} folds")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
+def write_html(bench: dict, png: Path, path: Path) -> Path:
+    img = base64.b64encode(png.read_bytes()).decode()
+    gloss = "".join(f"<li><b>{html.escape(k)}</b>: {html.escape(v)}</li>" for k, v in GLOSSARY)
+    rows = "".join(
+        f"<tr><td>{i}</td><td>{html.escape(' '.join(f['test_groups']))}</td>"
+        f"<td>{100 * f['edge_accuracy']:.1f}%</td><td>{100 * f['cloud_accuracy']:.1f}%</td>"
+        f"<td>{f['fusion']['weight']:.2f}</td></tr>" for i, f in enumerate(bench["folds"]))
+    doc = f"""<!doctype html><html><head><meta charset="utf-8">
+<title>edgeswitch benchmark: {html.escape(bench['dataset'])}</title>
+<style>body{{font-family:sans-serif;max-width:1250px;margin:2em auto}}
+table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:3px 9px}}
+pre{{background:#f6f6f6;padding:1em;font-size:12px;overflow-x:auto}}</style></head><body>
+<h1>edgeswitch benchmark: {html.escape(bench['dataset'])}</h1>
+<ul>{gloss}</ul>
+<pre>{html.escape(text_table(bench))}</pre>
+<img src="data:image/png;base64,{img}" style="width:100%">
+<h2>Folds</h2>
+<table><tr><th>fold</th><th>test groups</th><th>edge</th><th>cloud</th>
+<th>fusion edge weight (fitted without labels)</th></tr>{rows}</table>
+<p>Classes: {html.escape(', '.join(bench['classes']))}. Machine-readable:
+<code>benchmark.json</code> beside this file.</p></body></html>"""
+    path.write_text(doc)
+    return path
+
+
+def write_all(bench: dict, out_dir: Path) -> dict[str, Path]:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    js = out_dir / "benchmark.json"
+    js.write_text(json.dumps(bench, indent=1))
+    png = plot(bench, out_dir / "benchmark.png")
+    return {"json": js, "png": png, "html": write_html(bench, png, out_dir / "benchmark.html")}

@@ -1,0 +1,67 @@
+"""Statistics across folds: means with bootstrap confidence intervals, paired differences.
+
+Intervals are percentile bootstraps over folds (each fold's figure is one draw; clips within a
+fold are not resampled), so they describe how a figure varies with which subjects are tested.
+With few folds they are optimistic; the per-fold wins / ties / losses are shown beside them.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from edgeswitch.benchmark.evaluate import CONFIDENCE
+
+TIE = 1e-4   # paired area differences this small count as ties
+
+
+def mean_ci(values: list[float], n_boot: int, seed: int = 0) -> dict:
+    v = np.asarray(values, dtype=float)
+    if len(v) == 1:
+        return {"mean": float(v[0]), "ci": [float(v[0]), float(v[0])]}
+    idx = np.random.default_rng(seed).integers(0, len(v), size=(n_boot, len(v)))
+    boots = v[idx].mean(axis=1)
+    lo, hi = np.percentile(boots, [2.5, 97.5])
+    return {"mean": float(v.mean()), "ci": [float(lo), float(hi)]}
+
+
+def fold_metrics(fold: dict, name: str) -> dict[str, float]:
+    """The per-fold figures that are summarised (a never-reached match counts as 1.0)."""
+    r = fold["routers"][name]
+    match = r["offload_to_match_cloud"]
+    share = r.get("oracle_gain_share")
+    return {"auc": r["auc"], "offload_to_match_cloud": 1.0 if match is None else match,
+            "oracle_gain_share": np.nan if share is None else share,
+            "gain_over_cloud_at_0.5": r["accuracy_at"]["0.5"] - fold["cloud_accuracy"],
+            "accuracy_at_operating_point": r["operating_point"]["accuracy"],
+            "offload_at_operating_point": r["operating_point"]["offload_rate"],
+            "compute_vs_cloud": r["operating_point"]["compute_vs_cloud"]}
+
+
+def summarise(folds: list[dict], n_boot: int, default_router: str) -> dict:
+    names = list(folds[0]["routers"])
+    routers = {}
+    for name in names:
+        per = [fold_metrics(f, name) for f in folds]
+        routers[name] = {key: mean_ci([p[key] for p in per if np.isfinite(p[key])] or [np.nan],
+                                      n_boot) for key in per[0]}
+    vs = {}
+    for suffix in ("", "+fusion"):
+        conf = [c + suffix for c in CONFIDENCE if c + suffix in routers]
+        if not conf:
+            continue
+        best = max(conf, key=lambda c: routers[c]["auc"]["mean"])
+        ref = np.array([f["routers"][best]["auc"] for f in folds])
+        for name in names:
+            if not name.endswith(suffix) or (suffix == "" and name.endswith("+fusion")):
+                continue
+            d = np.array([f["routers"][name]["auc"] for f in folds]) - ref
+            vs[name] = {"reference": best, "auc_diff": mean_ci(d.tolist(), n_boot),
+                        "wins": int((d > TIE).sum()), "ties": int((np.abs(d) <= TIE).sum()),
+                        "losses": int((d < -TIE).sum())}
+    edge = [f["edge_accuracy"] for f in folds]
+    cloud = [f["cloud_accuracy"] for f in folds]
+    gap = np.asarray(cloud) - np.asarray(edge)
+    return {"routers": routers, "vs_best_confidence": vs, "default_router": default_router,
+            "edge_accuracy": mean_ci(edge, n_boot), "cloud_accuracy": mean_ci(cloud, n_boot),
+            "cloud_minus_edge": mean_ci(gap.tolist(), n_boot) | {
+                "folds_at_least_3_points": int((gap >= 0.03).sum()), "folds": len(folds)}}

@@ -1,0 +1,166 @@
+"""Switcher targets, one constructor for every family, and model selection on DMD records alone.
+
+Targets (1 = the edge answer stands), from the edge posterior p and the answer posterior q that
+an offloaded clip would get (the cloud's, or the fused one), neither needing a label:
+* `hard`: the edge's class is q's class (the paper's agreement);
+* `soft`: q's probability of the edge's class (the paper's alignment);
+* `gain`: 1 - (q(answer) - q(edge class)), one minus the expected gain of offloading.
+
+`select_switcher` picks a family / target / augmentation by leave-group-out CV on the records,
+scoring each candidate by its label-free area: how fast offloading its lowest-scored held-out
+clips removes their disagreement with the answer they would get. The edge's entropy is scored
+the same way, so a reader sees whether the learned switcher beat it on the DMD records.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from edgeswitch.errors import DataError
+from edgeswitch.evaluation.curves import accuracy_by_k, offload_order, trapezoid_auc
+from edgeswitch.models.base import ModelOutput
+from edgeswitch.switcher.base import Switcher
+from edgeswitch.switcher.features import FEATURE_GROUPS, confidence
+
+TARGETS = ("hard", "soft", "gain")
+
+
+@dataclass(frozen=True)
+class SwitcherSpec:
+    family: str = "mlp"
+    target: str = "hard"
+    features: tuple[str, ...] = FEATURE_GROUPS
+    hidden: int = 32
+    epochs: int = 400
+    l2: float = 1e-2
+    augment_views: int = 0
+
+    def build(self, seed: int = 0, name: str = "dmd", meta: dict | None = None) -> Switcher:
+        from edgeswitch.switcher.linear import LinearSwitcher
+        from edgeswitch.switcher.mlp import MLPSwitcher
+        from edgeswitch.switcher.trees import TreeSwitcher
+
+        common = dict(target=self.target, features=tuple(self.features), seed=seed, name=name,
+                      meta=dict(meta or {}))
+        if self.family == "mlp":
+            return MLPSwitcher(hidden=self.hidden, epochs=self.epochs, **common)
+        if self.family == "linear":
+            return LinearSwitcher(l2=self.l2, **common)
+        if self.family == "gbt":
+            return TreeSwitcher(**common)
+        raise DataError(f"unknown switcher family {self.family!r}; use linear, mlp or gbt")
+
+    @classmethod
+    def from_config(cls, sc) -> SwitcherSpec:
+        """The spec of a `[switcher]` config table (edgeswitch.config.SwitcherConfig)."""
+        return cls(sc.family, sc.target, tuple(sc.features), hidden=sc.hidden,
+                   epochs=sc.epochs, l2=sc.l2, augment_views=sc.augment_views)
+
+    def label(self) -> str:
+        aug = f", {self.augment_views} views" if self.augment_views else ""
+        return f"{self.family}/{self.target}/{'+'.join(self.features)}{aug}"
+
+
+def dmd_targets(edge_proba: np.ndarray, answer_proba: np.ndarray, kind: str) -> np.ndarray:
+    """Per-record target in [0, 1] (see the module docstring)."""
+    el = np.asarray(edge_proba).argmax(axis=1)
+    q = np.asarray(answer_proba, dtype=np.float64)
+    rows = np.arange(len(el))
+    if kind == "hard":
+        return (q.argmax(axis=1) == el).astype(np.float32)
+    if kind == "soft":
+        return np.clip(q[rows, el], 0, 1).astype(np.float32)
+    if kind == "gain":
+        return np.clip(1 - (q.max(axis=1) - q[rows, el]), 0, 1).astype(np.float32)
+    raise DataError(f"unknown DMD target {kind!r}; use one of {list(TARGETS)}")
+
+
+def fit_switcher(spec: SwitcherSpec, edge: ModelOutput, target: np.ndarray,
+                 groups: np.ndarray | None, seed: int = 0, name: str = "dmd",
+                 meta: dict | None = None) -> Switcher:
+    sw = spec.build(seed, name, meta)
+    sw.fit(edge, target, groups)
+    sw.meta["spec"] = asdict(spec) | {"features": list(spec.features)}
+    return sw
+
+
+def dmd_area(scores: np.ndarray, edge_label: np.ndarray, answer_label: np.ndarray,
+             seed: int = 0) -> float:
+    """Label-free area: the hybrid's agreement with the answer an offloaded clip would get,
+    against the offload rate (1 at full offload; higher is better)."""
+    order = offload_order(scores, seed)
+    agree = edge_label == answer_label
+    acc = accuracy_by_k(agree, np.ones_like(agree), order)
+    x = np.arange(len(acc)) / len(agree)
+    return trapezoid_auc(x, acc)
+
+
+CV_CANDIDATES = (
+    # linear on everything, the confidence triplet unpenalised: shrinks to a mix of confidences
+    *(SwitcherSpec("linear", t, FEATURE_GROUPS, l2=10.0, augment_views=v)
+      for t in ("hard", "gain") for v in (0, 8)),
+    *(SwitcherSpec("gbt", t, ("proba", "confidence")) for t in ("hard", "gain")),
+    *(SwitcherSpec("mlp", t, FEATURE_GROUPS, augment_views=8) for t in ("hard", "gain")),
+)
+
+
+def select_switcher(edge: ModelOutput, answer_proba: np.ndarray, groups: np.ndarray,
+                    seed: int = 0, candidates: tuple[SwitcherSpec, ...] = CV_CANDIDATES,
+                    n_original: int | None = None) -> tuple[Switcher, list[dict]]:
+    """Leave-group-out CV over `candidates` on DMD records; the winner is refitted on all.
+
+    Records may hold rotated views after the `n_original` pool clips (views are stored view by
+    view, so record i of view v is pool clip i); held-out scoring uses original clips only, and
+    a candidate with no views trains on the originals only.
+    """
+    groups = np.asarray(groups).astype(str)
+    n = len(groups) if n_original is None else n_original
+    is_orig = np.arange(len(groups)) < n
+    el = edge.proba.argmax(axis=1)
+    al = np.asarray(answer_proba).argmax(axis=1)
+    ug = np.unique(groups)
+    if len(ug) < 2:
+        raise DataError("switcher selection needs DMD records from at least 2 groups")
+    folds = np.array_split(np.random.default_rng(seed).permutation(ug), min(5, len(ug)))
+    table = []
+    ent = 1 - confidence(edge.proba)[:, 2]
+    ent_area = np.mean([dmd_area(ent[np.isin(groups, f) & is_orig],
+                                 el[np.isin(groups, f) & is_orig],
+                                 al[np.isin(groups, f) & is_orig], seed) for f in folds])
+    table.append({"spec": "entropy (reference)", "dmd_area": float(ent_area)})
+    best, best_area = None, -np.inf
+    for spec in candidates:
+        use = np.ones(len(groups), bool) if spec.augment_views else is_orig
+        target = dmd_targets(edge.proba, answer_proba, spec.target)
+        areas = []
+        for f in folds:
+            va = np.isin(groups, f)
+            tr = use & ~va
+            te = va & is_orig
+            if tr.sum() < 10 or te.sum() < 2:
+                continue
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                sw = fit_switcher(spec, _take(edge, tr), target[tr], groups[tr], seed)
+            areas.append(dmd_area(sw.score(_take(edge, te)), el[te], al[te], seed))
+        if not areas:
+            continue
+        area = float(np.mean(areas))
+        table.append({"spec": spec.label(), "dmd_area": area})
+        if area > best_area:
+            best, best_area = spec, area
+    if best is None:
+        raise DataError("switcher selection: too few DMD records per group to cross-validate")
+    use = np.ones(len(groups), bool) if best.augment_views else is_orig
+    target = dmd_targets(edge.proba, answer_proba, best.target)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        sw = fit_switcher(best, _take(edge, use), target[use], groups[use], seed)
+    return sw, table
+
+
+def _take(edge: ModelOutput, mask: np.ndarray) -> ModelOutput:
+    return ModelOutput(edge.proba[mask], edge.embedding[mask])
