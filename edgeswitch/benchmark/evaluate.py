@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from edgeswitch.benchmark.outputs import FoldOutputs
+from edgeswitch.benchmark.outputs import PARTS, FoldOutputs
 from edgeswitch.config import RunConfig
 from edgeswitch.evaluation.curves import accuracy_by_k, offload_order, trapezoid_auc
 from edgeswitch.evaluation.metrics import macro_f1
@@ -70,6 +70,14 @@ def abc_scores(members: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     answer = mean.argmax(axis=1)
     votes = (members.argmax(axis=2) == answer[None, :]).mean(axis=0)
     return votes + 1e-3 * mean.max(axis=1), mean
+
+
+def ensemble_view(members: np.ndarray) -> ModelOutput:
+    """What a switcher may read from the ABC ensemble: its mean probabilities, and as the
+    'embedding' the members' vote share for that answer and each member's top probability."""
+    mean = members.mean(axis=0)
+    votes = (members.argmax(axis=2) == mean.argmax(axis=1)[None, :]).mean(axis=0)
+    return ModelOutput(mean, np.column_stack([votes, members.max(axis=2).T]))
 
 
 def router_metrics(scores: np.ndarray, kept_label: np.ndarray, answer_label: np.ndarray,
@@ -156,6 +164,16 @@ def evaluate_fold(cfg: RunConfig, o: FoldOutputs, seed: int, progress: bool = Fa
                               int(macs[0]) + sel.macs))
         result["switchers"]["dmd-cv" + suffix] = {"chosen": sel.meta.get("spec"), "cv": table,
                                                   "macs": sel.macs, "params": sel.n_params}
+        # stretch: a DMD switcher that reads the ABC ensemble (equal edge cost to `abc`)
+        ens_pool, ens_c, ens_t = (ensemble_view(o.members(p)) for p in PARTS)
+        target = dmd_targets(ens_pool.proba, fusion.combine(ens_pool.proba, o["cloud_pool_p"]),
+                             "gain")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            ens_sw = fit_switcher(SwitcherSpec("linear", "gain", l2=10.0), ens_pool, target,
+                                  o["groups_pool"], seed)
+        routers.append(Router("dmd-abc", ens_sw.score(ens_t), ens_sw.score(ens_c), abc_mean_t,
+                              int(macs[2]) + ens_sw.macs))
         # the supervised ablation: the same MLP on the pool's true "edge is correct" labels
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")

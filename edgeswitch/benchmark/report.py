@@ -9,6 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
+from edgeswitch.evaluation.report import COLOURS
+
 GLOSSARY = (
     ("area", "area under the curve of test accuracy against the share of clips offloaded (0 to "
      "1); higher is better"),
@@ -24,11 +26,6 @@ GLOSSARY = (
      "(costs k edge models per clip)"),
 )
 
-# one colour per router everywhere, none shared
-COLOURS = {"dmd": "C3", "dmd-mlp": "C1", "dmd-linear": "C4", "dmd-gbt": "C5", "dmd-gain": "C6",
-           "dmd-aug": "C8", "dmd-cv": "C9", "supervised": "tab:olive", "max_prob": "C0",
-           "entropy": "C2", "margin": "tab:cyan", "random": "0.55", "abc": "C7",
-           "oracle": "k"}
 PLOTTED = ("dmd", "dmd-mlp", "entropy", "margin", "abc", "random", "oracle")
 
 
@@ -101,8 +98,8 @@ def plot(bench: dict, path: Path) -> Path:
             ax.plot(xs, mean, color=COLOURS.get(base, "C3"), lw=lw, ls=ls, label=name)
             ax.fill_between(xs, mean - half, mean + half, color=COLOURS.get(base, "C3"),
                             alpha=0.12, lw=0)
-        for key, colour, label in (("cloud_accuracy", "C0", "cloud only"),
-                                   ("edge_accuracy", "C2", "edge only")):
+        for key, colour, label in (("cloud_accuracy", COLOURS["cloud only"], "cloud only"),
+                                   ("edge_accuracy", COLOURS["edge only"], "edge only")):
             m = bench["summary"][key]
             ax.axhline(m["mean"], color=colour, lw=0.9, ls="-.", label=label)
             ax.axhspan(m["ci"][0], m["ci"][1], color=colour, alpha=0.08)

@@ -42,6 +42,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
                   serve="in-process" if args.in_process else "http")
     paths = write_all(results, out)
     print(text_table(results))
+    from edgeswitch.switcher.calibrate import OperatingPoint, certification_warning
+
+    warning = certification_warning(OperatingPoint.from_dict(results["operating_point"]))
+    if warning:
+        print(f"\n{warning}", file=sys.stderr)
     print("\nwrote " + ", ".join(str(p) for p in paths.values()))
     return 0
 

@@ -61,6 +61,26 @@ def _switcher(args, edge):
     return sw
 
 
+def _fusion(args):
+    """The fusion that answers offloaded clips: --fusion FILE, or the fusion.json that
+    `demo` / `train-switcher` wrote beside --switcher; `--fusion none`: the cloud answers."""
+    from edgeswitch.switcher import Fusion
+
+    choice = getattr(args, "fusion", None)
+    if choice == "none":
+        return None
+    if choice is None:
+        beside = Path(args.switcher).with_name("fusion.json")
+        return Fusion.load(beside) if beside.exists() else None
+    return Fusion.load(choice)
+
+
+def fusion_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--fusion", default=None,
+                   help="fusion JSON that answers offloaded clips from both models (default: "
+                   "fusion.json beside --switcher when there is one; 'none': the cloud answers)")
+
+
 def _out_file(path: str) -> Path:
     out = Path(path)
     if out.is_dir():
@@ -161,6 +181,13 @@ def cmd_calibrate(args) -> int:
     op.save(_out_file(args.out))
     print(f"{op.mode}: threshold {op.threshold:.4f}, offloads {op.calib_offload_rate:.1%} "
           f"of {len(scores)} calibration clips; wrote {args.out}")
+    from edgeswitch.switcher.calibrate import certification_warning
+
+    warning = certification_warning(op)
+    if warning:
+        import sys
+
+        print(warning, file=sys.stderr)
     return 0
 
 
@@ -175,7 +202,8 @@ def cmd_evaluate(args) -> int:
     op = OperatingPoint.load(args.op)
     costs = measure_costs(edge, sw, cloud, clips.X, 100)
     results = {"dataset": str(args.data),
-               **evaluate_clips(edge, cloud, {"dmd": sw}, op, costs, clips)}
+               **evaluate_clips(edge, cloud, {"dmd": sw}, op, costs, clips,
+                                fusion=_fusion(args))}
     write_all(results, Path(args.out))
     print(text_table(results))
     return 0
@@ -254,6 +282,7 @@ def add_parsers(sub, add_common) -> None:
     p.add_argument("--cloud", required=True)
     p.add_argument("--switcher", required=True)
     p.add_argument("--op", required=True, help="operating point JSON from `calibrate`")
+    fusion_arg(p)
     p.add_argument("--out", default="evaluation")
     add_common(p)
     p.set_defaults(func=cmd_evaluate)

@@ -183,7 +183,9 @@ def cmd_watch(args) -> int:
         from edgeswitch.dmd.generate import model_identity
 
         log = DecisionLog(args.log, edge.classes_, model_identity(edge), cloud.name)
-    hybrid = HybridClassifier(edge, SwitcherRouter(sw), cloud, op, log=log)
+    from edgeswitch.cli.steps import _fusion
+
+    hybrid = HybridClassifier(edge, SwitcherRouter(sw), cloud, op, log=log, fusion=_fusion(args))
     spec = clip_spec(args)
     writer = None
     try:
@@ -311,6 +313,9 @@ def add_parsers(sub, add_common) -> None:
     p.add_argument("--edge", default="nfd", help="nfd (default), pose:MODEL.onnx, hf-vilt:DIR")
     p.add_argument("--switcher", required=True, help="switcher (.npz) from train-switcher")
     p.add_argument("--op", required=True, help="operating point JSON from calibrate")
+    from edgeswitch.cli.steps import fusion_arg
+
+    fusion_arg(p)
     p.add_argument("--cloud", default=None, help="yolo-fall[:MODEL.onnx] or hf-video-llava:DIR")
     p.add_argument("--cloud-url", default=None, help="an OpenAI-compatible VLM endpoint, e.g. "
                    "http://127.0.0.1:8000/v1")

@@ -7,7 +7,24 @@ import html
 import json
 from pathlib import Path
 
+import numpy as np
+
 ROUTER_ORDER = ("dmd", "supervised", "max_prob", "entropy", "margin", "random", "oracle")
+
+# one colour per router and reference line, none shared (the benchmark's plot uses them too)
+COLOURS = {"dmd": "C3", "dmd-mlp": "C1", "dmd-linear": "C4", "dmd-gbt": "C5", "dmd-gain": "C6",
+           "dmd-aug": "C8", "dmd-cv": "C9", "supervised": "tab:olive", "max_prob": "tab:pink",
+           "entropy": "tab:brown", "margin": "tab:cyan", "random": "0.55", "abc": "C7",
+           "oracle": "k", "cloud only": "C0", "edge only": "C2"}
+
+GLOSSARY = (
+    ("area", "area under the curve of test accuracy against the share of clips offloaded "
+     "(0 to 1); higher is better"),
+    ("offload to match cloud", "the least share of clips offloaded at which the hybrid is as "
+     "accurate as the cloud alone"),
+    ("oracle", "a router that knows the true labels and offloads exactly the clips whose "
+     "answer the offload fixes: the limit of routing for this model pair"),
+)
 
 
 def _pct(x: float | None) -> str:
@@ -31,14 +48,17 @@ def text_table(results: dict) -> str:
         f"data set {results['dataset']}: {results['n_test']} test clips, "
         f"{len(results['classes'])} classes",
         "",
-        f"{'model':<10}{'accuracy':>10}{'macro-F1':>10}{'ms/clip':>10}{'params':>10}",
+        f"classes: {', '.join(results['classes'])}",
+        "",
+        f"{'model':<10}{'accuracy':>10}{'macro-F1':>10}{'ms/clip':>10}{'params':>10}"
+        f"{'compute vs cloud':>18}",
         f"{'edge':<10}{_pct(e['accuracy']):>10}{_pct(e['macro_f1']):>10}"
-        f"{e['latency_ms']:>10.3f}{e['params']:>10}",
+        f"{e['latency_ms']:>10.3f}{e['params']:>10}{e['latency_ms'] / c['latency_ms']:>17.2f}x",
         f"{'cloud':<10}{_pct(c['accuracy']):>10}{_pct(c['macro_f1']):>10}"
-        f"{c['latency_ms']:>10.3f}{c['params']:>10}",
+        f"{c['latency_ms']:>10.3f}{c['params']:>10}{1.0:>17.2f}x",
         f"{'switcher':<10}{'':>10}{'':>10}{s['latency_ms']:>10.3f}{s['params']:>10}",
-        f"{'hybrid':<10}{_pct(op['accuracy']):>10}{_pct(op['macro_f1']):>10}"
-        f"{op['compute_vs_cloud']:>9.2f}x{'':>10}  (compute vs cloud-only)",
+        f"{'hybrid':<10}{_pct(op['accuracy']):>10}{_pct(op['macro_f1']):>10}{'':>10}{'':>10}"
+        f"{op['compute_vs_cloud']:>17.2f}x",
         "",
         f"operating point ({op['mode']}): offload {_pct(op['offload_rate'])} of test clips "
         f"(calibration: {_pct(op['calib_offload_rate'])})",
@@ -46,9 +66,17 @@ def text_table(results: dict) -> str:
         f"{'router':<12}{'area':>10}{'offload to match cloud':>26}",
     ]
     lines += [f"{a:<12}{b:>10}{c_:>26}" for a, b, c_ in summary_rows(results)]
+    fu = results.get("fusion")
+    if fu:
+        lines += ["", f"offloaded clips are answered by fusion of the edge and cloud posteriors "
+                  f"(edge weight {fu['weight']:.2f}, fitted on DMD records without labels; "
+                  f"fused accuracy at full offload {_pct(fu['answer_accuracy'])}, cloud "
+                  f"{_pct(c['accuracy'])})"]
+    lines += ["", *[f"{k}: {v}" for k, v in GLOSSARY]]
     sv = results.get("served")
     if sv:
-        where = f"over HTTP ({sv['url']})" if sv["transport"] == "http" else "in process"
+        where = ("over HTTP to a temporary cloud server on 127.0.0.1 (stopped after the "
+                 "replay)") if sv["transport"] == "http" else "in process"
         lat = sv["call_latency_ms"]
         lines += ["", f"deployed run {where}, one clip per call: accuracy "
                   f"{_pct(sv.get('accuracy'))}, offload {_pct(sv['offload_rate'])}, "
@@ -62,36 +90,46 @@ def text_table(results: dict) -> str:
 
 
 def plot_curves(results: dict, path: Path) -> Path:
+    """Accuracy and macro-F1 against offload rate, and accuracy against compute per clip."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.6))
-    styles = {"dmd": dict(lw=2.6, color="C3"), "supervised": dict(lw=1.6, color="C1", ls="--"),
-              "oracle": dict(lw=1.4, color="k", ls=":"), "random": dict(lw=1.2, color="0.6")}
-    for ax, key, label in ((axes[0], "curve", "accuracy"), (axes[1], "f1_curve", "macro-F1")):
+    fig, axes = plt.subplots(1, 3, figsize=(17, 5.4))
+    op = results["operating_point"]
+    e, c = results["edge"], results["cloud"]
+    device = (e["latency_ms"] + results["switcher"]["latency_ms"]) / c["latency_ms"]
+    panels = ((axes[0], "curve", "accuracy", "offload"), (axes[1], "f1_curve", "macro-F1",
+                                                          "offload"),
+              (axes[2], "curve", "accuracy", "compute"))
+    for ax, key, label, xaxis in panels:
         for name in ROUTER_ORDER:
             r = results["routers"].get(name)
             if r is None:
                 continue
-            x, y = zip(*r[key], strict=True)
-            ax.plot(x, y, label=f"{name} (area {r['auc']:.3f})" if key == "curve" else name,
-                    **styles.get(name, dict(lw=1.3)))
+            x, y = (np.asarray(v) for v in zip(*r[key], strict=True))
+            if xaxis == "compute":  # every router runs the edge (learned ones the switcher too)
+                x = device + x
+            ax.plot(x, y, color=COLOURS[name], lw=2.6 if name == "dmd" else 1.3,
+                    ls=":" if name == "oracle" else ("--" if name == "supervised" else "-"),
+                    label=f"{name} (area {r['auc']:.3f})" if key == "curve" else name)
         ref = "accuracy" if key == "curve" else "macro_f1"
-        ax.axhline(results["cloud"][ref], color="C0", lw=0.8, ls="-.", label="cloud only")
-        ax.axhline(results["edge"][ref], color="C2", lw=0.8, ls="-.", label="edge only")
-        op = results["operating_point"]
-        ax.plot([op["offload_rate"]], [op[ref]], marker="o", ms=9, mfc="none", mec="C3",
-                mew=2, ls="none", label=f"operating point ({op['mode']})")
-        ax.set_xlabel("share of clips offloaded to the cloud")
+        ax.axhline(c[ref], color=COLOURS["cloud only"], lw=0.9, ls="-.", label="cloud only")
+        ax.axhline(e[ref], color=COLOURS["edge only"], lw=0.9, ls="-.", label="edge only")
+        x_op = op["offload_rate"] if xaxis == "offload" else op["compute_vs_cloud"]
+        ax.plot([x_op], [op[ref]], marker="o", ms=9, mfc="none", mec=COLOURS["dmd"], mew=2,
+                ls="none", label=f"operating point ({op['mode']})")
+        ax.set_xlabel("share of clips offloaded to the cloud" if xaxis == "offload" else
+                      "compute per clip / cloud-only (measured latency)")
         ax.set_ylabel(f"{label} on test")
-        ax.set_xlim(0, 1)
+        ax.set_title(f"{label} vs {'offload' if xaxis == 'offload' else 'compute'}",
+                     fontsize=10)
         ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=8, loc="lower right")
-    fig.suptitle(f"{results['dataset']}: hybrid {axes[0].get_ylabel()} vs offload, per router")
+        ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=3)
+    fig.suptitle(f"{results['dataset']}: the hybrid per router")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
     return path
 
@@ -122,6 +160,7 @@ text-align:right}}td:first-child{{text-align:left}}pre{{background:#f6f6f6;paddi
 <h1>edgeswitch: {html.escape(results['dataset'])}</h1>
 <pre>{html.escape(text_table(results))}</pre>
 <img src="data:image/png;base64,{img}" style="width:100%">
+<ul>{"".join(f"<li><b>{html.escape(k)}</b>: {html.escape(v)}</li>" for k, v in GLOSSARY)}</ul>
 <h2>Routers</h2>
 <table><tr><th>router</th><th>area under accuracy-offload curve</th>
 <th>least offload reaching cloud accuracy</th></tr>{routers}</table>

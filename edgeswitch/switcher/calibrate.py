@@ -184,7 +184,10 @@ def calibrate_disagreement(scores: np.ndarray, disagree: np.ndarray, epsilon: fl
     k_dis = (kept & d[None, :]).sum(axis=1)
     ucb = clopper_pearson_upper(k_dis, n_kept, delta / len(cand))
     ok = (ucb <= epsilon) & (n_kept > 0)
-    params = {"epsilon": epsilon, "delta": delta, "grid_size": int(len(cand))}
+    # the least epsilon this calibration set could certify (with some clip kept)
+    smallest = float(ucb[n_kept > 0].min()) if (n_kept > 0).any() else None
+    params = {"epsilon": epsilon, "delta": delta, "grid_size": int(len(cand)),
+              "smallest_certifiable_epsilon": smallest}
     if not ok.any():
         return OperatingPoint("disagreement", np.inf, 1.0, params | {"ucb": None}, False)
     best = int(np.argmax(np.where(ok, n_kept, -1)))   # most kept clips = least offload
@@ -193,6 +196,18 @@ def calibrate_disagreement(scores: np.ndarray, disagree: np.ndarray, epsilon: fl
                           params | {"ucb": float(ucb[best]),
                                     "calib_disagreement": float(k_dis[best] / n_kept[best])},
                           True)
+
+
+def certification_warning(op: OperatingPoint) -> str | None:
+    """What to tell the user when a disagreement operating point certified nothing."""
+    if op.mode != "disagreement" or op.certified is not False:
+        return None
+    eps, smallest = op.params.get("epsilon"), op.params.get("smallest_certifiable_epsilon")
+    best = "no epsilon below 1" if smallest is None or smallest >= 1 else \
+        f"the smallest epsilon it could certify is {smallest:.3f}"
+    return (f"warning: no threshold keeps edge/cloud disagreement <= {eps} with probability "
+            f">= 1 - {op.params.get('delta')} on these calibration clips, so every clip is "
+            f"offloaded (cost above cloud-only); {best}")
 
 
 class RateController:
