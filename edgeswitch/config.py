@@ -25,12 +25,12 @@ class ModelConfig:
 
 @dataclass
 class SwitcherConfig:
-    family: str = "mlp"                       # "linear" | "mlp" | "gbt" (see switcher/)
+    family: str = "linear"                    # "linear" | "mlp" | "gbt" (see switcher/)
     target: str = "hard"                      # "hard" (agreement) | "soft" (alignment) | "gain"
     hidden: int = 32                          # mlp: hidden units
     features: list[str] = field(default_factory=lambda: ["proba", "confidence", "embedding"])
     epochs: int = 400                         # mlp: upper bound (group CV picks the number)
-    l2: float = 1e-2                          # linear: weight penalty (confidence unpenalised)
+    l2: float = 10.0                          # linear: weight penalty (confidence unpenalised)
     augment_views: int = 0                    # DMD on this many rotated views per pool clip
 
 
@@ -38,7 +38,7 @@ class SwitcherConfig:
 class FusionConfig:
     """How an offloaded clip is answered (see switcher/fusion.py)."""
 
-    method: str = "none"                      # "none" (the cloud) | "dmd" (fitted, no labels)
+    method: str = "dmd"                       # "none" (the cloud) | "dmd" (fitted, no labels)
                                               # | "fixed" (edge_weight as given)
     edge_weight: float = 1.0                  # fixed: the edge's weight in the log-linear fusion
 

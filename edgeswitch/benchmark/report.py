@@ -90,9 +90,11 @@ def plot(bench: dict, path: Path) -> Path:
                 else np.zeros(c.shape[1])
             xs = x
             if xaxis == "compute":
-                op = folds[0]["routers"][name]["operating_point"]
-                cloud_macs_share = op["compute_vs_cloud"] - op["offload_rate"]  # device cost
-                xs = cloud_macs_share + x
+                ops = [f["routers"][name].get("operating_point") for f in folds]
+                # device-side cost (edge models + router) per clip, in cloud-only units
+                device = np.mean([op["compute_vs_cloud"] - op["offload_rate"] for op in ops
+                                  if op] or [0.0])
+                xs = device + x
             lw = 2.6 if base == default else 1.3
             ls = ":" if base == "oracle" else "-"
             ax.plot(xs, mean, color=COLOURS.get(base, "C3"), lw=lw, ls=ls, label=name)

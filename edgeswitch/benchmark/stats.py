@@ -29,12 +29,14 @@ def fold_metrics(fold: dict, name: str) -> dict[str, float]:
     r = fold["routers"][name]
     match = r["offload_to_match_cloud"]
     share = r.get("oracle_gain_share")
+    op = r.get("operating_point") or {}   # the oracle has none: it needs test labels
+    nan = float("nan")
     return {"auc": r["auc"], "offload_to_match_cloud": 1.0 if match is None else match,
             "oracle_gain_share": np.nan if share is None else share,
             "gain_over_cloud_at_0.5": r["accuracy_at"]["0.5"] - fold["cloud_accuracy"],
-            "accuracy_at_operating_point": r["operating_point"]["accuracy"],
-            "offload_at_operating_point": r["operating_point"]["offload_rate"],
-            "compute_vs_cloud": r["operating_point"]["compute_vs_cloud"]}
+            "accuracy_at_operating_point": op.get("accuracy", nan),
+            "offload_at_operating_point": op.get("offload_rate", nan),
+            "compute_vs_cloud": op.get("compute_vs_cloud", nan)}
 
 
 def summarise(folds: list[dict], n_boot: int, default_router: str) -> dict:
@@ -42,8 +44,10 @@ def summarise(folds: list[dict], n_boot: int, default_router: str) -> dict:
     routers = {}
     for name in names:
         per = [fold_metrics(f, name) for f in folds]
-        routers[name] = {key: mean_ci([p[key] for p in per if np.isfinite(p[key])] or [np.nan],
-                                      n_boot) for key in per[0]}
+        routers[name] = {}
+        for key in per[0]:
+            values = [p[key] for p in per if np.isfinite(p[key])]
+            routers[name][key] = mean_ci(values, n_boot) if values else None
     vs = {}
     for suffix in ("", "+fusion"):
         conf = [c + suffix for c in CONFIDENCE if c + suffix in routers]

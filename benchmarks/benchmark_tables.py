@@ -1,0 +1,83 @@
+"""Markdown tables of a benchmark run, as docs/results.md and the README show them.
+
+    edgeswitch benchmark --dataset watch --out runs/benchmark
+    python benchmarks/benchmark_tables.py runs/benchmark/benchmark.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+
+def ci(m: dict | None, pct: bool = False, digits: int = 4) -> str:
+    if m is None or m.get("mean") is None or m["mean"] != m["mean"]:
+        return "-"
+    f = (lambda v: f"{100 * v:.1f}") if pct else (lambda v: f"{v:.{digits}f}")
+    return f"{f(m['mean'])} [{f(m['ci'][0])}, {f(m['ci'][1])}]"
+
+
+def routers_table(bench: dict, names: list[str] | None = None) -> str:
+    s = bench["summary"]
+    rows = ["| router | area | offload to match cloud (%) | oracle gain share | "
+            "acc. at 50% minus cloud (points) | area minus best confidence | W/T/L |",
+            "|---|---:|---:|---:|---:|---:|---:|"]
+    for name in names or list(s["routers"]):
+        r = s["routers"][name]
+        vs = s["vs_best_confidence"].get(name)
+        wtl = f"{vs['wins']}/{vs['ties']}/{vs['losses']}" if vs else ""
+        rows.append(f"| {name} | {ci(r['auc'])} | {ci(r['offload_to_match_cloud'], True)} | "
+                    f"{ci(r['oracle_gain_share'], digits=2)} | "
+                    f"{ci(r['gain_over_cloud_at_0.5'], True)} | "
+                    f"{ci(vs['auc_diff']) if vs else ''} | "
+                    f"{wtl} |")
+    return "\n".join(rows)
+
+
+def folds_table(bench: dict, names: list[str]) -> str:
+    head = "| fold | test groups | edge | cloud | fusion weight | " + " | ".join(
+        f"{n} area" for n in names) + " |"
+    rows = [head, "|" + "---|" * 2 + "---:|" * (3 + len(names))]
+    for i, f in enumerate(bench["folds"]):
+        areas = " | ".join(f"{f['routers'][n]['auc']:.4f}" for n in names)
+        rows.append(f"| {i} | {' '.join(f['test_groups'])} | {100 * f['edge_accuracy']:.1f}% | "
+                    f"{100 * f['cloud_accuracy']:.1f}% | {f['fusion']['weight']:.2f} | {areas} |")
+    return "\n".join(rows)
+
+
+def operating_table(bench: dict, names: list[str]) -> str:
+    rows = ["| router | accuracy at the operating point (%) | offload (%) | compute vs cloud |",
+            "|---|---:|---:|---:|"]
+    for n in names:
+        r = bench["summary"]["routers"][n]
+        rows.append(f"| {n} | {ci(r['accuracy_at_operating_point'], True)} | "
+                    f"{ci(r['offload_at_operating_point'], True)} | "
+                    f"{ci(r['compute_vs_cloud'], digits=2)} |")
+    return "\n".join(rows)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("bench", help="benchmark.json")
+    p.add_argument("--routers", nargs="*", default=None, help="rows of the main table")
+    args = p.parse_args()
+    bench = json.loads(open(args.bench).read())
+    s = bench["summary"]
+    print(f"{bench['dataset']}: {len(bench['folds'])} folds; edge {ci(s['edge_accuracy'], True)}%"
+          f", cloud {ci(s['cloud_accuracy'], True)}%, cloud - edge "
+          f"{ci(s['cloud_minus_edge'], True)} points, >= 3 points on "
+          f"{s['cloud_minus_edge']['folds_at_least_3_points']} of {len(bench['folds'])} folds; "
+          f"default router {s['default_router']}\n")
+    print(routers_table(bench, args.routers))
+    print()
+    default = s["default_router"]
+    base = default.replace("+fusion", "")
+    print(folds_table(bench, [base, default, "entropy+fusion", "margin+fusion", "abc+fusion"]))
+    print()
+    print(operating_table(bench, [n for n in (base, default, "entropy", "entropy+fusion",
+                                              "margin+fusion", "abc+fusion") if n in s["routers"]]))
+
+
+if __name__ == "__main__":
+    main()
