@@ -56,6 +56,35 @@ def operating_table(bench: dict, names: list[str]) -> str:
     return "\n".join(rows)
 
 
+PAIRS = (  # (what, new, what it replaces)
+    ("fusion on offload (DMD switcher)", "dmd+fusion", "dmd"),
+    ("fusion on offload (margin)", "margin+fusion", "margin"),
+    ("fusion on offload (ABC)", "abc+fusion", "abc"),
+    ("linear instead of the paper's MLP", "dmd-linear+fusion", "dmd-mlp+fusion"),
+    ("trees instead of the MLP", "dmd-gbt+fusion", "dmd-mlp+fusion"),
+    ("gain target instead of hard (linear)", "dmd-gain+fusion", "dmd-linear+fusion"),
+    ("8 rotated views in DMD (MLP)", "dmd-aug+fusion", "dmd-mlp+fusion"),
+    ("selection by group CV on DMD instead of fixed linear", "dmd-cv+fusion",
+     "dmd-linear+fusion"),
+    ("DMD switcher reading the ABC ensemble instead of ABC", "dmd-abc+fusion", "abc+fusion"),
+    ("DMD (label-free) instead of supervised pool labels", "dmd-mlp+fusion",
+     "supervised+fusion"),
+)
+
+
+def pairs_table(bench: dict) -> str:
+    from edgeswitch.benchmark.stats import mean_ci
+
+    rows = ["| change | new | replaces | area difference [95% CI] | W/L |",
+            "|---|---|---|---:|---:|"]
+    for what, new, old in PAIRS:
+        d = [f["routers"][new]["auc"] - f["routers"][old]["auc"] for f in bench["folds"]]
+        m = mean_ci(d, 2000)
+        w, lo = sum(x > 1e-4 for x in d), sum(x < -1e-4 for x in d)
+        rows.append(f"| {what} | {new} | {old} | {ci(m)} | {w}/{lo} |")
+    return "\n".join(rows)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -74,6 +103,8 @@ def main() -> None:
     default = s["default_router"]
     base = default.replace("+fusion", "")
     print(folds_table(bench, [base, default, "entropy+fusion", "margin+fusion", "abc+fusion"]))
+    print()
+    print(pairs_table(bench))
     print()
     print(operating_table(bench, [n for n in (base, default, "entropy", "entropy+fusion",
                                               "margin+fusion", "abc+fusion") if n in s["routers"]]))

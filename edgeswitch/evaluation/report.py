@@ -14,7 +14,7 @@ ROUTER_ORDER = ("dmd", "supervised", "max_prob", "entropy", "margin", "random", 
 # one colour per router and reference line, none shared (the benchmark's plot uses them too)
 COLOURS = {"dmd": "C3", "dmd-mlp": "C1", "dmd-linear": "C4", "dmd-gbt": "C5", "dmd-gain": "C6",
            "dmd-aug": "C8", "dmd-cv": "C9", "supervised": "tab:olive", "max_prob": "tab:pink",
-           "entropy": "tab:brown", "margin": "tab:cyan", "random": "0.55", "abc": "C7",
+           "entropy": "tab:brown", "margin": "tab:cyan", "random": "0.55", "abc": "darkgoldenrod",
            "oracle": "k", "cloud only": "C0", "edge only": "C2"}
 
 GLOSSARY = (
