@@ -450,3 +450,20 @@ def test_rate_controller_with_a_saturated_switcher():
     assert ctrl.rank(np.array([1.0]))[0] == pytest.approx(0.65, abs=0.01)  # middle of the tie
     # the offloaded clips are the low-scoring ones
     assert np.median(stream[off]) < np.median(stream[~off])
+
+
+def test_uncertifiable_epsilon_is_reported_with_the_smallest_certifiable_one():
+    from edgeswitch.switcher.calibrate import certification_warning
+
+    rng = np.random.default_rng(0)
+    scores = rng.random(400)
+    disagree = rng.random(400) < 0.3          # 30% disagreement whatever the score
+    op = calibrate_disagreement(scores, disagree, epsilon=0.05, delta=0.1)
+    assert op.certified is False and op.threshold == np.inf
+    smallest = op.params["smallest_certifiable_epsilon"]
+    assert 0.3 < smallest < 0.5
+    msg = certification_warning(op)
+    assert "offloaded" in msg and f"{smallest:.3f}" in msg
+    # asking for that epsilon certifies a threshold
+    ok = calibrate_disagreement(scores, disagree, epsilon=smallest + 1e-9, delta=0.1)
+    assert ok.certified is True and certification_warning(ok) is None

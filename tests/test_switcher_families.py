@@ -88,5 +88,10 @@ def test_selection_picks_a_candidate_by_group_cv():
     sw, table = select_switcher(edge, answer, groups, candidates=cands)
     assert sw.meta["spec"]["features"] == ["proba", "confidence", "embedding"]
     assert table[0]["spec"].startswith("entropy") and len(table) == 3
-    with pytest.raises(DataError, match="2 groups"):
-        select_switcher(edge, answer, np.zeros(len(groups)), candidates=cands)
+    # one group: cross-validation over two random halves of its clips
+    one, table = select_switcher(edge, answer, np.zeros(len(groups)), candidates=cands)
+    assert len(table) == 3
+    # too few clips to cross-validate at all: the first candidate, and the table says why
+    few, table = select_switcher(ModelOutput(edge.proba[:10], edge.embedding[:10]), answer[:10],
+                                 np.zeros(10), candidates=cands)
+    assert few.meta["spec"]["features"] == ["confidence"] and "no selection" in table[0]["note"]

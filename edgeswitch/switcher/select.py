@@ -121,10 +121,17 @@ def select_switcher(edge: ModelOutput, answer_proba: np.ndarray, groups: np.ndar
     is_orig = np.arange(len(groups)) < n
     el = edge.proba.argmax(axis=1)
     al = np.asarray(answer_proba).argmax(axis=1)
+    rng = np.random.default_rng(seed)
+    if len(np.unique(groups[is_orig])) < 2:
+        # one group only: two random halves of its clips (a record's views go with its clip)
+        if n < 20:  # too few to cross-validate: the first candidate, unchosen, says so
+            sw = _fit_on(candidates[0], edge, answer_proba, groups, is_orig, seed)
+            return sw, [{"spec": candidates[0].label(), "dmd_area": None,
+                         "note": f"only {n} DMD clips of one group: no selection"}]
+        half = rng.permutation(n) % 2
+        groups = np.asarray([f"half{h}" for h in half[np.arange(len(groups)) % n]])
     ug = np.unique(groups)
-    if len(ug) < 2:
-        raise DataError("switcher selection needs DMD records from at least 2 groups")
-    folds = np.array_split(np.random.default_rng(seed).permutation(ug), min(5, len(ug)))
+    folds = np.array_split(rng.permutation(ug), min(5, len(ug)))
     table = []
     ent = 1 - confidence(edge.proba)[:, 2]
     ent_area = np.mean([dmd_area(ent[np.isin(groups, f) & is_orig],
@@ -152,14 +159,21 @@ def select_switcher(edge: ModelOutput, answer_proba: np.ndarray, groups: np.ndar
         table.append({"spec": spec.label(), "dmd_area": area})
         if area > best_area:
             best, best_area = spec, area
-    if best is None:
-        raise DataError("switcher selection: too few DMD records per group to cross-validate")
-    use = np.ones(len(groups), bool) if best.augment_views else is_orig
-    target = dmd_targets(edge.proba, answer_proba, best.target)
+    if best is None:  # no fold had enough records: as above
+        best = candidates[0]
+        table.append({"spec": best.label(), "dmd_area": None,
+                      "note": "too few DMD records per group to cross-validate: no selection"})
+    return _fit_on(best, edge, answer_proba, groups, is_orig, seed), table
+
+
+def _fit_on(spec: SwitcherSpec, edge: ModelOutput, answer_proba: np.ndarray, groups: np.ndarray,
+            is_orig: np.ndarray, seed: int) -> Switcher:
+    """`spec` fitted on every record (rotated views only if it asks for them)."""
+    use = np.ones(len(groups), bool) if spec.augment_views else is_orig
+    target = dmd_targets(edge.proba, answer_proba, spec.target)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        sw = fit_switcher(best, _take(edge, use), target[use], groups[use], seed)
-    return sw, table
+        return fit_switcher(spec, _take(edge, use), target[use], groups[use], seed)
 
 
 def _take(edge: ModelOutput, mask: np.ndarray) -> ModelOutput:
