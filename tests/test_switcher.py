@@ -8,15 +8,9 @@ from edgeswitch.models.base import ModelOutput
 from edgeswitch.runtime import HybridClassifier, InProcessCloud
 from edgeswitch.switcher import MLPSwitcher, OperatingPoint, make_router
 from edgeswitch.switcher.features import confidence, switcher_features
+from tests.synthetic import edge_outputs
 
-
-def _synthetic(n=800, k=4, seed=0):
-    """Edge outputs whose embedding's first coordinate decides agreement."""
-    rng = np.random.default_rng(seed)
-    proba = rng.dirichlet(np.ones(k), n).astype(np.float32)
-    emb = rng.normal(size=(n, 6)).astype(np.float32)
-    agree = (emb[:, 0] > 0).astype(np.float32)
-    return ModelOutput(proba=proba, embedding=emb), agree, np.repeat(np.arange(8), n // 8)
+_synthetic = edge_outputs
 
 
 def test_confidence_features_hand_computed():

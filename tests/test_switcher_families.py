@@ -7,17 +7,12 @@ from edgeswitch.errors import DataError, ModelError, NotFittedError
 from edgeswitch.models.base import ModelOutput
 from edgeswitch.switcher import LinearSwitcher, MLPSwitcher, TreeSwitcher, load_switcher
 from edgeswitch.switcher.select import SwitcherSpec, dmd_area, dmd_targets, select_switcher
+from tests.synthetic import edge_outputs
 
 FAMILIES = [LinearSwitcher(), MLPSwitcher(epochs=150), TreeSwitcher(trees=40)]
 
 
-def _synthetic(n=800, k=4, seed=0):
-    """Edge outputs whose embedding's first coordinate decides agreement."""
-    rng = np.random.default_rng(seed)
-    proba = rng.dirichlet(np.ones(k), n).astype(np.float32)
-    emb = rng.normal(size=(n, 6)).astype(np.float32)
-    agree = (emb[:, 0] > 0).astype(np.float32)
-    return ModelOutput(proba=proba, embedding=emb), agree, np.repeat(np.arange(8), n // 8)
+_synthetic = edge_outputs
 
 
 @pytest.mark.parametrize("sw", FAMILIES, ids=lambda s: s.family)
