@@ -67,8 +67,7 @@ PAIRS = (  # (what, new, what it replaces)
     ("selection by group CV on DMD instead of fixed linear", "dmd-cv+fusion",
      "dmd-linear+fusion"),
     ("DMD switcher reading the ABC ensemble instead of ABC", "dmd-abc+fusion", "abc+fusion"),
-    ("DMD (label-free) instead of supervised pool labels", "dmd-mlp+fusion",
-     "supervised+fusion"),
+    ("DMD (label-free) instead of the pool's true labels", "dmd+fusion", "supervised+fusion"),
 )
 
 

@@ -114,7 +114,7 @@ class RunConfig:
     edge: ModelConfig = field(default_factory=lambda: ModelConfig(
         arch="edge-cnn", arch_params={"width": 32, "layers": 3}, epochs=30))
     cloud: ModelConfig = field(default_factory=lambda: ModelConfig(
-        arch="cloud-resnet", arch_params={"width": 64}, epochs=40, ensemble=3))
+        arch="cloud-resnet", arch_params={"width": 64}, epochs=40))
     switcher: SwitcherConfig = field(default_factory=SwitcherConfig)
     fusion: FusionConfig = field(default_factory=FusionConfig)
     benchmark: BenchmarkConfig = field(default_factory=BenchmarkConfig)
@@ -150,7 +150,6 @@ def preset(dataset: str) -> RunConfig:
         cfg.edge.epochs = 40
         cfg.cloud.arch_params.update(width=16)
         cfg.cloud.epochs = 40
-        cfg.cloud.ensemble = 1
         cfg.switcher.epochs = 100
         cfg.latency_calls = 50
     return cfg

@@ -10,7 +10,7 @@ the oracle for the same answers.
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -25,7 +25,7 @@ from edgeswitch.switcher.fusion import Fusion
 from edgeswitch.switcher.routers import oracle_scores
 from edgeswitch.switcher.select import SwitcherSpec, dmd_targets, fit_switcher, select_switcher
 
-EVAL_VERSION = 1   # bump when the evaluation changes, so stored fold figures are redone
+EVAL_VERSION = 2   # bump when the evaluation changes, so stored fold figures are redone
 RATES = (0.1, 0.2, 0.35, 0.5)
 CONFIDENCE = ("max_prob", "entropy", "margin")
 
@@ -174,10 +174,12 @@ def evaluate_fold(cfg: RunConfig, o: FoldOutputs, seed: int, progress: bool = Fa
                                   o["groups_pool"], seed)
         routers.append(Router("dmd-abc", ens_sw.score(ens_t), ens_sw.score(ens_c), abc_mean_t,
                               int(macs[2]) + ens_sw.macs))
-        # the supervised ablation: the same MLP on the pool's true "edge is correct" labels
+        # the supervised ablation: the configured switcher on the pool's true "edge is correct"
+        # labels (no rotated views: they have no labels)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            sup = fit_switcher(SwitcherSpec("mlp", "hard"), o.edge("pool"),
+            sup_spec = replace(SwitcherSpec.from_config(cfg.switcher), augment_views=0)
+            sup = fit_switcher(sup_spec, o.edge("pool"),
                                (o["edge_pool_p"].argmax(1) == o["hidden_y_pool"]).astype(float),
                                o["groups_pool"], seed)
         routers.append(Router("supervised", sup.score(edge_t), sup.score(edge_c), pe,

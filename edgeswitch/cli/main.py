@@ -14,6 +14,8 @@ Hybrid edge-cloud action classification with a switcher trained by Dual-Model Di
 Start with `edgeswitch demo`: it trains an edge and a cloud model on the bundled smartwatch
 exercise data, builds unsupervised switcher targets from their agreement (DMD), trains and
 calibrates the switcher, and evaluates it against baseline routers on held-out subjects.
+`edgeswitch benchmark` does the same on every fold of subjects (each tested once) and gives
+the figures to trust: means with confidence intervals and paired differences per router.
 The other subcommands run one step each on your own models and data.
 """
 
