@@ -116,76 +116,82 @@ def operating_point(r: Router, kept_label: np.ndarray, answer_label: np.ndarray,
             "compute_vs_cloud": float((r.edge_macs + rate * macs[1]) / macs[1])}
 
 
+def baseline_routers(o: FoldOutputs, seed: int) -> list[Router]:
+    """The training-free routers: confidence, random and Agreement-Based Cascading."""
+    pe, pc_ = o["edge_test_p"], o["edge_calib_p"]
+    conf_t, conf_c = confidence(pe), confidence(pc_)
+    macs = int(o["macs"][0])
+    routers = [Router("max_prob", conf_t[:, 0], conf_c[:, 0], pe, macs),
+               Router("margin", conf_t[:, 1], conf_c[:, 1], pe, macs),
+               Router("entropy", 1 - conf_t[:, 2], 1 - conf_c[:, 2], pe, macs),
+               Router("random", np.random.default_rng(seed).random(len(pe)),
+                      np.random.default_rng(seed + 1).random(len(pc_)), pe, macs)]
+    abc_t, abc_mean_t = abc_scores(o.members("test"))
+    abc_c, _ = abc_scores(o.members("calib"))
+    routers.append(Router("abc", abc_t, abc_c, abc_mean_t, int(o["macs"][2])))
+    return routers
+
+
+def learned_routers(cfg: RunConfig, o: FoldOutputs, fusion: Fusion, seed: int,
+                    info: dict) -> list[Router]:
+    """Every switcher fitted on the fold's DMD records, with targets relative to the answer
+    `fusion` gives an offloaded clip; the supervised ablation on the pool's hidden labels.
+    `info` receives each switcher's family, size and (for dmd-cv) its selection table."""
+    edge_t, edge_c = o.edge("test"), o.edge("calib")
+    pe, macs = edge_t.proba, int(o["macs"][0])
+    routers = []
+
+    def add(name: str, sw, entry: dict, test=edge_t, calib=edge_c, kept=pe, device=macs):
+        routers.append(Router(name, sw.score(test), sw.score(calib), kept, device + sw.macs))
+        info[name] = entry | {"macs": sw.macs, "params": sw.n_params}
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # a constant target warns; the figures show it
+        for name, spec in {"dmd": SwitcherSpec.from_config(cfg.switcher), **VARIANTS}.items():
+            edge_rec, cloud_rec, groups = _records(o, spec.augment_views)
+            target = dmd_targets(edge_rec.proba, fusion.combine(edge_rec.proba, cloud_rec),
+                                 spec.target)
+            add(name, fit_switcher(spec, edge_rec, target, groups, seed),
+                {"family": spec.family, "target": spec.target})
+        edge_rec, cloud_rec, groups = _records(o, 8)
+        sel, table = select_switcher(edge_rec, fusion.combine(edge_rec.proba, cloud_rec), groups,
+                                     seed, n_original=len(o["edge_pool_p"]))
+        add("dmd-cv", sel, {"chosen": sel.meta.get("spec"), "cv": table})
+        # stretch: a DMD switcher that reads the ABC ensemble (the same edge cost as `abc`)
+        ens_pool, ens_c, ens_t = (ensemble_view(o.members(p)) for p in PARTS)
+        target = dmd_targets(ens_pool.proba, fusion.combine(ens_pool.proba, o["cloud_pool_p"]),
+                             "gain")
+        ens_sw = fit_switcher(SwitcherSpec("linear", "gain", l2=10.0), ens_pool, target,
+                              o["groups_pool"], seed)
+        add("dmd-abc", ens_sw, {"family": "linear", "target": "gain"}, ens_t, ens_c,
+            ens_t.proba, int(o["macs"][2]))
+        # the supervised ablation: the configured switcher on the pool's true "edge is
+        # correct" labels (no rotated views: they have no labels)
+        sup_spec = replace(SwitcherSpec.from_config(cfg.switcher), augment_views=0)
+        truth = (o["edge_pool_p"].argmax(axis=1) == o["hidden_y_pool"]).astype(float)
+        add("supervised", fit_switcher(sup_spec, o.edge("pool"), truth, o["groups_pool"], seed),
+            {"family": sup_spec.family, "target": "true labels"})
+    return routers
+
+
 def evaluate_fold(cfg: RunConfig, o: FoldOutputs, seed: int, progress: bool = False) -> dict:
     """Every router's figures on one fold (see the benchmark.json schema in the README)."""
     y = o["y_test"]
     k = len(o.classes)
-    edge_t, edge_c = o.edge("test"), o.edge("calib")
-    pe, pc = edge_t.proba, o.cloud("test")
-    el, cl = pe.argmax(axis=1), pc.argmax(axis=1)
-    macs = o["macs"]  # edge, cloud, all ABC members
-    cloud_acc = float(np.mean(cl == y))
+    pe, pc = o["edge_test_p"], o.cloud("test")
+    el = pe.argmax(axis=1)
+    cloud_acc = float(np.mean(pc.argmax(axis=1) == y))
     order = np.argsort(o["ids_test"], kind="stable")
+    # the benchmark scores both answer modes whatever the config deploys
     fused = Fusion(cfg.fusion.method if cfg.fusion.method != "none" else "dmd",
                    cfg.fusion.edge_weight).fit(o["edge_pool_p"], o["cloud_pool_p"])
-    answer_modes = {"": Fusion("none").fit(pe, pc), "+fusion": fused}
-
-    rng_seed = seed
-    conf_t, conf_c = confidence(pe), confidence(edge_c.proba)
-    base = {"max_prob": (conf_t[:, 0], conf_c[:, 0]), "margin": (conf_t[:, 1], conf_c[:, 1]),
-            "entropy": (1 - conf_t[:, 2], 1 - conf_c[:, 2]),
-            "random": (np.random.default_rng(rng_seed).random(len(y)),
-                       np.random.default_rng(rng_seed + 1).random(len(edge_c)))}
-    abc_t, abc_mean_t = abc_scores(o.members("test"))
-    abc_c, _ = abc_scores(o.members("calib"))
-
     result: dict = {"edge_accuracy": float(np.mean(el == y)), "cloud_accuracy": cloud_acc,
                     "fusion": fused.to_dict(), "routers": {}, "switchers": {}}
-    specs = {"dmd": SwitcherSpec.from_config(cfg.switcher), **VARIANTS}
-    for suffix, fusion in answer_modes.items():
-        answer_p = fusion.combine(pe, pc)
-        routers = [Router(n, t, c, pe, int(macs[0])) for n, (t, c) in base.items()]
-        routers.append(Router("abc", abc_t, abc_c, abc_mean_t, int(macs[2])))
-        for name, spec in specs.items():
-            edge_rec, cloud_rec, groups = _records(o, spec.augment_views)
-            target = dmd_targets(edge_rec.proba, fusion.combine(edge_rec.proba, cloud_rec),
-                                 spec.target)
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                sw = fit_switcher(spec, edge_rec, target, groups, seed)
-            routers.append(Router(name, sw.score(edge_t), sw.score(edge_c), pe,
-                                  int(macs[0]) + sw.macs))
-            result["switchers"][name + suffix] = {"family": spec.family, "target": spec.target,
-                                                  "macs": sw.macs, "params": sw.n_params}
-        edge_rec, cloud_rec, groups = _records(o, 8)
-        sel, table = select_switcher(edge_rec, fusion.combine(edge_rec.proba, cloud_rec), groups,
-                                     seed, n_original=len(o["edge_pool_p"]))
-        routers.append(Router("dmd-cv", sel.score(edge_t), sel.score(edge_c), pe,
-                              int(macs[0]) + sel.macs))
-        result["switchers"]["dmd-cv" + suffix] = {"chosen": sel.meta.get("spec"), "cv": table,
-                                                  "macs": sel.macs, "params": sel.n_params}
-        # stretch: a DMD switcher that reads the ABC ensemble (equal edge cost to `abc`)
-        ens_pool, ens_c, ens_t = (ensemble_view(o.members(p)) for p in PARTS)
-        target = dmd_targets(ens_pool.proba, fusion.combine(ens_pool.proba, o["cloud_pool_p"]),
-                             "gain")
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            ens_sw = fit_switcher(SwitcherSpec("linear", "gain", l2=10.0), ens_pool, target,
-                                  o["groups_pool"], seed)
-        routers.append(Router("dmd-abc", ens_sw.score(ens_t), ens_sw.score(ens_c), abc_mean_t,
-                              int(macs[2]) + ens_sw.macs))
-        # the supervised ablation: the configured switcher on the pool's true "edge is correct"
-        # labels (no rotated views: they have no labels)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            sup_spec = replace(SwitcherSpec.from_config(cfg.switcher), augment_views=0)
-            sup = fit_switcher(sup_spec, o.edge("pool"),
-                               (o["edge_pool_p"].argmax(1) == o["hidden_y_pool"]).astype(float),
-                               o["groups_pool"], seed)
-        routers.append(Router("supervised", sup.score(edge_t), sup.score(edge_c), pe,
-                              int(macs[0]) + sup.macs))
-
-        answer = answer_p.argmax(axis=1)
+    for suffix, fusion in {"": Fusion("none").fit(pe, pc), "+fusion": fused}.items():
+        info: dict = {}
+        routers = baseline_routers(o, seed) + learned_routers(cfg, o, fusion, seed, info)
+        result["switchers"] |= {name + suffix: v for name, v in info.items()}
+        answer = fusion.combine(pe, pc).argmax(axis=1)
         oracle = router_metrics(oracle_scores(el, answer, y), el, answer, y, cloud_acc, k, seed)
         for r in routers:
             kept = r.kept_proba.argmax(axis=1)
@@ -198,7 +204,7 @@ def evaluate_fold(cfg: RunConfig, o: FoldOutputs, seed: int, progress: bool = Fa
                 oracle_scores(kept, ans, y), kept, ans, y, cloud_acc, k, seed)
             span = orc["auc"] - rand
             m["oracle_gain_share"] = float((m["auc"] - rand) / span) if span > 1e-9 else None
-            m["operating_point"] = operating_point(r, kept, ans, y, order, cfg, macs)
+            m["operating_point"] = operating_point(r, kept, ans, y, order, cfg, o["macs"])
             m["answer_accuracy"] = float(np.mean(ans == y))
             result["routers"][r.name + suffix] = m
         oracle["oracle_gain_share"] = 1.0
