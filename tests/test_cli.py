@@ -173,6 +173,9 @@ def test_step_commands_chain_on_user_files(tmp_path):
     res = json.loads((tmp_path / "eval" / "results.json").read_text())
     assert {"dmd", "max_prob", "oracle"} <= set(res["routers"])
     assert (tmp_path / "eval" / "curves.png").exists()
+    # train-switcher fitted the fusion beside the switcher, and evaluate answered with it
+    fusion = json.loads((tmp_path / "fusion.json").read_text())
+    assert fusion["method"] == "dmd" and res["fusion"]["weight"] == fusion["weight"]
     # the figures are the models' own: recompute the edge accuracy on the same test split
     from edgeswitch.config import load_config
     from edgeswitch.data import load_dataset, split_by_group

@@ -69,3 +69,31 @@ def test_fusion_refuses_bad_input(tmp_path):
     bad.write_text('{"method": "dmd"}')
     with pytest.raises(DataError, match="not a fitted fusion"):
         Fusion.load(bad)
+
+
+def test_the_hybrid_answers_offloaded_clips_with_the_fusion_and_logs_the_cloud(bm_models,
+                                                                             bm_splits,
+                                                                             tmp_path):
+    from edgeswitch.dmd.generate import model_identity
+    from edgeswitch.runtime import HybridClassifier
+    from edgeswitch.runtime.decision_log import DecisionLog
+    from edgeswitch.switcher import OperatingPoint, make_router
+
+    edge, cloud = bm_models
+    X = bm_splits.test.X
+    everything = OperatingPoint("offload", float("inf"), 1.0)  # offload every clip
+    fusion = Fusion("fixed", edge_weight=1.0).fit(edge.predict_proba(X), cloud.predict_proba(X))
+    with DecisionLog(tmp_path / "log.sqlite", edge.classes_, model_identity(edge),
+                     model_identity(cloud)) as log:
+        res = HybridClassifier(edge, make_router("entropy"), cloud, everything, log=log,
+                               fusion=fusion).classify(X)
+        logged = log.frame()
+    want = fusion.combine(edge.predict_proba(X), cloud.predict_proba(X))
+    np.testing.assert_allclose(res.proba, want, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(res.cloud_proba, cloud.predict_proba(X), rtol=1e-5, atol=1e-6)
+    assert (res.answered_by == "cloud").all()
+    # the log's answer is the fused one; its cloud probabilities are the cloud's own
+    names = np.asarray(edge.classes_)
+    assert logged["label"].tolist() == names[want.argmax(axis=1)].tolist()
+    np.testing.assert_allclose(np.array(logged["cloud_proba"].tolist()),
+                               cloud.predict_proba(X), rtol=1e-5, atol=1e-6)

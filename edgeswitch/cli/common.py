@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 from dataclasses import fields
+from pathlib import Path
 
 from edgeswitch.errors import EdgeSwitchError
 
@@ -41,3 +42,23 @@ def runtime_flags(p: argparse.ArgumentParser) -> None:
                    help="consecutive failures that open the circuit (default 5)")
     p.add_argument("--breaker-reset-s", type=float, default=None,
                    help="seconds before an open circuit lets a probe through (default 5)")
+
+
+def load_fusion(args):
+    """The fusion that answers offloaded clips: --fusion FILE, or the fusion.json that
+    `demo` / `train-switcher` wrote beside --switcher; `--fusion none`: the cloud answers."""
+    from edgeswitch.switcher import Fusion
+
+    choice = getattr(args, "fusion", None)
+    if choice == "none":
+        return None
+    if choice is None:
+        beside = Path(args.switcher).with_name("fusion.json")
+        return Fusion.load(beside) if beside.exists() else None
+    return Fusion.load(choice)
+
+
+def fusion_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--fusion", default=None,
+                   help="fusion JSON that answers offloaded clips from both models (default: "
+                   "fusion.json beside --switcher when there is one; 'none': the cloud answers)")

@@ -7,7 +7,13 @@ import json
 import sys
 from pathlib import Path
 
-from edgeswitch.cli.common import config_section, need_extra, runtime_flags
+from edgeswitch.cli.common import (
+    config_section,
+    fusion_arg,
+    load_fusion,
+    need_extra,
+    runtime_flags,
+)
 from edgeswitch.errors import EdgeSwitchError
 
 
@@ -63,7 +69,7 @@ def make_cloud(args, classes: tuple[str, ...]):
 def cmd_classify(args) -> int:
     from tqdm.auto import tqdm
 
-    from edgeswitch.cli.steps import _fusion, _load_split, _out_file, _switcher
+    from edgeswitch.cli.steps import _load_split, _out_file, _switcher
     from edgeswitch.models import OnnxClassifier
     from edgeswitch.pipeline import check_clip_classes
     from edgeswitch.runtime import HybridClassifier
@@ -84,7 +90,7 @@ def cmd_classify(args) -> int:
     log = DecisionLog(args.log, edge.classes_, model_identity(edge), cloud.name) \
         if args.log else None
     hybrid = HybridClassifier(edge, SwitcherRouter(sw), cloud, op, log=log,
-                              shadow_rate=args.shadow_rate, fusion=_fusion(args))
+                              shadow_rate=args.shadow_rate, fusion=load_fusion(args))
     out = _out_file(args.out)
     counts = {"clips": 0, "cloud": 0, "fallbacks": 0}
     try:
@@ -195,8 +201,6 @@ def add_parsers(sub, add_common) -> None:
     p.add_argument("--edge", required=True, help="edge model (.onnx)")
     p.add_argument("--switcher", required=True, help="switcher (.npz)")
     p.add_argument("--op", required=True, help="operating point JSON from `calibrate`")
-    from edgeswitch.cli.steps import fusion_arg
-
     fusion_arg(p)
     p.add_argument("--cloud-url", default=None, help="cloud server, e.g. http://127.0.0.1:8000")
     p.add_argument("--cloud", default=None, help="or: cloud model (.onnx) run in this process")

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edgeswitch.cli.common import fusion_arg, load_fusion
 from edgeswitch.errors import EdgeSwitchError
 
 
@@ -61,26 +62,6 @@ def _switcher(args, edge):
     return sw
 
 
-def _fusion(args):
-    """The fusion that answers offloaded clips: --fusion FILE, or the fusion.json that
-    `demo` / `train-switcher` wrote beside --switcher; `--fusion none`: the cloud answers."""
-    from edgeswitch.switcher import Fusion
-
-    choice = getattr(args, "fusion", None)
-    if choice == "none":
-        return None
-    if choice is None:
-        beside = Path(args.switcher).with_name("fusion.json")
-        return Fusion.load(beside) if beside.exists() else None
-    return Fusion.load(choice)
-
-
-def fusion_arg(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--fusion", default=None,
-                   help="fusion JSON that answers offloaded clips from both models (default: "
-                   "fusion.json beside --switcher when there is one; 'none': the cloud answers)")
-
-
 def _out_file(path: str) -> Path:
     out = Path(path)
     if out.is_dir():
@@ -114,8 +95,8 @@ def cmd_train_switcher(args) -> int:
     for key in ("family", "target", "hidden", "features", "epochs", "l2"):
         if getattr(args, key) is not None:
             setattr(sc, key, list(getattr(args, key)) if key == "features" else getattr(args, key))
-    if args.fusion is not None:
-        cfg.fusion.method = args.fusion
+    if args.fusion_method is not None:
+        cfg.fusion.method = args.fusion_method
     cfg.seed = args.seed_switcher
     validate(cfg)
     records = DMDRecords.from_parquet(args.dmd)
@@ -203,7 +184,7 @@ def cmd_evaluate(args) -> int:
     costs = measure_costs(edge, sw, cloud, clips.X, 100)
     results = {"dataset": str(args.data),
                **evaluate_clips(edge, cloud, {"dmd": sw}, op, costs, clips,
-                                fusion=_fusion(args))}
+                                fusion=load_fusion(args))}
     write_all(results, Path(args.out))
     print(text_table(results))
     return 0
@@ -239,8 +220,9 @@ def add_parsers(sub, add_common) -> None:
     p.add_argument("--l2", type=float, default=None, help="linear: weight penalty")
     p.add_argument("--features", nargs="+", default=None,
                    choices=["proba", "confidence", "embedding"])
-    p.add_argument("--fusion", choices=["none", "dmd", "fixed"], default=None,
-                   help="answer offloaded clips by the cloud (none) or by fusion")
+    p.add_argument("--fusion-method", choices=["none", "dmd", "fixed"], default=None,
+                   help="answer offloaded clips by the cloud (none) or by fusion fitted on the "
+                   "records (dmd, the default) or with [fusion] edge_weight (fixed)")
     p.add_argument("--fusion-out", default=None, help="fusion file (default: beside --out)")
     p.add_argument("--seed-switcher", type=int, default=0, help="training seed")
     p.add_argument("--out", default="switcher.npz")

@@ -8,7 +8,7 @@ import json
 import sys
 from pathlib import Path
 
-from edgeswitch.cli.common import need_extra
+from edgeswitch.cli.common import fusion_arg, load_fusion, need_extra
 from edgeswitch.errors import EdgeSwitchError
 
 
@@ -183,9 +183,8 @@ def cmd_watch(args) -> int:
         from edgeswitch.dmd.generate import model_identity
 
         log = DecisionLog(args.log, edge.classes_, model_identity(edge), cloud.name)
-    from edgeswitch.cli.steps import _fusion
-
-    hybrid = HybridClassifier(edge, SwitcherRouter(sw), cloud, op, log=log, fusion=_fusion(args))
+    hybrid = HybridClassifier(edge, SwitcherRouter(sw), cloud, op, log=log,
+                              fusion=load_fusion(args))
     spec = clip_spec(args)
     writer = None
     try:
@@ -313,8 +312,6 @@ def add_parsers(sub, add_common) -> None:
     p.add_argument("--edge", default="nfd", help="nfd (default), pose:MODEL.onnx, hf-vilt:DIR")
     p.add_argument("--switcher", required=True, help="switcher (.npz) from train-switcher")
     p.add_argument("--op", required=True, help="operating point JSON from calibrate")
-    from edgeswitch.cli.steps import fusion_arg
-
     fusion_arg(p)
     p.add_argument("--cloud", default=None, help="yolo-fall[:MODEL.onnx] or hf-video-llava:DIR")
     p.add_argument("--cloud-url", default=None, help="an OpenAI-compatible VLM endpoint, e.g. "
