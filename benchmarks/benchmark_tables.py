@@ -9,12 +9,9 @@ from __future__ import annotations
 import argparse
 import json
 
+from edgeswitch.benchmark.report import fmt_ci
 
-def ci(m: dict | None, pct: bool = False, digits: int = 4) -> str:
-    if m is None or m.get("mean") is None or m["mean"] != m["mean"]:
-        return "-"
-    f = (lambda v: f"{100 * v:.1f}") if pct else (lambda v: f"{v:.{digits}f}")
-    return f"{f(m['mean'])} [{f(m['ci'][0])}, {f(m['ci'][1])}]"
+ci = fmt_ci
 
 
 def routers_table(bench: dict, names: list[str] | None = None) -> str:

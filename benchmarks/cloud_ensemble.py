@@ -25,8 +25,7 @@ def main() -> None:
     from edgeswitch.benchmark.stats import mean_ci
     from edgeswitch.config import load_config
     from edgeswitch.models.cache import default_cache_dir, fit_or_load
-    from edgeswitch.models.train import NetClassifier
-    from edgeswitch.pipeline import load_data
+    from edgeswitch.pipeline import estimator, load_data
 
     bench = json.loads(Path(args.bench).read_text())
     cfg = load_config(dataset=bench["dataset"])
@@ -37,10 +36,7 @@ def main() -> None:
     rows = []
     for fold, res in zip(folds, bench["folds"], strict=True):
         splits = fold.split(data)
-        m = cfg.cloud
-        single = NetClassifier(arch=m.arch, arch_params=dict(m.arch_params), name="cloud",
-                               epochs=m.epochs, lr=m.lr, batch_size=m.batch_size,
-                               rotate_deg=m.rotate_deg, seed=fold.seed, ensemble=1)
+        single = estimator(cfg, "cloud", fold.seed, ensemble=1)  # the ensemble's first member
         model, _ = fit_or_load(single, splits.train, cache)
         acc = float(np.mean(model.predict_proba(splits.test.X).argmax(1) == splits.test.y))
         rows.append((fold.test_groups, res["edge_accuracy"], acc, res["cloud_accuracy"]))

@@ -47,17 +47,23 @@ class Costs:
     cloud_batched_ms: float
 
 
+def estimator(cfg: RunConfig, role: str, seed: int | None = None, **overrides):
+    """The untrained `NetClassifier` of the config's `[edge]` or `[cloud]` table."""
+    from edgeswitch.models.train import NetClassifier
+
+    mc = getattr(cfg, role)
+    settings = dict(arch=mc.arch, arch_params=dict(mc.arch_params), name=role, epochs=mc.epochs,
+                    lr=mc.lr, batch_size=mc.batch_size, rotate_deg=mc.rotate_deg,
+                    seed=cfg.seed if seed is None else seed, ensemble=mc.ensemble)
+    return NetClassifier(**(settings | overrides))
+
+
 def train_models(cfg: RunConfig, train: ClipBatch, cache_dir: Path | None, progress: bool):
     """Edge and cloud models for this config and training split (from the cache if there)."""
     from edgeswitch.models.cache import fit_or_load
-    from edgeswitch.models.train import NetClassifier
 
-    out = {}
-    for role, mc in (("edge", cfg.edge), ("cloud", cfg.cloud)):
-        est = NetClassifier(arch=mc.arch, arch_params=dict(mc.arch_params), name=role,
-                            epochs=mc.epochs, lr=mc.lr, batch_size=mc.batch_size,
-                            rotate_deg=mc.rotate_deg, seed=cfg.seed, ensemble=mc.ensemble)
-        out[role], _cached = fit_or_load(est, train, cache_dir, progress)
+    out = {role: fit_or_load(estimator(cfg, role), train, cache_dir, progress)[0]
+           for role in ("edge", "cloud")}
     return out["edge"], out["cloud"]
 
 

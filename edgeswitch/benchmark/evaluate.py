@@ -174,7 +174,7 @@ def learned_routers(cfg: RunConfig, o: FoldOutputs, fusion: Fusion, seed: int,
     return routers
 
 
-def evaluate_fold(cfg: RunConfig, o: FoldOutputs, seed: int, progress: bool = False) -> dict:
+def evaluate_fold(cfg: RunConfig, o: FoldOutputs, seed: int) -> dict:
     """Every router's figures on one fold (see the benchmark.json schema in the README)."""
     y = o["y_test"]
     k = len(o.classes)

@@ -58,20 +58,11 @@ class FoldOutputs:
         return cls(arrays, classes)
 
 
-def _edge_estimator(cfg: RunConfig, seed: int):
-    from edgeswitch.models.train import NetClassifier
-
-    m = cfg.edge
-    return NetClassifier(arch=m.arch, arch_params=dict(m.arch_params), name="edge",
-                         epochs=m.epochs, lr=m.lr, batch_size=m.batch_size,
-                         rotate_deg=m.rotate_deg, seed=seed, ensemble=m.ensemble)
-
-
 def fold_outputs(cfg: RunConfig, fold: Fold, data: ClipBatch, cache_dir: Path | None,
                  progress: bool = False) -> FoldOutputs:
     """Train the fold's edge, cloud and extra ABC edge members, and run them on its splits."""
     from edgeswitch.models.cache import fit_or_load
-    from edgeswitch.pipeline import train_models
+    from edgeswitch.pipeline import estimator, train_models
 
     fold_cfg = _with_seed(cfg, fold.seed)
     splits = fold.split(data)
@@ -79,7 +70,7 @@ def fold_outputs(cfg: RunConfig, fold: Fold, data: ClipBatch, cache_dir: Path | 
     edge, cloud = train_models(fold_cfg, splits.train, cache_dir, progress)
     check_same_classes(edge, cloud)
     # ABC: more edge models of the same design, other seeds; the deployed edge is member 0
-    members = [edge] + [fit_or_load(_edge_estimator(fold_cfg, fold.seed + 100 * j),
+    members = [edge] + [fit_or_load(estimator(fold_cfg, "edge", fold.seed + 100 * j),
                                     splits.train, cache_dir, progress)[0]
                         for j in range(1, cfg.benchmark.abc_members)]
     a: dict[str, np.ndarray] = {}

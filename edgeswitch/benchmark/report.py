@@ -10,14 +10,10 @@ from pathlib import Path
 import numpy as np
 
 from edgeswitch.evaluation.report import COLOURS
+from edgeswitch.evaluation.report import GLOSSARY as BASE_GLOSSARY
 
 GLOSSARY = (
-    ("area", "area under the curve of test accuracy against the share of clips offloaded (0 to "
-     "1); higher is better"),
-    ("offload to match cloud", "the least share of clips offloaded at which the hybrid is as "
-     "accurate as the cloud alone (1.0 in the means when never reached)"),
-    ("oracle", "a router that knows the true labels: it offloads exactly the clips whose answer "
-     "the offload fixes; the limit of routing for this model pair"),
+    *BASE_GLOSSARY,
     ("oracle gain share", "(area - random's area) / (oracle's area - random's area), for the "
      "same answers"),
     ("+fusion", "offloaded clips are answered by the label-free fusion of the edge's and the "
@@ -29,7 +25,8 @@ GLOSSARY = (
 PLOTTED = ("dmd", "dmd-mlp", "entropy", "margin", "abc", "random", "oracle")
 
 
-def _fmt(m: dict, pct: bool = False, digits: int = 4) -> str:
+def fmt_ci(m: dict | None, pct: bool = False, digits: int = 4) -> str:
+    """'mean [lo, hi]' of a summary figure (percent with `pct`); '-' when there is none."""
     if m is None or m["mean"] is None or not np.isfinite(m["mean"]):
         return "-"
     f = (lambda v: f"{100 * v:.1f}") if pct else (lambda v: f"{v:.{digits}f}")
@@ -42,9 +39,9 @@ def text_table(bench: dict) -> str:
     lines = [
         f"benchmark on {bench['dataset']}: {len(bench['folds'])} folds, {bench['n_groups']} "
         f"groups, {bench['n_clips']} clips; mean [95% CI, bootstrap over folds]",
-        f"edge accuracy {_fmt(s['edge_accuracy'], True)}%, cloud {_fmt(s['cloud_accuracy'], True)}"
-        f"%, cloud - edge {_fmt(gap, True)} points (>= 3 points on {gap['folds_at_least_3_points']}"
-        f" of {gap['folds']} folds)",
+        f"edge accuracy {fmt_ci(s['edge_accuracy'], True)}%, cloud "
+        f"{fmt_ci(s['cloud_accuracy'], True)}%, cloud - edge {fmt_ci(gap, True)} points "
+        f"(>= 3 points on {gap['folds_at_least_3_points']} of {gap['folds']} folds)",
         f"deployed by demo: {s['default_router']}",
         "",
         f"{'router':<18}{'area':>26}{'offload to match cloud %':>28}{'oracle gain share':>24}"
@@ -52,11 +49,12 @@ def text_table(bench: dict) -> str:
     ]
     for name, r in s["routers"].items():
         vs = s["vs_best_confidence"].get(name)
-        diff = _fmt(vs["auc_diff"]) if vs else ""
+        diff = fmt_ci(vs["auc_diff"]) if vs else ""
         wtl = f"{vs['wins']}/{vs['ties']}/{vs['losses']}" if vs else ""
         g = r["gain_over_cloud_at_0.5"]
-        lines.append(f"{name:<18}{_fmt(r['auc']):>26}{_fmt(r['offload_to_match_cloud'], True):>28}"
-                     f"{_fmt(r['oracle_gain_share'], digits=2):>24}{_fmt(g, True):>24}"
+        match = fmt_ci(r["offload_to_match_cloud"], True)
+        lines.append(f"{name:<18}{fmt_ci(r['auc']):>26}{match:>28}"
+                     f"{fmt_ci(r['oracle_gain_share'], digits=2):>24}{fmt_ci(g, True):>24}"
                      f"{diff:>30}{wtl:>9}")
     lines += ["", *[f"{k}: {v}" for k, v in GLOSSARY]]
     return "\n".join(lines)
