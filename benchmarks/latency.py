@@ -61,7 +61,7 @@ def main() -> None:
     # one clip per call: what a device sees
     b1 = {
         "edge": measure(lambda i: a.edge.run_raw(one[i]), args.calls),
-        "switcher": measure(lambda i: a.dmd.score(edge_out[i]), args.calls),
+        "switcher": measure(lambda i: a.dmd.trust(edge_out[i]), args.calls),
         "cloud": measure(lambda i: a.cloud.run_raw(one[i]), max(args.calls // 5, 20)),
         "hybrid": hybrid_ms,
         "edge_only_path": measure(lambda i: a.edge.outputs(one[i]), args.calls),
@@ -71,7 +71,7 @@ def main() -> None:
     bo = a.edge.run_raw(batch)
     batched = {
         "edge": measure(lambda i: a.edge.run_raw(batch), 50).median_ms / 256,
-        "switcher": measure(lambda i: a.dmd.score(bo), 50).median_ms / 256,
+        "switcher": measure(lambda i: a.dmd.trust(bo), 50).median_ms / 256,
         "cloud": measure(lambda i: a.cloud.run_raw(batch), 10, warmup=2).median_ms / 256,
     }
     fresh = new_hybrid()

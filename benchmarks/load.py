@@ -40,12 +40,12 @@ from pathlib import Path
 
 import numpy as np
 
+from edgeswitch.cloud.remote import RemoteCloud
 from edgeswitch.config import RuntimeConfig, ServeConfig, load_config
 from edgeswitch.evaluation.timing import tail_ms
 from edgeswitch.models import OnnxClassifier
 from edgeswitch.models.cache import default_cache_dir
 from edgeswitch.pipeline import load_data, split_data, train_models
-from edgeswitch.runtime.remote import RemoteCloud
 from edgeswitch.serving.metrics import scrape
 from edgeswitch.serving.server import ServerProcess
 

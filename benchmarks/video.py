@@ -54,7 +54,7 @@ def main() -> int:
 
     import skvideo
 
-    from edgeswitch.runtime.cloud import NoCloud
+    from edgeswitch.cloud.client import NoCloud
     from edgeswitch.runtime.hybrid import HybridClassifier
     from edgeswitch.switcher import MLPSwitcher, OperatingPoint
     from edgeswitch.switcher.routers import SwitcherRouter

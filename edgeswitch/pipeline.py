@@ -97,14 +97,14 @@ def measure_costs(edge, switcher: Switcher, cloud, clips: np.ndarray, calls: int
     edge_out = [edge.run_raw(x) for x in one]
     b1 = {
         "edge": measure(lambda i: edge.run_raw(one[i]), calls).median_ms,
-        "switcher": measure(lambda i: switcher.score(edge_out[i]), calls).median_ms,
+        "switcher": measure(lambda i: switcher.trust(edge_out[i]), calls).median_ms,
         "cloud": measure(lambda i: cloud.run_raw(one[i]), max(calls // 5, 20)).median_ms,
     }
     batch = clips[np.arange(256) % n]
     batch_out = edge.run_raw(batch)
     per_clip = {
         "edge": measure(lambda i: edge.run_raw(batch), 30).median_ms / len(batch),
-        "switcher": measure(lambda i: switcher.score(batch_out), 30).median_ms / len(batch),
+        "switcher": measure(lambda i: switcher.trust(batch_out), 30).median_ms / len(batch),
         "cloud": measure(lambda i: cloud.run_raw(batch), 5, warmup=1).median_ms / len(batch),
     }
     return Costs(b1["edge"], b1["switcher"], b1["cloud"],
@@ -144,7 +144,7 @@ def evaluate(edge_out: ModelOutput, cloud_proba: np.ndarray, y: np.ndarray,
     curves = {}
     scores = {}
     for name, router in routers.items():
-        scores[name] = router.score(edge_out)
+        scores[name] = router.trust(edge_out)
         curves[name] = router_curve(scores[name], edge_label, cloud_label, y, n_classes,
                                     points, seed).to_dict()
     s = scores[op_router]
@@ -279,11 +279,11 @@ def build(cfg: RunConfig, out_dir: Path | None = None, cache_dir: Path | None = 
     t = step("latency", t)
 
     calib_edge = edge.outputs(splits.calib.X)
-    calib_scores = dmd.score(calib_edge)
+    calib_scores = dmd.trust(calib_edge)
     calib_dis = None
     if cfg.calibration.mode == "disagreement":  # the cloud labels calib, no human does
         calib_dis = calib_edge.label != cloud.predict(splits.calib.X)
-    op = calibrate(cfg, calib_scores, calib_dis, dmd.score(records.edge), costs)
+    op = calibrate(cfg, calib_scores, calib_dis, dmd.trust(records.edge), costs)
     step("calibrate", t)
     steps.close()
     return Artifacts(cfg, splits, edge, cloud, records, dmd, supervised, costs, op, timings,
@@ -364,8 +364,8 @@ def serve_and_replay(a: Artifacts, out_dir: Path, transport: str = "http",
     decision of the deployed run goes to OUT/decisions.sqlite."""
     import secrets
 
-    from edgeswitch.dmd.generate import model_identity
-    from edgeswitch.runtime.cloud import InProcessCloud
+    from edgeswitch.cloud.client import InProcessCloud
+    from edgeswitch.models.base import model_identity
     from edgeswitch.runtime.decision_log import DecisionLog
     from edgeswitch.runtime.hybrid import HybridClassifier
     from edgeswitch.runtime.replay import replay
@@ -390,7 +390,7 @@ def serve_and_replay(a: Artifacts, out_dir: Path, transport: str = "http",
         served.pop("labels")
         return {"transport": "in-process", **served, "decision_log": str(log_path)}
 
-    from edgeswitch.runtime.remote import RemoteCloud
+    from edgeswitch.cloud.remote import RemoteCloud
     from edgeswitch.serving.server import ServerProcess
 
     reference = run_with(local_cloud, None)

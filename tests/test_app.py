@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from edgeswitch.serving.wire import encode_clips
+from edgeswitch.cloud.wire import encode_clips
 
 
 class Broken:

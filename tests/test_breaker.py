@@ -1,6 +1,6 @@
 """Circuit breaker state machine, on a clock the test moves."""
 
-from edgeswitch.runtime.breaker import CLOSED, HALF_OPEN, OPEN, CircuitBreaker
+from edgeswitch.cloud.breaker import CLOSED, HALF_OPEN, OPEN, CircuitBreaker
 
 
 class Clock:

@@ -114,7 +114,7 @@ def test_classify_against_a_running_server(tmp_path, bm_files, basicmotions):
     rec = distill(edge, cloud, pool)
     sw = MLPSwitcher(epochs=50, target="soft").fit(rec.edge, rec.target("soft"), rec.groups)
     sw.save(tmp_path / "sw.npz")
-    calibrate_offload(sw.score(rec.edge), 0.5).save(tmp_path / "op.json")
+    calibrate_offload(sw.trust(rec.edge), 0.5).save(tmp_path / "op.json")
     np.savez(tmp_path / "clips.npz", X=basicmotions.X[:30])  # unlabelled user clips
     (tmp_path / "token").write_text("s3cret")
     common = ("classify", "--data", str(tmp_path / "clips.npz"), "--edge", str(bm_files["edge"]),

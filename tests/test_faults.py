@@ -9,10 +9,10 @@ import time
 import numpy as np
 import pytest
 
+from edgeswitch.cloud.remote import RemoteCloud
 from edgeswitch.config import RuntimeConfig
 from edgeswitch.runtime import HybridClassifier
 from edgeswitch.runtime.decision_log import DecisionLog
-from edgeswitch.runtime.remote import RemoteCloud
 from edgeswitch.serving.server import ServerProcess
 from edgeswitch.switcher import OperatingPoint
 from edgeswitch.switcher.routers import make_router
@@ -29,7 +29,7 @@ RUNTIME = RuntimeConfig(deadline_ms=DEADLINE_MS, retries=2, backoff_ms=10, backo
 def setup(bm_models, basicmotions):
     edge, cloud = bm_models
     router = make_router("max_prob")
-    t = float(np.median(router.score(edge.outputs(basicmotions.X))))
+    t = float(np.median(router.trust(edge.outputs(basicmotions.X))))
     return edge, cloud, router, OperatingPoint("offload", t, 0.5), basicmotions
 
 

@@ -74,7 +74,7 @@ def test_fusion_refuses_bad_input(tmp_path):
 def test_the_hybrid_answers_offloaded_clips_with_the_fusion_and_logs_the_cloud(bm_models,
                                                                              bm_splits,
                                                                              tmp_path):
-    from edgeswitch.dmd.generate import model_identity
+    from edgeswitch.models.base import model_identity
     from edgeswitch.runtime import HybridClassifier
     from edgeswitch.runtime.decision_log import DecisionLog
     from edgeswitch.switcher import OperatingPoint, make_router

@@ -15,12 +15,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from edgeswitch.cloud.spec import CloudSpec
 from edgeswitch.data.clips import ClipBatch
 from edgeswitch.dmd import DMDRecords
 from edgeswitch.dmd.corpus import write_corpus
 from edgeswitch.dmd.shards import DistillJob, records_equal, run_local
 from edgeswitch.errors import DataError
-from edgeswitch.runtime.cloud import CloudSpec
 from edgeswitch.scale.netns import RAY_ENV, LoopbackNetns
 
 pytestmark = [pytest.mark.slow, pytest.mark.ray]

@@ -9,11 +9,11 @@ import httpx
 import numpy as np
 import pytest
 
+from edgeswitch.cloud.remote import RemoteCloud
+from edgeswitch.cloud.wire import encode_clips, encode_npy_data_url
 from edgeswitch.config import RuntimeConfig, ServeConfig
-from edgeswitch.runtime.remote import RemoteCloud
 from edgeswitch.serving.metrics import scrape
 from edgeswitch.serving.server import ServerProcess
-from edgeswitch.serving.wire import encode_clips, encode_npy_data_url
 
 pytestmark = pytest.mark.slow
 TOKEN = "test-token-0123456789"

@@ -8,12 +8,13 @@ import numpy as np
 import pytest
 
 from edgeswitch.cli.main import main
+from edgeswitch.cloud.spec import CloudSpec
+from edgeswitch.data.files import corpus_files
 from edgeswitch.dmd import DMDRecords, distill
-from edgeswitch.dmd.corpus import corpus_files, plan_shards, write_corpus
+from edgeswitch.dmd.corpus import plan_shards, write_corpus
 from edgeswitch.dmd.shards import MANIFEST, DistillJob, read_dataset, records_equal, run_local
 from edgeswitch.errors import DataError, EdgeSwitchError
 from edgeswitch.models import OnnxClassifier
-from edgeswitch.runtime.cloud import CloudSpec
 
 
 @pytest.fixture

@@ -30,12 +30,12 @@ def test_switcher_learns_agreement_and_roundtrips(tmp_path):
     edge, agree, groups = _synthetic()
     sw = MLPSwitcher(target="hard", epochs=150, seed=0).fit(edge, agree, groups)
     test, t_agree, _ = _synthetic(seed=1)
-    s = sw.score(test)
+    s = sw.trust(test)
     assert s.shape == (len(t_agree),) and np.all((s >= 0) & (s <= 1))
     assert np.mean((s > 0.5) == (t_agree > 0.5)) > 0.9
     assert sw.predict_proba(test).shape == (len(s), 2)
     loaded = MLPSwitcher.load(sw.save(tmp_path / "sw.npz"))
-    np.testing.assert_allclose(loaded.score(test), s, rtol=1e-6)
+    np.testing.assert_allclose(loaded.trust(test), s, rtol=1e-6)
     assert loaded.target == "hard" and loaded.n_params == sw.n_params
     assert sw.macs < 5000  # two small matrices, whatever the data
 
@@ -43,7 +43,7 @@ def test_switcher_learns_agreement_and_roundtrips(tmp_path):
 def test_switcher_refuses_bad_input(tmp_path):
     edge, agree, _ = _synthetic()
     with pytest.raises(NotFittedError):
-        MLPSwitcher().score(edge)
+        MLPSwitcher().trust(edge)
     with pytest.raises(DataError, match="within"):
         MLPSwitcher().fit(edge, agree * 2)
     with pytest.raises(DataError, match="shape"):
@@ -51,7 +51,7 @@ def test_switcher_refuses_bad_input(tmp_path):
     sw = MLPSwitcher(epochs=5).fit(edge, agree)
     other = ModelOutput(proba=edge.proba, embedding=np.zeros((len(edge), 9)))
     with pytest.raises(ModelError, match="fitted on"):
-        sw.score(other)
+        sw.trust(other)
     bad = tmp_path / "bad.npz"
     bad.write_bytes(b"nope")
     with pytest.raises(ModelError, match="not an edgeswitch switcher"):
@@ -62,10 +62,10 @@ def test_router_registry():
     p = np.array([[0.9, 0.1, 0.0], [0.5, 0.4, 0.1]])
     out = ModelOutput(proba=p, embedding=np.zeros((2, 1)))
     for name in ("max_prob", "margin", "entropy"):
-        s = make_router(name).score(out)
+        s = make_router(name).trust(out)
         assert s[0] > s[1], name  # the confident clip is kept first
-    r = make_router("random", seed=1).score(out)
-    np.testing.assert_array_equal(r, make_router("random", seed=1).score(out))
+    r = make_router("random", seed=1).trust(out)
+    np.testing.assert_array_equal(r, make_router("random", seed=1).trust(out))
     with pytest.raises(DataError, match="unknown router"):
         make_router("gpt")
 
@@ -74,7 +74,7 @@ def test_hybrid_offloads_exactly_below_threshold(bm_models, bm_splits):
     edge, cloud_model = bm_models
     X = bm_splits.test.X
     router = make_router("max_prob")
-    scores = router.score(edge.outputs(X))
+    scores = router.trust(edge.outputs(X))
     t = float(np.median(scores))
     cloud = InProcessCloud(cloud_model)
     res = HybridClassifier(edge, router, cloud, OperatingPoint("offload", t, 0.5)).classify(X)
@@ -94,7 +94,7 @@ def test_hybrid_with_adaptive_operating_point_holds_the_rate(bm_models, bm_split
 
     edge, cloud_model = bm_models
     router = make_router("max_prob")
-    calib_scores = router.score(edge.outputs(bm_splits.calib.X))
+    calib_scores = router.trust(edge.outputs(bm_splits.calib.X))
     op = calibrate_offload(calib_scores, 0.25, adaptive=True, step=0.02)
     cloud = InProcessCloud(cloud_model)
     hybrid = HybridClassifier(edge, router, cloud, op)
@@ -119,11 +119,11 @@ class _FailingCloud:
     def __init__(self, classes):
         self.classes_, self.name, self.deadline_s = classes, "down", 0.1
 
-    def classify(self, X):
+    def predict_proba(self, X):
         raise AssertionError("the hybrid must use request()")
 
     def request(self, X, deadline=None):
-        from edgeswitch.runtime.cloud import CloudReply
+        from edgeswitch.cloud.client import CloudReply
 
         return CloudReply(None, "connection", 3, 1.0, "refused")
 
@@ -137,7 +137,7 @@ def test_hybrid_falls_back_to_the_edge_flagged_and_logs_it(bm_models, bm_splits,
     edge, _ = bm_models
     X, ids = bm_splits.test.X, bm_splits.test.ids
     router = make_router("max_prob")
-    t = float(np.median(router.score(edge.outputs(X))))
+    t = float(np.median(router.trust(edge.outputs(X))))
     with DecisionLog(tmp_path / "d.sqlite", edge.classes_) as log:
         res = HybridClassifier(edge, router, _FailingCloud(edge.classes_),
                                OperatingPoint("offload", t, 0.5), log=log).classify(X, ids)

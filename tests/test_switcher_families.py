@@ -19,27 +19,27 @@ _synthetic = edge_outputs
 def test_switcher_contract(sw, tmp_path):
     edge, agree, groups = _synthetic()
     with pytest.raises(NotFittedError):
-        sw.score(edge)
+        sw.trust(edge)
     with pytest.raises(DataError, match="within"):
         sw.fit(edge, agree * 2)
     with pytest.raises(DataError, match="shape"):
         sw.fit(edge, agree[:-1])
     assert sw.fit(edge, agree, groups) is sw
     test, t_agree, _ = _synthetic(seed=1)
-    s = sw.score(test)
+    s = sw.trust(test)
     assert s.shape == (len(test),) and np.all((s >= 0) & (s <= 1))
     assert np.mean((s > 0.5) == (t_agree > 0.5)) > 0.85, "it must learn the agreement rule"
     assert sw.predict(test).tolist() == (s >= 0.5).astype(int).tolist()
     np.testing.assert_allclose(sw.predict_proba(test).sum(axis=1), 1.0)
     loaded = load_switcher(sw.save(tmp_path / "sw.npz"))
     assert type(loaded) is type(sw) and loaded.family == sw.family
-    np.testing.assert_allclose(loaded.score(test), s, rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(loaded.trust(test), s, rtol=1e-6, atol=1e-7)
     assert loaded.n_params == sw.n_params and loaded.macs == sw.macs
     # cheap next to the edge: under 5% of the demo's edge model (about 219k MACs per clip)
     assert 0 < sw.macs < 0.05 * 218_784
     other = ModelOutput(proba=test.proba, embedding=np.zeros((len(test), 9)))
     with pytest.raises(ModelError, match="fitted on"):
-        sw.score(other)
+        sw.trust(other)
 
 
 def test_linear_with_a_huge_penalty_is_the_edge_confidence():
@@ -48,7 +48,7 @@ def test_linear_with_a_huge_penalty_is_the_edge_confidence():
     from edgeswitch.switcher.features import confidence
 
     sw = LinearSwitcher(l2=1e6, features=("proba", "confidence")).fit(edge, agree, groups)
-    s = sw.score(edge)
+    s = sw.trust(edge)
     w = sw.w_[:4]
     assert np.abs(w).max() < 1e-3, "class columns are shrunk to zero"
     c = confidence(edge.proba)

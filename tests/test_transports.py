@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 
-from edgeswitch.runtime.transports import (
+from edgeswitch.cloud.transports import (
     CloudFailure,
     check_reply,
     label_from_text,

@@ -11,8 +11,8 @@ import pytest
 
 pytest.importorskip("av", reason="needs the video extra")
 
+from edgeswitch.cloud.transports import CloudFailure  # noqa: E402
 from edgeswitch.errors import EdgeSwitchError, ModelError  # noqa: E402
-from edgeswitch.runtime.transports import CloudFailure  # noqa: E402
 from edgeswitch.video.source import ClipSpec, VideoClip, iter_clips  # noqa: E402
 from edgeswitch.video.synthetic import (  # noqa: E402
     render_synthetic_video,

@@ -5,7 +5,7 @@ import base64
 import numpy as np
 import pytest
 
-from edgeswitch.serving.wire import (
+from edgeswitch.cloud.wire import (
     WireError,
     decode_clips,
     decode_npy_data_url,
@@ -68,8 +68,8 @@ def test_chat_clip_must_be_a_single_clip():
 
 
 def test_token_file_first_line_and_bad_tokens(tmp_path, monkeypatch):
+    from edgeswitch.cloud.tokens import resolve_token
     from edgeswitch.errors import EdgeSwitchError
-    from edgeswitch.serving.server import resolve_token
 
     f = tmp_path / "token"
     f.write_text("abc123\n# a comment\n")

@@ -142,7 +142,7 @@ def learned_routers(cfg: RunConfig, o: FoldOutputs, fusion: Fusion, seed: int,
     routers = []
 
     def add(name: str, sw, entry: dict, test=edge_t, calib=edge_c, kept=pe, device=macs):
-        routers.append(Router(name, sw.score(test), sw.score(calib), kept, device + sw.macs))
+        routers.append(Router(name, sw.trust(test), sw.trust(calib), kept, device + sw.macs))
         info[name] = entry | {"macs": sw.macs, "params": sw.n_params}
 
     with warnings.catch_warnings():

@@ -18,8 +18,8 @@ from edgeswitch.errors import EdgeSwitchError
 
 
 def _cloud_spec(args):
-    from edgeswitch.runtime.cloud import CloudSpec
-    from edgeswitch.serving.server import resolve_token
+    from edgeswitch.cloud.spec import CloudSpec
+    from edgeswitch.cloud.tokens import resolve_token
 
     runtime = config_section(args, "runtime")
     return CloudSpec(model=args.cloud, url=args.cloud_url, served_model=args.model,

@@ -20,9 +20,10 @@ from edgeswitch.errors import EdgeSwitchError
 def cmd_serve_cloud(args) -> int:
     need_extra("fastapi", "serve")
     need_extra("uvicorn", "serve")
+    from edgeswitch.cloud.tokens import resolve_token
     from edgeswitch.models import OnnxClassifier
     from edgeswitch.serving.app import Fault, create_app
-    from edgeswitch.serving.server import resolve_token, serve
+    from edgeswitch.serving.server import serve
 
     cfg = config_section(args, "serve")
     token = resolve_token(args.token_file)
@@ -56,8 +57,8 @@ def cmd_serve_cloud(args) -> int:
 
 def make_cloud(args, classes: tuple[str, ...]):
     """The cloud client a `classify` run talks to: a server URL, or a model in this process."""
-    from edgeswitch.runtime.cloud import CloudSpec
-    from edgeswitch.serving.server import resolve_token
+    from edgeswitch.cloud.spec import CloudSpec
+    from edgeswitch.cloud.tokens import resolve_token
 
     if not (args.cloud_url or args.cloud):
         raise EdgeSwitchError("classify needs --cloud-url (a server) or --cloud (an ONNX model)")
@@ -85,7 +86,7 @@ def cmd_classify(args) -> int:
     sw = _switcher(args, edge)
     op = OperatingPoint.load(args.op)
     cloud = make_cloud(args, edge.classes_)
-    from edgeswitch.dmd.generate import model_identity
+    from edgeswitch.models.base import model_identity
 
     log = DecisionLog(args.log, edge.classes_, model_identity(edge), cloud.name) \
         if args.log else None

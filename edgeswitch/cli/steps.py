@@ -133,7 +133,7 @@ def _calibration_inputs(args):
         if expected and expected != records.edge_model:
             raise EdgeSwitchError(f"switcher was trained on outputs of {expected}, the "
                                   f"records are from {records.edge_model}")
-        return sw, sw.score(records.edge), records.edge_label != records.cloud_label, no_costs
+        return sw, sw.trust(records.edge), records.edge_label != records.cloud_label, no_costs
     if not (args.data and args.edge):
         raise EdgeSwitchError("calibrate needs --data and --edge (or --dmd records)")
     clips, _, _ = _load_split(args)
@@ -143,7 +143,7 @@ def _calibration_inputs(args):
     edge_out = edge.outputs(clips.X)
     disagree = edge_out.label != cloud.predict(clips.X) if args.mode == "disagreement" else None
     costs = measure_costs(edge, sw, cloud, clips.X, 100) if args.mode == "budget" else no_costs
-    return sw, sw.score(edge_out), disagree, costs
+    return sw, sw.trust(edge_out), disagree, costs
 
 
 def cmd_calibrate(args) -> int:

@@ -14,7 +14,7 @@ from edgeswitch.errors import EdgeSwitchError
 
 def is_video_source(data: str) -> bool:
     """A video file, a folder holding videos, a stream URL or a webcam index."""
-    from edgeswitch.dmd.corpus import is_video
+    from edgeswitch.data.files import is_video
 
     path = Path(data)
     if "://" in data or data.isdigit() or is_video(path):
@@ -63,7 +63,7 @@ def clip_spec(args):
 
 def video_cloud_args(args) -> dict | None:
     """Keyword arguments of video.registry.video_cloud from --cloud / --cloud-url."""
-    from edgeswitch.serving.server import resolve_token
+    from edgeswitch.cloud.tokens import resolve_token
 
     if args.cloud_url:
         vlm = {"frames": args.vlm_frames, "constraint": args.constraint,
@@ -175,12 +175,12 @@ def cmd_watch(args) -> int:
     sw.check_edge(edge)
     op = OperatingPoint.load(args.op)
     if cloud is None:  # edge only: the switcher still scores; clips it would offload keep
-        from edgeswitch.runtime.cloud import NoCloud  # the edge answer, flagged "no_cloud"
+        from edgeswitch.cloud.client import NoCloud  # the edge answer, flagged "no_cloud"
 
         cloud = NoCloud(edge.classes_)
     log = None
     if args.log:
-        from edgeswitch.dmd.generate import model_identity
+        from edgeswitch.models.base import model_identity
 
         log = DecisionLog(args.log, edge.classes_, model_identity(edge), cloud.name)
     hybrid = HybridClassifier(edge, SwitcherRouter(sw), cloud, op, log=log,

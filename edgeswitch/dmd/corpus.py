@@ -9,9 +9,7 @@ clips are best on Ray: a worker loads a whole file to read one of its shards.
 
 from __future__ import annotations
 
-import glob
 import hashlib
-import os
 import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -20,45 +18,9 @@ from pathlib import Path
 import numpy as np
 
 from edgeswitch.data.clips import ClipBatch
+from edgeswitch.data.files import is_video
 from edgeswitch.data.loaders import load_npz
 from edgeswitch.errors import DataError, EdgeSwitchError
-
-VIDEO_SUFFIXES = (".mp4", ".mkv", ".avi", ".mov", ".webm", ".m4v", ".mpg", ".mpeg", ".ts")
-
-
-def is_video(path: str | Path) -> bool:
-    return Path(path).suffix.lower() in VIDEO_SUFFIXES
-
-
-def corpus_files(spec: str | Path | Sequence[str | Path]) -> list[Path]:
-    """The files of a corpus, all `.npz` clip files or all videos: a folder (sorted), a glob,
-    one file, or a list of any of these. Order matters: it is the order of the records."""
-    if isinstance(spec, str | Path):
-        text = str(spec)
-        path = Path(text).expanduser()
-        if path.is_dir():
-            files = sorted(path.glob("*.npz")) or sorted(p for p in path.iterdir()
-                                                         if is_video(p))
-            if not files:
-                raise DataError(f"{path}: the folder holds no .npz clip files or videos")
-        elif any(c in text for c in "*?["):
-            files = sorted(Path(p) for p in glob.glob(os.path.expanduser(text)))
-            if not files:
-                raise DataError(f"{text}: the pattern matches no files")
-        elif path.is_file():
-            files = [path]
-        else:
-            raise DataError(f"corpus {text}: no such file or folder")
-    else:
-        files = [f for s in spec for f in corpus_files(s)]
-    kinds = {"video" if is_video(f) else f.suffix for f in files}
-    if not kinds <= {".npz", "video"}:
-        bad = next(f for f in files if f.suffix != ".npz" and not is_video(f))
-        raise DataError(f"{bad}: corpus files must be .npz (X [n,T,C], optional ids, groups) "
-                        f"or videos {VIDEO_SUFFIXES}")
-    if len(kinds) > 1:
-        raise DataError("a corpus is all .npz clip files or all videos, not both")
-    return files
 
 
 def clip_count(path: Path) -> int:

@@ -6,23 +6,12 @@ label-free view of the batch, so labelled and unlabelled pools give identical re
 
 from __future__ import annotations
 
-import hashlib
-
 import numpy as np
 
+from edgeswitch.cloud.client import CloudClient, InProcessCloud
 from edgeswitch.data.clips import ClipBatch
 from edgeswitch.dmd.records import DMDRecords
-from edgeswitch.models.base import ClipClassifier, check_same_classes
-from edgeswitch.runtime.cloud import CloudClient, InProcessCloud
-
-
-def model_identity(model) -> str:
-    """name@hash of the model file where there is one, else the name."""
-    blob = getattr(model, "onnx_bytes_", None) or getattr(getattr(model, "model", None),
-                                                           "onnx_bytes_", None)
-    if blob:
-        return f"{model.name}@{hashlib.sha256(blob).hexdigest()[:12]}"
-    return str(model.name)
+from edgeswitch.models.base import ClipClassifier, check_same_classes, model_identity
 
 
 def distill(edge: ClipClassifier, cloud: ClipClassifier | CloudClient, clips: ClipBatch,
@@ -40,7 +29,7 @@ def distill(edge: ClipClassifier, cloud: ClipClassifier | CloudClient, clips: Cl
         out = edge.outputs(X)
         edge_p.append(out.proba)
         edge_e.append(out.embedding)
-        cloud_p.append(client.classify(X))
+        cloud_p.append(client.predict_proba(X))
     return DMDRecords(
         ids=pool.ids, groups=pool.groups,
         edge_proba=np.concatenate(edge_p).astype(np.float32),

@@ -26,18 +26,17 @@ from pathlib import Path
 
 import numpy as np
 
+from edgeswitch.cloud.spec import CloudSpec
+from edgeswitch.data.files import corpus_files, is_video
 from edgeswitch.dmd.corpus import (
     Shard,
     ShardReader,
-    corpus_files,
     ids_digest,
-    is_video,
     plan_shards,
 )
 from edgeswitch.dmd.records import DMDRecords
 from edgeswitch.errors import DataError, EdgeSwitchError
 from edgeswitch.models.base import ModelOutput
-from edgeswitch.runtime.cloud import CloudSpec
 
 MANIFEST = "_edgeswitch_dmd.json"
 FORMAT = 2
@@ -52,7 +51,7 @@ def edge_step(edge, X: np.ndarray, batch_size: int) -> ModelOutput:
 
 
 def cloud_step(cloud, X: np.ndarray, batch_size: int) -> np.ndarray:
-    return np.concatenate([cloud.classify(X[i:i + batch_size])
+    return np.concatenate([cloud.predict_proba(X[i:i + batch_size])
                            for i in range(0, len(X), batch_size)]).astype(np.float32)
 
 
@@ -144,7 +143,7 @@ def build_edge(job: DistillJob, edge_bytes: bytes | None = None):
 
 
 def build_cloud(job: DistillJob, classes: tuple[str, ...], cloud_bytes: bytes | None = None):
-    """The cloud client as a worker uses it (anything with `classify`)."""
+    """The cloud client as a worker uses it (anything with `predict_proba`)."""
     if job.video is not None:
         from edgeswitch.video.registry import video_cloud
 
@@ -153,8 +152,8 @@ def build_cloud(job: DistillJob, classes: tuple[str, ...], cloud_bytes: bytes | 
 
 
 def _models(job: DistillJob) -> tuple[tuple[str, ...], str, str]:
-    from edgeswitch.dmd.generate import model_identity
     from edgeswitch.models import OnnxClassifier, check_same_classes
+    from edgeswitch.models.base import model_identity
 
     if job.video is not None:
         edge = build_edge(job)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
@@ -62,3 +63,12 @@ def check_same_classes(edge: ClipClassifier, cloud: ClipClassifier) -> None:
     if tuple(edge.classes_) != tuple(cloud.classes_):
         raise ModelError(f"class order mismatch: edge {list(edge.classes_)} vs cloud "
                          f"{list(cloud.classes_)}")
+
+
+def model_identity(model) -> str:
+    """name@hash of the model file where there is one, else the name."""
+    blob = getattr(model, "onnx_bytes_", None) or getattr(getattr(model, "model", None),
+                                                           "onnx_bytes_", None)
+    if blob:
+        return f"{model.name}@{hashlib.sha256(blob).hexdigest()[:12]}"
+    return str(model.name)

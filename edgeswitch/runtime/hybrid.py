@@ -11,11 +11,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from edgeswitch.cloud.client import CloudClient, CloudReply, InProcessCloud
+from edgeswitch.cloud.client import ask as ask_cloud
 from edgeswitch.data.clips import model_input
 from edgeswitch.errors import EdgeSwitchError
 from edgeswitch.models.base import ClipClassifier, ModelOutput, check_same_classes
-from edgeswitch.runtime.cloud import CloudClient, CloudReply, InProcessCloud
-from edgeswitch.runtime.cloud import ask as ask_cloud
 from edgeswitch.runtime.decision_log import Decision, DecisionLog
 from edgeswitch.switcher.calibrate import OperatingPoint
 from edgeswitch.switcher.fusion import Fusion
@@ -88,7 +88,7 @@ class HybridClassifier:
         X = model_input(X)
         n, k = len(X), len(self.classes_)
         edge_out = self.edge.outputs(X)
-        score = self.router.score(edge_out)
+        score = self.router.trust(edge_out)
         off = self.controller.decide(score) if self.controller is not None \
             else self.operating_point.offload(score)
         shadow = ~off & (self.rng.random(n) < self.shadow_rate) if self.shadow_rate else \

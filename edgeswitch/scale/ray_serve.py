@@ -132,8 +132,8 @@ def app_builder(args: dict):
     (`import_path: edgeswitch.scale.ray_serve:app_builder`). Keys: model_path (required),
     max_batch, max_wait_ms, threads, replicas, max_replicas, target_ongoing, cpus_per_replica,
     max_ongoing, model_id, token_file (the bearer token's file; none: no auth)."""
+    from edgeswitch.cloud.tokens import resolve_token
     from edgeswitch.config import validate_serve
-    from edgeswitch.serving.server import resolve_token
 
     args = dict(args)
     if "model_path" not in args:

@@ -30,11 +30,11 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 
+from edgeswitch.cloud.wire import WireError, decode_clips, decode_npy_data_url
 from edgeswitch.config import ServeConfig
 from edgeswitch.errors import EdgeSwitchError
 from edgeswitch.serving.batcher import DynamicBatcher
 from edgeswitch.serving.metrics import ServerMetrics
-from edgeswitch.serving.wire import WireError, decode_clips, decode_npy_data_url
 
 OPEN_PATHS = ("/healthz",)
 log = logging.getLogger("edgeswitch.serving")

@@ -92,7 +92,7 @@ class Switcher:
         if not hasattr(self, "n_features_"):
             raise NotFittedError(f"switcher '{self.name}': call fit() before scoring")
 
-    def score(self, edge: ModelOutput) -> np.ndarray:
+    def trust(self, edge: ModelOutput) -> np.ndarray:
         """Predicted trust in the edge answer per clip, in [0, 1]: high means keep it."""
         self._check_fitted()
         F = switcher_features(edge, tuple(self.features))
@@ -103,16 +103,16 @@ class Switcher:
 
     def predict_proba(self, edge: ModelOutput) -> np.ndarray:
         """`[n, 2]`: P(offload-worthy), P(the edge answer stands)."""
-        s = self.score(edge)
+        s = self.trust(edge)
         return np.stack([1 - s, s], axis=1)
 
     def predict(self, edge: ModelOutput, threshold: float = 0.5) -> np.ndarray:
         """1 = keep the edge answer, 0 = offload."""
-        return (self.score(edge) >= threshold).astype(np.int64)
+        return (self.trust(edge) >= threshold).astype(np.int64)
 
     def check_edge(self, edge_model) -> None:
         """Refuse an edge model other than the one whose outputs trained this switcher."""
-        from edgeswitch.dmd.generate import model_identity
+        from edgeswitch.models.base import model_identity
 
         expected = self.meta.get("edge_model")
         actual = model_identity(edge_model)

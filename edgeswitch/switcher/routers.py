@@ -1,6 +1,6 @@
 """Routers: one scoring method each, a registry by name.
 
-`score(edge_output)` returns, per clip, how much to trust the edge answer; the hybrid offloads
+`trust(edge_output)` returns, per clip, how much to trust the edge answer; the hybrid offloads
 clips whose score falls below a threshold. Confidence baselines follow Sedna / BranchyNet;
 `dmd` and `supervised` are learned (any `Switcher` family); `oracle` knows the truth and marks the
 physical limit of routing for a model pair.
@@ -42,25 +42,25 @@ class Router(ABC):
     name: str = "router"
 
     @abstractmethod
-    def score(self, edge: ModelOutput) -> np.ndarray:
+    def trust(self, edge: ModelOutput) -> np.ndarray:
         """Trust in the edge answer per clip; lower scores are offloaded first."""
 
 
 @register("max_prob")
 class MaxProbRouter(Router):
-    def score(self, edge: ModelOutput) -> np.ndarray:
+    def trust(self, edge: ModelOutput) -> np.ndarray:
         return confidence(edge.proba)[:, 0]
 
 
 @register("margin")
 class MarginRouter(Router):
-    def score(self, edge: ModelOutput) -> np.ndarray:
+    def trust(self, edge: ModelOutput) -> np.ndarray:
         return confidence(edge.proba)[:, 1]
 
 
 @register("entropy")
 class EntropyRouter(Router):
-    def score(self, edge: ModelOutput) -> np.ndarray:
+    def trust(self, edge: ModelOutput) -> np.ndarray:
         return 1.0 - confidence(edge.proba)[:, 2]
 
 
@@ -70,7 +70,7 @@ class RandomRouter(Router):
         self.seed = seed
         self.rng = np.random.default_rng(seed)  # one stream: successive batches differ
 
-    def score(self, edge: ModelOutput) -> np.ndarray:
+    def trust(self, edge: ModelOutput) -> np.ndarray:
         return self.rng.random(len(edge))
 
 
@@ -82,8 +82,8 @@ class SwitcherRouter(Router):
         self.switcher = switcher
         self.name = switcher.name
 
-    def score(self, edge: ModelOutput) -> np.ndarray:
-        return self.switcher.score(edge)
+    def trust(self, edge: ModelOutput) -> np.ndarray:
+        return self.switcher.trust(edge)
 
 
 @register("oracle")
@@ -98,7 +98,7 @@ class OracleRouter(Router):
         self.cloud_label = np.asarray(cloud_label)
         self.y_true = np.asarray(y_true)
 
-    def score(self, edge: ModelOutput) -> np.ndarray:
+    def trust(self, edge: ModelOutput) -> np.ndarray:
         if len(edge) != len(self.y_true):
             raise DataError(f"oracle built for {len(self.y_true)} clips, got {len(edge)}")
         return oracle_scores(edge.label, self.cloud_label, self.y_true)

@@ -152,7 +152,7 @@ def select_switcher(edge: ModelOutput, answer_proba: np.ndarray, groups: np.ndar
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 sw = fit_switcher(spec, _take(edge, tr), target[tr], groups[tr], seed)
-            areas.append(dmd_area(sw.score(_take(edge, te)), el[te], al[te], seed))
+            areas.append(dmd_area(sw.trust(_take(edge, te)), el[te], al[te], seed))
         if not areas:
             continue
         area = float(np.mean(areas))

@@ -9,10 +9,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from edgeswitch.dmd.generate import model_identity
 from edgeswitch.dmd.records import DMDRecords
 from edgeswitch.errors import DataError, ModelError
-from edgeswitch.models.base import check_same_classes
+from edgeswitch.models.base import check_same_classes, model_identity
 from edgeswitch.video.source import ClipSpec, FolderRun, VideoClip, folder_clips
 
 

@@ -157,8 +157,5 @@ class HFVideoLlavaCloud:
             out.append(torch.softmax(logits.float(), dim=0).numpy())
         return np.asarray(out, np.float64)
 
-    def classify(self, clips) -> np.ndarray:
-        return self.predict_proba(clips)
-
     def predict(self, clips: Sequence[VideoClip]) -> np.ndarray:
         return np.asarray(self.classes_)[self.predict_proba(clips).argmax(axis=1)]

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgeswitch.dmd.corpus import VIDEO_SUFFIXES, corpus_files, is_video
+from edgeswitch.data.files import VIDEO_SUFFIXES, corpus_files, is_video
 from edgeswitch.errors import DataError, EdgeSwitchError
 
 

@@ -21,8 +21,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from edgeswitch.cloud.transports import CloudFailure, label_from_text, match_class
 from edgeswitch.errors import EdgeSwitchError, ModelError
-from edgeswitch.runtime.transports import CloudFailure, label_from_text, match_class
 from edgeswitch.video.source import VideoClip
 
 DEFAULT_PROMPT = (
@@ -218,9 +218,6 @@ class OpenAIVLM:
             raise ModelError(f"{self.name} takes a non-empty list of VideoClip")
         with ThreadPoolExecutor(min(self.cfg.concurrency, len(clips))) as pool:
             return np.stack(list(pool.map(self._one, clips)))
-
-    def classify(self, clips) -> np.ndarray:  # the CloudClient form
-        return self.predict_proba(clips)
 
     def predict(self, clips: Sequence[VideoClip]) -> np.ndarray:
         return np.asarray(self.classes_)[self.predict_proba(clips).argmax(axis=1)]

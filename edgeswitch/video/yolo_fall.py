@@ -134,8 +134,5 @@ class YoloFall:
             raise ModelError("yolo-fall takes a non-empty list of VideoClip")
         return np.stack([self.clip_proba(c) for c in clips])
 
-    def classify(self, clips) -> np.ndarray:
-        return self.predict_proba(clips)
-
     def predict(self, clips: Sequence[VideoClip]) -> np.ndarray:
         return np.asarray(self.classes_)[self.predict_proba(clips).argmax(axis=1)]

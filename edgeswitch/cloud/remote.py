@@ -22,11 +22,11 @@ from pathlib import Path
 
 import numpy as np
 
+from edgeswitch.cloud.breaker import CircuitBreaker
+from edgeswitch.cloud.client import CloudReply
+from edgeswitch.cloud.transports import CloudFailure, NativeTransport, OpenAITransport
 from edgeswitch.config import RuntimeConfig, validate_runtime
 from edgeswitch.errors import EdgeSwitchError, ModelError
-from edgeswitch.runtime.breaker import CircuitBreaker
-from edgeswitch.runtime.cloud import CloudReply
-from edgeswitch.runtime.transports import CloudFailure, NativeTransport, OpenAITransport
 
 
 class _LoopThread:
@@ -100,7 +100,7 @@ class RemoteCloud:
             return CloudReply(None, "timeout", 1, (time.monotonic() - t0) * 1000,
                               "no reply by the deadline")
 
-    def classify(self, X: np.ndarray) -> np.ndarray:
+    def predict_proba(self, X: np.ndarray) -> np.ndarray:
         """`CloudClient` form: probabilities, or ModelError saying why the cloud failed."""
         reply = self.request(X)
         if not reply.ok:

@@ -1,23 +1,22 @@
 """How the hybrid reaches the cloud model: one small interface.
 
-A cloud client provides `classes_`, `name` and `classify(X) -> proba [n, K]` (raising when the
+A cloud client provides `classes_`, `name` and `predict_proba(X) -> proba [n, K]` (raising when the
 cloud fails). Clients that can fail at run time also provide `request(X, deadline) ->
 CloudReply`, which never raises and says why there is no answer; the hybrid prefers it.
 `ask(cloud, X, deadline)` gives either kind of client's answer as a `CloudReply`.
 `InProcessCloud` calls a model in this process; `remote.RemoteCloud` reaches a server;
-`CloudSpec` says which of the two to build (in a CLI command or in a Ray worker).
+`spec.CloudSpec` says which of the two to build (in a CLI command or in a Ray worker).
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-from edgeswitch.config import RuntimeConfig
-from edgeswitch.errors import EdgeSwitchError, ModelError
+from edgeswitch.errors import ModelError
 from edgeswitch.models.base import ClipClassifier
 
 
@@ -26,7 +25,7 @@ class CloudReply:
     """A cloud call's outcome: probabilities, or the reason there are none."""
 
     proba: np.ndarray | None   # [n, K] when the cloud answered
-    reason: str | None         # why it did not (see runtime.transports.REASONS)
+    reason: str | None         # why it did not (see cloud.transports.REASONS)
     attempts: int
     latency_ms: float
     detail: str = ""
@@ -41,7 +40,7 @@ class CloudClient(Protocol):
     classes_: tuple[str, ...]
     name: str
 
-    def classify(self, X: np.ndarray) -> np.ndarray:
+    def predict_proba(self, X: np.ndarray) -> np.ndarray:
         """Class probabilities `[n, K]` for clips `[n, T, C]`."""
         ...
 
@@ -56,7 +55,7 @@ class InProcessCloud:
         self.calls = 0
         self.clips_sent = 0
 
-    def classify(self, X: np.ndarray) -> np.ndarray:
+    def predict_proba(self, X: np.ndarray) -> np.ndarray:
         self.calls += 1
         self.clips_sent += len(X)
         return check_proba(self.model.predict_proba(X), len(X), len(self.classes_), self.name)
@@ -71,7 +70,7 @@ class NoCloud:
     def __init__(self, classes: tuple[str, ...]) -> None:
         self.classes_ = tuple(classes)
 
-    def classify(self, X) -> np.ndarray:
+    def predict_proba(self, X) -> np.ndarray:
         raise ModelError("no cloud model is configured")
 
     def request(self, X, deadline: float | None = None) -> CloudReply:
@@ -80,13 +79,13 @@ class NoCloud:
 
 def ask(cloud: CloudClient, X: np.ndarray, deadline: float | None = None) -> CloudReply:
     """Any client's answer as a `CloudReply`: its own `request` where it has one (remote
-    clients, which enforce the deadline), else `classify` with a failure turned into a reason.
+    clients, which enforce the deadline), else `predict_proba` with a failure turned into a reason.
     A local call cannot be abandoned midway, so there the deadline is not enforced."""
     if hasattr(cloud, "request"):
         return cloud.request(X, deadline)
     t0 = time.monotonic()
     try:
-        proba = cloud.classify(X)
+        proba = cloud.predict_proba(X)
     except Exception as exc:  # noqa: BLE001 - any cloud failure falls back to the edge
         return CloudReply(None, "error", 1, (time.monotonic() - t0) * 1000, str(exc))
     return CloudReply(proba, None, 1, (time.monotonic() - t0) * 1000)
@@ -117,51 +116,3 @@ def check_proba(proba, n: int, k: int, who: str) -> np.ndarray:
         raise ProbaError(f"{who} returned probabilities that are negative or not finite",
                          "malformed")
     return proba
-
-
-@dataclass
-class CloudSpec:
-    """How each worker reaches the cloud: an ONNX file loaded in the worker, or a server."""
-
-    model: str | None = None          # ONNX file (the cloud runs in-worker)
-    url: str | None = None            # or an `edgeswitch serve-cloud` / OpenAI-compatible URL
-    token: str | None = None
-    served_model: str | None = None   # model name to ask the server for
-    ca_cert: str | None = None        # CA or self-signed certificate to trust (https)
-    runtime: RuntimeConfig = field(default_factory=lambda: RuntimeConfig(deadline_ms=60_000))
-
-    def __post_init__(self) -> None:
-        if (self.model is None) == (self.url is None):
-            raise EdgeSwitchError("give the cloud as an ONNX model file or a server URL, "
-                                  "not both or neither")
-
-    def build(self, classes: tuple[str, ...], model_bytes: bytes | None = None):
-        """The cloud client (anything with `classify`)."""
-        if self.model is not None:
-            from edgeswitch.models import OnnxClassifier
-            from edgeswitch.runtime.cloud import InProcessCloud
-
-            return InProcessCloud(OnnxClassifier(model_bytes or self.model))
-        from edgeswitch.runtime.remote import RemoteCloud
-
-        return RemoteCloud(self.url, classes, self.runtime, token=self.token,
-                           model=self.served_model, verify=self.ca_cert or True)
-
-    def identity(self) -> str:
-        """The server's URL and the model it serves (asked at /v1/models), for the manifest."""
-        import httpx
-
-        url = self.url.rstrip("/")
-        headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
-        try:
-            r = httpx.get(url + "/v1/models", headers=headers, timeout=10,
-                          verify=self.ca_cert or True)
-            r.raise_for_status()
-            served = [m["id"] for m in r.json()["data"]]
-        except (httpx.HTTPError, ValueError, KeyError, TypeError) as exc:
-            raise EdgeSwitchError(f"cannot ask the cloud server {url}/v1/models which model "
-                                  f"it serves: {exc}") from None
-        model = self.served_model or (served[0] if served else None)
-        if model not in served:
-            raise EdgeSwitchError(f"the cloud server {url} serves {served}, not {model!r}")
-        return f"remote:{url}#{model}"

@@ -14,7 +14,7 @@ import ssl
 
 import numpy as np
 
-from edgeswitch.runtime.cloud import ProbaError, check_proba
+from edgeswitch.cloud.client import ProbaError, check_proba
 
 REASONS = ("timeout", "connection", "http_5xx", "malformed", "wrong_classes", "unauthorized",
            "rejected", "circuit_open", "error")
@@ -74,7 +74,7 @@ class NativeTransport:
     async def send(self, X: np.ndarray, timeout_s: float) -> np.ndarray:
         import httpx
 
-        from edgeswitch.serving.wire import encode_clips
+        from edgeswitch.cloud.wire import encode_clips
 
         try:
             r = await self.client().post("/v1/classify", json={"clips": encode_clips(X)},
@@ -145,7 +145,7 @@ class OpenAITransport:
     async def _one(self, clip: np.ndarray, timeout_s: float) -> np.ndarray:
         import openai
 
-        from edgeswitch.serving.wire import encode_npy_data_url
+        from edgeswitch.cloud.wire import encode_npy_data_url
 
         content = [{"type": "text", "text": self.prompt},
                    {"type": "file", "file": {"filename": "clip.npy",
