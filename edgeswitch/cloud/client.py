@@ -17,7 +17,7 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 
 from edgeswitch.errors import ModelError
-from edgeswitch.models.base import ClipClassifier
+from edgeswitch.models.base import ClipClassifier, check_proba
 
 
 @dataclass(frozen=True)
@@ -89,30 +89,3 @@ def ask(cloud: CloudClient, X: np.ndarray, deadline: float | None = None) -> Clo
     except Exception as exc:  # noqa: BLE001 - any cloud failure falls back to the edge
         return CloudReply(None, "error", 1, (time.monotonic() - t0) * 1000, str(exc))
     return CloudReply(proba, None, 1, (time.monotonic() - t0) * 1000)
-
-
-class ProbaError(ModelError):
-    """A cloud answer that is not n rows of k probabilities; `reason` says how."""
-
-    def __init__(self, message: str, reason: str) -> None:
-        super().__init__(message)
-        self.reason = reason  # "wrong_classes" | "malformed"
-
-
-def check_proba(proba, n: int, k: int, who: str) -> np.ndarray:
-    """A cloud answer must be n rows of k finite, non-negative probabilities."""
-    try:
-        proba = np.asarray(proba, dtype=np.float64)
-    except (TypeError, ValueError):
-        raise ProbaError(f"{who} returned probabilities that are not a numeric table",
-                         "malformed") from None
-    if proba.ndim != 2 or proba.shape[0] != n:
-        raise ProbaError(f"{who} returned probabilities of shape {proba.shape} for {n} clips",
-                         "malformed")
-    if proba.shape[1] != k:
-        raise ProbaError(f"{who} returned {proba.shape[1]} class probabilities, the edge has "
-                         f"{k} classes", "wrong_classes")
-    if not np.isfinite(proba).all() or (proba < 0).any():
-        raise ProbaError(f"{who} returned probabilities that are negative or not finite",
-                         "malformed")
-    return proba

@@ -14,7 +14,7 @@ import ssl
 
 import numpy as np
 
-from edgeswitch.cloud.client import ProbaError, check_proba
+from edgeswitch.models.base import ProbaError, check_proba
 
 REASONS = ("timeout", "connection", "http_5xx", "malformed", "wrong_classes", "unauthorized",
            "rejected", "circuit_open", "error")

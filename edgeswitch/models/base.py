@@ -72,3 +72,31 @@ def model_identity(model) -> str:
     if blob:
         return f"{model.name}@{hashlib.sha256(blob).hexdigest()[:12]}"
     return str(model.name)
+
+
+class ProbaError(ModelError):
+    """A cloud answer that is not n rows of k probabilities; `reason` says how."""
+
+    def __init__(self, message: str, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason  # "wrong_classes" | "malformed"
+
+
+def check_proba(proba, n: int, k: int, who: str) -> np.ndarray:
+    """A model's answer must be n rows of k finite, non-negative probabilities: the one check
+    every caller of a model (hybrid, DMD, server, clients) applies to what comes back."""
+    try:
+        proba = np.asarray(proba, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ProbaError(f"{who} returned probabilities that are not a numeric table",
+                         "malformed") from None
+    if proba.ndim != 2 or proba.shape[0] != n:
+        raise ProbaError(f"{who} returned probabilities of shape {proba.shape} for {n} clips",
+                         "malformed")
+    if proba.shape[1] != k:
+        raise ProbaError(f"{who} returned {proba.shape[1]} class probabilities, the edge has "
+                         f"{k} classes", "wrong_classes")
+    if not np.isfinite(proba).all() or (proba < 0).any():
+        raise ProbaError(f"{who} returned probabilities that are negative or not finite",
+                         "malformed")
+    return proba

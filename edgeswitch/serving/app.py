@@ -33,6 +33,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from edgeswitch.cloud.wire import WireError, decode_clips, decode_npy_data_url
 from edgeswitch.config import ServeConfig
 from edgeswitch.errors import EdgeSwitchError
+from edgeswitch.models.base import ProbaError, check_proba
 from edgeswitch.serving.batcher import DynamicBatcher
 from edgeswitch.serving.metrics import ServerMetrics
 
@@ -188,10 +189,10 @@ KNOWN_PATHS = ("/v1/classify", "/v1/chat/completions", "/v1/models", "/healthz",
 def check_shape(proba, n: int, k: int) -> np.ndarray:
     """A broken backend is a 500, never garbage: the shape is checked on every whole model run
     (before a batch is split among its requests) and again on each request's share."""
-    proba = np.asarray(proba, dtype=np.float64)
-    if proba.shape != (n, k):
-        raise RuntimeError(f"backend returned {proba.shape} for {n} clips of {k} classes")
-    return proba
+    try:
+        return check_proba(proba, n, k, "the backend")
+    except ProbaError as exc:
+        raise RuntimeError(str(exc)) from None
 
 
 def run_model(model, X: np.ndarray, k: int) -> np.ndarray:

@@ -1,0 +1,3 @@
+"""Scale-out on Ray: sharded DMD on Ray Data (`distill --engine ray`), the cloud server on
+Ray Serve (`serve-cloud --engine ray`), and the loopback-only network namespace of the Ray
+tests."""
