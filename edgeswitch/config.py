@@ -1,116 +1,210 @@
-"""Run configuration: dataclasses with per-data-set defaults, loadable from a TOML file.
+"""Run configuration: one typed schema for every default, type and range.
 
-A config file only needs the keys it changes; see configs/watch.toml for every key.
+Each table of a TOML config file is a validated dataclass below (pydantic dataclasses, so they
+stay plain dataclasses for `asdict` / `fields` / `replace`). A config file only needs the keys
+it changes; configs/watch.toml lists every key. The command-line flags are generated from the
+same fields (edgeswitch/cli/flags.py): a field's description is the flag's help, its default
+the flag's documented default, its range the flag's check. So there is one place to change a
+default, and a flag left out never overrides the file.
+
+Values are checked strictly: `lr = "fast"` or `adaptive = "no"` is an error naming the key,
+not a coercion or a traceback from deep inside a run.
 """
 
 from __future__ import annotations
 
+import functools
 import tomllib
-from dataclasses import asdict, dataclass, field, fields, is_dataclass
+from dataclasses import asdict, field
 from pathlib import Path
+from typing import Annotated, Any, Literal, get_args
+
+from pydantic import ConfigDict, Field, StrictBool, StrictInt, StrictStr, TypeAdapter
+from pydantic import ValidationError as _PydanticError
+from pydantic.dataclasses import dataclass
 
 from edgeswitch.errors import EdgeSwitchError
 
+_STRICT = ConfigDict(extra="forbid")
+Float = Annotated[float, Field(strict=True)]   # an int is a float; a string is not
 
-@dataclass
+
+def describe(description: str, **limits) -> Any:
+    return Field(description=description, **limits)
+
+
+# names the schema knows without importing the code that implements them (imports flow down)
+Arch = Literal["edge-cnn", "cloud-resnet"]                    # edgeswitch.models.nets
+FeatureGroup = Literal["proba", "confidence", "embedding"]    # edgeswitch.switcher.features
+ARCHS: tuple[str, ...] = get_args(Arch)
+FEATURE_GROUPS: tuple[str, ...] = get_args(FeatureGroup)
+
+
+@dataclass(config=_STRICT)
 class ModelConfig:
-    arch: str = "edge-cnn"
-    arch_params: dict = field(default_factory=dict)
-    epochs: int = 30
-    lr: float = 3e-3
-    batch_size: int = 64
-    rotate_deg: float = 30.0
-    ensemble: int = 1                  # networks averaged into one model (seeds seed, seed+1..)
+    """A network to train (the edge or the cloud model)."""
+
+    arch: Annotated[Arch, describe("network: edge-cnn or cloud-resnet")] = "edge-cnn"
+    arch_params: Annotated[dict[str, Any], describe("the network's own parameters")] = \
+        field(default_factory=dict)
+    epochs: Annotated[StrictInt, describe("training epochs", ge=1)] = 30
+    lr: Annotated[Float, describe("learning rate", gt=0)] = 3e-3
+    batch_size: Annotated[StrictInt, describe("clips per training step", ge=2)] = 64
+    rotate_deg: Annotated[Float, describe("random sensor-frame rotation (augmentation), "
+                                          "degrees", ge=0)] = 30.0
+    ensemble: Annotated[StrictInt, describe("networks averaged into one model (seeds seed, "
+                                            "seed+1, ...)", ge=1)] = 1
 
 
-@dataclass
+@dataclass(config=_STRICT)
 class SwitcherConfig:
-    family: str = "linear"                    # "linear" | "mlp" | "gbt" (see switcher/)
-    target: str = "hard"                      # "hard" (agreement) | "soft" (alignment) | "gain"
-    hidden: int = 32                          # mlp: hidden units
-    features: list[str] = field(default_factory=lambda: ["proba", "confidence", "embedding"])
-    epochs: int = 400                         # mlp: upper bound (group CV picks the number)
-    l2: float = 10.0                          # linear: weight penalty (confidence unpenalised)
-    augment_views: int = 0                    # DMD on this many rotated views per pool clip
+    """The switcher and its DMD targets (see edgeswitch/switcher/)."""
+
+    family: Annotated[Literal["linear", "mlp", "gbt"],
+                      describe("switcher family: linear, mlp (the paper's) or gbt")] = "linear"
+    target: Annotated[Literal["hard", "soft", "gain"],
+                      describe("DMD target: hard (agreement with the answer an offload gets), "
+                               "soft (its probability of the edge class) or gain (one minus "
+                               "the expected gain of offloading)")] = "hard"
+    hidden: Annotated[StrictInt, describe("mlp: hidden units", ge=1)] = 32
+    features: Annotated[list[FeatureGroup], describe("edge outputs the switcher reads",
+                                                     min_length=1)] = \
+        field(default_factory=lambda: ["proba", "confidence", "embedding"])
+    epochs: Annotated[StrictInt, describe("mlp: most epochs (group CV picks the number)",
+                                          ge=1)] = 400
+    l2: Annotated[Float, describe("linear: weight penalty (confidence unpenalised)", ge=0)] = 10.0
+    augment_views: Annotated[StrictInt, describe("DMD also on this many rotated views of each "
+                                                 "pool clip", ge=0)] = 0
 
 
-@dataclass
+@dataclass(config=_STRICT)
 class FusionConfig:
     """How an offloaded clip is answered (see switcher/fusion.py)."""
 
-    method: str = "dmd"                       # "none" (the cloud) | "dmd" (fitted, no labels)
-                                              # | "fixed" (edge_weight as given)
-    edge_weight: float = 1.0                  # fixed: the edge's weight in the log-linear fusion
+    method: Annotated[Literal["none", "dmd", "fixed"],
+                      describe("none: the cloud answers; dmd: log-linear fusion of edge and "
+                               "cloud, its edge weight fitted on DMD records (no labels); "
+                               "fixed: edge_weight as given")] = "dmd"
+    edge_weight: Annotated[Float, describe("fixed: the edge's weight in the fusion", ge=0)] = 1.0
 
 
-@dataclass
+@dataclass(config=_STRICT)
 class BenchmarkConfig:
     """`edgeswitch benchmark`: cross-validated evaluation of every router."""
 
-    folds: int = 5                            # every group tested once per repeat
-    repeats: int = 1                          # re-deal the folds with other seeds
-    abc_members: int = 3                      # edge models in the Agreement-Based Cascading
-                                              # ensemble (the deployed edge is one of them)
-    bootstrap: int = 2000                     # resamples of folds for the confidence intervals
+    folds: Annotated[StrictInt, describe("folds per repeat: every group tested once", ge=2)] = 5
+    repeats: Annotated[StrictInt, describe("re-deal the folds with other seeds", ge=1)] = 1
+    abc_members: Annotated[StrictInt, describe("edge models in the Agreement-Based Cascading "
+                                               "ensemble (the deployed edge is one)", ge=2)] = 3
+    bootstrap: Annotated[StrictInt, describe("resamples of folds for the confidence intervals",
+                                             ge=100)] = 2000
 
 
-@dataclass
+@dataclass(config=_STRICT)
 class CalibrationConfig:
-    mode: str = "offload"                    # "offload" | "budget" | "disagreement"
-    rate: float = 0.5                        # offload mode: share of clips offloaded
-    budget: float = 0.5                      # budget mode: cost per clip as a fraction of cloud
-    epsilon: float = 0.05                    # disagreement mode: max disagreement among kept
-    delta: float = 0.1                       # ... holding with probability >= 1 - delta
-    grid: int = 40                           # candidate thresholds (pool-score quantiles)
-    adaptive: bool = True                    # offload/budget: hold the rate on the live stream
-    step: float = 0.01                       # ... threshold step per clip (see calibrate.py)
+    """How the offload threshold is chosen on unlabelled calibration clips."""
+
+    mode: Annotated[Literal["offload", "budget", "disagreement"],
+                    describe("offload: a target share offloaded; budget: cost per clip as a "
+                             "fraction of cloud-only; disagreement: edge/cloud disagreement "
+                             "among kept clips <= epsilon with probability >= 1 - delta")] = \
+        "offload"
+    rate: Annotated[Float, describe("offload: share of clips offloaded", ge=0, le=1)] = 0.5
+    budget: Annotated[Float, describe("budget: cost per clip as a fraction of cloud-only",
+                                      gt=0)] = 0.5
+    epsilon: Annotated[Float, describe("disagreement: most disagreement among kept clips",
+                                       gt=0, lt=1)] = 0.05
+    delta: Annotated[Float, describe("disagreement: ... holding with probability >= 1 - delta",
+                                     gt=0, lt=1)] = 0.1
+    grid: Annotated[StrictInt, describe("candidate thresholds (pool-score quantiles)", ge=1)] = 40
+    adaptive: Annotated[StrictBool, describe("offload/budget: hold the offload rate on the live "
+                                             "stream (else keep the threshold fixed)")] = True
+    step: Annotated[Float, describe("adaptive: threshold step per clip", gt=0)] = 0.01
 
 
-@dataclass
+@dataclass(config=_STRICT)
 class RuntimeConfig:
-    """How the edge reaches the cloud over the network (see edgeswitch.runtime.remote)."""
+    """How the edge reaches the cloud (see edgeswitch/cloud/remote.py)."""
 
-    protocol: str = "native"                 # "native" (/v1/classify) | "openai" (chat API)
-    deadline_ms: float = 500.0               # per clip, from arrival to answer
-    retries: int = 2                         # extra attempts, only while the deadline allows
-    backoff_ms: float = 20.0                 # first retry waits up to this (full jitter) ...
-    backoff_max_ms: float = 200.0            # ... doubling per retry, capped here
-    breaker_failures: int = 5                # consecutive failures that open the circuit
-    breaker_reset_s: float = 5.0             # open -> half-open (one probe) after this long
+    protocol: Annotated[Literal["native", "openai"],
+                        describe("native /v1/classify or OpenAI chat completions")] = "native"
+    deadline_ms: Annotated[Float, describe("per clip, from arrival to answer: past it the edge "
+                                           "answer stands, unverified", gt=0)] = 500.0
+    retries: Annotated[StrictInt, describe("extra attempts, only while the deadline allows",
+                                           ge=0)] = 2
+    backoff_ms: Annotated[Float, describe("first retry waits up to this (full jitter)",
+                                          ge=0)] = 20.0
+    backoff_max_ms: Annotated[Float, describe("... doubling per retry, capped here", ge=0)] = 200.0
+    breaker_failures: Annotated[StrictInt, describe("consecutive failures that open the circuit",
+                                                    ge=1)] = 5
+    breaker_reset_s: Annotated[Float, describe("seconds before an open circuit lets one probe "
+                                               "through", gt=0)] = 5.0
+    batch: Annotated[StrictInt, describe("classify: clips per hybrid call", ge=1)] = 1
+    shadow_rate: Annotated[Float, describe("also send this share of kept clips to the cloud, "
+                                           "for the decision log only", ge=0, le=1)] = 0.0
+
+    def __post_init__(self) -> None:
+        if self.backoff_ms > self.backoff_max_ms:
+            raise ValueError("backoff_ms must be <= backoff_max_ms")
 
 
-@dataclass
+@dataclass(config=_STRICT)
 class ServeConfig:
-    """The cloud model server (see edgeswitch.serving)."""
+    """The cloud model server (see edgeswitch/serving/)."""
 
-    max_batch: int = 32                      # most clips gathered into one model run
-    max_wait_ms: float = 0.0                 # extra wait for a batch to fill (0: run what
-                                             # queued during the last run, adding no latency)
-    max_body_mb: float = 16.0                # larger requests get 413
-    max_clips: int = 1024                    # clips per request
-    threads: int = 1                         # onnxruntime threads per model run
+    max_batch: Annotated[StrictInt, describe("dynamic batching: most clips per model run (1 = "
+                                             "no batching)", ge=1)] = 32
+    max_wait_ms: Annotated[Float, describe("extra wait for a batch to fill (0: run what queued "
+                                           "during the last run, adding no latency)", ge=0)] = 0.0
+    max_body_mb: Annotated[Float, describe("largest request body, else HTTP 413", gt=0)] = 16.0
+    max_clips: Annotated[StrictInt, describe("most clips per request", ge=1)] = 1024
+    threads: Annotated[StrictInt, describe("onnxruntime threads per model run", ge=1)] = 1
 
 
-@dataclass
+@dataclass(config=_STRICT)
 class DistillConfig:
-    """Sharded DMD runs (`edgeswitch distill --out FOLDER`; see edgeswitch.dmd.shards)."""
+    """DMD runs (`edgeswitch distill`; see edgeswitch/dmd/)."""
 
-    engine: str = "local"                    # "local" (this process) | "ray" (Ray Data)
-    shard_size: int = 2048                   # clips per shard: the unit of resume
-    batch_size: int = 256                    # clips per model call or HTTP request
-    workers: int = 2                         # ray: actors per pool (edge and cloud)
-    cpus_per_worker: float = 1.0             # ray: CPUs each actor reserves
-    ray_address: str = ""                    # ray: a running cluster; "" = start a local one
+    engine: Annotated[Literal["local", "ray"],
+                      describe("local: this process; ray: Ray Data actor pools")] = "local"
+    shard_size: Annotated[StrictInt, describe("clips per shard: the unit of resume", ge=1)] = 2048
+    batch_size: Annotated[StrictInt, describe("clips per model call or HTTP request",
+                                              ge=1)] = 256
+    deadline_ms: Annotated[Float, describe("per clip: how long a DMD run waits for a slow cloud "
+                                           "(offline work; [runtime] deadline_ms is the live "
+                                           "one)", gt=0)] = 60_000.0
+    workers: Annotated[StrictInt, describe("ray: actors per pool (edge and cloud)", ge=1)] = 2
+    cpus_per_worker: Annotated[Float, describe("ray: CPUs each actor reserves", gt=0)] = 1.0
+    ray_address: Annotated[StrictStr, describe("ray: a running cluster (auto, HOST:6379); "
+                                               "empty: start a local one")] = ""
 
 
-@dataclass
+@dataclass(config=_STRICT)
+class VideoConfig:
+    """How a video becomes clips (`watch`, `distill --data VIDEOS`; see video/source.py)."""
+
+    clip_s: Annotated[Float, describe("clip length in seconds (4: the NFD fall head reads 32 "
+                                      "poses at 8 fps)", gt=0)] = 4.0
+    stride_s: Annotated[Float, describe("seconds between clip starts", gt=0)] = 1.0
+    frames: Annotated[StrictInt, describe("frames kept per clip", ge=1)] = 32
+    fps_cap: Annotated[Float, describe("decode every frame, keep at most this many per second",
+                                       gt=0)] = 8.0
+    size: Annotated[StrictStr, describe("resize frames to WxH, e.g. 640x360 (empty: as "
+                                        "decoded)", pattern=r"^(|\d+x\d+)$")] = ""
+
+
+@dataclass(config=_STRICT)
 class RunConfig:
-    dataset: str = "watch"
-    seed: int = 0
-    splits: list[float] = field(default_factory=lambda: [0.5, 0.2, 0.1, 0.2])
-    split_groups: dict[str, list[str]] = field(default_factory=dict)  # fixed assignments
-    window_s: float = 2.0
-    stride_s: float = 1.0
+    dataset: Annotated[StrictStr, describe("watch, basicmotions, or a path to .npz / .ts / "
+                                           ".arff / a UEA folder")] = "watch"
+    seed: Annotated[StrictInt, describe("seed for splits and training")] = 0
+    splits: Annotated[list[Float], describe("train, pool, calib, test shares of the groups",
+                                            min_length=4, max_length=4)] = \
+        field(default_factory=lambda: [0.5, 0.2, 0.1, 0.2])
+    split_groups: Annotated[dict[str, list[str]], describe("groups fixed to a split")] = \
+        field(default_factory=dict)
+    window_s: Annotated[Float, describe("sensor window, seconds", gt=0)] = 2.0
+    stride_s: Annotated[Float, describe("sensor window stride, seconds", gt=0)] = 1.0
     edge: ModelConfig = field(default_factory=lambda: ModelConfig(
         arch="edge-cnn", arch_params={"width": 32, "layers": 3}, epochs=30))
     cloud: ModelConfig = field(default_factory=lambda: ModelConfig(
@@ -122,14 +216,18 @@ class RunConfig:
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
     serve: ServeConfig = field(default_factory=ServeConfig)
     distill: DistillConfig = field(default_factory=DistillConfig)
-    curve_points: int = 101
-    latency_calls: int = 300
+    video: VideoConfig = field(default_factory=VideoConfig)
+    curve_points: Annotated[StrictInt, describe("offload-rate grid of the evaluation curves",
+                                                ge=2)] = 101
+    latency_calls: Annotated[StrictInt, describe("timed calls per part", ge=1)] = 300
+
+    def __post_init__(self) -> None:
+        if any(v <= 0 for v in self.splits):
+            raise ValueError(f"splits must be 4 positive shares (train, pool, calib, test), "
+                             f"got {self.splits}")
 
     def to_dict(self) -> dict:
         return asdict(self)
-
-
-ARCHS = ("edge-cnn", "cloud-resnet")  # names in edgeswitch.models.nets (no torch import here)
 
 
 def preset(dataset: str) -> RunConfig:
@@ -155,117 +253,79 @@ def preset(dataset: str) -> RunConfig:
     return cfg
 
 
-def _merge(obj, values: dict, where: str):
-    known = {f.name: f for f in fields(obj)}
+# free-form tables: a file's table replaces the preset's wholesale (their keys are data)
+_FREE_FORM = ("arch_params", "split_groups")
+
+
+def _merge(base: dict, values: dict, where: str = "") -> dict:
+    """`values` over `base`, table by table. Unknown keys and types are left to the schema."""
+    out = dict(base)
     for key, value in values.items():
-        if key not in known:
-            raise EdgeSwitchError(f"config: unknown key '{where}{key}'; known: {sorted(known)}")
-        current = getattr(obj, key)
-        if is_dataclass(current):
-            if not isinstance(value, dict):
-                raise EdgeSwitchError(f"config: '{where}{key}' must be a table")
-            _merge(current, value, f"{where}{key}.")
-        elif isinstance(current, dict):  # a table replaces the preset's table wholesale
-            if not isinstance(value, dict):
-                raise EdgeSwitchError(f"config: '{where}{key}' must be a table")
-            setattr(obj, key, dict(value))
+        current = base.get(key)
+        if isinstance(current, dict) and isinstance(value, dict) and key not in _FREE_FORM:
+            out[key] = _merge(current, value, f"{where}{key}.")
         else:
-            setattr(obj, key, value)
-    return obj
+            out[key] = value
+    return out
 
 
-def load_config(path: str | Path | None = None, **overrides) -> RunConfig:
-    """Preset for the data set, then the TOML file, then non-None keyword overrides."""
+def _nest(dotted: dict[str, Any]) -> dict:
+    """{"runtime.deadline_ms": 5} -> {"runtime": {"deadline_ms": 5}}."""
+    out: dict = {}
+    for key, value in dotted.items():
+        *tables, name = key.split(".")
+        node = out
+        for t in tables:
+            node = node.setdefault(t, {})
+        node[name] = value
+    return out
+
+
+@functools.cache
+def _adapter(cls) -> TypeAdapter:
+    return TypeAdapter(cls)
+
+
+def from_values(cls, values: dict, source: str = ""):
+    """Build config table `cls` from plain values (a file's, a flag's, an API caller's); a bad
+    value is an error naming its key and the value."""
+    try:
+        return _adapter(cls).validate_python(values)
+    except _PydanticError as exc:
+        problems = []
+        for err in exc.errors():
+            key = ".".join(str(p) for p in err["loc"]) or "(top level)"
+            msg = err["msg"].replace("Unexpected keyword argument", "unknown key")
+            got = f" (got {err['input']!r})" if "input" in err and err["type"] != \
+                "unexpected_keyword_argument" and not isinstance(err["input"], dict) else ""
+            problems.append(f"{key}: {msg}{got}")
+        raise EdgeSwitchError(f"config{source}: " + "; ".join(problems)) from None
+
+
+def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None,
+                **top) -> RunConfig:
+    """The data set's preset, then the TOML file, then overrides (dotted keys such as
+    "runtime.deadline_ms", and top-level keys as keywords); None values are ignored, so a flag
+    left out keeps the file's value. Everything is validated once, at the end."""
     values: dict = {}
+    source = ""
     if path is not None:
+        source = f" {path}"
         try:
             values = tomllib.loads(Path(path).read_text())
         except FileNotFoundError:
             raise EdgeSwitchError(f"config file not found: {path}") from None
         except tomllib.TOMLDecodeError as exc:
             raise EdgeSwitchError(f"config file {path} is not valid TOML: {exc}") from None
-    overrides = {k: v for k, v in overrides.items() if v is not None}
-    dataset = overrides.get("dataset", values.get("dataset", "watch"))
-    cfg = _merge(preset(str(dataset)), values, "")
-    return validate(_merge(cfg, overrides, ""))
+    dotted = {k: v for k, v in {**(overrides or {}), **top}.items() if v is not None}
+    dataset = dotted.get("dataset", values.get("dataset", "watch"))
+    if not isinstance(dataset, str):
+        raise EdgeSwitchError(f"config{source}: dataset must be a string, got {dataset!r}")
+    merged = _merge(_merge(asdict(preset(dataset)), values), _nest(dotted))
+    return from_values(RunConfig, merged, source)
 
 
-def validate(cfg: RunConfig) -> RunConfig:
-    """Refuse settings that would fail deep inside a run, with the key's name."""
-    sp = cfg.splits
-    _need(isinstance(sp, list | tuple) and len(sp) == 4
-          and all(isinstance(v, int | float) and v > 0 for v in sp),
-          f"splits must be 4 positive shares (train, pool, calib, test), got {sp!r}")
-    for role in ("edge", "cloud"):
-        m = getattr(cfg, role)
-        _need(m.arch in ARCHS, f"{role}.arch must be one of {list(ARCHS)}, got {m.arch!r}")
-        _need(isinstance(m.epochs, int) and m.epochs >= 1, f"{role}.epochs must be >= 1")
-        _need(m.lr > 0 and m.batch_size >= 2, f"{role}.lr must be > 0, batch_size >= 2")
-        _need(isinstance(m.ensemble, int) and m.ensemble >= 1, f"{role}.ensemble must be >= 1")
-    sc = cfg.switcher
-    _need(sc.family in ("linear", "mlp", "gbt"),
-          f"switcher.family must be linear, mlp or gbt, got {sc.family!r}")
-    _need(sc.target in ("hard", "soft", "gain"),
-          f"switcher.target must be 'hard', 'soft' or 'gain', got {sc.target!r}")
-    _need(sc.epochs >= 1 and sc.hidden >= 1, "switcher.epochs and switcher.hidden must be >= 1")
-    _need(isinstance(sc.augment_views, int) and sc.augment_views >= 0,
-          "switcher.augment_views must be an int >= 0")
-    _need(sc.l2 >= 0, "switcher.l2 must be >= 0")
-    _need(cfg.fusion.method in ("none", "dmd", "fixed"),
-          f"fusion.method must be none, dmd or fixed, got {cfg.fusion.method!r}")
-    _need(cfg.fusion.edge_weight >= 0, "fusion.edge_weight must be >= 0")
-    b = cfg.benchmark
-    _need(isinstance(b.folds, int) and b.folds >= 2, "benchmark.folds must be an int >= 2")
-    _need(isinstance(b.repeats, int) and b.repeats >= 1, "benchmark.repeats must be >= 1")
-    _need(isinstance(b.abc_members, int) and b.abc_members >= 2,
-          "benchmark.abc_members must be an int >= 2")
-    _need(isinstance(b.bootstrap, int) and b.bootstrap >= 100, "benchmark.bootstrap >= 100")
-    c = cfg.calibration
-    _need(c.mode in ("offload", "budget", "disagreement"),
-          f"calibration.mode must be offload, budget or disagreement, got {c.mode!r}")
-    _need(0 <= c.rate <= 1, "calibration.rate must be within [0, 1]")
-    _need(0 < c.epsilon < 1 and 0 < c.delta < 1, "calibration.epsilon, delta within (0, 1)")
-    _need(isinstance(c.grid, int) and c.grid >= 1, "calibration.grid must be >= 1")
-    _need(c.step > 0, "calibration.step must be > 0")
-    _need(cfg.window_s > 0 and cfg.stride_s > 0, "window_s and stride_s must be > 0")
-    validate_runtime(cfg.runtime)
-    validate_serve(cfg.serve)
-    validate_distill(cfg.distill)
-    return cfg
-
-
-def validate_distill(d: DistillConfig) -> DistillConfig:
-    _need(d.engine in ("local", "ray"), f"distill.engine must be 'local' or 'ray', got "
-          f"{d.engine!r}")
-    for key in ("shard_size", "batch_size", "workers"):
-        _need(isinstance(getattr(d, key), int) and getattr(d, key) >= 1,
-              f"distill.{key} must be an int >= 1")
-    _need(d.cpus_per_worker > 0, "distill.cpus_per_worker must be > 0")
-    return d
-
-
-def _need(ok: bool, msg: str) -> None:
-    if not ok:
-        raise EdgeSwitchError(f"config: {msg}")
-
-
-def validate_runtime(r: RuntimeConfig) -> RuntimeConfig:
-    _need(r.protocol in ("native", "openai"),
-          f"runtime.protocol must be 'native' or 'openai', got {r.protocol!r}")
-    _need(r.deadline_ms > 0, "runtime.deadline_ms must be > 0")
-    _need(isinstance(r.retries, int) and r.retries >= 0, "runtime.retries must be an int >= 0")
-    _need(0 <= r.backoff_ms <= r.backoff_max_ms,
-          "runtime.backoff_ms must be >= 0 and <= runtime.backoff_max_ms")
-    _need(isinstance(r.breaker_failures, int) and r.breaker_failures >= 1,
-          "runtime.breaker_failures must be an int >= 1")
-    _need(r.breaker_reset_s > 0, "runtime.breaker_reset_s must be > 0")
-    return r
-
-
-def validate_serve(s: ServeConfig) -> ServeConfig:
-    _need(isinstance(s.max_batch, int) and s.max_batch >= 1, "serve.max_batch must be >= 1")
-    _need(s.max_wait_ms >= 0, "serve.max_wait_ms must be >= 0")
-    _need(s.max_body_mb > 0, "serve.max_body_mb must be > 0")
-    _need(isinstance(s.max_clips, int) and s.max_clips >= 1, "serve.max_clips must be >= 1")
-    _need(isinstance(s.threads, int) and s.threads >= 1, "serve.threads must be >= 1")
-    return s
+def validate(cfg):
+    """Check a config (or one of its tables) again after code changed its fields; returns the
+    validated copy."""
+    return from_values(type(cfg), asdict(cfg))

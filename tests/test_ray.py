@@ -117,7 +117,7 @@ def _start_server(ns, bm_files, tmp_path, *flags) -> tuple[subprocess.Popen, int
     ready, token = tmp_path / "ready.json", tmp_path / "token"
     token.write_text("ray-test-token")
     server = subprocess.Popen(ns.wrap([
-        sys.executable, "-m", "edgeswitch", "serve-cloud", "--model", str(bm_files["cloud"]),
+        sys.executable, "-m", "edgeswitch", "serve-cloud", "--cloud", str(bm_files["cloud"]),
         "--port", "0", "--ready-file", str(ready), "--token-file", str(token), *flags]),
         env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     t_end = time.monotonic() + 60

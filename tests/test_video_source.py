@@ -103,7 +103,7 @@ def test_bad_files_get_clear_errors_and_a_folder_run_goes_on(video, tmp_path):
     with pytest.raises(VideoError, match="video not found"):
         list(iter_frames(tmp_path / "missing.mp4"))
     report = FolderRun()
-    clips = list(folder_clips(tmp_path, ClipSpec(frames=2), report))
+    clips = list(folder_clips(tmp_path, ClipSpec(length_s=2.0, frames=2), report))
     assert len(clips) == 4 and {c.source for c in clips} == {str(video)}
     assert set(report.failed) == {str(p) for p in (bad, cut, empty)}
     assert report.done == [str(video)]
@@ -126,7 +126,7 @@ def test_a_streamable_file_cut_short_is_reported_after_its_clips(tmp_path):
                        r"truncated)"):
         list(iter_frames(cut))
     report = FolderRun()
-    clips = list(folder_clips(cut.parent, ClipSpec(frames=2), report))
+    clips = list(folder_clips(cut.parent, ClipSpec(length_s=2.0, frames=2), report))
     assert clips and str(cut) in report.failed and not report.done
     stream = SimpleNamespace(duration=128000, time_base=1 / 12800, average_rate=25)
     with pytest.raises(VideoError, match=r"x.mp4: truncated: frames end at 4.96 s of a stated "
@@ -139,7 +139,7 @@ def test_same_file_names_in_two_folders_keep_their_clips_apart(tmp_path):
     for sub in ("a", "b"):
         (tmp_path / sub).mkdir()
         write_video(tmp_path / sub / "cam.mp4", seconds=3)
-    clips = list(folder_clips([tmp_path / "a", tmp_path / "b"], ClipSpec(frames=2)))
+    clips = list(folder_clips([tmp_path / "a", tmp_path / "b"], ClipSpec(length_s=2.0, frames=2)))
     ids = [c.clip_id for c in clips]
     assert len(ids) == len(set(ids)) == 4
 

@@ -5,19 +5,16 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from edgeswitch.cli.flags import config_arg, config_flags
+
 
 def cmd_benchmark(args: argparse.Namespace) -> int:
     from edgeswitch.benchmark.report import text_table, write_all
     from edgeswitch.benchmark.run import run_benchmark
-    from edgeswitch.config import load_config, validate
+    from edgeswitch.cli.flags import resolve_config
     from edgeswitch.models.cache import default_cache_dir
 
-    cfg = load_config(args.config, dataset=args.dataset, seed=args.seed)
-    if args.folds is not None:
-        cfg.benchmark.folds = args.folds
-    if args.repeats is not None:
-        cfg.benchmark.repeats = args.repeats
-    validate(cfg)
+    cfg = resolve_config(args)
     cache = None if args.no_cache else Path(args.cache or default_cache_dir())
     bench = run_benchmark(cfg, Path(args.out), cache, progress=not args.quiet)
     paths = write_all(bench, Path(args.out))
@@ -36,16 +33,10 @@ def add_parsers(sub, add_common) -> None:
         "clips answered by the cloud and by fusion. Prints the summary and writes "
         "OUT/benchmark.json, OUT/benchmark.png and OUT/benchmark.html. A rerun or a killed run "
         "reuses each finished fold (OUT/folds/).")
-    p.add_argument("--dataset", default=None,
-                   help="watch (default), basicmotions, or a path to .npz / .ts / .arff / a "
-                   "UEA folder (groups from the file; without groups every clip is its own)")
-    p.add_argument("--folds", type=int, default=None,
-                   help="folds per repeat (default 5; watch: 5 folds of 2 subjects)")
-    p.add_argument("--repeats", type=int, default=None,
-                   help="re-deal the folds with other seeds (default 1)")
     p.add_argument("--out", default="runs/benchmark", help="output folder")
-    p.add_argument("--seed", type=int, default=None, help="seed of the first repeat")
-    p.add_argument("--config", default=None, help="TOML config file (see configs/watch.toml)")
+    config_arg(p)
+    config_flags(p, "", only=("dataset", "seed"))
+    config_flags(p, "benchmark")
     p.add_argument("--cache", default=None,
                    help="model cache folder (default: $EDGESWITCH_CACHE or ~/.cache/edgeswitch)")
     p.add_argument("--no-cache", action="store_true", help="always retrain the models")

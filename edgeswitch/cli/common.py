@@ -1,12 +1,18 @@
-"""Helpers the subcommands share: optional extras, config sections, runtime flags."""
+"""What the subcommands share: data and model arguments, optional extras, output files.
+
+Config-backed flags are generated in cli/flags.py; this module holds the arguments that name
+inputs and outputs (files, models, servers), which are not settings.
+"""
 
 from __future__ import annotations
 
 import argparse
-from dataclasses import fields
 from pathlib import Path
 
+from edgeswitch.cli.flags import config_arg, config_flags, resolve_config
 from edgeswitch.errors import EdgeSwitchError
+
+SPLITS = ["all", "train", "pool", "calib", "test"]
 
 
 def need_extra(module: str, extra: str) -> None:
@@ -16,32 +22,75 @@ def need_extra(module: str, extra: str) -> None:
         raise EdgeSwitchError(f"this needs the '{extra}' extra: pip install -e \".[{extra}]\"")
 
 
-def config_section(args, name: str):
-    """The config's [serve], [runtime] or [distill] table, then any flag given on the command
-    line (flags default to None, so a flag left out keeps the file's value)."""
-    from edgeswitch import config
+def data_args(p: argparse.ArgumentParser, default_split: str | None, required: bool = True,
+              help_extra: str = "") -> None:
+    """--data, --split, --seed and --config: which clips a step reads, and its settings."""
+    p.add_argument("--data", required=required,
+                   help="watch, basicmotions, or a .npz / .ts / .arff file or UEA folder"
+                   + help_extra)
+    shown = default_split or "pool; a sharded run reads all"
+    p.add_argument("--split", default=default_split, choices=SPLITS,
+                   help=f"which group split of --data to use (default: {shown}); 'all' uses "
+                   "every clip, for files that are already one split")
+    config_arg(p)
+    config_flags(p, "", only=("seed",))
 
-    section = getattr(config.load_config(args.config), name)
-    for f in fields(section):
-        value = getattr(args, f.name, None)
-        if value is not None:
-            setattr(section, f.name, value)
-    return getattr(config, f"validate_{name}")(section)
+
+def load_split(args, classes: tuple[str, ...] | None = None, split: str | None = None) -> tuple:
+    """(clips, splits or None, config) for a step: a named split of --data, or all of it.
+    `classes` (a model's) names the label set of unlabelled files that carry none."""
+    from edgeswitch.pipeline import load_data, split_data
+
+    cfg = resolve_config(args, dataset=args.data)
+    data = load_data(cfg, args.data, classes)
+    split = split or args.split
+    if split == "all":
+        return data, None, cfg
+    splits = split_data(cfg, data)
+    return getattr(splits, split), splits, cfg
 
 
-def runtime_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--protocol", choices=["native", "openai"], default=None,
-                   help="native /v1/classify (default) or OpenAI chat completions")
-    p.add_argument("--deadline-ms", type=float, default=None,
-                   help="per clip: past it the edge answer stands, unverified (default 500)")
-    p.add_argument("--retries", type=int, default=None, help="extra attempts (default 2)")
-    p.add_argument("--backoff-ms", type=float, default=None, help="first backoff (default 20)")
-    p.add_argument("--backoff-max-ms", type=float, default=None,
-                   help="largest backoff (default 200)")
-    p.add_argument("--breaker-failures", type=int, default=None,
-                   help="consecutive failures that open the circuit (default 5)")
-    p.add_argument("--breaker-reset-s", type=float, default=None,
-                   help="seconds before an open circuit lets a probe through (default 5)")
+def load_models(args, *, cloud_needed: bool = True):
+    """Edge (and cloud) ONNX models of a step, checked to share one label set."""
+    from edgeswitch.models import OnnxClassifier, check_same_classes
+
+    edge = OnnxClassifier(args.edge)
+    cloud = OnnxClassifier(args.cloud) if getattr(args, "cloud", None) else None
+    if cloud is None and cloud_needed:
+        raise EdgeSwitchError("this step needs --cloud")
+    if cloud is not None:
+        check_same_classes(edge, cloud)
+    return edge, cloud
+
+
+def load_checked_switcher(path: str, edge):
+    """The switcher file, checked to have been trained on this edge model's outputs."""
+    from edgeswitch.switcher import load_switcher
+
+    sw = load_switcher(path)
+    sw.check_edge(edge)
+    return sw
+
+
+def out_file(path: str) -> Path:
+    out = Path(path)
+    if out.is_dir():
+        raise EdgeSwitchError(f"--out {out} is a folder; give a file name")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def cloud_args(p: argparse.ArgumentParser, what: str) -> None:
+    """How a command reaches the cloud: an ONNX file in this process or a server."""
+    p.add_argument("--cloud", default=None, help=what)
+    p.add_argument("--cloud-url", default=None,
+                   help="or: a cloud server (edgeswitch serve-cloud or OpenAI-compatible)")
+    p.add_argument("--model", default=None,
+                   help="the model name to ask the server for (default: the one it serves)")
+    p.add_argument("--token-file", default=None,
+                   help="file with the server's bearer token (default: $EDGESWITCH_TOKEN)")
+    p.add_argument("--ca-cert", default=None,
+                   help="CA or self-signed certificate to trust for an https --cloud-url")
 
 
 def load_fusion(args):

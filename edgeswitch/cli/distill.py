@@ -10,10 +10,11 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
-from edgeswitch.cli.common import config_section
+from edgeswitch.cli.common import cloud_args, data_args, load_split, out_file
+from edgeswitch.cli.flags import config_flags, resolve_config
 from edgeswitch.errors import EdgeSwitchError
 
 
@@ -21,7 +22,9 @@ def _cloud_spec(args):
     from edgeswitch.cloud.spec import CloudSpec
     from edgeswitch.cloud.tokens import resolve_token
 
-    runtime = config_section(args, "runtime")
+    cfg = resolve_config(args, dataset=args.data)
+    # DMD is offline work: a slow cloud is waited for ([distill] deadline_ms, not [runtime]'s)
+    runtime = replace(cfg.runtime, deadline_ms=cfg.distill.deadline_ms)
     return CloudSpec(model=args.cloud, url=args.cloud_url, served_model=args.model,
                      token=resolve_token(args.token_file) if args.cloud_url else None,
                      ca_cert=args.ca_cert, runtime=runtime)
@@ -33,11 +36,9 @@ def cmd_distill(args) -> int:
     if is_video_source(args.data):
         if Path(args.out).suffix == ".parquet":
             return distill_videos(args)
-        return _distill_sharded(args, None, config_section(args, "distill"), video_work(args))
-    if args.deadline_ms is None:
-        args.deadline_ms = 60_000.0  # DMD is offline work: a slow cloud is waited for
+        return _distill_sharded(args, None, resolve_config(args).distill, video_work(args))
     spec = _cloud_spec(args)
-    settings = config_section(args, "distill")  # [distill] of --config, then flags
+    settings = resolve_config(args, dataset=args.data).distill
     if Path(args.out).suffix == ".parquet":
         if settings.engine != "local":
             raise EdgeSwitchError("the ray engine writes a sharded folder: give --out a folder "
@@ -47,14 +48,12 @@ def cmd_distill(args) -> int:
 
 
 def _distill_file(args, spec, settings) -> int:
-    from edgeswitch.cli.steps import _load_split, _out_file
     from edgeswitch.dmd import distill
     from edgeswitch.models import OnnxClassifier
     from edgeswitch.pipeline import check_clip_classes
 
     edge = OnnxClassifier(args.edge)
-    args.split = args.split or "pool"
-    clips, _, _ = _load_split(args, edge.classes_)
+    clips, _, _ = load_split(args, edge.classes_, split=args.split or "pool")
     check_clip_classes(clips, edge)
     cloud = spec.build(edge.classes_)
     try:
@@ -63,7 +62,7 @@ def _distill_file(args, spec, settings) -> int:
     finally:
         if hasattr(cloud, "close"):
             cloud.close()
-    path = records.to_parquet(_out_file(args.out))
+    path = records.to_parquet(out_file(args.out))
     print(f"{len(records)} clips, edge/cloud agreement {records.agree.mean():.1%}, "
           f"mean alignment {records.alignment.mean():.3f}; wrote {path}")
     return 0
@@ -110,8 +109,6 @@ def _distill_sharded(args, spec, settings, video=None) -> int:
 
 
 def add_parser(sub, add_common) -> None:
-    from edgeswitch.cli.common import runtime_flags
-
     p = sub.add_parser(
         "distill", help="DMD: edge+cloud over unlabelled clips -> Parquet",
         description="Run the edge and cloud models over unlabelled clips and write DMD records "
@@ -124,46 +121,22 @@ def add_parser(sub, add_common) -> None:
         "--engine ray runs the shards on Ray Data actor pools (a local cluster, or --ray-address "
         "of a running one); the records are identical to --engine local.",
         formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data", required=True,
-                   help="watch, basicmotions, a .npz / .ts / .arff file or UEA folder; with a "
-                   "folder --out: a folder or glob of .npz files; or a folder of videos "
-                   "(then --edge nfd | pose:MODEL.onnx, and --cloud-url URL --model NAME for "
-                   "an OpenAI-compatible VLM, or --cloud yolo-fall)")
-    p.add_argument("--split", default=None, choices=["all", "train", "pool", "calib", "test"],
-                   help="which group split of --data (default: pool; a sharded run reads all)")
-    p.add_argument("--seed", type=int, default=None, help="split seed (default from config)")
-    p.add_argument("--config", default=None,
-                   help="TOML config: split shares, [runtime], [distill] (flags override it)")
+    data_args(p, None, help_extra="; with a folder --out: a folder or glob of .npz files; or "
+              "a folder of videos (then --edge nfd | pose:MODEL.onnx, and --cloud-url URL "
+              "--model NAME for an OpenAI-compatible VLM, or --cloud yolo-fall)")
     p.add_argument("--edge", required=True, help="edge model (.onnx; for video: nfd, "
                    "pose:MODEL.onnx, hf-vilt:DIR)")
-    p.add_argument("--cloud", default=None, help="cloud model (.onnx), run in the worker")
-    p.add_argument("--cloud-url", default=None,
-                   help="or: a cloud server (edgeswitch serve-cloud or OpenAI-compatible)")
-    p.add_argument("--model", default=None, help="model name to ask the server for")
-    p.add_argument("--token-file", default=None,
-                   help="file with the server's bearer token (default: $EDGESWITCH_TOKEN)")
-    p.add_argument("--ca-cert", default=None,
-                   help="CA or self-signed certificate to trust for an https --cloud-url")
-    runtime_flags(p)
+    cloud_args(p, "cloud model (.onnx) run in the worker; for video: yolo-fall or "
+               "hf-video-llava:DIR")
     p.add_argument("--out", default="dmd.parquet",
                    help="a .parquet file, or a folder for a sharded, resumable run")
-    p.add_argument("--engine", choices=["local", "ray"], default=None,
-                   help="local: this process (default); ray: Ray Data actor pools")
-    p.add_argument("--shard-size", type=int, default=None,
-                   help="clips per shard (default 2048)")
-    p.add_argument("--batch-size", type=int, default=None,
-                   help="clips per model call or HTTP request (default 256)")
-    p.add_argument("--workers", type=int, default=None,
-                   help="ray: actors per pool (edge and cloud; default 2)")
-    p.add_argument("--cpus-per-worker", type=float, default=None,
-                   help="ray: CPUs each actor reserves (default 1)")
-    p.add_argument("--ray-address", default=None,
-                   help="ray: a running cluster (e.g. 10.0.0.5:6379 or auto); default: start "
-                   "a local one for this run")
+    config_flags(p, "distill")
+    config_flags(p, "runtime", only=("protocol", "retries", "backoff_ms", "backoff_max_ms",
+                                     "breaker_failures", "breaker_reset_s"))
     p.add_argument("--json", action="store_true", help="print a JSON summary (sharded runs)")
-    from edgeswitch.cli.video import clip_args, vlm_args
+    from edgeswitch.cli.video import vlm_args
 
-    clip_args(p)
+    config_flags(p, "video", title="video clips")
     vlm_args(p)
     add_common(p)
     p.set_defaults(func=cmd_distill)

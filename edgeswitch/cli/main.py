@@ -25,14 +25,12 @@ def _add_common(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from edgeswitch.config import load_config
+    from edgeswitch.cli.flags import resolve_config
     from edgeswitch.evaluation.report import text_table, write_all
     from edgeswitch.models.cache import default_cache_dir
     from edgeswitch.pipeline import run
 
-    cfg = load_config(args.config, dataset=args.dataset, seed=args.seed)
-    if args.mode:
-        cfg.calibration.mode = args.mode
+    cfg = resolve_config(args)
     out = Path(args.out)
     cache = None if args.no_cache else Path(args.cache or default_cache_dir())
     if not args.in_process:
@@ -54,6 +52,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from edgeswitch.cli.flags import config_arg, config_flags
+
     parser = argparse.ArgumentParser(prog="edgeswitch", description=DESCRIPTION,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -68,14 +68,10 @@ def build_parser() -> argparse.ArgumentParser:
         "OUT/dmd_pool.parquet, OUT/decisions.sqlite and the deployable bundle (edge.onnx, "
         "cloud.onnx, switcher.npz, operating_point.json). Trained models are cached, so a "
         "second run does not retrain.")
-    p.add_argument("--dataset", default=None,
-                   help="watch (default), basicmotions, or a path to .npz / .ts / .arff / a "
-                   "UEA folder")
     p.add_argument("--out", default="runs/demo", help="output folder (default: runs/demo)")
-    p.add_argument("--seed", type=int, default=None, help="seed for splits and training")
-    p.add_argument("--config", default=None, help="TOML config file (see configs/watch.toml)")
-    p.add_argument("--mode", choices=["offload", "budget", "disagreement"], default=None,
-                   help="calibration mode for the operating point (default from config)")
+    config_arg(p)
+    config_flags(p, "", only=("dataset", "seed"))
+    config_flags(p, "calibration", only=("mode",))
     p.add_argument("--cache", default=None,
                    help="model cache folder (default: $EDGESWITCH_CACHE or ~/.cache/edgeswitch)")
     p.add_argument("--no-cache", action="store_true", help="always retrain the models")

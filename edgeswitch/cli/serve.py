@@ -8,12 +8,16 @@ import sys
 from pathlib import Path
 
 from edgeswitch.cli.common import (
-    config_section,
+    cloud_args,
+    data_args,
     fusion_arg,
+    load_checked_switcher,
     load_fusion,
+    load_split,
     need_extra,
-    runtime_flags,
+    out_file,
 )
+from edgeswitch.cli.flags import config_arg, config_flags, resolve_config
 from edgeswitch.errors import EdgeSwitchError
 
 
@@ -25,10 +29,10 @@ def cmd_serve_cloud(args) -> int:
     from edgeswitch.serving.app import Fault, create_app
     from edgeswitch.serving.server import serve
 
-    cfg = config_section(args, "serve")
+    cfg = resolve_config(args).serve
     token = resolve_token(args.token_file)
     faults = tuple(Fault.parse(f) for f in args.fault)
-    model = OnnxClassifier(args.model, threads=cfg.threads)
+    model = OnnxClassifier(args.cloud, threads=cfg.threads)
     loopback = args.host in ("127.0.0.1", "::1", "localhost")
     if token is None and not loopback:
         print(f"edgeswitch: warning: serving on {args.host} without a token; anyone who can "
@@ -45,17 +49,17 @@ def cmd_serve_cloud(args) -> int:
 
         scaling = Scaling(args.replicas, args.max_replicas, args.target_ongoing,
                           args.cpus_per_replica, args.max_ongoing)
-        serve_ray(args.model, cfg, args.host, args.port, token, faults, args.model_id,
+        serve_ray(args.cloud, cfg, args.host, args.port, token, faults, args.model,
                   scaling, args.ray_address, args.ssl_certfile, args.ssl_keyfile,
                   args.ready_file)
         return 0
-    app = create_app(model, cfg, token=token, faults=faults, model_id=args.model_id)
+    app = create_app(model, cfg, token=token, faults=faults, model_id=args.model)
     serve(app, args.host, args.port, args.ssl_certfile, args.ssl_keyfile, args.ready_file,
           args.log_level)
     return 0
 
 
-def make_cloud(args, classes: tuple[str, ...]):
+def make_cloud(args, classes: tuple[str, ...], runtime):
     """The cloud client a `classify` run talks to: a server URL, or a model in this process."""
     from edgeswitch.cloud.spec import CloudSpec
     from edgeswitch.cloud.tokens import resolve_token
@@ -64,13 +68,12 @@ def make_cloud(args, classes: tuple[str, ...]):
         raise EdgeSwitchError("classify needs --cloud-url (a server) or --cloud (an ONNX model)")
     token = resolve_token(args.token_file) if args.cloud_url else None
     return CloudSpec(model=args.cloud, url=args.cloud_url, token=token, served_model=args.model,
-                     ca_cert=args.ca_cert, runtime=config_section(args, "runtime")).build(classes)
+                     ca_cert=args.ca_cert, runtime=runtime).build(classes)
 
 
 def cmd_classify(args) -> int:
     from tqdm.auto import tqdm
 
-    from edgeswitch.cli.steps import _load_split, _out_file, _switcher
     from edgeswitch.models import OnnxClassifier
     from edgeswitch.pipeline import check_clip_classes
     from edgeswitch.runtime import HybridClassifier
@@ -78,27 +81,26 @@ def cmd_classify(args) -> int:
     from edgeswitch.switcher import OperatingPoint
     from edgeswitch.switcher.routers import SwitcherRouter
 
-    if args.batch < 1:
-        raise EdgeSwitchError(f"--batch must be >= 1, got {args.batch}")
     edge = OnnxClassifier(args.edge)
-    clips, _, _ = _load_split(args, edge.classes_)
+    clips, _, cfg = load_split(args, edge.classes_)
     check_clip_classes(clips, edge)
-    sw = _switcher(args, edge)
+    sw = load_checked_switcher(args.switcher, edge)
     op = OperatingPoint.load(args.op)
-    cloud = make_cloud(args, edge.classes_)
+    cloud = make_cloud(args, edge.classes_, cfg.runtime)
+    batch = cfg.runtime.batch
     from edgeswitch.models.base import model_identity
 
     log = DecisionLog(args.log, edge.classes_, model_identity(edge), cloud.name) \
         if args.log else None
     hybrid = HybridClassifier(edge, SwitcherRouter(sw), cloud, op, log=log,
-                              shadow_rate=args.shadow_rate, fusion=load_fusion(args))
-    out = _out_file(args.out)
+                              shadow_rate=cfg.runtime.shadow_rate, fusion=load_fusion(args))
+    out = out_file(args.out)
     counts = {"clips": 0, "cloud": 0, "fallbacks": 0}
     try:
         with out.open("w") as fh:
-            for start in tqdm(range(0, len(clips), args.batch), desc="classify",
+            for start in tqdm(range(0, len(clips), batch), desc="classify",
                               disable=args.quiet, unit="call"):
-                part = slice(start, start + args.batch)
+                part = slice(start, start + batch)
                 res = hybrid.classify(clips.X[part], clips.ids[part], clips.groups[part])
                 for rec in res.records(edge.classes_, clips.ids[part]):
                     fh.write(json.dumps(rec) + "\n")
@@ -131,24 +133,7 @@ def cmd_log(args) -> int:
     return 0
 
 
-def _serve_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--max-batch", type=int, default=None,
-                   help="dynamic batching: most clips per model run (1 = no batching; "
-                   "default 32)")
-    p.add_argument("--max-wait-ms", type=float, default=None,
-                   help="dynamic batching: extra wait for a batch to fill (default 0: run "
-                   "what queued while the model was busy; raise it for GPU backends)")
-    p.add_argument("--max-body-mb", type=float, default=None,
-                   help="largest request body, else HTTP 413 (default 16)")
-    p.add_argument("--max-clips", type=int, default=None,
-                   help="most clips per request (default 1024)")
-    p.add_argument("--threads", type=int, default=None,
-                   help="onnxruntime threads per model run (default 1)")
-
-
 def add_parsers(sub, add_common) -> None:
-    from edgeswitch.cli.steps import _data_args
-
     p = sub.add_parser(
         "serve-cloud", help="serve a cloud model over HTTP (FastAPI + uvicorn)",
         description="Serve an ONNX cloud model. Endpoints: POST /v1/classify (native batches), "
@@ -156,18 +141,18 @@ def add_parsers(sub, add_common) -> None:
         "(no auth), GET /metrics (Prometheus). Requests arriving together are batched. The "
         "bearer token comes from --token-file or $EDGESWITCH_TOKEN; without one, no auth. TLS "
         "with --ssl-certfile and --ssl-keyfile.")
-    p.add_argument("--model", required=True, help="cloud model (.onnx from train-models)")
+    p.add_argument("--cloud", required=True, help="cloud model (.onnx from train-models)")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default "
                    "127.0.0.1; use 0.0.0.0 only with a token and TLS)")
     p.add_argument("--port", type=int, default=8000, help="port (default 8000; 0 = any free)")
-    p.add_argument("--model-id", default=None,
-                   help="model name clients use (default: the model's own name)")
+    p.add_argument("--model", default=None,
+                   help="model name clients ask for (default: the model's own name)")
     p.add_argument("--token-file", default=None,
                    help="file with the bearer token (default: $EDGESWITCH_TOKEN)")
     p.add_argument("--ssl-certfile", default=None, help="TLS certificate (PEM)")
     p.add_argument("--ssl-keyfile", default=None, help="TLS private key (PEM)")
-    p.add_argument("--config", default=None, help="TOML config; its [serve] table is used")
-    _serve_flags(p)
+    config_arg(p)
+    config_flags(p, "serve")
     p.add_argument("--fault", action="append", default=[], metavar="KIND[:S][@RATE]",
                    help="inject faults to test edge resilience: sleep:S, http500, malformed, "
                    "wrong_classes; @RATE = share of requests hit (default 1). Repeatable.")
@@ -198,21 +183,13 @@ def add_parsers(sub, add_common) -> None:
         "call (default 1), and write one JSON line per clip: clip_id, label, answered_by, "
         "verified, fallback_reason, switcher_score, latency_ms, proba. If the cloud does not "
         "answer by the deadline the edge answer stands with verified=false.")
-    _data_args(p, "all")
+    data_args(p, "all")
     p.add_argument("--edge", required=True, help="edge model (.onnx)")
     p.add_argument("--switcher", required=True, help="switcher (.npz)")
     p.add_argument("--op", required=True, help="operating point JSON from `calibrate`")
     fusion_arg(p)
-    p.add_argument("--cloud-url", default=None, help="cloud server, e.g. http://127.0.0.1:8000")
-    p.add_argument("--cloud", default=None, help="or: cloud model (.onnx) run in this process")
-    p.add_argument("--model", default=None, help="model name for --protocol openai")
-    p.add_argument("--token-file", default=None,
-                   help="file with the bearer token (default: $EDGESWITCH_TOKEN)")
-    p.add_argument("--ca-cert", default=None, help="CA or self-signed certificate to trust")
-    runtime_flags(p)
-    p.add_argument("--batch", type=int, default=1, help="clips per hybrid call (default 1)")
-    p.add_argument("--shadow-rate", type=float, default=0.0,
-                   help="also send this share of kept clips to the cloud, for the log only")
+    cloud_args(p, "cloud model (.onnx) run in this process (or --cloud-url)")
+    config_flags(p, "runtime")
     p.add_argument("--log", default=None, help="append every decision to this SQLite file")
     p.add_argument("--out", default="predictions.jsonl", help="JSON lines output")
     add_common(p)

@@ -6,74 +6,28 @@ Data arguments accept anything `load_dataset` does (watch, basicmotions, .npz, .
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
 import numpy as np
 
-from edgeswitch.cli.common import fusion_arg, load_fusion
+from edgeswitch.cli.common import (
+    data_args,
+    fusion_arg,
+    load_checked_switcher,
+    load_fusion,
+    load_models,
+    load_split,
+    out_file,
+)
+from edgeswitch.cli.flags import config_arg, config_flags, resolve_config
 from edgeswitch.errors import EdgeSwitchError
-
-
-def _load_split(args, classes: tuple[str, ...] | None = None) -> tuple:
-    """(clips, splits or None, config) for a step: a named split of --data, or all of it.
-    `classes` (a model's) names the label set of unlabelled files that carry none."""
-    from edgeswitch.config import load_config
-    from edgeswitch.pipeline import load_data, split_data
-
-    cfg = load_config(args.config, dataset=args.data, seed=args.seed)
-    data = load_data(cfg, args.data, classes)
-    if args.split == "all":
-        return data, None, cfg
-    splits = split_data(cfg, data)
-    return getattr(splits, args.split), splits, cfg
-
-
-def _data_args(p: argparse.ArgumentParser, default_split: str, required: bool = True) -> None:
-    p.add_argument("--data", required=required,
-                   help="watch, basicmotions, or a .npz / .ts / .arff file or UEA folder")
-    p.add_argument("--split", default=default_split,
-                   choices=["all", "train", "pool", "calib", "test"],
-                   help=f"which group split of --data to use (default: {default_split}); "
-                   "'all' uses every clip, for files that are already one split")
-    p.add_argument("--seed", type=int, default=None, help="split seed (default from config)")
-    p.add_argument("--config", default=None, help="TOML config (split shares, windows...)")
-
-
-def _models(args, *, cloud_needed: bool = True):
-    """Edge (and cloud) models of a step, checked to share one label set."""
-    from edgeswitch.models import OnnxClassifier, check_same_classes
-
-    edge = OnnxClassifier(args.edge)
-    cloud = OnnxClassifier(args.cloud) if getattr(args, "cloud", None) else None
-    if cloud is None and cloud_needed:
-        raise EdgeSwitchError("this step needs --cloud")
-    if cloud is not None:
-        check_same_classes(edge, cloud)
-    return edge, cloud
-
-
-def _switcher(args, edge):
-    from edgeswitch.switcher import load_switcher
-
-    sw = load_switcher(args.switcher)
-    sw.check_edge(edge)
-    return sw
-
-
-def _out_file(path: str) -> Path:
-    out = Path(path)
-    if out.is_dir():
-        raise EdgeSwitchError(f"--out {out} is a folder; give a file name")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    return out
 
 
 def cmd_train_models(args) -> int:
     from edgeswitch.pipeline import train_models
 
-    train, splits, cfg = _load_split(args)
+    train, splits, cfg = load_split(args)
     edge, cloud = train_models(cfg, train, None, progress=not args.quiet)
     out = Path(args.out)
     edge.save(out / "edge.onnx")
@@ -86,23 +40,15 @@ def cmd_train_models(args) -> int:
 
 
 def cmd_train_switcher(args) -> int:
-    from edgeswitch.config import load_config, validate
     from edgeswitch.dmd import DMDRecords
     from edgeswitch.pipeline import fit_fusion, train_switcher
 
-    cfg = load_config(args.config)
+    cfg = resolve_config(args)
     sc = cfg.switcher
-    for key in ("family", "target", "hidden", "features", "epochs", "l2"):
-        if getattr(args, key) is not None:
-            setattr(sc, key, list(getattr(args, key)) if key == "features" else getattr(args, key))
-    if args.fusion_method is not None:
-        cfg.fusion.method = args.fusion_method
-    cfg.seed = args.seed_switcher
-    validate(cfg)
     records = DMDRecords.from_parquet(args.dmd)
     fusion = fit_fusion(cfg, records)
     sw = train_switcher(records, cfg, fusion=fusion)
-    out = _out_file(args.out)
+    out = out_file(args.out)
     sw.save(out)
     note = ""
     if fusion is not None:
@@ -114,7 +60,7 @@ def cmd_train_switcher(args) -> int:
     return 0
 
 
-def _calibration_inputs(args):
+def _calibration_inputs(args, mode: str):
     """(switcher, scores, disagreement or None, costs) from clips and models, or from the DMD
     records of unlabelled calibration clips (--dmd: any modality, no model run needed)."""
     from edgeswitch.pipeline import Costs, check_clip_classes, measure_costs
@@ -124,7 +70,7 @@ def _calibration_inputs(args):
         from edgeswitch.dmd import DMDRecords
         from edgeswitch.switcher import load_switcher
 
-        if args.mode == "budget":
+        if mode == "budget":
             raise EdgeSwitchError("budget mode times the models on clips; with --dmd use "
                                   "offload or disagreement")
         records = DMDRecords.from_parquet(args.dmd)
@@ -136,30 +82,27 @@ def _calibration_inputs(args):
         return sw, sw.trust(records.edge), records.edge_label != records.cloud_label, no_costs
     if not (args.data and args.edge):
         raise EdgeSwitchError("calibrate needs --data and --edge (or --dmd records)")
-    clips, _, _ = _load_split(args)
-    edge, cloud = _models(args, cloud_needed=args.mode in ("budget", "disagreement"))
+    clips, _, _ = load_split(args)
+    edge, cloud = load_models(args, cloud_needed=mode in ("budget", "disagreement"))
     check_clip_classes(clips, edge)
-    sw = _switcher(args, edge)
+    sw = load_checked_switcher(args.switcher, edge)
     edge_out = edge.outputs(clips.X)
-    disagree = edge_out.label != cloud.predict(clips.X) if args.mode == "disagreement" else None
-    costs = measure_costs(edge, sw, cloud, clips.X, 100) if args.mode == "budget" else no_costs
+    disagree = edge_out.label != cloud.predict(clips.X) if mode == "disagreement" else None
+    costs = measure_costs(edge, sw, cloud, clips.X, 100) if mode == "budget" else no_costs
     return sw, sw.trust(edge_out), disagree, costs
 
 
 def cmd_calibrate(args) -> int:
-    from edgeswitch.config import CalibrationConfig, RunConfig, validate
     from edgeswitch.pipeline import calibrate
 
-    cfg = validate(RunConfig(calibration=CalibrationConfig(
-        mode=args.mode, rate=args.rate, budget=args.budget, epsilon=args.epsilon,
-        delta=args.delta, grid=args.grid, adaptive=not args.fixed)))
-    sw, scores, disagree, costs = _calibration_inputs(args)
-    if args.mode != "disagreement":
+    cfg = resolve_config(args, dataset=args.data)
+    sw, scores, disagree, costs = _calibration_inputs(args, cfg.calibration.mode)
+    if cfg.calibration.mode != "disagreement":
         disagree = None
     # without DMD records at hand the candidate thresholds are fixed in advance: a fine grid
     grid_source = np.linspace(0, 1, 1001)
     op = calibrate(cfg, scores, disagree, grid_source, costs)
-    op.save(_out_file(args.out))
+    op.save(out_file(args.out))
     print(f"{op.mode}: threshold {op.threshold:.4f}, offloads {op.calib_offload_rate:.1%} "
           f"of {len(scores)} calibration clips; wrote {args.out}")
     from edgeswitch.switcher.calibrate import certification_warning
@@ -177,9 +120,9 @@ def cmd_evaluate(args) -> int:
     from edgeswitch.pipeline import evaluate_clips, measure_costs
     from edgeswitch.switcher import OperatingPoint
 
-    clips, _, _ = _load_split(args)
-    edge, cloud = _models(args)
-    sw = _switcher(args, edge)
+    clips, _, _ = load_split(args)
+    edge, cloud = load_models(args)
+    sw = load_checked_switcher(args.switcher, edge)
     op = OperatingPoint.load(args.op)
     costs = measure_costs(edge, sw, cloud, clips.X, 100)
     results = {"dataset": str(args.data),
@@ -194,7 +137,7 @@ def add_parsers(sub, add_common) -> None:
     p = sub.add_parser("train-models", help="train edge and cloud models, export ONNX",
                        description="Train the edge and cloud networks on the train split "
                        "(or --split all) and write OUT/edge.onnx and OUT/cloud.onnx.")
-    _data_args(p, "train")
+    data_args(p, "train")
     p.add_argument("--out", default="models", help="output folder (default: models)")
     add_common(p)
     p.set_defaults(func=cmd_train_models)
@@ -212,19 +155,11 @@ def add_parsers(sub, add_common) -> None:
                        "beside the switcher. Defaults come from the config's [switcher] and "
                        "[fusion] tables (configs/watch.toml); flags override them.")
     p.add_argument("--dmd", required=True, help="DMD records (.parquet file or sharded folder)")
-    p.add_argument("--config", default=None, help="TOML config ([switcher], [fusion])")
-    p.add_argument("--family", choices=["linear", "mlp", "gbt"], default=None)
-    p.add_argument("--target", choices=["hard", "soft", "gain"], default=None)
-    p.add_argument("--hidden", type=int, default=None, help="mlp: hidden units")
-    p.add_argument("--epochs", type=int, default=None, help="mlp: most epochs")
-    p.add_argument("--l2", type=float, default=None, help="linear: weight penalty")
-    p.add_argument("--features", nargs="+", default=None,
-                   choices=["proba", "confidence", "embedding"])
-    p.add_argument("--fusion-method", choices=["none", "dmd", "fixed"], default=None,
-                   help="answer offloaded clips by the cloud (none) or by fusion fitted on the "
-                   "records (dmd, the default) or with [fusion] edge_weight (fixed)")
+    config_arg(p)
+    config_flags(p, "switcher")
+    config_flags(p, "fusion", prefix="fusion-")
+    config_flags(p, "", only=("seed",))
     p.add_argument("--fusion-out", default=None, help="fusion file (default: beside --out)")
-    p.add_argument("--seed-switcher", type=int, default=0, help="training seed")
     p.add_argument("--out", default="switcher.npz")
     add_common(p)
     p.set_defaults(func=cmd_train_switcher)
@@ -235,22 +170,14 @@ def add_parsers(sub, add_common) -> None:
                        "as a fraction of cloud-only, from measured latencies) or disagreement "
                        "(edge/cloud disagreement among kept clips <= epsilon with probability "
                        ">= 1 - delta; Clopper-Pearson with Bonferroni over the grid).")
-    _data_args(p, "calib", required=False)
+    data_args(p, "calib", required=False)
     p.add_argument("--edge", default=None, help="edge model (.onnx); not with --dmd")
     p.add_argument("--dmd", default=None,
                    help="or: DMD records of unlabelled calibration clips (any modality, e.g. "
                    "from `distill --data VIDEOS`); offload and disagreement modes")
     p.add_argument("--switcher", required=True)
     p.add_argument("--cloud", default=None, help="needed for budget and disagreement modes")
-    p.add_argument("--mode", choices=["offload", "budget", "disagreement"], default="offload")
-    p.add_argument("--rate", type=float, default=0.3)
-    p.add_argument("--budget", type=float, default=0.5)
-    p.add_argument("--epsilon", type=float, default=0.05)
-    p.add_argument("--delta", type=float, default=0.1)
-    p.add_argument("--grid", type=int, default=40)
-    p.add_argument("--fixed", action="store_true",
-                   help="offload/budget: keep the calibrated threshold fixed instead of holding "
-                   "the offload rate on the live stream")
+    config_flags(p, "calibration")
     p.add_argument("--out", default="operating_point.json")
     add_common(p)
     p.set_defaults(func=cmd_calibrate)
@@ -259,7 +186,7 @@ def add_parsers(sub, add_common) -> None:
                        description="Evaluate the switcher and the baseline routers on labelled "
                        "clips: accuracy and macro-F1 against offload rate, areas, offload to "
                        "match the cloud, and the hybrid at the operating point.")
-    _data_args(p, "test")
+    data_args(p, "test")
     p.add_argument("--edge", required=True)
     p.add_argument("--cloud", required=True)
     p.add_argument("--switcher", required=True)

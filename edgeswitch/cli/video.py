@@ -8,7 +8,8 @@ import json
 import sys
 from pathlib import Path
 
-from edgeswitch.cli.common import fusion_arg, load_fusion, need_extra
+from edgeswitch.cli.common import fusion_arg, load_checked_switcher, load_fusion, need_extra
+from edgeswitch.cli.flags import config_arg, config_flags, resolve_config
 from edgeswitch.errors import EdgeSwitchError
 
 
@@ -20,17 +21,6 @@ def is_video_source(data: str) -> bool:
     if "://" in data or data.isdigit() or is_video(path):
         return True
     return path.is_dir() and any(is_video(p) for p in path.iterdir())
-
-
-def clip_args(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("video clips")
-    g.add_argument("--clip-s", type=float, default=4.0, help="clip length in seconds (default "
-                   "4: the NFD fall head reads 32 poses at 8 fps)")
-    g.add_argument("--stride-s", type=float, default=1.0, help="seconds between clip starts")
-    g.add_argument("--frames", type=int, default=32, help="frames kept per clip (default 32)")
-    g.add_argument("--fps-cap", type=float, default=8.0,
-                   help="decode every frame, keep at most this many per second (default 8)")
-    g.add_argument("--size", default=None, metavar="WxH", help="resize frames, e.g. 640x360")
 
 
 def vlm_args(p: argparse.ArgumentParser) -> None:
@@ -49,16 +39,7 @@ def vlm_args(p: argparse.ArgumentParser) -> None:
 def clip_spec(args):
     from edgeswitch.video.source import ClipSpec
 
-    size = None
-    if args.size:
-        try:
-            w, h = (int(v) for v in args.size.lower().split("x"))
-        except ValueError:
-            raise EdgeSwitchError(f"--size must be WxH, e.g. 640x360, got {args.size!r}") \
-                from None
-        size = (w, h)
-    return ClipSpec(length_s=args.clip_s, stride_s=args.stride_s, frames=args.frames,
-                    fps_cap=args.fps_cap, size=size)
+    return ClipSpec.from_config(resolve_config(args).video)
 
 
 def video_cloud_args(args) -> dict | None:
@@ -166,13 +147,12 @@ def cmd_watch(args) -> int:
 
     from edgeswitch.runtime.decision_log import DecisionLog
     from edgeswitch.runtime.hybrid import HybridClassifier
-    from edgeswitch.switcher import OperatingPoint, load_switcher
+    from edgeswitch.switcher import OperatingPoint
     from edgeswitch.switcher.routers import SwitcherRouter
     from edgeswitch.video.source import iter_clips
 
     edge, cloud = video_models(args, need_cloud=False)
-    sw = load_switcher(args.switcher)
-    sw.check_edge(edge)
+    sw = load_checked_switcher(args.switcher, edge)
     op = OperatingPoint.load(args.op)
     if cloud is None:  # edge only: the switcher still scores; clips it would offload keep
         from edgeswitch.cloud.client import NoCloud  # the edge answer, flagged "no_cloud"
@@ -318,7 +298,8 @@ def add_parsers(sub, add_common) -> None:
                    "http://127.0.0.1:8000/v1")
     p.add_argument("--model", default=None, help="the VLM's model name")
     p.add_argument("--token-file", default=None, help="bearer token (default $EDGESWITCH_TOKEN)")
-    clip_args(p)
+    config_arg(p)
+    config_flags(p, "video", title="video clips")
     vlm_args(p)
     p.add_argument("--out", default="-", help="JSON lines file (default: stdout)")
     p.add_argument("--video-out", default=None, help="write an annotated video here (.mp4)")

@@ -25,7 +25,7 @@ import numpy as np
 from edgeswitch.cloud.breaker import CircuitBreaker
 from edgeswitch.cloud.client import CloudReply
 from edgeswitch.cloud.transports import CloudFailure, NativeTransport, OpenAITransport
-from edgeswitch.config import RuntimeConfig, validate_runtime
+from edgeswitch.config import RuntimeConfig, validate
 from edgeswitch.errors import EdgeSwitchError, ModelError
 
 
@@ -56,7 +56,7 @@ class RemoteCloud:
                  token: str | None = None, model: str | None = None,
                  verify: bool | str | ssl.SSLContext = True, name: str | None = None,
                  seed: int = 0) -> None:
-        self.cfg = validate_runtime(cfg or RuntimeConfig())
+        self.cfg = validate(cfg or RuntimeConfig())
         if not url.startswith(("http://", "https://")):
             raise EdgeSwitchError(f"cloud URL must start with http:// or https://, got {url!r}")
         self.url = url.rstrip("/")

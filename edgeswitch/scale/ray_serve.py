@@ -133,7 +133,7 @@ def app_builder(args: dict):
     max_batch, max_wait_ms, threads, replicas, max_replicas, target_ongoing, cpus_per_replica,
     max_ongoing, model_id, token_file (the bearer token's file; none: no auth)."""
     from edgeswitch.cloud.tokens import resolve_token
-    from edgeswitch.config import validate_serve
+    from edgeswitch.config import from_values
 
     args = dict(args)
     if "model_path" not in args:
@@ -143,8 +143,8 @@ def app_builder(args: dict):
     unknown = sorted(set(args) - known)
     if unknown:
         raise EdgeSwitchError(f"app_builder: unknown args {unknown}; known: {sorted(known)}")
-    cfg = validate_serve(ServeConfig(**{k: args[k] for k in ("max_batch", "max_wait_ms",
-                                                             "threads") if k in args}))
+    cfg = from_values(ServeConfig, {k: args[k] for k in ("max_batch", "max_wait_ms", "threads")
+                                    if k in args}, " of app_builder")
     scaling = Scaling(**{k: args[k] for k in ("replicas", "max_replicas", "target_ongoing",
                                               "cpus_per_replica", "max_ongoing") if k in args})
     token = resolve_token(args["token_file"]) if args.get("token_file") else None

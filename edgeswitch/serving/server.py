@@ -84,7 +84,7 @@ class ServerProcess:
         return f"{scheme}://{host}:{self.port}"
 
     def command(self, ready: Path) -> list[str]:
-        cmd = [sys.executable, "-m", "edgeswitch", "serve-cloud", "--model", self.model_path,
+        cmd = [sys.executable, "-m", "edgeswitch", "serve-cloud", "--cloud", self.model_path,
                "--host", self.host, "--port", str(self.port), "--ready-file", str(ready),
                "--engine", self.engine, *self.extra_args]
         for key, value in asdict(self.cfg).items():

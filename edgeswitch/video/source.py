@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edgeswitch.config import VideoConfig
 from edgeswitch.data.files import VIDEO_SUFFIXES, corpus_files, is_video
 from edgeswitch.errors import DataError, EdgeSwitchError
 
@@ -26,15 +27,24 @@ class VideoError(DataError):
     """A video that cannot be opened or decoded (the message names the source)."""
 
 
+_DEFAULT = VideoConfig()  # the schema's [video] table holds the defaults
+
+
 @dataclass(frozen=True)
 class ClipSpec:
-    """How a stream of frames becomes clips."""
+    """How a stream of frames becomes clips (defaults: the config's [video] table)."""
 
-    length_s: float = 2.0              # clip duration
-    stride_s: float = 1.0              # start of one clip to the next
-    frames: int = 8                    # frames kept per clip, evenly spaced in time
-    fps_cap: float | None = 10.0       # decode every frame, keep at most this many per second
-    size: tuple[int, int] | None = None  # (width, height) to resize to; None = as decoded
+    length_s: float = _DEFAULT.clip_s        # clip duration
+    stride_s: float = _DEFAULT.stride_s      # start of one clip to the next
+    frames: int = _DEFAULT.frames            # frames kept per clip, evenly spaced in time
+    fps_cap: float | None = _DEFAULT.fps_cap  # decode every frame, keep at most this many per s
+    size: tuple[int, int] | None = None      # (width, height) to resize to; None = as decoded
+
+    @classmethod
+    def from_config(cls, video: VideoConfig) -> ClipSpec:
+        size = tuple(int(v) for v in video.size.split("x")) if video.size else None
+        return cls(length_s=video.clip_s, stride_s=video.stride_s, frames=video.frames,
+                   fps_cap=video.fps_cap, size=size)
 
     def __post_init__(self) -> None:
         if not (self.length_s > 0 and self.stride_s > 0):
