@@ -187,7 +187,8 @@ def test_distill_settings_come_from_the_config_file_then_flags(corpus, bm_files,
     assert '"shards": 9' in capsys.readouterr().out  # the flag wins
     cfg.write_text("[distill]\nengine = \"spark\"\n")
     assert main([*common, "--out", str(tmp_path / "c")]) == 2
-    assert "distill.engine: Input should be 'local' or 'ray' (got 'spark')" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "distill.engine: Input should be 'local' or 'ray' (got 'spark')" in err
 
 
 def test_ray_serve_app_builder_checks_its_args(bm_files):

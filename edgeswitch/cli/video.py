@@ -200,8 +200,8 @@ def cmd_watch(args) -> int:
                     if t < clip.start_s + spec.stride_s:
                         writer.write(np.asarray(_overlay(frame, text, color)))
             n += 1
-            if args.max_clips and n >= args.max_clips:
-                reason = f"--max-clips {args.max_clips}"
+            if args.stop_after and n >= args.stop_after:
+                reason = f"--stop-after {args.stop_after}"
                 break
             if stop.requested:  # checked between clips, so no output is left half-written
                 reason = "Ctrl-C"
@@ -304,7 +304,8 @@ def add_parsers(sub, add_common) -> None:
     p.add_argument("--out", default="-", help="JSON lines file (default: stdout)")
     p.add_argument("--video-out", default=None, help="write an annotated video here (.mp4)")
     p.add_argument("--log", default=None, help="append every decision to this SQLite file")
-    p.add_argument("--max-clips", type=int, default=None, help="stop after this many clips")
+    p.add_argument("--stop-after", type=int, default=None, metavar="N",
+                   help="stop after N clips (default: at the end of the source)")
     add_common(p)
     p.set_defaults(func=cmd_watch)
 
