@@ -1,0 +1,33 @@
+"""The operating point of a config's [calibration] table: which calibration runs."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from edgeswitch.config import RunConfig
+from edgeswitch.errors import EdgeSwitchError
+from edgeswitch.pipeline.costs import Costs
+from edgeswitch.switcher.calibrate import (
+    OperatingPoint,
+    calibrate_budget,
+    calibrate_disagreement,
+    calibrate_offload,
+)
+
+
+def calibrate(cfg: RunConfig, calib_scores: np.ndarray, calib_disagree: np.ndarray | None,
+              pool_scores: np.ndarray, costs: Costs) -> OperatingPoint:
+    c = cfg.calibration
+    if c.mode == "offload":
+        return calibrate_offload(calib_scores, c.rate, c.adaptive, c.step)
+    if c.mode == "budget":
+        return calibrate_budget(calib_scores, c.budget, costs.edge_ms, costs.switcher_ms,
+                                costs.cloud_ms, c.adaptive, c.step)
+    if c.mode == "disagreement":
+        if calib_disagree is None:
+            raise EdgeSwitchError("disagreement calibration needs the cloud's calib answers")
+        # the candidate thresholds come from the pool, so they are fixed before calib is seen
+        grid = np.quantile(pool_scores, np.linspace(0, 1, c.grid + 1)[1:])
+        return calibrate_disagreement(calib_scores, calib_disagree, c.epsilon, c.delta, grid)
+    raise EdgeSwitchError(f"unknown calibration mode '{c.mode}'; use offload, budget or "
+                          "disagreement")
