@@ -46,7 +46,8 @@ class Fault:
 @dataclass
 class FaultInjector:
     """The app's faults and the random draws that decide which requests they hit (seeded, so
-    a test run is repeatable: each fault draws once per request, in the order given)."""
+    a test run is repeatable: per request, each fault draws once in the order given, until
+    one answers in place of the model)."""
 
     faults: tuple[Fault, ...] = ()
     rng: random.Random = field(default_factory=lambda: random.Random(0))
