@@ -90,9 +90,10 @@ class CloudService:
 
     async def _predict(self, X: np.ndarray) -> np.ndarray:
         # in a thread: the replica's event loop keeps taking requests, so the next batch forms
-        from edgeswitch.serving.app import run_model
+        from edgeswitch.serving.inference import run_model
+        from edgeswitch.serving.state import state_of
 
-        self.http_app.state.metrics.batch_size.observe(len(X))
+        state_of(self.http_app).metrics.batch_size.observe(len(X))
         return await asyncio.to_thread(run_model, self.model, X, len(self.info.classes_))
 
     # batch size in clips, as on the plain server (max_batch is set per replica in __init__)

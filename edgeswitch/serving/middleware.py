@@ -1,0 +1,156 @@
+"""The app's ASGI middleware, one concern each, outermost first: request metrics, bearer
+auth, the JSON content type, the body size limit. They run before FastAPI reads anything, so
+an unauthenticated or oversized request costs the server no parsing and no model run.
+
+Pure ASGI, not Starlette's BaseHTTPMiddleware: that runs the app in a task behind a memory
+stream (a cost on every request) and cannot hand the app a body it has already read, which
+the size limit needs (a chunked upload has no Content-Length to trust, so it is read here up to
+the limit and replayed).
+"""
+
+from __future__ import annotations
+
+import hmac
+import time
+from collections.abc import Collection
+
+from edgeswitch.serving.metrics import ServerMetrics
+from edgeswitch.serving.responses import error_response
+
+BEARER = {"WWW-Authenticate": "Bearer"}
+
+
+def header(scope, name: bytes) -> str | None:
+    """A request header's value (the last one, if repeated), or None."""
+    value = None
+    for key, v in scope.get("headers", ()):
+        if key.lower() == name:
+            value = v
+    return None if value is None else value.decode("latin-1")
+
+
+async def refuse(scope, receive, send, metrics: ServerMetrics, status: int, message: str,
+                 code: str, headers: dict[str, str] | None = None) -> None:
+    """Answer with the error body instead of passing the request on, and count it."""
+    metrics.errors.labels(code).inc()
+    await error_response(status, message, code, headers)(scope, receive, send)
+
+
+class RequestMetrics:
+    """Requests by endpoint and status, and their latency, refused ones included (so it runs
+    outermost). Paths the app does not serve share the endpoint label "other"."""
+
+    def __init__(self, app, metrics: ServerMetrics, endpoints: Collection[str]) -> None:
+        self.app, self.metrics, self.endpoints = app, metrics, frozenset(endpoints)
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        path, t0 = scope["path"], time.perf_counter()
+        status = 500  # what the client gets if the app raises before answering
+
+        async def send_counted(message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_counted)
+        finally:
+            endpoint = path if path in self.endpoints else "other"
+            self.metrics.requests.labels(endpoint, str(status)).inc()
+            self.metrics.latency.labels(endpoint).observe(time.perf_counter() - t0)
+
+
+class BearerAuth:
+    """Every path but the open ones needs `Authorization: Bearer <token>` (401 otherwise)."""
+
+    def __init__(self, app, token: str, metrics: ServerMetrics,
+                 open_paths: Collection[str]) -> None:
+        self.app, self.token, self.metrics = app, token.encode(), metrics
+        self.open_paths = frozenset(open_paths)
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] == "http" and scope["path"] not in self.open_paths:
+            problem = self.problem(header(scope, b"authorization") or "")
+            if problem is not None:
+                return await refuse(scope, receive, send, self.metrics, 401, problem,
+                                    "unauthorized", BEARER)
+        await self.app(scope, receive, send)
+
+    def problem(self, auth: str) -> str | None:
+        if not auth.startswith("Bearer "):
+            return "missing bearer token (Authorization: Bearer ...)"
+        if not hmac.compare_digest(auth[7:].strip().encode(), self.token):  # constant time
+            return "invalid bearer token"
+        return None
+
+
+class JsonContentType:
+    """A POST must say `Content-Type: application/json` (415 otherwise)."""
+
+    def __init__(self, app, metrics: ServerMetrics) -> None:
+        self.app, self.metrics = app, metrics
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST":
+            ctype = (header(scope, b"content-type") or "").split(";")[0].strip().lower()
+            if ctype != "application/json":
+                return await refuse(scope, receive, send, self.metrics, 415,
+                                    f"content type must be application/json, got "
+                                    f"{ctype or 'none'}", "unsupported_media_type")
+        await self.app(scope, receive, send)
+
+
+class BodyLimit:
+    """A POST body over `max_body` bytes is a 413: at once when its Content-Length says so,
+    else once that many bytes have arrived. The app gets the body replayed from memory."""
+
+    def __init__(self, app, max_body: int, metrics: ServerMetrics) -> None:
+        self.app, self.max_body, self.metrics = app, max_body, metrics
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http" or scope["method"] != "POST":
+            return await self.app(scope, receive, send)
+        length = header(scope, b"content-length")
+        if length is not None and length.isdigit() and int(length) > self.max_body:
+            return await refuse(scope, receive, send, self.metrics, 413,
+                                f"request body of {int(length)} bytes exceeds the limit of "
+                                f"{self.max_body}", "too_large")
+        body = await self.read(receive)
+        if body is None:
+            return await refuse(scope, receive, send, self.metrics, 413,
+                                f"request body exceeds the limit of {self.max_body} bytes",
+                                "too_large")
+        await self.app(scope, Replay(body, receive), send)
+
+    async def read(self, receive) -> bytes | None:
+        """The whole body, or None once it passes the limit."""
+        chunks, size = [], 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                break
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_body:
+                return None
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        return b"".join(chunks)
+
+
+class Replay:
+    """An ASGI `receive` that hands over a body already read, then defers to the real one
+    (which reports the client's disconnect)."""
+
+    def __init__(self, body: bytes, receive) -> None:
+        self.body, self.receive, self.sent = body, receive, False
+
+    async def __call__(self) -> dict:
+        if not self.sent:
+            self.sent = True
+            return {"type": "http.request", "body": self.body, "more_body": False}
+        return await self.receive()

@@ -1,0 +1,24 @@
+"""Operations: `GET /healthz` (open, for load balancers) and `GET /metrics` (Prometheus)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
+
+from edgeswitch.serving.state import get_state
+
+router = APIRouter()
+OPEN_PATHS = ("/healthz",)  # no token needed: load balancers probe it
+
+
+@router.get("/healthz")
+async def healthz(request: Request):
+    state = get_state(request)
+    return {"status": "ok", "model": state.model_id, "classes": list(state.classes),
+            "clip_shape": list(state.clip_shape) if state.clip_shape else None}
+
+
+@router.get("/metrics")
+async def prometheus(request: Request):
+    return Response(get_state(request).metrics.render(),
+                    media_type="text/plain; version=0.0.4")
