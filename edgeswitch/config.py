@@ -159,6 +159,27 @@ class ServeConfig:
     max_body_mb: Annotated[Float, describe("largest request body, else HTTP 413", gt=0)] = 16.0
     max_clips: Annotated[StrictInt, describe("most clips per request", ge=1)] = 1024
     threads: Annotated[StrictInt, describe("onnxruntime threads per model run", ge=1)] = 1
+    engine: Annotated[Literal["fastapi", "ray"],
+                      describe("fastapi: uvicorn in this process; ray: a Ray Serve application "
+                               "with model replicas and the same HTTP API")] = "fastapi"
+    replicas: Annotated[StrictInt, describe("ray: model replicas (the minimum when "
+                                            "autoscaling)", ge=1)] = 1
+    max_replicas: Annotated[StrictInt, describe("ray: autoscale up to this many replicas on "
+                                                "ongoing requests (0: a fixed number)",
+                                                ge=0)] = 0
+    target_ongoing: Annotated[Float, describe("ray: ongoing requests per replica the "
+                                              "autoscaler aims at", gt=0)] = 4.0
+    cpus_per_replica: Annotated[Float, describe("ray: CPUs each replica reserves", gt=0)] = 1.0
+    max_ongoing: Annotated[StrictInt, describe("ray: requests one replica holds at once, so "
+                                               "batches can fill (Ray's own default, 5, caps "
+                                               "a batch at 5 requests)", ge=1)] = 64
+    ray_address: Annotated[StrictStr, describe("ray: a running cluster (auto, HOST:6379); "
+                                               "empty: start a local one")] = ""
+
+    def __post_init__(self) -> None:
+        if self.max_replicas and self.max_replicas < self.replicas:
+            raise ValueError(f"max_replicas ({self.max_replicas}) must be 0 or >= replicas "
+                             f"({self.replicas})")
 
 
 @dataclass(config=_STRICT)

@@ -197,13 +197,14 @@ def test_ray_serve_app_builder_checks_its_args(bm_files):
 
     with pytest.raises(EdgeSwitchError, match="needs args.model_path"):
         app_builder({})
-    with pytest.raises(EdgeSwitchError, match="unknown args \\['replica'\\]"):
+    with pytest.raises(EdgeSwitchError, match="app_builder: replica: unknown key"):
         app_builder({"model_path": str(bm_files["cloud"]), "replica": 2})
     with pytest.raises(EdgeSwitchError, match="max_batch"):
         app_builder({"model_path": str(bm_files["cloud"]), "max_batch": 0})
-    with pytest.raises(EdgeSwitchError, match="replicas must be >= 1"):
+    with pytest.raises(EdgeSwitchError,
+                       match="replicas: Input should be greater than or equal to 1"):
         app_builder({"model_path": str(bm_files["cloud"]), "replicas": 0})
-    with pytest.raises(EdgeSwitchError, match=r"max replicas \(1\) must be >= replicas"):
+    with pytest.raises(EdgeSwitchError, match=r"max_replicas \(1\) must be 0 or >= replicas"):
         app_builder({"model_path": str(bm_files["cloud"]), "replicas": 2, "max_replicas": 1})
     assert app_builder({"model_path": str(bm_files["cloud"]), "replicas": 2}) is not None
     assert not ray.is_initialized()  # building an application starts no Ray

@@ -41,17 +41,14 @@ def cmd_serve_cloud(args) -> int:
         print(f"edgeswitch: injecting faults {[f.kind for f in faults]}", file=sys.stderr)
     scheme = "https" if args.ssl_certfile else "http"
     print(f"serving {model.name} ({len(model.classes_)} classes) on {scheme}://{args.host}:"
-          f"{args.port} with {args.engine} (batch {cfg.max_batch}, wait {cfg.max_wait_ms} ms, "
+          f"{args.port} with {cfg.engine} (batch {cfg.max_batch}, wait {cfg.max_wait_ms} ms, "
           f"auth {'on' if token else 'off'})", file=sys.stderr)
-    if args.engine == "ray":
+    if cfg.engine == "ray":
         need_extra("ray", "ray")
-        from edgeswitch.scale.ray_serve import Scaling, serve_ray
+        from edgeswitch.scale.ray_serve import serve_ray
 
-        scaling = Scaling(args.replicas, args.max_replicas, args.target_ongoing,
-                          args.cpus_per_replica, args.max_ongoing)
         serve_ray(args.cloud, cfg, args.host, args.port, token, faults, args.model,
-                  scaling, args.ray_address, args.ssl_certfile, args.ssl_keyfile,
-                  args.ready_file)
+                  args.ssl_certfile, args.ssl_keyfile, args.ready_file)
         return 0
     app = create_app(model, cfg, token=token, faults=faults, model_id=args.model)
     serve(app, args.host, args.port, args.ssl_certfile, args.ssl_keyfile, args.ready_file,
@@ -156,22 +153,6 @@ def add_parsers(sub, add_common) -> None:
     p.add_argument("--fault", action="append", default=[], metavar="KIND[:S][@RATE]",
                    help="inject faults to test edge resilience: sleep:S, http500, malformed, "
                    "wrong_classes; @RATE = share of requests hit (default 1). Repeatable.")
-    p.add_argument("--engine", choices=["fastapi", "ray"], default="fastapi",
-                   help="fastapi: uvicorn in this process (default); ray: a Ray Serve "
-                   "application with model replicas and the same HTTP API")
-    p.add_argument("--replicas", type=int, default=1,
-                   help="ray: model replicas (the minimum when autoscaling; default 1)")
-    p.add_argument("--max-replicas", type=int, default=None,
-                   help="ray: autoscale up to this many replicas on ongoing requests")
-    p.add_argument("--target-ongoing", type=float, default=4.0,
-                   help="ray: ongoing requests per replica the autoscaler aims at (default 4)")
-    p.add_argument("--cpus-per-replica", type=float, default=1.0,
-                   help="ray: CPUs each model replica reserves (default 1)")
-    p.add_argument("--max-ongoing", type=int, default=64,
-                   help="ray: requests one replica holds at once, so batches can fill "
-                   "(default 64)")
-    p.add_argument("--ray-address", default=None,
-                   help="ray: a running cluster (default: start a local one)")
     p.add_argument("--ready-file", default=None, help=argparse.SUPPRESS)
     p.add_argument("--log-level", default="warning",
                    choices=["critical", "error", "warning", "info", "debug"])

@@ -36,38 +36,20 @@ class ModelInfo:
     clip_shape_: tuple[int, int] | None
 
 
-@dataclass(frozen=True)
-class Scaling:
-    replicas: int = 1                 # model replicas (the minimum, when autoscaling)
-    max_replicas: int | None = None   # > replicas: autoscale on ongoing requests
-    target_ongoing: float = 4.0       # autoscaling target per replica
-    cpus_per_replica: float = 1.0
-    max_ongoing: int = 64             # requests a replica holds at once (Ray's default, 5,
-                                      # would cap a batch at 5 requests)
-
-    def __post_init__(self) -> None:
-        checks = [(self.replicas >= 1, f"replicas must be >= 1, got {self.replicas}"),
-                  (self.max_replicas is None or self.max_replicas >= self.replicas,
-                   f"max replicas ({self.max_replicas}) must be >= replicas ({self.replicas})"),
-                  (self.target_ongoing > 0, "target ongoing requests must be > 0"),
-                  (self.cpus_per_replica > 0, "CPUs per replica must be > 0"),
-                  (self.max_ongoing >= 1, f"max ongoing must be >= 1, got {self.max_ongoing}")]
-        for ok, message in checks:
-            if not ok:
-                raise EdgeSwitchError(f"Ray Serve: {message}")
-
-    def options(self) -> dict:
-        opts = {"ray_actor_options": {"num_cpus": self.cpus_per_replica},
-                "max_ongoing_requests": self.max_ongoing,
-                # no per-request access log line: it costs CPU on the request path
-                "logging_config": {"log_level": "WARNING", "enable_access_log": False}}
-        if self.max_replicas and self.max_replicas > self.replicas:
-            opts["autoscaling_config"] = {"min_replicas": self.replicas,
-                                          "max_replicas": self.max_replicas,
-                                          "target_ongoing_requests": self.target_ongoing}
-        else:
-            opts["num_replicas"] = self.replicas
-        return opts
+def deployment_options(cfg: ServeConfig) -> dict:
+    """Ray Serve options of the [serve] table: fixed replicas, or autoscaling between
+    `replicas` and `max_replicas` on ongoing requests."""
+    opts = {"ray_actor_options": {"num_cpus": cfg.cpus_per_replica},
+            "max_ongoing_requests": cfg.max_ongoing,
+            # no per-request access log line: it costs CPU on the request path
+            "logging_config": {"log_level": "WARNING", "enable_access_log": False}}
+    if cfg.max_replicas > cfg.replicas:
+        opts["autoscaling_config"] = {"min_replicas": cfg.replicas,
+                                      "max_replicas": cfg.max_replicas,
+                                      "target_ongoing_requests": cfg.target_ongoing}
+    else:
+        opts["num_replicas"] = cfg.replicas
+    return opts
 
 
 @serve.deployment(name="CloudService")
@@ -118,50 +100,43 @@ class CloudService:
 
 
 def build(model_path: str | Path, cfg: ServeConfig, token: str | None = None,
-          faults: tuple = (), model_id: str | None = None, scaling: Scaling | None = None):
+          faults: tuple = (), model_id: str | None = None):
     """The bound Ray Serve application for a cloud ONNX model."""
     from edgeswitch.models import OnnxClassifier
 
     meta = OnnxClassifier(model_path)  # validates the file here, before any replica starts
     info = ModelInfo(tuple(meta.classes_), meta.name, tuple(meta.clip_shape_))
-    return CloudService.options(**(scaling or Scaling()).options()).bind(
+    return CloudService.options(**deployment_options(cfg)).bind(
         Path(model_path).read_bytes(), info, cfg, token, tuple(faults), model_id)
 
 
 def app_builder(args: dict):
     """Ray Serve application builder, for `serve run` and KubeRay's RayService
     (`import_path: edgeswitch.scale.ray_serve:app_builder`). Keys: model_path (required),
-    max_batch, max_wait_ms, threads, replicas, max_replicas, target_ongoing, cpus_per_replica,
-    max_ongoing, model_id, token_file (the bearer token's file; none: no auth)."""
+    model_id, token_file (the bearer token's file; none: no auth), and any key of the config's
+    [serve] table (max_batch, replicas, max_replicas, ...)."""
     from edgeswitch.cloud.tokens import resolve_token
     from edgeswitch.config import from_values
 
     args = dict(args)
     if "model_path" not in args:
         raise EdgeSwitchError("app_builder needs args.model_path (the cloud .onnx file)")
-    known = {"model_path", "max_batch", "max_wait_ms", "threads", "replicas", "max_replicas",
-             "target_ongoing", "cpus_per_replica", "max_ongoing", "model_id", "token_file"}
-    unknown = sorted(set(args) - known)
-    if unknown:
-        raise EdgeSwitchError(f"app_builder: unknown args {unknown}; known: {sorted(known)}")
-    cfg = from_values(ServeConfig, {k: args[k] for k in ("max_batch", "max_wait_ms", "threads")
-                                    if k in args}, " of app_builder")
-    scaling = Scaling(**{k: args[k] for k in ("replicas", "max_replicas", "target_ongoing",
-                                              "cpus_per_replica", "max_ongoing") if k in args})
+    own = {"model_path", "model_id", "token_file"}
+    # every other key is one of the [serve] table's, checked by the config schema
+    cfg = from_values(ServeConfig, {k: v for k, v in args.items() if k not in own},
+                      " of app_builder")
     token = resolve_token(args["token_file"]) if args.get("token_file") else None
-    return build(args["model_path"], cfg, token, (), args.get("model_id"), scaling)
+    return build(args["model_path"], cfg, token, (), args.get("model_id"))
 
 
 def serve_ray(model_path: str | Path, cfg: ServeConfig, host: str, port: int,
               token: str | None = None, faults: tuple = (), model_id: str | None = None,
-              scaling: Scaling | None = None, address: str | None = None,
               ssl_certfile: str | None = None, ssl_keyfile: str | None = None,
               ready_file: str | None = None) -> None:
-    """Run the application until SIGINT/SIGTERM. Starts a local Ray cluster unless `address`
-    names a running one; `port=0` picks a free port."""
+    """Run the application until SIGINT/SIGTERM. Starts a local Ray cluster unless
+    `cfg.ray_address` names a running one; `port=0` picks a free port."""
     import ray
 
-    scaling = scaling or Scaling()
     if port == 0:
         from edgeswitch.serving.server import bind_socket
 
@@ -169,7 +144,7 @@ def serve_ray(model_path: str | Path, cfg: ServeConfig, host: str, port: int,
             port = s.getsockname()[1]
     from edgeswitch.scale.cluster import start_ray
 
-    start_ray(address, (scaling.max_replicas or scaling.replicas) * scaling.cpus_per_replica)
+    start_ray(cfg.ray_address or None, max(cfg.max_replicas, cfg.replicas) * cfg.cpus_per_replica)
     http = {"host": host, "port": port}
     if ssl_certfile:
         http |= {"ssl_certfile": ssl_certfile, "ssl_keyfile": ssl_keyfile}
@@ -178,7 +153,7 @@ def serve_ray(model_path: str | Path, cfg: ServeConfig, host: str, port: int,
         signal.signal(sig, lambda *_: stop.set())
     try:
         serve.start(http_options=http)
-        serve.run(build(model_path, cfg, token, faults, model_id, scaling), name=APP_NAME,
+        serve.run(build(model_path, cfg, token, faults, model_id), name=APP_NAME,
                   route_prefix="/", blocking=False)
         if ready_file:
             tmp = Path(ready_file).with_suffix(".tmp")

@@ -16,7 +16,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 from edgeswitch.cloud.tokens import TOKEN_ENV
@@ -66,14 +66,16 @@ class ServerProcess:
     def __init__(self, model_path: str | Path, cfg: ServeConfig | None = None,
                  token: str | None = None, host: str = "127.0.0.1", port: int = 0,
                  faults: tuple[str, ...] = (), tls: tuple[str, str] | None = None,
-                 start_timeout_s: float = 60.0, engine: str = "fastapi",
+                 start_timeout_s: float = 60.0, engine: str | None = None,
                  extra_args: tuple[str, ...] = ()) -> None:
         self.model_path = str(model_path)
         self.cfg = cfg or ServeConfig()
+        if engine is not None:  # a shorthand for cfg.engine
+            self.cfg = replace(self.cfg, engine=engine)
         self.token, self.host, self.port = token, host, port
         self.faults, self.tls = tuple(faults), tls
         self.start_timeout_s = start_timeout_s
-        self.engine, self.extra_args = engine, tuple(extra_args)  # extra: e.g. --replicas 2
+        self.extra_args = tuple(extra_args)  # flags after the config's, e.g. --log-level info
         self.proc: subprocess.Popen | None = None
         self._dir = tempfile.TemporaryDirectory(prefix="edgeswitch-serve-")
 
@@ -85,8 +87,7 @@ class ServerProcess:
 
     def command(self, ready: Path) -> list[str]:
         cmd = [sys.executable, "-m", "edgeswitch", "serve-cloud", "--cloud", self.model_path,
-               "--host", self.host, "--port", str(self.port), "--ready-file", str(ready),
-               "--engine", self.engine, *self.extra_args]
+               "--host", self.host, "--port", str(self.port), "--ready-file", str(ready)]
         for key, value in asdict(self.cfg).items():
             cmd += [f"--{key.replace('_', '-')}", str(value)]
         if self.token is not None:
@@ -98,7 +99,7 @@ class ServerProcess:
             cmd += ["--fault", f]
         if self.tls:
             cmd += ["--ssl-certfile", self.tls[0], "--ssl-keyfile", self.tls[1]]
-        return cmd
+        return cmd + list(self.extra_args)
 
     def start(self) -> ServerProcess:
         import httpx
