@@ -72,6 +72,33 @@ def load_checked_switcher(path: str, edge):
     return sw
 
 
+def make_hybrid(args, edge, cloud, shadow_rate: float = 0.0):
+    """The hybrid of a deployed run: --switcher, --op, --fusion and (--log) its decision log."""
+    from edgeswitch.models.base import model_identity
+    from edgeswitch.runtime.decision_log import DecisionLog
+    from edgeswitch.runtime.hybrid import HybridClassifier
+    from edgeswitch.switcher import OperatingPoint
+    from edgeswitch.switcher.routers import SwitcherRouter
+
+    sw = load_checked_switcher(args.switcher, edge)
+    op = OperatingPoint.load(args.op)
+    fusion = load_fusion(args)
+    log = DecisionLog(args.log, edge.classes_, model_identity(edge), cloud.name) \
+        if args.log else None
+    return HybridClassifier(edge, SwitcherRouter(sw), cloud, op, log=log,
+                            shadow_rate=shadow_rate, fusion=fusion)
+
+
+def close_hybrid(hybrid) -> None:
+    """Close what a hybrid holds open: its cloud client and its decision log."""
+    try:
+        if hasattr(hybrid.cloud, "close"):
+            hybrid.cloud.close()
+    finally:
+        if hybrid.log is not None:
+            hybrid.log.close()
+
+
 def out_file(path: str) -> Path:
     out = Path(path)
     if out.is_dir():

@@ -8,12 +8,12 @@ import sys
 from pathlib import Path
 
 from edgeswitch.cli.common import (
+    close_hybrid,
     cloud_args,
     data_args,
     fusion_arg,
-    load_checked_switcher,
-    load_fusion,
     load_split,
+    make_hybrid,
     need_extra,
     out_file,
 )
@@ -73,44 +73,25 @@ def cmd_classify(args) -> int:
 
     from edgeswitch.models import OnnxClassifier
     from edgeswitch.pipeline import check_clip_classes
-    from edgeswitch.runtime import HybridClassifier
-    from edgeswitch.runtime.decision_log import DecisionLog
-    from edgeswitch.switcher import OperatingPoint
-    from edgeswitch.switcher.routers import SwitcherRouter
+    from edgeswitch.runtime.stream import StreamItem, run_stream
 
     edge = OnnxClassifier(args.edge)
     clips, _, cfg = load_split(args, edge.classes_)
     check_clip_classes(clips, edge)
-    sw = load_checked_switcher(args.switcher, edge)
-    op = OperatingPoint.load(args.op)
-    cloud = make_cloud(args, edge.classes_, cfg.runtime)
+    hybrid = make_hybrid(args, edge, make_cloud(args, edge.classes_, cfg.runtime),
+                         cfg.runtime.shadow_rate)
     batch = cfg.runtime.batch
-    from edgeswitch.models.base import model_identity
-
-    log = DecisionLog(args.log, edge.classes_, model_identity(edge), cloud.name) \
-        if args.log else None
-    hybrid = HybridClassifier(edge, SwitcherRouter(sw), cloud, op, log=log,
-                              shadow_rate=cfg.runtime.shadow_rate, fusion=load_fusion(args))
+    items = (StreamItem(clips.X[i:i + batch], clips.ids[i:i + batch], clips.groups[i:i + batch])
+             for i in tqdm(range(0, len(clips), batch), desc="classify", disable=args.quiet,
+                           unit="call"))
     out = out_file(args.out)
-    counts = {"clips": 0, "cloud": 0, "fallbacks": 0}
     try:
         with out.open("w") as fh:
-            for start in tqdm(range(0, len(clips), batch), desc="classify",
-                              disable=args.quiet, unit="call"):
-                part = slice(start, start + batch)
-                res = hybrid.classify(clips.X[part], clips.ids[part], clips.groups[part])
-                for rec in res.records(edge.classes_, clips.ids[part]):
-                    fh.write(json.dumps(rec) + "\n")
-                counts["clips"] += len(res.label)
-                counts["cloud"] += int((res.answered_by == "cloud").sum())
-                counts["fallbacks"] += int((~res.verified).sum())
+            summary = run_stream(hybrid, items, fh)
     finally:
-        if hasattr(cloud, "close"):
-            cloud.close()
-        if log is not None:
-            log.close()
-    print(f"{counts['clips']} clips: {counts['cloud']} answered by the cloud, "
-          f"{counts['fallbacks']} fallbacks to the edge; wrote {out}"
+        close_hybrid(hybrid)
+    print(f"{summary.clips} clips: {summary.cloud} answered by the cloud, "
+          f"{summary.fallbacks} fallbacks to the edge; wrote {out}"
           + (f", log {args.log}" if args.log else ""), file=sys.stderr)
     return 0
 
@@ -162,8 +143,8 @@ def add_parsers(sub, add_common) -> None:
         "classify", help="classify clips with edge + switcher + cloud; JSON lines out",
         description="Run the hybrid over a file of clips as a device would, --batch clips per "
         "call (default 1), and write one JSON line per clip: clip_id, label, answered_by, "
-        "verified, fallback_reason, switcher_score, latency_ms, proba. If the cloud does not "
-        "answer by the deadline the edge answer stands with verified=false.")
+        "verified, fallback_reason, switcher_score, latency_ms (edge, cloud, total), proba. If "
+        "the cloud does not answer by the deadline the edge answer stands with verified=false.")
     data_args(p, "all")
     p.add_argument("--edge", required=True, help="edge model (.onnx)")
     p.add_argument("--switcher", required=True, help="switcher (.npz)")

@@ -4,11 +4,10 @@ a folder of videos (reached through `edgeswitch distill --data VIDEOS`)."""
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
-from edgeswitch.cli.common import fusion_arg, load_checked_switcher, load_fusion, need_extra
+from edgeswitch.cli.common import close_hybrid, fusion_arg, make_hybrid, need_extra
 from edgeswitch.cli.flags import config_arg, config_flags, resolve_config
 from edgeswitch.errors import EdgeSwitchError
 
@@ -139,116 +138,80 @@ def _overlay(frame, text: str, color) -> object:
     return img
 
 
-def cmd_watch(args) -> int:
-    """The hybrid over a file or a live source, one clip per call, JSON lines out."""
-    import time
-
-    import numpy as np
-
-    from edgeswitch.runtime.decision_log import DecisionLog
-    from edgeswitch.runtime.hybrid import HybridClassifier
-    from edgeswitch.switcher import OperatingPoint
-    from edgeswitch.switcher.routers import SwitcherRouter
+def _watch_items(source: str, spec):
+    """One stream item per clip of the source, with its time range for the JSON line."""
+    from edgeswitch.runtime.stream import StreamItem
     from edgeswitch.video.source import iter_clips
 
+    for clip in iter_clips(source, spec):
+        yield StreamItem([clip], [clip.clip_id], [clip.source],
+                         [{"source": clip.source, "start_s": clip.start_s, "end_s": clip.end_s}])
+
+
+def cmd_watch(args) -> int:
+    """The hybrid over a file or a live source, one clip per call, JSON lines out."""
+    from edgeswitch.runtime.stream import run_stream
+
     edge, cloud = video_models(args, need_cloud=False)
-    sw = load_checked_switcher(args.switcher, edge)
-    op = OperatingPoint.load(args.op)
     if cloud is None:  # edge only: the switcher still scores; clips it would offload keep
         from edgeswitch.cloud.client import NoCloud  # the edge answer, flagged "no_cloud"
 
         cloud = NoCloud(edge.classes_)
-    log = None
-    if args.log:
-        from edgeswitch.models.base import model_identity
-
-        log = DecisionLog(args.log, edge.classes_, model_identity(edge), cloud.name)
-    hybrid = HybridClassifier(edge, SwitcherRouter(sw), cloud, op, log=log,
-                              fusion=load_fusion(args))
+    hybrid = make_hybrid(args, edge, cloud)
     spec = clip_spec(args)
-    writer = None
     try:
         out = open(args.out, "w") if args.out != "-" else sys.stdout  # noqa: SIM115
     except OSError as exc:
+        close_hybrid(hybrid)
         raise EdgeSwitchError(f"cannot write --out {args.out}: {exc.strerror}") from None
-    n, t0, reason, last = 0, time.perf_counter(), "end of source", None
-    stop = _StopOnCtrlC()
+    video = _AnnotatedVideo(args.video_out, spec) if args.video_out else None
     try:
-        for clip in iter_clips(args.source, spec):
-            res = hybrid.classify([clip], [clip.clip_id], [clip.source])
-            label = edge.classes_[int(res.label[0])]
-            row = {"source": clip.source, "start_s": clip.start_s, "end_s": clip.end_s,
-                   "label": label, "answered_by": str(res.answered_by[0]),
-                   "verified": bool(res.verified[0]),
-                   "fallback_reason": str(res.reason[0]) or None,
-                   "switcher_score": round(float(res.score[0]), 5),
-                   "proba": dict(zip(edge.classes_, res.proba[0].round(5).tolist(),
-                                     strict=True)),
-                   "latency_ms": {"edge": round(res.edge_ms, 2), "cloud": round(res.cloud_ms, 2),
-                                  "total": round(res.total_ms, 2)}}
-            out.write(json.dumps(row) + "\n")
-            out.flush()
-            if args.video_out:
-                writer = writer or _VideoWriter(args.video_out, clip.frames[0].shape, spec)
-                color = (255, 80, 80) if label == "fall" else (120, 255, 120)
-                text = (f"{clip.start_s:7.1f}s {label.upper()} by {row['answered_by']} "
-                        f"score {row['switcher_score']:.2f}")
-                # each clip shows the frames of its first stride, so the output has no
-                # repeats; the last clip's remaining frames are written after the loop
-                last = (clip, text, color)
-                for t, frame in zip(clip.times, clip.frames, strict=True):
-                    if t < clip.start_s + spec.stride_s:
-                        writer.write(np.asarray(_overlay(frame, text, color)))
-            n += 1
-            if args.stop_after and n >= args.stop_after:
-                reason = f"--stop-after {args.stop_after}"
-                break
-            if stop.requested:  # checked between clips, so no output is left half-written
-                reason = "Ctrl-C"
-                break
-    except KeyboardInterrupt:  # a second Ctrl-C, or one while waiting for a stream
-        reason = "Ctrl-C"
+        summary = run_stream(hybrid, _watch_items(args.source, spec), out,
+                             stop_after=args.stop_after,
+                             on_result=video.add if video is not None else None)
     finally:
-        stop.restore()
-        if writer is not None:
-            clip, text, color = last
-            for t, frame in zip(clip.times, clip.frames, strict=True):
-                if t >= clip.start_s + spec.stride_s:
-                    writer.write(np.asarray(_overlay(frame, text, color)))
-            writer.close()
+        if video is not None:
+            video.close()
         if out is not sys.stdout:
             out.close()
-        if log is not None:
-            log.close()
-        if hasattr(cloud, "close"):
-            cloud.close()
-    print(f"watch: {n} clips in {time.perf_counter() - t0:.1f} s, stopped at {reason}"
-          + (f"; wrote {args.video_out}" if args.video_out else ""), file=sys.stderr)
+        close_hybrid(hybrid)
+    print(f"watch: {summary.clips} clips in {summary.seconds:.1f} s, stopped at "
+          f"{summary.stopped_by}" + (f"; wrote {args.video_out}" if args.video_out else ""),
+          file=sys.stderr)
     return 0
 
 
-class _StopOnCtrlC:
-    """The first Ctrl-C asks `watch` to stop after the current clip; a second one interrupts."""
+class _AnnotatedVideo:
+    """--video-out: each clip's frames with its answer drawn on top. A clip shows the frames of
+    its first stride, so the output has no repeats; the last clip's other frames come at the
+    end."""
 
-    def __init__(self) -> None:
-        import signal
+    def __init__(self, path: str, spec) -> None:
+        self.path, self.spec = path, spec
+        self.writer: _VideoWriter | None = None
+        self.last = None
 
-        self.requested = False
-        try:
-            self._old = signal.signal(signal.SIGINT, self._handle)
-        except ValueError:  # not the main thread: Ctrl-C stays a KeyboardInterrupt
-            self._old = None
+    def _write(self, clip, text: str, color, first_stride: bool) -> None:
+        import numpy as np
 
-    def _handle(self, signum, frame) -> None:
-        if self.requested:
-            raise KeyboardInterrupt
-        self.requested = True
+        cut = clip.start_s + self.spec.stride_s
+        for t, frame in zip(clip.times, clip.frames, strict=True):
+            if (t < cut) == first_stride:
+                self.writer.write(np.asarray(_overlay(frame, text, color)))
 
-    def restore(self) -> None:
-        import signal
+    def add(self, item, res, rows) -> None:
+        clip, row = item.inputs[0], rows[0]
+        self.writer = self.writer or _VideoWriter(self.path, clip.frames[0].shape, self.spec)
+        color = (255, 80, 80) if row["label"] == "fall" else (120, 255, 120)
+        text = (f"{clip.start_s:7.1f}s {row['label'].upper()} by {row['answered_by']} "
+                f"score {row['switcher_score']:.2f}")
+        self._write(clip, text, color, first_stride=True)
+        self.last = (clip, text, color)
 
-        if self._old is not None:
-            signal.signal(signal.SIGINT, self._old)
+    def close(self) -> None:
+        if self.writer is not None:
+            self._write(*self.last, first_stride=False)
+            self.writer.close()
 
 
 class _VideoWriter:

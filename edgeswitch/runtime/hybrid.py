@@ -42,9 +42,12 @@ class HybridResult:
     def records(self, classes: tuple[str, ...], ids: np.ndarray | None = None) -> list[dict]:
         """JSON-ready rows, one per clip."""
         ids = np.arange(len(self.label)).astype(str) if ids is None else ids
+        # the call's latencies (every clip of a call shares them)
+        latency = {"edge": round(self.edge_ms, 3), "cloud": round(self.cloud_ms, 3),
+                   "total": round(self.total_ms, 3)}
         return [{"clip_id": str(i), "label": classes[int(lab)], "answered_by": str(who),
                  "verified": bool(ok), "fallback_reason": str(why) or None,
-                 "switcher_score": float(s), "latency_ms": round(self.total_ms, 3),
+                 "switcher_score": float(s), "latency_ms": latency,
                  "proba": {c: round(float(p), 6) for c, p in zip(classes, row, strict=True)}}
                 for i, lab, who, ok, why, s, row in zip(ids, self.label, self.answered_by,
                                                         self.verified, self.reason, self.score,
