@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 
 import numpy as np
 import pytest
@@ -279,7 +280,8 @@ def test_simulation_detects_a_procedure_without_the_guarantee():
         rate = (kept & d[None, :]).sum(axis=1) / np.maximum(n_kept, 1)
         ok = (rate <= EPS) & (n_kept > 0)
         t = float(GRID[np.argmax(ok)])
-        return OperatingPoint("plug-in", t, float(np.mean(s < t)), {"ucb": 0.0}, bool(ok.any()))
+        return OperatingPoint("disagreement", t, float(np.mean(s < t)), {"ucb": 0.0},
+                              bool(ok.any()))
 
     trials = 300
     viol, _, _ = _simulate(_p_quadratic, _risk_quadratic, trials, 500, seed=13,
@@ -317,7 +319,7 @@ def test_bonferroni_protects_against_selecting_among_thresholds():
         ucb = clopper_pearson_upper((kept & d[None, :]).sum(axis=1), n_kept, DELTA)
         ok = (ucb <= EPS) & (n_kept > 0)
         t = float(GRID[np.argmax(n_kept * ok)]) if ok.any() else np.inf
-        return OperatingPoint("naive", t, float(np.mean(s < t)),
+        return OperatingPoint("disagreement", t, float(np.mean(s < t)),
                               {"ucb": float(ucb[np.argmax(n_kept * ok)])}, bool(ok.any()))
 
     viol, _, _ = _simulate(_constant(p), lambda t: p, trials, 2000, seed=15)
@@ -415,6 +417,60 @@ def test_operating_point_round_trip_minus_infinity():
     assert op.threshold == -np.inf
     back = OperatingPoint.from_dict(json.loads(json.dumps(op.to_dict(), allow_nan=False)))
     assert back.offload(scores).sum() == 0
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    ({"mode": "plug-in"}, r"'mode' must be one of \['offload', 'budget', 'disagreement'\]"),
+    ({"threshold": float("nan")}, r"'threshold' must be a number or \+-inf, got NaN"),
+    ({"threshold": "0.3"}, r"'threshold' must be a number, got '0.3'"),
+    ({"threshold": True}, r"'threshold' must be a number"),
+    ({"calib_offload_rate": 1.5}, r"'calib_offload_rate' must be within \[0, 1\]"),
+    ({"calib_offload_rate": float("nan")}, r"'calib_offload_rate' must be within"),
+    ({"params": [0.3]}, r"'params' must be an object"),
+    ({"params": {"rate": -0.1}}, r"'params.rate' must be within \[0, 1\]"),
+    ({"params": {"rate": 0.3, "step": 0}}, r"'params.step' must be positive"),
+    ({"certified": "yes"}, r"'certified' must be true, false or null"),
+    ({"adaptive": "no"}, r"'adaptive' must be true or false, got 'no'"),
+    ({"adaptive": True, "params": {"rate": 0.3}}, r"lacks 'params.calib_quantiles'"),
+    ({"adaptive": True, "params": {"rate": 0.3, "calib_quantiles": [0.5, 0.1]}},
+     r"'params.calib_quantiles' must be at least two finite, non-decreasing"),
+    ({"mode": "disagreement", "adaptive": True,
+      "params": {"rate": 0.3, "calib_quantiles": [0.1, 0.5]}}, r"cannot be adaptive"),
+])
+def test_operating_point_constructor_refuses_what_the_hybrid_cannot_use(kwargs, match):
+    """Regression: OperatingPoint validated nothing in its constructor (a NaN threshold offloaded
+    nothing, "adaptive": "no" switched adaptive ON)."""
+    fields = {"mode": "offload", "threshold": 0.5, "calib_offload_rate": 0.3} | kwargs
+    with pytest.raises(DataError, match=match):
+        OperatingPoint(**fields)
+    with pytest.raises(DataError, match=match):  # the same check when read from JSON
+        OperatingPoint.from_dict(fields)
+
+
+def test_operating_point_constructor_accepts_every_calibrated_point():
+    s = np.linspace(0, 1, 200)
+    assert OperatingPoint("offload", np.float64(0.4), np.float32(0.25)).threshold == 0.4
+    for op in (calibrate_offload(s, 0.3, adaptive=True), calibrate_offload(s, 0.0),
+               calibrate_offload(s, 1.0),
+               calibrate_disagreement(s, np.zeros(200, bool), EPS, DELTA, GRID),
+               calibrate_disagreement(s, np.ones(200, bool), EPS, DELTA, GRID)):
+        assert OperatingPoint.from_dict(json.loads(json.dumps(op.to_dict()))) == op
+
+
+def test_operating_point_file_errors_name_the_file_and_the_key(tmp_path):
+    good = calibrate_offload(np.linspace(0, 1, 100), 0.3, adaptive=True).to_dict()
+    path = tmp_path / "op.json"
+    for change, key in (({"threshold": "fast"}, "'threshold'"), ({"adaptive": "no"},
+                        "'adaptive'"), ({"mode": "offlaod"}, "'mode'")):
+        path.write_text(json.dumps(good | change))
+        with pytest.raises(DataError, match=f"{re.escape(str(path))}: .*{key}"):
+            OperatingPoint.load(path)
+    path.write_text(json.dumps({k: v for k, v in good.items() if k != "calib_offload_rate"}))
+    with pytest.raises(DataError, match=f"{re.escape(str(path))}: .*lacks 'calib_offload_rate'"):
+        OperatingPoint.load(path)
+    path.write_text("{not json")
+    with pytest.raises(DataError, match="not a JSON operating point"):
+        OperatingPoint.load(path)
 
 
 def test_rate_controller_holds_the_share_under_drift():

@@ -6,6 +6,7 @@ import pytest
 from edgeswitch.errors import DataError, ModelError, NotFittedError
 from edgeswitch.models import OnnxClassifier
 from edgeswitch.models.cache import fit_or_load
+from edgeswitch.models.onnx_model import make_session
 from edgeswitch.models.train import NetClassifier
 
 
@@ -86,3 +87,16 @@ def test_bad_input_gets_clear_errors(bm_models, bm_splits, tmp_path):
         _small().predict(X)
     with pytest.raises(DataError, match="needs labels"):
         _small().fit(bm_splits.pool)
+
+
+def test_one_onnx_session_helper_names_what_it_cannot_load(bm_models):
+    """make_session is how OnnxClassifier, the NFD fall head and yolo-fall open their graphs: a
+    graph onnxruntime refuses, or a bad thread count, is a ModelError naming the model."""
+    edge, _ = bm_models
+    session = make_session(edge.onnx_bytes_, threads=2, who="edge")
+    assert [o.name for o in session.get_outputs()][:2] == ["proba", "embedding"]
+    assert session.get_providers() == ["CPUExecutionProvider"]
+    with pytest.raises(ModelError, match="my-model: onnxruntime cannot load the graph"):
+        make_session(b"\x00garbage" * 10, who="my-model")
+    with pytest.raises(ModelError, match="my-model: threads must be an int >= 1, got 0"):
+        make_session(edge.onnx_bytes_, threads=0, who="my-model")

@@ -85,7 +85,7 @@ def test_hybrid_offloads_exactly_below_threshold(bm_models, bm_splits):
     np.testing.assert_array_equal(res.label[~expect_off], edge.predict(X[~expect_off]))
     recs = res.records(bm_splits.test.classes, bm_splits.test.ids)
     assert recs[0]["answered_by"] in ("edge", "cloud") and len(recs) == len(X)
-    all_cloud = HybridClassifier(edge, router, cloud_model, OperatingPoint("o", np.inf, 1.0))
+    all_cloud = HybridClassifier(edge, router, cloud_model, OperatingPoint("offload", np.inf, 1.0))
     assert all_cloud.classify(X).offloaded.all()
 
 

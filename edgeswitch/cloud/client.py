@@ -12,12 +12,11 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
 
 import numpy as np
 
 from edgeswitch.errors import ModelError
-from edgeswitch.models.base import ClipClassifier, check_proba
+from edgeswitch.models.base import ClipClassifier, CloudModel, check_proba
 
 
 @dataclass(frozen=True)
@@ -35,14 +34,8 @@ class CloudReply:
         return self.proba is not None
 
 
-@runtime_checkable
-class CloudClient(Protocol):
-    classes_: tuple[str, ...]
-    name: str
-
-    def predict_proba(self, X: np.ndarray) -> np.ndarray:
-        """Class probabilities `[n, K]` for clips `[n, T, C]`."""
-        ...
+# a cloud client is a cloud model (the contract is written once, in models.base)
+CloudClient = CloudModel
 
 
 class InProcessCloud:

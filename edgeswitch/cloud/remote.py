@@ -26,6 +26,7 @@ from edgeswitch.cloud.breaker import CircuitBreaker
 from edgeswitch.cloud.client import CloudReply
 from edgeswitch.cloud.transports import CloudFailure, NativeTransport, OpenAITransport
 from edgeswitch.config import RuntimeConfig, validate
+from edgeswitch.data.clips import check_clips
 from edgeswitch.errors import EdgeSwitchError, ModelError
 
 
@@ -101,8 +102,10 @@ class RemoteCloud:
                               "no reply by the deadline")
 
     def predict_proba(self, X: np.ndarray) -> np.ndarray:
-        """`CloudClient` form: probabilities, or ModelError saying why the cloud failed."""
-        reply = self.request(X)
+        """`CloudClient` form: probabilities, or ModelError saying why the cloud failed. The
+        clips are checked here first (the model contract: bad input fails with a DataError
+        naming the problem, before a round trip; text that parses as numbers is refused too)."""
+        reply = self.request(check_clips(X))
         if not reply.ok:
             raise ModelError(f"cloud {self.url} did not answer: {reply.reason} {reply.detail}")
         return reply.proba

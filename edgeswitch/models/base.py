@@ -1,4 +1,27 @@
-"""What every classifier in edgeswitch returns, and the interface edge and cloud models share."""
+"""The model contract: what every classifier in edgeswitch provides and returns.
+
+Every model has `classes_: tuple[str, ...]` (the label set, in order) and `name: str`.
+
+An **edge model** (`ClipClassifier`; sensor networks, ONNX models, the video edges) provides
+- `outputs(X) -> ModelOutput`: class probabilities `[n, K]` and an embedding `[n, E]` in one
+  pass, what the switcher, DMD and the hybrid read;
+- `predict_proba(X) -> [n, K]`: the same probabilities as `outputs(X).proba`;
+- `predict(X) -> np.ndarray` of int64 **class indices into `classes_`**, the argmax of
+  `predict_proba`. It is the same kind for every model; a caller that wants names writes
+  `np.asarray(m.classes_)[m.predict(X)]`.
+
+A **cloud model** (`CloudModel`; what the hybrid and DMD send offloaded clips to, in-process or
+remote) answers through one method, `predict_proba(X) -> [n, K]`: rows are finite,
+non-negative and sum to 1 (`check_proba` is the one check callers apply to what comes back).
+Where a cloud model also has `predict`, it returns indices like an edge model's.
+
+`X` is whatever the model reads (sensor clips `[n, T, C]`, or a list of video clips). Bad input
+(wrong shape, NaN, wrong dtype, the wrong kind of clip) raises an `EdgeSwitchError` subclass
+that names the problem, never a library's traceback. Routers and switchers score an edge
+output with `trust(edge_output) -> [n]` (edgeswitch.switcher). `tests/test_model_contract.py`
+checks every model class against this contract, in the spirit of scikit-learn's
+`check_estimator`.
+"""
 
 from __future__ import annotations
 
@@ -29,7 +52,8 @@ class ModelOutput:
 
     @property
     def label(self) -> np.ndarray:
-        return self.proba.argmax(axis=1)
+        """int64 indices into the model's `classes_`: what `predict` returns."""
+        return class_indices(self.proba)
 
     def __len__(self) -> int:
         return len(self.proba)
@@ -37,19 +61,34 @@ class ModelOutput:
 
 @runtime_checkable
 class ClipClassifier(Protocol):
-    """Anything that classifies clips `[n, T, C]` into `classes_` and exposes its embedding.
-
-    Edge models, cloud models (in-process or remote) and ensembles all satisfy this.
-    """
+    """An edge model: `outputs`, `predict_proba` and `predict` (indices) over `classes_`. The
+    sensor cloud networks satisfy it too (they have embeddings), and so may be used as either."""
 
     classes_: tuple[str, ...]
     name: str
 
-    def outputs(self, X: np.ndarray) -> ModelOutput: ...
+    def outputs(self, X) -> ModelOutput: ...
 
-    def predict_proba(self, X: np.ndarray) -> np.ndarray: ...
+    def predict_proba(self, X) -> np.ndarray: ...
 
-    def predict(self, X: np.ndarray) -> np.ndarray: ...
+    def predict(self, X) -> np.ndarray: ...
+
+
+@runtime_checkable
+class CloudModel(Protocol):
+    """A cloud model: one method, `predict_proba(X) -> [n, K]` over `classes_`."""
+
+    classes_: tuple[str, ...]
+    name: str
+
+    def predict_proba(self, X) -> np.ndarray:
+        """Class probabilities `[n, K]`; raises when the cloud cannot answer."""
+        ...
+
+
+def class_indices(proba: np.ndarray) -> np.ndarray:
+    """`predict` from probabilities: int64 indices into `classes_` (the contract's one kind)."""
+    return np.asarray(proba).argmax(axis=1).astype(np.int64)
 
 
 def check_same_classes(edge: ClipClassifier, cloud: ClipClassifier) -> None:

@@ -14,6 +14,26 @@ from edgeswitch.models.base import ModelOutput
 META_PREFIX = "edgeswitch."
 
 
+def make_session(onnx_bytes: bytes, threads: int = 1, who: str = "ONNX model"):
+    """The one way edgeswitch opens an ONNX graph: onnxruntime on the CPU, `threads` intra-op
+    threads and one inter-op thread (latency figures then describe that many cores, as on a
+    device), warnings off. A graph onnxruntime refuses raises ModelError naming `who`."""
+    import onnxruntime as ort
+
+    if not isinstance(threads, int) or threads < 1:
+        raise ModelError(f"{who}: threads must be an int >= 1, got {threads!r}")
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.log_severity_level = 3
+    try:
+        return ort.InferenceSession(onnx_bytes, options, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own unrelated types
+        raise ModelError(f"{who}: onnxruntime cannot load the graph "
+                         f"({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") \
+            from None
+
+
 class OnnxClassifier:
     """A fitted clip classifier backed by an ONNX graph.
 
@@ -25,7 +45,6 @@ class OnnxClassifier:
 
     def __init__(self, model: str | Path | bytes, threads: int = 1) -> None:
         import onnx
-        import onnxruntime as ort
 
         try:
             proto = onnx.load_from_string(model) if isinstance(model, bytes) else onnx.load(model)
@@ -54,13 +73,8 @@ class OnnxClassifier:
         self.meta_ = meta
         self.n_params_ = int(sum(np.prod(t.dims) for t in proto.graph.initializer
                                  if t.data_type == onnx.TensorProto.FLOAT))
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-        options.log_severity_level = 3
         self.onnx_bytes_ = proto.SerializeToString()
-        self.session_ = ort.InferenceSession(self.onnx_bytes_, options,
-                                             providers=["CPUExecutionProvider"])
+        self.session_ = make_session(self.onnx_bytes_, threads, f"model '{self.name}'")
         outputs = [o.name for o in self.session_.get_outputs()]
         if outputs[:2] != ["proba", "embedding"]:
             raise ModelError(f"ONNX model outputs must be ['proba', 'embedding'], got {outputs}")
@@ -90,6 +104,7 @@ class OnnxClassifier:
         return self.outputs(X).proba
 
     def predict(self, X: np.ndarray) -> np.ndarray:
+        """int64 indices into `classes_`."""
         return self.outputs(X).label
 
     def embed(self, X: np.ndarray) -> np.ndarray:

@@ -1,9 +1,9 @@
 """What every switcher shares: the scikit-learn shape, edge-model checks, one file format.
 
-A switcher maps what the edge model computed for a clip (`ModelOutput`) to a score in [0, 1]:
-high means "keep the edge answer". Families differ only in `_fit`, `_score` and their arrays;
-`load_switcher` reads any of them back by the family named in the file (import
-`edgeswitch.switcher` first: it registers every family).
+A switcher maps what the edge model computed for a clip (`ModelOutput`) to a score in [0, 1],
+`trust(edge_output) -> [n]`: high means "keep the edge answer". Families differ only in `_fit`,
+`_score` and their arrays; `load_switcher` reads any of them back by the family named in the
+file (import `edgeswitch.switcher` first: it registers every family).
 """
 
 from __future__ import annotations

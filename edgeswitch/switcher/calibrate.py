@@ -36,6 +36,54 @@ class OperatingPoint:
     certified: bool | None = None  # disagreement mode: did some threshold pass the test?
     adaptive: bool = False         # offload/budget: follow the rate on the live stream
 
+    def __post_init__(self) -> None:
+        """Refuse a point the hybrid could not use, naming the field (a hand-edited file or a
+        caller's typo must fail here, not as a wrong offload share later)."""
+        if self.mode not in MODES:
+            raise DataError(f"operating point 'mode' must be one of {list(MODES)}, "
+                            f"got {self.mode!r}")
+        threshold = _number("threshold", self.threshold)
+        if np.isnan(threshold):  # +-inf are legitimate: offload every clip / none
+            raise DataError("operating point 'threshold' must be a number or +-inf, got NaN")
+        rate = _number("calib_offload_rate", self.calib_offload_rate)
+        if not 0.0 <= rate <= 1.0:
+            raise DataError(f"operating point 'calib_offload_rate' must be within [0, 1], "
+                            f"got {self.calib_offload_rate!r}")
+        object.__setattr__(self, "threshold", threshold)
+        object.__setattr__(self, "calib_offload_rate", rate)
+        if not isinstance(self.params, dict):
+            raise DataError(f"operating point 'params' must be an object, got "
+                            f"{type(self.params).__name__}")
+        if self.certified is not None and not isinstance(self.certified, bool | np.bool_):
+            raise DataError(f"operating point 'certified' must be true, false or null, got "
+                            f"{self.certified!r}")
+        if not isinstance(self.adaptive, bool | np.bool_):
+            raise DataError(f"operating point 'adaptive' must be true or false, got "
+                            f"{self.adaptive!r}")
+        if "rate" in self.params:
+            target = _number("params.rate", self.params["rate"])
+            if not 0.0 <= target <= 1.0:
+                raise DataError(f"operating point 'params.rate' must be within [0, 1], got "
+                                f"{self.params['rate']!r}")
+        if "step" in self.params and not _number("params.step", self.params["step"]) > 0:
+            raise DataError(f"operating point 'params.step' must be positive, got "
+                            f"{self.params['step']!r}")
+        if self.adaptive:
+            if self.mode == "disagreement":
+                raise DataError("operating point: a 'disagreement' point cannot be adaptive "
+                                "(its guarantee holds for its fixed threshold)")
+            missing = [k for k in ("rate", "calib_quantiles") if k not in self.params]
+            if missing:
+                raise DataError(f"adaptive operating point lacks 'params.{missing[0]}'")
+            q = self.params["calib_quantiles"]
+            try:
+                q = np.asarray(q, dtype=float)
+            except (TypeError, ValueError):
+                q = np.asarray([np.nan])
+            if q.ndim != 1 or len(q) < 2 or not np.isfinite(q).all() or (np.diff(q) < 0).any():
+                raise DataError("operating point 'params.calib_quantiles' must be at least two "
+                                "finite, non-decreasing numbers")
+
     def offload(self, scores: np.ndarray) -> np.ndarray:
         """Fixed-threshold decisions (for an adaptive point: those of its initial threshold)."""
         return np.asarray(scores) < self.threshold
@@ -61,41 +109,46 @@ class OperatingPoint:
 
     @classmethod
     def from_dict(cls, d: dict) -> OperatingPoint:
+        """The inverse of `to_dict` ("inf" / "-inf" thresholds read back); every field is
+        checked by the constructor, and a missing one is named."""
         if not isinstance(d, dict):
             raise DataError(f"operating point must be a JSON object, got {type(d).__name__}")
+        missing = [k for k in ("mode", "threshold", "calib_offload_rate") if k not in d]
+        if missing:
+            raise DataError(f"operating point lacks {missing[0]!r}")
         d = dict(d)
-        try:
+        if d["threshold"] in ("inf", "-inf"):
             d["threshold"] = float(d["threshold"])
-            d["calib_offload_rate"] = float(d["calib_offload_rate"])
-        except (KeyError, TypeError, ValueError):
-            raise DataError("operating point needs numeric 'threshold' and "
-                            "'calib_offload_rate'") from None
-        if d.get("mode") not in MODES:
-            raise DataError(f"operating point mode must be one of {list(MODES)}, "
-                            f"got {d.get('mode')!r}")
-        if not isinstance(d.get("params", {}), dict):
-            raise DataError("operating point 'params' must be an object")
         known = {"mode", "threshold", "calib_offload_rate", "params", "certified", "adaptive"}
-        op = cls(**{k: v for k, v in d.items() if k in known})
-        if op.adaptive and ("rate" not in op.params or "calib_quantiles" not in op.params):
-            raise DataError("adaptive operating point lacks 'rate' or 'calib_quantiles'")
-        return op
+        return cls(**{k: v for k, v in d.items() if k in known})
 
     @classmethod
     def load(cls, path: str | Path) -> OperatingPoint:
-        """Read an operating point written by `edgeswitch calibrate` (JSON)."""
+        """Read an operating point written by `edgeswitch calibrate` (JSON); an error names the
+        file and the key."""
         try:
-            return cls.from_dict(json.loads(Path(path).read_text()))
+            d = json.loads(Path(path).read_text())
         except FileNotFoundError:
             raise DataError(f"operating point file not found: {path}") from None
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise DataError(f"{path}: not a JSON operating point ({exc})") from None
+        try:
+            return cls.from_dict(d)
+        except DataError as exc:
+            raise DataError(f"{path}: {exc}") from None
 
     def save(self, path: str | Path) -> Path:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(self.to_dict(), indent=1))
         return path
+
+
+def _number(key: str, value) -> float:
+    """A real number (+-inf and NaN included; the caller decides), not a bool or a string."""
+    if isinstance(value, bool | np.bool_) or not isinstance(value, int | float | np.number):
+        raise DataError(f"operating point {key!r} must be a number, got {value!r}")
+    return float(value)
 
 
 def _scores(scores: np.ndarray) -> np.ndarray:

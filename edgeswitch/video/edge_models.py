@@ -23,6 +23,8 @@ import numpy as np
 from edgeswitch.data.clips import ClipBatch
 from edgeswitch.errors import ModelError, NotFittedError
 from edgeswitch.models.base import ModelOutput
+from edgeswitch.models.onnx_model import make_session
+from edgeswitch.video.inputs import check_video_clips
 from edgeswitch.video.pose import MoveNet, Person, follow, nfd_bundle, pose_features
 from edgeswitch.video.source import VideoClip
 
@@ -66,9 +68,8 @@ class PoseExtractor:
         # clips with another frame count are resampled to STEPS, nearest in time
         return feats[np.linspace(0, len(feats) - 1, STEPS).round().astype(int)]
 
-    def sequences(self, clips: Sequence[VideoClip]) -> np.ndarray:
-        if not len(clips) or not all(isinstance(c, VideoClip) for c in clips):
-            raise ModelError("video edge models take a non-empty list of VideoClip")
+    def sequences(self, clips: Sequence[VideoClip], who: str = "MoveNet") -> np.ndarray:
+        clips = check_video_clips(clips, who)
         return np.stack([self.sequence(c) for c in clips]).astype(np.float32)
 
 
@@ -82,8 +83,6 @@ class NFDFallModel:
 
     def __init__(self, mapping: dict[str, str] | None = None, threads: int = 1,
                  name: str = "movenet-nfd") -> None:
-        import onnxruntime as ort
-
         self.mapping = dict(mapping or NFD_TO_LABEL)
         unknown = set(self.mapping) ^ set(NFD_STATES)
         if unknown:
@@ -91,11 +90,8 @@ class NFDFallModel:
         self.classes_ = tuple(dict.fromkeys(self.mapping.values()))
         self.name = name
         self.pose = PoseExtractor(threads)
-        options = ort.SessionOptions()
-        options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
         self.onnx_bytes_ = nfd_bundle()["fall_head"]  # its hash names the model in records
-        self.session = ort.InferenceSession(self.onnx_bytes_, options,
-                                            providers=["CPUExecutionProvider"])
+        self.session = make_session(self.onnx_bytes_, threads, f"{name} fall head")
         self._to_class = np.zeros((len(NFD_STATES), len(self.classes_)), np.float32)
         for i, state in enumerate(NFD_STATES):
             self._to_class[i, self.classes_.index(self.mapping[state])] = 1
@@ -107,7 +103,7 @@ class NFDFallModel:
         return e / e.sum(axis=1, keepdims=True)
 
     def outputs(self, clips: Sequence[VideoClip]) -> ModelOutput:
-        seq = self.pose.sequences(clips)
+        seq = self.pose.sequences(clips, self.name)
         states = self.states(seq)
         return ModelOutput(proba=(states @ self._to_class).astype(np.float32),
                            embedding=np.concatenate([_summary(seq), states], axis=1)
@@ -117,7 +113,8 @@ class NFDFallModel:
         return self.outputs(clips).proba
 
     def predict(self, clips: Sequence[VideoClip]) -> np.ndarray:
-        return np.asarray(self.classes_)[self.outputs(clips).label]
+        """int64 indices into `classes_` (names: `np.asarray(classes_)[predict(clips)]`)."""
+        return self.outputs(clips).label
 
 
 class PoseClassifier:
@@ -174,10 +171,11 @@ class PoseClassifier:
         return self.model_
 
     def outputs(self, clips: Sequence[VideoClip]) -> ModelOutput:
-        return self._model().outputs(self.pose.sequences(clips))
+        return self._model().outputs(self.pose.sequences(clips, self.name))
 
     def predict_proba(self, clips: Sequence[VideoClip]) -> np.ndarray:
         return self.outputs(clips).proba
 
     def predict(self, clips: Sequence[VideoClip]) -> np.ndarray:
-        return np.asarray(self.classes_)[self.outputs(clips).label]
+        """int64 indices into `classes_` (names: `np.asarray(classes_)[predict(clips)]`)."""
+        return self.outputs(clips).label

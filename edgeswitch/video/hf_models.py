@@ -18,7 +18,8 @@ from collections.abc import Sequence
 import numpy as np
 
 from edgeswitch.errors import ModelError
-from edgeswitch.models.base import ModelOutput
+from edgeswitch.models.base import ModelOutput, class_indices
+from edgeswitch.video.inputs import check_video_clips
 from edgeswitch.video.source import VideoClip
 
 VILT_QUESTION = "Is the person falling or lying on the floor?"
@@ -29,13 +30,6 @@ LLAVA_PROMPT = ("USER: <video>\nWhat is the person doing? Answer with one word f
 def _frames(clip: VideoClip, n: int) -> list[np.ndarray]:
     pick = np.linspace(0, len(clip.frames) - 1, min(n, len(clip.frames))).round().astype(int)
     return [clip.frames[i] for i in pick]
-
-
-def _check(clips) -> list[VideoClip]:
-    clips = list(clips)
-    if not clips or not all(isinstance(c, VideoClip) for c in clips):
-        raise ModelError("video models take a non-empty list of VideoClip")
-    return clips
 
 
 def _load(kind: str, path: str, model_cls, processor_cls):
@@ -67,7 +61,7 @@ class HFViltEdge:
         import torch
 
         proba, emb = [], []
-        for clip in _check(clips):
+        for clip in check_video_clips(clips, self.name):
             images = _frames(clip, self.frames)
             inputs = self.processor(images=images, text=[self.question] * len(images),
                                     return_tensors="pt", padding=True)
@@ -85,7 +79,8 @@ class HFViltEdge:
         return self.outputs(clips).proba
 
     def predict(self, clips: Sequence[VideoClip]) -> np.ndarray:
-        return np.asarray(self.classes_)[self.outputs(clips).label]
+        """int64 indices into `classes_`."""
+        return self.outputs(clips).label
 
 
 class HFVideoLlavaCloud:
@@ -151,11 +146,12 @@ class HFVideoLlavaCloud:
         import torch
 
         out = []
-        for clip in _check(clips):
+        for clip in check_video_clips(clips, self.name):
             with torch.no_grad():
                 logits = self.model(**self._inputs(clip)).logits[0, -1, self._label_ids]
             out.append(torch.softmax(logits.float(), dim=0).numpy())
         return np.asarray(out, np.float64)
 
     def predict(self, clips: Sequence[VideoClip]) -> np.ndarray:
-        return np.asarray(self.classes_)[self.predict_proba(clips).argmax(axis=1)]
+        """int64 indices into `classes_`."""
+        return class_indices(self.predict_proba(clips))

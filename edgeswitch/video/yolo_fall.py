@@ -21,7 +21,10 @@ from pathlib import Path
 import numpy as np
 
 from edgeswitch.errors import ModelError
+from edgeswitch.models.base import class_indices
+from edgeswitch.models.onnx_model import make_session
 from edgeswitch.video.image import letterbox
+from edgeswitch.video.inputs import check_video_clips
 from edgeswitch.video.source import VideoClip
 
 INPUT = 640
@@ -81,7 +84,6 @@ class YoloFall:
     def __init__(self, weights: str | Path | None = None, frames: int = 4, conf: float = 0.25,
                  threads: int = 2, classes: tuple[str, ...] = ("adl", "fall")) -> None:
         import onnx
-        import onnxruntime as ort
 
         path = Path(weights) if weights else default_weights()
         try:
@@ -97,10 +99,7 @@ class YoloFall:
             raise ModelError(f"yolo-fall: {path} is not the Normal/Fall detector (classes "
                              f"{names})")
         self.onnx_bytes_ = proto.SerializeToString()
-        options = ort.SessionOptions()
-        options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
-        self.session = ort.InferenceSession(self.onnx_bytes_, options,
-                                            providers=["CPUExecutionProvider"])
+        self.session = make_session(self.onnx_bytes_, threads, f"yolo-fall {path}")
         self.input = self.session.get_inputs()[0]
         self.half = "float16" in self.input.type
         self.frames, self.conf = frames, conf
@@ -129,10 +128,8 @@ class YoloFall:
         return np.asarray([1 - p_fall, p_fall])
 
     def predict_proba(self, clips: Sequence[VideoClip]) -> np.ndarray:
-        clips = list(clips)
-        if not clips or not all(isinstance(c, VideoClip) for c in clips):
-            raise ModelError("yolo-fall takes a non-empty list of VideoClip")
-        return np.stack([self.clip_proba(c) for c in clips])
+        return np.stack([self.clip_proba(c) for c in check_video_clips(clips, self.name)])
 
     def predict(self, clips: Sequence[VideoClip]) -> np.ndarray:
-        return np.asarray(self.classes_)[self.predict_proba(clips).argmax(axis=1)]
+        """int64 indices into `classes_`."""
+        return class_indices(self.predict_proba(clips))
