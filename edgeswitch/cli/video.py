@@ -62,19 +62,40 @@ def clip_spec(args):
 
 
 def video_cloud_args(args) -> dict | None:
-    """Keyword arguments of video.registry.video_cloud from --cloud / --cloud-url."""
-    from edgeswitch.cloud.tokens import resolve_token
+    """Keyword arguments of video.registry.video_cloud from --cloud / --cloud-url. A VLM gets
+    the runtime of every remote cloud: [runtime] of --config, then the runtime flags, the
+    deadline --deadline-ms or else --vlm-timeout-s (a VLM is slow); --ca-cert for https."""
+    import argparse
+    from dataclasses import fields
 
+    from edgeswitch.cli.common import config_section
+    from edgeswitch.cloud.tokens import resolve_token
+    from edgeswitch.config import RuntimeConfig
+
+    given = ["--ca-cert"] * bool(args.ca_cert) + [
+        "--" + f.name.replace("_", "-") for f in fields(RuntimeConfig)
+        if getattr(args, f.name, None) is not None]
     if args.cloud_url:
+        if getattr(args, "protocol", None) not in (None, "openai"):
+            raise EdgeSwitchError("a VLM --cloud-url speaks the OpenAI chat protocol; "
+                                  f"--protocol {args.protocol} does not apply")
+        flags = argparse.Namespace(**vars(args))
+        flags.config, flags.protocol = getattr(args, "config", None), "openai"
+        if flags.deadline_ms is None:
+            flags.deadline_ms = args.vlm_timeout_s * 1000
         vlm = {"frames": args.vlm_frames, "constraint": args.constraint,
-               "logprobs": not args.no_logprobs, "timeout_s": args.vlm_timeout_s}
+               "logprobs": not args.no_logprobs}
         if args.prompt_file:
             try:
                 vlm["prompt"] = Path(args.prompt_file).read_text()
             except OSError as exc:
                 raise EdgeSwitchError(f"cannot read --prompt-file: {exc}") from None
         return {"spec": "openai-vlm", "url": args.cloud_url, "model": args.model,
-                "token": resolve_token(args.token_file), **vlm}
+                "token": resolve_token(args.token_file), "ca_cert": args.ca_cert,
+                "runtime": config_section(flags, "runtime"), **vlm}
+    if args.cloud and given:
+        raise EdgeSwitchError(f"--cloud {args.cloud} runs in this process: {', '.join(given)} "
+                              "apply to --cloud-url only")
     return {"spec": args.cloud} if args.cloud else None
 
 
@@ -318,6 +339,11 @@ def add_parsers(sub, add_common) -> None:
                    "http://127.0.0.1:8000/v1")
     p.add_argument("--model", default=None, help="the VLM's model name")
     p.add_argument("--token-file", default=None, help="bearer token (default $EDGESWITCH_TOKEN)")
+    p.add_argument("--ca-cert", default=None,
+                   help="CA or self-signed certificate to trust for an https --cloud-url")
+    from edgeswitch.cli.common import runtime_flags
+
+    runtime_flags(p)  # deadline (default --vlm-timeout-s), retries, circuit breaker
     clip_args(p)
     vlm_args(p)
     p.add_argument("--out", default="-", help="JSON lines file (default: stdout)")
