@@ -112,3 +112,12 @@ def test_no_reason_is_a_bare_string_in_the_code():
             bare += [f"{path.relative_to(root)}:{node.lineno}" for a in args
                      if isinstance(a, ast.Constant) and isinstance(a.value, str)]
     assert not bare, f"bare reason strings: {bare}"
+
+
+def test_the_chat_api_base_keeps_a_versioned_path_and_completes_a_server_root():
+    from edgeswitch.cloud.transports import api_base
+
+    assert api_base("http://127.0.0.1:8000") == "http://127.0.0.1:8000/v1"  # serve-cloud
+    assert api_base("https://gw.example/edgeswitch/") == "https://gw.example/edgeswitch/v1"
+    assert api_base("http://127.0.0.1:11434/v1") == "http://127.0.0.1:11434/v1"  # Ollama
+    assert api_base("https://api.example/v1beta/openai") == "https://api.example/v1beta/openai"

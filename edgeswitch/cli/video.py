@@ -72,7 +72,7 @@ def video_cloud_args(args) -> dict | None:
     from edgeswitch.cloud.tokens import resolve_token
     from edgeswitch.config import RuntimeConfig
 
-    given = ["--ca-cert"] * bool(args.ca_cert) + [
+    given = (["--ca-cert"] if args.ca_cert else []) + [
         "--" + f.name.replace("_", "-") for f in fields(RuntimeConfig)
         if getattr(args, f.name, None) is not None]
     if args.cloud_url:
@@ -93,9 +93,9 @@ def video_cloud_args(args) -> dict | None:
         return {"spec": "openai-vlm", "url": args.cloud_url, "model": args.model,
                 "token": resolve_token(args.token_file), "ca_cert": args.ca_cert,
                 "runtime": config_section(flags, "runtime"), **vlm}
-    if args.cloud and given:
-        raise EdgeSwitchError(f"--cloud {args.cloud} runs in this process: {', '.join(given)} "
-                              "apply to --cloud-url only")
+    if given:  # an in-process cloud, or none: nothing for these to act on
+        where = f" (--cloud {args.cloud} runs in this process)" if args.cloud else ""
+        raise EdgeSwitchError(f"{', '.join(given)} apply to --cloud-url only{where}")
     return {"spec": args.cloud} if args.cloud else None
 
 

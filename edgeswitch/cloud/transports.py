@@ -10,7 +10,9 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+import re
 import ssl
+from urllib.parse import urlsplit
 
 import numpy as np
 
@@ -104,15 +106,21 @@ class NativeTransport:
         await self.http.aclose()
 
 
+def api_base(url: str) -> str:
+    """The OpenAI API base of a URL: as given where its path names an API version (`/v1`, a
+    hosted `/v1beta/openai`), else a server's root (`edgeswitch serve-cloud`) plus `/v1`."""
+    url = url.rstrip("/")
+    return url if re.search(r"/v\d+[a-z0-9]*(/|$)", urlsplit(url).path) else url + "/v1"
+
+
 class OpenAITransport:
-    """OpenAI chat completions at `URL/v1/chat/completions`, one clip per request, the
+    """OpenAI chat completions at `api_base(URL)/chat/completions`, one clip per request, the
     payload's `concurrency` clips in flight at once (all of a call when None)."""
 
     def __init__(self, url: str, classes: tuple[str, ...], model: str, payload: ChatPayload,
                  token: str | None = None, verify: bool | ssl.SSLContext = True) -> None:
-        url = url.rstrip("/")
         self.classes, self.model, self.payload = classes, model, payload
-        self.http = _Http(url if url.endswith("/v1") else url + "/v1", token, verify)
+        self.http = _Http(api_base(url), token, verify)
 
     def prepare(self, X) -> list:
         return self.payload.clips(X)

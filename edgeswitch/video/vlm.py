@@ -15,7 +15,7 @@ from __future__ import annotations
 import base64
 import io
 import ssl
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -139,7 +139,7 @@ class OpenAIVLM(RemoteCloud):
 
     def __init__(self, cfg: VLMConfig, runtime: RuntimeConfig | None = None,
                  verify: bool | str | ssl.SSLContext = True) -> None:
-        super().__init__(cfg.base_url, tuple(cfg.classes), runtime or VLM_RUNTIME,
+        super().__init__(cfg.base_url, tuple(cfg.classes), runtime or replace(VLM_RUNTIME),
                          token=cfg.token, model=cfg.model, verify=verify,
                          name=f"openai-vlm:{cfg.model}", payload=VideoChat(cfg))
         self.vlm = cfg
