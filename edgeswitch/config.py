@@ -212,6 +212,15 @@ class VideoConfig:
                                        gt=0)] = 8.0
     size: Annotated[StrictStr, describe("resize frames to WxH, e.g. 640x360 (empty: as "
                                         "decoded)", pattern=r"^(|\d+x\d+)$")] = ""
+    deadline_ms: Annotated[Float, describe("watch: per clip, how long a VLM cloud (--cloud-url) "
+                                           "is waited for before the edge answer stands (a VLM "
+                                           "is slow)", gt=0)] = 60_000.0
+    vlm_frames: Annotated[StrictInt, describe("VLM cloud: images sent per clip", ge=1)] = 4
+    constraint: Annotated[Literal["json_schema", "guided_choice", "none"],
+                          describe("VLM cloud: how the answer is constrained (guided_choice "
+                                   "for vLLM)")] = "json_schema"
+    logprobs: Annotated[StrictBool, describe("VLM cloud: ask for logprobs (--no-logprobs for "
+                                             "servers that refuse them)")] = True
 
 
 @dataclass(config=_STRICT)

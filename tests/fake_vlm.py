@@ -9,7 +9,9 @@ answers from the last image with a crude rule: dark figure wider than tall -> "f
   text           a sentence that names the label
   fenced         a Markdown code fence around the JSON
   think          a <think> block, then the label
-  slow           answers after 3 s          broken  HTTP 500
+  slow           answers after `slow_s` (3 s)          broken  HTTP 500
+Faults for the client's resilience: `fail_next` (settable while it runs) answers that many
+chat requests with HTTP 503 before it answers again; `tls=(cert, key)` serves https.
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ def looks_fallen(jpeg: bytes) -> bool:
     return (xs.max() - xs.min()) > 1.2 * (ys.max() - ys.min())
 
 
-def make_app(seen: list) -> FastAPI:
+def make_app(seen: list, faults: dict) -> FastAPI:
     app = FastAPI()
 
     @app.get("/v1/models")
@@ -62,10 +64,13 @@ def make_app(seen: list) -> FastAPI:
         if "adl" not in text or "fall" not in text:
             return JSONResponse({"error": {"message": "prompt lists no labels"}},
                                 status_code=400)
+        if faults["fail_next"] > 0:
+            faults["fail_next"] -= 1
+            return JSONResponse({"error": {"message": "overloaded"}}, status_code=503)
         if style == "broken":
             return JSONResponse({"error": {"message": "boom"}}, status_code=500)
         if style == "slow":
-            await asyncio.sleep(3)
+            await asyncio.sleep(faults["slow_s"])
         label = "fall" if looks_fallen(base64.b64decode(images[-1].split(",", 1)[1])) \
             else "adl"
         other = "adl" if label == "fall" else "fall"
@@ -94,16 +99,29 @@ def make_app(seen: list) -> FastAPI:
 class FakeVLM:
     """`with FakeVLM() as vlm: vlm.url` -> http://127.0.0.1:PORT/v1 (uvicorn in a thread)."""
 
-    def __init__(self) -> None:
+    def __init__(self, slow_s: float = 3.0, tls: tuple[str, str] | None = None) -> None:
         self.seen: list[dict] = []
+        self.faults = {"fail_next": 0, "slow_s": slow_s}
+        self.tls = tls
+
+    @property
+    def fail_next(self) -> int:
+        return self.faults["fail_next"]
+
+    @fail_next.setter
+    def fail_next(self, n: int) -> None:
+        self.faults["fail_next"] = n
 
     def __enter__(self) -> FakeVLM:
         import uvicorn
 
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
         sock.bind(("127.0.0.1", 0))
-        self.url = f"http://127.0.0.1:{sock.getsockname()[1]}/v1"
-        self.server = uvicorn.Server(uvicorn.Config(make_app(self.seen), log_level="warning"))
+        scheme = "https" if self.tls else "http"
+        self.url = f"{scheme}://127.0.0.1:{sock.getsockname()[1]}/v1"
+        tls = {"ssl_certfile": self.tls[0], "ssl_keyfile": self.tls[1]} if self.tls else {}
+        self.server = uvicorn.Server(uvicorn.Config(make_app(self.seen, self.faults),
+                                                    log_level="warning", **tls))
         self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [sock]},
                                        daemon=True)
         self.thread.start()

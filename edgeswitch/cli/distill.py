@@ -131,12 +131,10 @@ def add_parser(sub, add_common) -> None:
     p.add_argument("--out", default="dmd.parquet",
                    help="a .parquet file, or a folder for a sharded, resumable run")
     config_flags(p, "distill")
-    config_flags(p, "runtime", only=("protocol", "retries", "backoff_ms", "backoff_max_ms",
-                                     "breaker_failures", "breaker_reset_s"))
+    config_flags(p, "runtime", only=("protocol",))
     p.add_argument("--json", action="store_true", help="print a JSON summary (sharded runs)")
     from edgeswitch.cli.video import vlm_args
 
-    config_flags(p, "video", title="video clips")
-    vlm_args(p)
+    vlm_args(p, watch=False)
     add_common(p)
     p.set_defaults(func=cmd_distill)

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 from edgeswitch.cli.common import close_hybrid, fusion_arg, make_hybrid, need_extra
 from edgeswitch.cli.flags import config_arg, config_flags, resolve_config
+from edgeswitch.config import VideoConfig
 from edgeswitch.errors import EdgeSwitchError
 
 
@@ -22,17 +24,19 @@ def is_video_source(data: str) -> bool:
     return path.is_dir() and any(is_video(p) for p in path.iterdir())
 
 
-def vlm_args(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("openai-vlm cloud (--cloud-url)")
-    g.add_argument("--vlm-frames", type=int, default=4, help="images sent per clip (default 4)")
-    g.add_argument("--constraint", choices=["json_schema", "guided_choice", "none"],
-                   default="json_schema", help="how the answer is constrained (default "
-                   "json_schema; guided_choice for vLLM)")
-    g.add_argument("--prompt-file", default=None,
-                   help="prompt template ({n}, {seconds}, {labels}, {descriptions})")
-    g.add_argument("--no-logprobs", action="store_true",
-                   help="do not ask for logprobs (servers that refuse them)")
-    g.add_argument("--vlm-timeout-s", type=float, default=60.0, help="per request")
+def vlm_args(p: argparse.ArgumentParser, watch: bool) -> None:
+    """A VLM cloud's settings: [video] of the config, [runtime]'s retries and breaker, and the
+    prompt file. A DMD run's deadline is [distill]'s, so only `watch` has [video]'s."""
+    fields = None if watch else tuple(f for f in VideoConfig.__dataclass_fields__
+                                      if f != "deadline_ms")
+    config_flags(p, "video", only=fields,
+                 title="video clips and the openai-vlm cloud (--cloud-url)")
+    config_flags(p, "runtime", only=_VLM_RUNTIME)
+    p.add_argument("--prompt-file", default=None,
+                   help="VLM prompt template ({n}, {seconds}, {labels}, {descriptions})")
+
+
+_VLM_RUNTIME = ("retries", "backoff_ms", "backoff_max_ms", "breaker_failures", "breaker_reset_s")
 
 
 def clip_spec(args):
@@ -42,19 +46,37 @@ def clip_spec(args):
 
 
 def video_cloud_args(args) -> dict | None:
-    """Keyword arguments of video.registry.video_cloud from --cloud / --cloud-url."""
+    """Keyword arguments of video.registry.video_cloud from --cloud / --cloud-url. A VLM gets
+    the runtime of every remote cloud ([runtime] of --config, then the flags), with the
+    deadline of a DMD run ([distill] deadline_ms) or of `watch` ([video] deadline_ms)."""
+    from edgeswitch.cli.flags import flag_values
     from edgeswitch.cloud.tokens import resolve_token
 
+    cfg = resolve_config(args)
+    given = [key for key in flag_values(args)
+             if key.startswith("runtime.") or key.endswith("deadline_ms")]
     if args.cloud_url:
-        vlm = {"frames": args.vlm_frames, "constraint": args.constraint,
-               "logprobs": not args.no_logprobs, "timeout_s": args.vlm_timeout_s}
+        if cfg.runtime.protocol != "openai" and "runtime.protocol" in given:
+            raise EdgeSwitchError("a VLM --cloud-url speaks the OpenAI chat protocol; "
+                                  f"--protocol {cfg.runtime.protocol} does not apply")
+        deadline = cfg.distill.deadline_ms if args.command == "distill" else \
+            cfg.video.deadline_ms
+        vlm = {"frames": cfg.video.vlm_frames, "constraint": cfg.video.constraint,
+               "logprobs": cfg.video.logprobs}
         if args.prompt_file:
             try:
                 vlm["prompt"] = Path(args.prompt_file).read_text()
             except OSError as exc:
                 raise EdgeSwitchError(f"cannot read --prompt-file: {exc}") from None
+        runtime = replace(cfg.runtime, protocol="openai", deadline_ms=deadline)
         return {"spec": "openai-vlm", "url": args.cloud_url, "model": args.model,
-                "token": resolve_token(args.token_file), **vlm}
+                "token": resolve_token(args.token_file), "ca_cert": args.ca_cert,
+                "runtime": runtime, **vlm}
+    flags = ["--" + key.rpartition(".")[2].replace("_", "-") for key in given]
+    flags += ["--ca-cert"] if args.ca_cert else []
+    if flags:  # an in-process cloud, or none: nothing for these to act on
+        where = f" (--cloud {args.cloud} runs in this process)" if args.cloud else ""
+        raise EdgeSwitchError(f"{', '.join(flags)} apply to --cloud-url only{where}")
     return {"spec": args.cloud} if args.cloud else None
 
 
@@ -261,9 +283,10 @@ def add_parsers(sub, add_common) -> None:
                    "http://127.0.0.1:8000/v1")
     p.add_argument("--model", default=None, help="the VLM's model name")
     p.add_argument("--token-file", default=None, help="bearer token (default $EDGESWITCH_TOKEN)")
+    p.add_argument("--ca-cert", default=None,
+                   help="CA or self-signed certificate to trust for an https --cloud-url")
     config_arg(p)
-    config_flags(p, "video", title="video clips")
-    vlm_args(p)
+    vlm_args(p, watch=True)
     p.add_argument("--out", default="-", help="JSON lines file (default: stdout)")
     p.add_argument("--video-out", default=None, help="write an annotated video here (.mp4)")
     p.add_argument("--log", default=None, help="append every decision to this SQLite file")

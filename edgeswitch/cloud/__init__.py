@@ -1,2 +1,3 @@
-"""How the edge reaches a cloud model: in-process or over HTTP (native or OpenAI chat), with
-deadlines, retries and a circuit breaker; the wire format and token both sides share."""
+"""How the edge reaches a cloud model: in-process or over HTTP (native, or OpenAI chat with a
+pluggable payload for sensor or video clips), with deadlines, retries and a circuit breaker;
+the fallback reasons, the reply parsing, and the wire format and token both sides share."""

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from edgeswitch.cloud.reasons import FallbackReason
 from edgeswitch.errors import ModelError
 from edgeswitch.models.base import ClipClassifier, CloudModel, check_proba
 
@@ -23,8 +24,8 @@ from edgeswitch.models.base import ClipClassifier, CloudModel, check_proba
 class CloudReply:
     """A cloud call's outcome: probabilities, or the reason there are none."""
 
-    proba: np.ndarray | None   # [n, K] when the cloud answered
-    reason: str | None         # why it did not (see cloud.transports.REASONS)
+    proba: np.ndarray | None       # [n, K] when the cloud answered
+    reason: FallbackReason | None  # why it did not
     attempts: int
     latency_ms: float
     detail: str = ""
@@ -56,7 +57,7 @@ class InProcessCloud:
 
 
 class NoCloud:
-    """No cloud at all (an edge-only deployment): every ask fails with reason "no_cloud"."""
+    """No cloud at all (an edge-only deployment): every ask fails with reason `NO_CLOUD`."""
 
     name = "no-cloud"
 
@@ -67,7 +68,7 @@ class NoCloud:
         raise ModelError("no cloud model is configured")
 
     def request(self, X, deadline: float | None = None) -> CloudReply:
-        return CloudReply(None, "no_cloud", 0, 0.0, "no cloud model is configured")
+        return CloudReply(None, FallbackReason.NO_CLOUD, 0, 0.0, "no cloud model is configured")
 
 
 def ask(cloud: CloudClient, X: np.ndarray, deadline: float | None = None) -> CloudReply:
@@ -80,5 +81,6 @@ def ask(cloud: CloudClient, X: np.ndarray, deadline: float | None = None) -> Clo
     try:
         proba = cloud.predict_proba(X)
     except Exception as exc:  # noqa: BLE001 - any cloud failure falls back to the edge
-        return CloudReply(None, "error", 1, (time.monotonic() - t0) * 1000, str(exc))
+        return CloudReply(None, FallbackReason.ERROR, 1, (time.monotonic() - t0) * 1000,
+                          str(exc))
     return CloudReply(proba, None, 1, (time.monotonic() - t0) * 1000)

@@ -18,13 +18,16 @@ import random
 import ssl
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
 from edgeswitch.cloud.breaker import CircuitBreaker
 from edgeswitch.cloud.client import CloudReply
-from edgeswitch.cloud.transports import CloudFailure, NativeTransport, OpenAITransport
+from edgeswitch.cloud.payloads import ChatPayload, SensorChat
+from edgeswitch.cloud.reasons import CloudFailure, FallbackReason
+from edgeswitch.cloud.transports import NativeTransport, OpenAITransport
 from edgeswitch.config import RuntimeConfig, validate
 from edgeswitch.data.clips import check_clips
 from edgeswitch.errors import EdgeSwitchError, ModelError
@@ -51,13 +54,17 @@ class _LoopThread:
 
 class RemoteCloud:
     """A `CloudClient` for an edgeswitch server (`protocol="native"`) or any OpenAI-compatible
-    chat endpoint (`protocol="openai"`, model name `model`)."""
+    chat endpoint (`protocol="openai"`, model name `model`). `payload` says what a chat
+    request carries (default `SensorChat`: sensor clips as `.npy` files; `video.vlm.VideoChat`:
+    video clips as JPEG frames); giving one implies the chat protocol. `verify`: True (the
+    system CAs), a CA or self-signed certificate file to trust, or an `ssl.SSLContext`."""
 
     def __init__(self, url: str, classes: tuple[str, ...], cfg: RuntimeConfig | None = None,
                  token: str | None = None, model: str | None = None,
                  verify: bool | str | ssl.SSLContext = True, name: str | None = None,
-                 seed: int = 0) -> None:
+                 seed: int = 0, payload: ChatPayload | None = None) -> None:
         self.cfg = validate(cfg or RuntimeConfig())
+        self.sends_sensor_clips = payload is None or isinstance(payload, SensorChat)
         if not url.startswith(("http://", "https://")):
             raise EdgeSwitchError(f"cloud URL must start with http:// or https://, got {url!r}")
         self.url = url.rstrip("/")
@@ -70,10 +77,11 @@ class RemoteCloud:
                 verify = ssl.create_default_context(cafile=verify)
             except ssl.SSLError as exc:
                 raise EdgeSwitchError(f"{verify} is not a PEM certificate: {exc}") from None
-        if self.cfg.protocol == "openai":
+        if self.cfg.protocol == "openai" or payload is not None:
             if not model:
                 raise EdgeSwitchError("the openai protocol needs the served model's name")
-            self.transport = OpenAITransport(self.url, self.classes_, model, token, verify)
+            self.transport = OpenAITransport(self.url, self.classes_, model,
+                                             payload or SensorChat(self.classes_), token, verify)
         else:
             self.transport = NativeTransport(self.url, self.classes_, token, verify)
         self.breaker = CircuitBreaker(self.cfg.breaker_failures, self.cfg.breaker_reset_s)
@@ -85,36 +93,47 @@ class RemoteCloud:
     def deadline_s(self) -> float:
         return self.cfg.deadline_ms / 1000
 
-    def request(self, X: np.ndarray, deadline: float | None = None) -> CloudReply:
-        """Probabilities for `X` by `deadline` (a `time.monotonic()` instant; default: now plus
-        the configured per-clip deadline), or the reason there are none."""
+    def request(self, X, deadline: float | None = None) -> CloudReply:
+        """Probabilities for the clips `X` by `deadline` (a `time.monotonic()` instant), or the
+        reason there are none; never raises. The default deadline is the configured one per
+        round of requests: one for a native batch, ceil(n / concurrency) where a chat payload
+        sends at most `concurrency` clips at once (a VLM answering clip after clip)."""
         t0 = time.monotonic()
-        deadline = t0 + self.deadline_s if deadline is None else deadline
+        try:
+            X = self.transport.prepare(X)
+        except ModelError as exc:  # clips this client cannot send: nothing went out
+            return CloudReply(None, FallbackReason.ERROR, 0, 0.0, str(exc))
+        if deadline is None:
+            deadline = t0 + self.deadline_s * self.transport.waves(len(X))
         with self._loop_lock:
             if self._loop is None:
                 self._loop = _LoopThread()
-        future = self._loop.submit(self._request(np.ascontiguousarray(X, np.float32), deadline))
+        future = self._loop.submit(self._request(X, deadline))
         try:  # the coroutine stops itself at the deadline; this is the belt to its braces
-            return future.result(timeout=max(0.0, deadline - time.monotonic()) + 0.02)
+            reply = future.result(timeout=max(0.0, deadline - time.monotonic()) + 0.02)
         except concurrent.futures.TimeoutError:
             future.cancel()
-            return CloudReply(None, "timeout", 1, (time.monotonic() - t0) * 1000,
-                              "no reply by the deadline")
+            reply = CloudReply(None, FallbackReason.TIMEOUT, 1, (time.monotonic() - t0) * 1000)
+        if reply.reason == FallbackReason.TIMEOUT:  # whichever timer fired: the call's budget
+            reply = replace(reply, detail=f"no answer within {deadline - t0:.3g} s")
+        return reply
 
-    def predict_proba(self, X: np.ndarray) -> np.ndarray:
-        """`CloudClient` form: probabilities, or ModelError saying why the cloud failed. The
+    def predict_proba(self, X) -> np.ndarray:
+        """`CloudClient` form: probabilities, or ModelError saying why the cloud failed. Sensor
         clips are checked here first (the model contract: bad input fails with a DataError
         naming the problem, before a round trip; text that parses as numbers is refused too)."""
-        reply = self.request(check_clips(X))
+        reply = self.request(check_clips(X) if self.sends_sensor_clips else X)
         if not reply.ok:
-            raise ModelError(f"cloud {self.url} did not answer: {reply.reason} {reply.detail}")
+            raise ModelError(f"{self.name} did not answer: {reply.reason} {reply.detail}"
+                             .strip())
         return reply.proba
 
     async def _request(self, X: np.ndarray, deadline: float) -> CloudReply:
         t0, attempts, failure = time.monotonic(), 0, None
 
         def reply(proba=None) -> CloudReply:
-            reason = None if proba is not None else (failure.reason if failure else "timeout")
+            reason = None if proba is not None else \
+                (failure.reason if failure else FallbackReason.TIMEOUT)
             return CloudReply(proba, reason, attempts, (time.monotonic() - t0) * 1000,
                               failure.detail if failure and proba is None else "")
 
@@ -123,20 +142,22 @@ class RemoteCloud:
             if remaining <= 0:
                 return reply()
             if not self.breaker.allow():  # keep the real reason if an attempt already failed
-                failure = failure or CloudFailure("circuit_open", "the cloud failed recently")
+                failure = failure or CloudFailure(FallbackReason.CIRCUIT_OPEN,
+                                                  "the cloud failed recently")
                 return reply()
             attempts += 1
             try:
                 proba = await asyncio.wait_for(self.transport.send(X, remaining), remaining)
             except TimeoutError:
-                failure = CloudFailure("timeout", f"no reply within {remaining * 1000:.0f} ms")
+                failure = CloudFailure(FallbackReason.TIMEOUT)
             except CloudFailure as exc:
                 failure = exc
             except asyncio.CancelledError:
                 self.breaker.failure()  # a probe must never stay out forever
                 raise
             except Exception as exc:  # noqa: BLE001 - an unexpected client bug is a failure too
-                failure = CloudFailure("error", f"{type(exc).__name__}: {exc}", retryable=False)
+                failure = CloudFailure(FallbackReason.ERROR, f"{type(exc).__name__}: {exc}",
+                                       retryable=False)
             else:
                 self.breaker.success()
                 return reply(proba)

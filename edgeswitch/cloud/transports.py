@@ -1,7 +1,8 @@
-"""One attempt to get cloud probabilities over HTTP: native `/v1/classify` (httpx) or the
-OpenAI chat protocol (the official `openai` client). Deadlines, retries and the circuit breaker
-live one level up, in `remote.py`; a transport only turns every way a call can go wrong into a
-`CloudFailure` with a short reason.
+"""One attempt to get cloud probabilities over HTTP (httpx): native `/v1/classify`, or OpenAI
+chat completions with a pluggable payload (`cloud.payloads`: sensor clips as `.npy` files,
+video clips as JPEG frames). Deadlines, retries and the circuit breaker live one level up, in
+`remote.py`; a transport only turns every way a call can go wrong into a `CloudFailure` with
+a `FallbackReason`.
 """
 
 from __future__ import annotations
@@ -11,52 +12,24 @@ import json
 import math
 import re
 import ssl
+from urllib.parse import urlsplit
 
 import numpy as np
 
-from edgeswitch.models.base import ProbaError, check_proba
-
-REASONS = ("timeout", "connection", "http_5xx", "malformed", "wrong_classes", "unauthorized",
-           "rejected", "circuit_open", "error")
-
-
-class CloudFailure(Exception):
-    """Why the cloud did not answer: `reason` is one of REASONS (http_5xx as http_<status>)."""
-
-    def __init__(self, reason: str, detail: str = "", retryable: bool = True) -> None:
-        super().__init__(f"{reason}: {detail}" if detail else reason)
-        self.reason, self.detail, self.retryable = reason, detail, retryable
+from edgeswitch.cloud.answers import check_reply, proba_from_chat
+from edgeswitch.cloud.payloads import ChatPayload
+from edgeswitch.cloud.reasons import CloudFailure, FallbackReason, status_failure
 
 
-def status_failure(status: int, detail: str = "") -> CloudFailure:
-    if status in (401, 403):
-        return CloudFailure("unauthorized", detail, retryable=False)
-    if status >= 500 or status == 429:  # overload and server errors may pass
-        return CloudFailure(f"http_{status}", detail)
-    return CloudFailure("rejected", f"HTTP {status} {detail}".strip(), retryable=False)
+class _Http:
+    """The HTTP side both transports share: one lazily made `httpx.AsyncClient` (bearer token,
+    TLS verification), and every transport error, bad status or non-JSON reply as a
+    `CloudFailure`."""
 
-
-def check_reply(proba, n: int, classes: tuple[str, ...], reply_classes=None) -> np.ndarray:
-    """A reply's probabilities must be n rows over exactly our classes, finite, non-negative.
-    A wrong class set is not retried: it is a configuration error, not a passing one."""
-    if reply_classes is not None and tuple(reply_classes) != tuple(classes):
-        raise CloudFailure("wrong_classes", f"cloud classes {list(reply_classes)[:8]} are not "
-                           f"the edge's {list(classes)[:8]}", retryable=False)
-    try:
-        return check_proba(proba, n, len(classes), "the cloud")
-    except ProbaError as exc:
-        raise CloudFailure(exc.reason, str(exc),
-                           retryable=exc.reason != "wrong_classes") from None
-
-
-class NativeTransport:
-    """`POST /v1/classify` with a batch of clips; the reply names its classes."""
-
-    def __init__(self, url: str, classes: tuple[str, ...], token: str | None = None,
-                 verify: bool | ssl.SSLContext = True) -> None:
+    def __init__(self, base_url: str, token: str | None, verify: bool | ssl.SSLContext) -> None:
         import httpx  # noqa: F401 - imported now, not inside the first clip's deadline
 
-        self.url, self.classes, self.token, self.verify = url.rstrip("/"), classes, token, verify
+        self.base_url, self.token, self.verify = base_url.rstrip("/"), token, verify
         self._client = None
 
     def reset(self) -> None:
@@ -67,30 +40,27 @@ class NativeTransport:
 
         if self._client is None:  # created lazily, inside the event loop that will use it
             headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
-            self._client = httpx.AsyncClient(base_url=self.url, headers=headers,
+            self._client = httpx.AsyncClient(base_url=self.base_url, headers=headers,
                                              verify=self.verify)
         return self._client
 
-    async def send(self, X: np.ndarray, timeout_s: float) -> np.ndarray:
+    async def post(self, path: str, body: dict, timeout_s: float):
+        """The reply's JSON, or CloudFailure."""
         import httpx
 
-        from edgeswitch.cloud.wire import encode_clips
-
         try:
-            r = await self.client().post("/v1/classify", json={"clips": encode_clips(X)},
-                                         timeout=timeout_s)
+            r = await self.client().post(path, json=body, timeout=timeout_s)
         except httpx.TimeoutException:
-            raise CloudFailure("timeout", "no reply in time") from None
+            raise CloudFailure(FallbackReason.TIMEOUT, "no reply in time") from None
         except httpx.TransportError as exc:  # refused, reset, closed mid-reply, TLS
-            raise CloudFailure("connection", f"{type(exc).__name__}: {exc}") from None
+            raise CloudFailure(FallbackReason.CONNECTION,
+                               f"{type(exc).__name__}: {exc}") from None
         if r.status_code != 200:
             raise status_failure(r.status_code, _error_message(r.text))
         try:
-            body = r.json()
-            proba, reply_classes = body["proba"], body.get("classes")
-        except (ValueError, KeyError, TypeError):
-            raise CloudFailure("malformed", "reply is not the expected JSON") from None
-        return check_reply(proba, len(X), self.classes, reply_classes)
+            return r.json()
+        except ValueError:
+            raise CloudFailure(FallbackReason.MALFORMED, "reply is not JSON") from None
 
     async def aclose(self) -> None:
         if self._client is not None:
@@ -104,129 +74,81 @@ def _error_message(text: str) -> str:
         return text[:200]
 
 
-class OpenAITransport:
-    """OpenAI chat completions, one clip per request (the clip as a `.npy` file content part),
-    all clips of a call in parallel. Works against our server; `prompt` lists the label set for
-    servers that read it."""
+class NativeTransport:
+    """`POST /v1/classify` with a batch of clips; the reply names its classes."""
 
-    def __init__(self, url: str, classes: tuple[str, ...], model: str, token: str | None = None,
-                 verify: bool | ssl.SSLContext = True, prompt: str | None = None) -> None:
-        self.url, self.classes, self.model = url.rstrip("/"), classes, model
-        self.token, self.verify = token, verify
-        self.prompt = prompt or ("Classify this sensor clip. Answer with exactly one label "
-                                 "from: " + ", ".join(classes) + ".")
-        import openai  # noqa: F401 - about 1 s: now, not inside the first clip's deadline
+    def __init__(self, url: str, classes: tuple[str, ...], token: str | None = None,
+                 verify: bool | ssl.SSLContext = True) -> None:
+        self.classes = classes
+        self.http = _Http(url, token, verify)
 
-        self._client = None
+    def prepare(self, X) -> np.ndarray:
+        return np.ascontiguousarray(X, np.float32)
 
-    def reset(self) -> None:
-        self._client = None
-
-    def client(self):
-        import openai
-
-        if self._client is None:
-            base = self.url if self.url.endswith("/v1") else self.url + "/v1"
-            http = None
-            if self.verify is not True:  # a private CA or a self-signed certificate
-                http = openai.DefaultAsyncHttpxClient(verify=self.verify)
-            self._client = openai.AsyncOpenAI(base_url=base, api_key=self.token or "none",
-                                              max_retries=0, http_client=http)
-        return self._client
+    def waves(self, n: int) -> int:
+        return 1  # one request carries the whole batch
 
     async def send(self, X: np.ndarray, timeout_s: float) -> np.ndarray:
-        try:  # one clip failing cancels the others: a retry must not double the load
-            async with asyncio.TaskGroup() as tg:
-                tasks = [tg.create_task(self._one(x, timeout_s)) for x in X]
-        except* CloudFailure as group:
-            raise group.exceptions[0] from None
-        return check_reply(np.stack([t.result() for t in tasks]), len(X), self.classes)
+        from edgeswitch.cloud.wire import encode_clips
 
-    async def _one(self, clip: np.ndarray, timeout_s: float) -> np.ndarray:
-        import openai
-
-        from edgeswitch.cloud.wire import encode_npy_data_url
-
-        content = [{"type": "text", "text": self.prompt},
-                   {"type": "file", "file": {"filename": "clip.npy",
-                                             "file_data": encode_npy_data_url(clip)}}]
+        body = await self.http.post("/v1/classify", {"clips": encode_clips(X)}, timeout_s)
         try:
-            reply = await self.client().chat.completions.create(
-                model=self.model, messages=[{"role": "user", "content": content}],
-                logprobs=True, top_logprobs=min(len(self.classes), 20), max_tokens=16,
-                temperature=0, timeout=timeout_s)
-        except openai.APITimeoutError:
-            raise CloudFailure("timeout", "no reply in time") from None
-        except openai.APIConnectionError as exc:
-            raise CloudFailure("connection", str(exc)) from None
-        except openai.APIStatusError as exc:
-            raise status_failure(exc.status_code, str(exc.message)[:200]) from None
-        except (openai.APIResponseValidationError, ValueError, TypeError) as exc:
-            raise CloudFailure("malformed", f"reply is not a chat completion: {exc}") from None
-        try:
-            choice = reply.choices[0]
-            top = choice.logprobs.content[0].top_logprobs if choice.logprobs and \
-                choice.logprobs.content else []
-            return proba_from_chat(choice.message.content or "",
-                                   [(t.token, t.logprob) for t in top], self.classes)
-        except (AttributeError, IndexError, TypeError) as exc:
-            raise CloudFailure("malformed", f"reply is not a chat completion: {exc}") from None
+            proba, reply_classes = body["proba"], body.get("classes")
+        except (KeyError, TypeError, AttributeError):
+            raise CloudFailure(FallbackReason.MALFORMED,
+                               "reply is not the expected JSON") from None
+        return check_reply(proba, len(X), self.classes, reply_classes)
+
+    def reset(self) -> None:
+        self.http.reset()
 
     async def aclose(self) -> None:
-        if self._client is not None:
-            await self._client.close()
+        await self.http.aclose()
 
 
-def match_class(text: str, classes: tuple[str, ...]) -> int | None:
-    """The class a token or answer names: exact (case-insensitive), else a unique prefix."""
-    t = text.strip().strip("\"'.").lower()
-    if not t:
-        return None
-    lowered = [c.lower() for c in classes]
-    if t in lowered:
-        return lowered.index(t)
-    if len(t) < 2:  # "a" or "f" says nothing: text tokens start with them all the time
-        return None
-    hits = [i for i, c in enumerate(lowered) if c.startswith(t)]
-    return hits[0] if len(hits) == 1 else None
+def api_base(url: str) -> str:
+    """The OpenAI API base of a URL: as given where its path names an API version (`/v1`, a
+    hosted `/v1beta/openai`), else a server's root (`edgeswitch serve-cloud`) plus `/v1`."""
+    url = url.rstrip("/")
+    return url if re.search(r"/v\d+[a-z0-9]*(/|$)", urlsplit(url).path) else url + "/v1"
 
 
-def label_from_text(content: str, classes: tuple[str, ...]) -> int:
-    """The class a free-text or JSON answer names, or CloudFailure('malformed')."""
-    text = content.strip()
-    try:  # {"label": "..."} or {"class": "..."}
-        obj = json.loads(text)
-        if isinstance(obj, dict):
-            text = str(obj.get("label", obj.get("class", obj.get("answer", text))))
-        elif isinstance(obj, str):
-            text = obj
-    except ValueError:
-        pass
-    lowered = [c.lower() for c in classes]
-    if text.strip().strip("\"'.").lower() in lowered:  # exactly a class name
-        return lowered.index(text.strip().strip("\"'.").lower())
-    named = {i for i, c in enumerate(classes)
-             if re.search(rf"(?<!\w){re.escape(c.lower())}(?!\w)", text.lower())}
-    if len(named) == 1:
-        return named.pop()
-    raise CloudFailure("malformed", f"answer names {'several' if named else 'no'} known class: "
-                       f"{content[:80]!r}", retryable=False)
+class OpenAITransport:
+    """OpenAI chat completions at `api_base(URL)/chat/completions`, one clip per request, the
+    payload's `concurrency` clips in flight at once (all of a call when None)."""
 
+    def __init__(self, url: str, classes: tuple[str, ...], model: str, payload: ChatPayload,
+                 token: str | None = None, verify: bool | ssl.SSLContext = True) -> None:
+        self.classes, self.model, self.payload = classes, model, payload
+        self.http = _Http(api_base(url), token, verify)
 
-def proba_from_chat(content: str, top: list[tuple[str, float]],
-                    classes: tuple[str, ...]) -> np.ndarray:
-    """Class probabilities from a chat reply: the top logprobs where they name classes (the
-    mass they leave is spread evenly over the classes they miss), else the answer's label."""
-    k = len(classes)
-    p = np.zeros(k)
-    for token, logprob in top:
-        i = match_class(token, classes)
-        if i is not None and logprob is not None and math.isfinite(logprob):
-            p[i] += math.exp(logprob)
-    if p.sum() > 0:
-        missing = p == 0
-        if missing.any():
-            p[missing] = max(0.0, 1.0 - p.sum()) / missing.sum()
-        return p / p.sum()
-    p[label_from_text(content, classes)] = 1.0
-    return p
+    def prepare(self, X) -> list:
+        return self.payload.clips(X)
+
+    def waves(self, n: int) -> int:
+        """Rounds of requests a call of n clips takes."""
+        c = self.payload.concurrency
+        return max(1, math.ceil(n / c)) if c else 1
+
+    async def send(self, clips: list, timeout_s: float) -> np.ndarray:
+        if not clips:
+            return np.zeros((0, len(self.classes)))
+        gate = asyncio.Semaphore(self.payload.concurrency or len(clips))
+        try:  # one clip failing cancels the others: a retry must not double the load
+            async with asyncio.TaskGroup() as tg:
+                tasks = [tg.create_task(self._one(c, timeout_s, gate)) for c in clips]
+        except* Exception as group:  # the first failure, not an ExceptionGroup
+            raise group.exceptions[0] from None
+        return check_reply(np.stack([t.result() for t in tasks]), len(clips), self.classes)
+
+    async def _one(self, clip, timeout_s: float, gate: asyncio.Semaphore) -> np.ndarray:
+        async with gate:
+            body = {"model": self.model} | self.payload.body(clip)
+            return proba_from_chat(await self.http.post("/chat/completions", body, timeout_s),
+                                   self.classes)
+
+    def reset(self) -> None:
+        self.http.reset()
+
+    async def aclose(self) -> None:
+        await self.http.aclose()

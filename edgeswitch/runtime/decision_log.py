@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edgeswitch.cloud.reasons import FallbackReason
 from edgeswitch.errors import DataError
 from edgeswitch.evaluation.timing import tail_ms
 
@@ -36,7 +37,7 @@ CREATE TABLE IF NOT EXISTS decisions (
     label TEXT NOT NULL,             -- the answer given
     answered_by TEXT NOT NULL,       -- edge | cloud
     verified INTEGER NOT NULL,       -- 0 when the cloud was asked and did not answer in time
-    fallback_reason TEXT,            -- timeout, connection, http_500, circuit_open, ...
+    fallback_reason TEXT,            -- a cloud.reasons.FallbackReason: timeout, http_500, ...
     offloaded INTEGER NOT NULL,      -- the router sent it to the cloud
     shadow INTEGER NOT NULL,         -- sent to the cloud for the log only
     score REAL NOT NULL,             -- switcher score (higher = trust the edge)
@@ -58,7 +59,7 @@ class Decision:
     label: str
     answered_by: str
     verified: bool
-    fallback_reason: str | None
+    fallback_reason: FallbackReason | None
     offloaded: bool
     shadow: bool
     score: float
@@ -70,6 +71,14 @@ class Decision:
     total_ms: float
     attempts: int
     time: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.fallback_reason is not None:  # a known reason, or the log's summary lies
+            try:
+                object.__setattr__(self, "fallback_reason", FallbackReason(self.fallback_reason))
+            except ValueError:
+                raise DataError(f"unknown fallback reason {self.fallback_reason!r}; use one of "
+                                f"{[r.value for r in FallbackReason]}") from None
 
 
 class DecisionLog:
@@ -110,7 +119,8 @@ class DecisionLog:
         """All of `decisions` in one transaction."""
         now = time.time()
         rows = [(d.time or now, d.clip_id, d.group, d.label, d.answered_by, int(d.verified),
-                 d.fallback_reason, int(d.offloaded), int(d.shadow), float(d.score),
+                 d.fallback_reason and d.fallback_reason.value, int(d.offloaded),
+                 int(d.shadow), float(d.score),
                  self.classes[int(np.argmax(d.edge_proba))], _json(d.edge_proba),
                  None if d.edge_embedding is None else
                  np.asarray(d.edge_embedding, "<f4").tobytes(),

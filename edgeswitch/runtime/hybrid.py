@@ -33,7 +33,7 @@ class HybridResult:
     edge: ModelOutput
     offloaded: np.ndarray    # [n] the router sent the clip to the cloud
     verified: np.ndarray     # [n] False where the cloud was asked and did not answer
-    reason: np.ndarray       # [n] why not ("" where verified)
+    reason: np.ndarray       # [n] why not: a cloud.reasons.FallbackReason ("" where verified)
     cloud_proba: np.ndarray  # [n, K], NaN rows where the cloud gave nothing
     edge_ms: float           # this call's edge + switcher time
     cloud_ms: float          # this call's cloud time (0 when not asked)
@@ -131,7 +131,7 @@ class HybridClassifier:
         self.log.append([Decision(
             clip_id=ids[i], group=groups[i], label=self.classes_[int(r.label[i])],
             answered_by=str(r.answered_by[i]), verified=bool(r.verified[i]),
-            fallback_reason=str(r.reason[i]) or None, offloaded=bool(r.offloaded[i]),
+            fallback_reason=r.reason[i] or None, offloaded=bool(r.offloaded[i]),
             shadow=bool(shadow[i]), score=float(r.score[i]), edge_proba=r.edge.proba[i],
             edge_embedding=r.edge.embedding[i],
             cloud_proba=None if np.isnan(r.cloud_proba[i, 0]) else r.cloud_proba[i],

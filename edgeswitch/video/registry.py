@@ -8,6 +8,7 @@ weights installed by the user), `hf-video-llava:DIR` (a local Video-LLaVA checkp
 
 from __future__ import annotations
 
+from edgeswitch.config import RuntimeConfig
 from edgeswitch.errors import EdgeSwitchError
 
 EDGE_KINDS = ("nfd", "pose:MODEL.onnx", "hf-vilt:DIR")
@@ -32,15 +33,23 @@ def video_edge(spec: str, threads: int = 1):
 
 
 def video_cloud(spec: str, url: str | None = None, model: str | None = None,
-                token: str | None = None, classes: tuple[str, ...] = ("adl", "fall"), **vlm):
+                token: str | None = None, classes: tuple[str, ...] = ("adl", "fall"),
+                ca_cert: str | None = None, runtime: RuntimeConfig | None = None, **vlm):
+    """A video cloud by name. `openai-vlm` is the shared remote client (deadline, retries,
+    circuit breaker: `runtime`, default `vlm.VLM_RUNTIME`, 60 s a round; `ca_cert`: the CA or
+    self-signed certificate to trust for https); `vlm` are `VLMConfig` fields."""
     kind, _, arg = spec.partition(":")
+    if kind != "openai-vlm" and (ca_cert or runtime or vlm):
+        raise EdgeSwitchError(f"{spec} runs in this process: the VLM settings, --ca-cert and "
+                              "the runtime flags apply to --cloud-url only")
     if kind == "openai-vlm":
         from edgeswitch.video.vlm import OpenAIVLM, VLMConfig
 
         if not url or not model:
             raise EdgeSwitchError("openai-vlm needs --cloud-url (e.g. http://127.0.0.1:8000/v1)"
                                   " and --model (the served model's name)")
-        return OpenAIVLM(VLMConfig(url, model, classes=classes, token=token, **vlm))
+        return OpenAIVLM(VLMConfig(url, model, classes=classes, token=token, **vlm), runtime,
+                         verify=ca_cert or True)
     if kind == "yolo-fall":
         from edgeswitch.video.yolo_fall import YoloFall
 
