@@ -257,9 +257,16 @@ def case_yolo_fall(request) -> Case:
 
 
 def case_openai_vlm(request) -> Case:
-    pytest.skip("openai-vlm: video/vlm.py is being rewritten onto the shared OpenAI client "
-                "(its predict still returns class names); it joins this check, through "
-                "video.registry.video_cloud against tests/fake_vlm.py, when the VLM client lands")
+    """The VLM cloud through the shared OpenAI client, against a real HTTP fake VLM."""
+    from edgeswitch.video.registry import video_cloud
+    from tests.fake_vlm import FakeVLM
+
+    server = FakeVLM().__enter__()
+    request.addfinalizer(lambda: server.__exit__(None, None, None))
+    cloud = video_cloud("openai-vlm", url=server.url, model="json-logprobs",
+                        classes=("adl", "fall"))
+    request.addfinalizer(cloud.close)
+    return _video_case(cloud, edge=False)
 
 
 # name -> (builder, the class it builds, marks)

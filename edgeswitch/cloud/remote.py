@@ -101,7 +101,7 @@ class RemoteCloud:
         t0 = time.monotonic()
         try:
             X = self.transport.prepare(X)
-        except ModelError as exc:  # clips this client cannot send: nothing went out
+        except EdgeSwitchError as exc:  # clips this client cannot send: nothing went out
             return CloudReply(None, FallbackReason.ERROR, 0, 0.0, str(exc))
         if deadline is None:
             deadline = t0 + self.deadline_s * self.transport.waves(len(X))
@@ -122,7 +122,9 @@ class RemoteCloud:
         """`CloudClient` form: probabilities, or ModelError saying why the cloud failed. Sensor
         clips are checked here first (the model contract: bad input fails with a DataError
         naming the problem, before a round trip; text that parses as numbers is refused too)."""
-        reply = self.request(check_clips(X) if self.sends_sensor_clips else X)
+        # bad input raises here, naming the problem, before any round trip
+        X = self.transport.prepare(check_clips(X) if self.sends_sensor_clips else X)
+        reply = self.request(X)
         if not reply.ok:
             raise ModelError(f"{self.name} did not answer: {reply.reason} {reply.detail}"
                              .strip())

@@ -22,7 +22,8 @@ import numpy as np
 from edgeswitch.cloud.payloads import chat_body
 from edgeswitch.cloud.remote import RemoteCloud
 from edgeswitch.config import RuntimeConfig, VideoConfig
-from edgeswitch.errors import EdgeSwitchError, ModelError
+from edgeswitch.errors import EdgeSwitchError
+from edgeswitch.video.inputs import check_video_clips
 from edgeswitch.video.source import VideoClip
 
 DEFAULT_PROMPT = (
@@ -92,10 +93,7 @@ class VideoChat:
         self.concurrency = cfg.concurrency
 
     def clips(self, X) -> list[VideoClip]:
-        clips = list(X) if isinstance(X, list | tuple | np.ndarray) else None
-        if not clips or not all(isinstance(c, VideoClip) for c in clips):
-            raise ModelError(f"openai-vlm:{self.cfg.model} takes {self.kind}")
-        return clips
+        return check_video_clips(X, f"openai-vlm:{self.cfg.model}")
 
     def body(self, clip: VideoClip) -> dict:
         """The chat-completions body for one clip (the transport adds the model)."""
