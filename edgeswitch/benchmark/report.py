@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import base64
 import html
-import json
 from pathlib import Path
 
 import numpy as np
 
-from edgeswitch.evaluation.report import COLOURS
+from edgeswitch.evaluation.report import COLOURS, write_report
 from edgeswitch.evaluation.report import GLOSSARY as BASE_GLOSSARY
 
 GLOSSARY = (
@@ -153,8 +152,6 @@ pre{{background:#f6f6f6;padding:1em;font-size:12px;overflow-x:auto}}</style></he
 
 
 def write_all(bench: dict, out_dir: Path) -> dict[str, Path]:
-    out_dir.mkdir(parents=True, exist_ok=True)
-    js = out_dir / "benchmark.json"
-    js.write_text(json.dumps(bench, indent=1))
-    png = plot(bench, out_dir / "benchmark.png")
-    return {"json": js, "png": png, "html": write_html(bench, png, out_dir / "benchmark.html")}
+    js, png, page = write_report(bench, out_dir, ("benchmark.json", "benchmark.png",
+                                                  "benchmark.html"), plot, write_html)
+    return {"json": js, "png": png, "html": page}

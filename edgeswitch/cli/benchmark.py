@@ -5,18 +5,17 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from edgeswitch.cli.flags import config_arg, config_flags
+from edgeswitch.cli.common import model_cache, run_args
+from edgeswitch.cli.flags import config_flags
 
 
 def cmd_benchmark(args: argparse.Namespace) -> int:
     from edgeswitch.benchmark.report import text_table, write_all
     from edgeswitch.benchmark.run import run_benchmark
     from edgeswitch.cli.flags import resolve_config
-    from edgeswitch.models.cache import default_cache_dir
 
-    cfg = resolve_config(args)
-    cache = None if args.no_cache else Path(args.cache or default_cache_dir())
-    bench = run_benchmark(cfg, Path(args.out), cache, progress=not args.quiet)
+    bench = run_benchmark(resolve_config(args), Path(args.out), model_cache(args),
+                          progress=not args.quiet)
     paths = write_all(bench, Path(args.out))
     print(text_table(bench))
     print("\nwrote " + ", ".join(str(p) for p in paths.values()))
@@ -33,12 +32,7 @@ def add_parsers(sub, add_common) -> None:
         "clips answered by the cloud and by fusion. Prints the summary and writes "
         "OUT/benchmark.json, OUT/benchmark.png and OUT/benchmark.html. A rerun or a killed run "
         "reuses each finished fold (OUT/folds/).")
-    p.add_argument("--out", default="runs/benchmark", help="output folder")
-    config_arg(p)
-    config_flags(p, "", only=("dataset", "seed"))
+    run_args(p, "runs/benchmark")
     config_flags(p, "benchmark")
-    p.add_argument("--cache", default=None,
-                   help="model cache folder (default: $EDGESWITCH_CACHE or ~/.cache/edgeswitch)")
-    p.add_argument("--no-cache", action="store_true", help="always retrain the models")
     add_common(p)
     p.set_defaults(func=cmd_benchmark)

@@ -36,6 +36,31 @@ def data_args(p: argparse.ArgumentParser, default_split: str | None, required: b
     config_flags(p, "", only=("seed",))
 
 
+def run_args(p: argparse.ArgumentParser, out: str) -> None:
+    """A whole run on a data set (demo, benchmark): its output folder, config and model cache."""
+    p.add_argument("--out", default=out, help=f"output folder (default: {out})")
+    config_arg(p)
+    config_flags(p, "", only=("dataset", "seed"))
+    p.add_argument("--cache", default=None,
+                   help="model cache folder (default: $EDGESWITCH_CACHE or ~/.cache/edgeswitch)")
+    p.add_argument("--no-cache", action="store_true", help="always retrain the models")
+
+
+def model_cache(args) -> Path | None:
+    from edgeswitch.models.cache import default_cache_dir
+
+    return None if args.no_cache else Path(args.cache or default_cache_dir())
+
+
+def deployed_args(p: argparse.ArgumentParser) -> None:
+    """What a deployed hybrid reads besides its models: switcher, operating point, fusion, and
+    where its decisions are logged."""
+    p.add_argument("--switcher", required=True, help="switcher (.npz) from train-switcher")
+    p.add_argument("--op", required=True, help="operating point JSON from calibrate")
+    fusion_arg(p)
+    p.add_argument("--log", default=None, help="append every decision to this SQLite file")
+
+
 def load_split(args, classes: tuple[str, ...] | None = None, split: str | None = None) -> tuple:
     """(clips, splits or None, config) for a step: a named split of --data, or all of it.
     `classes` (a model's) names the label set of unlabelled files that carry none."""
@@ -112,6 +137,11 @@ def cloud_args(p: argparse.ArgumentParser, what: str) -> None:
     p.add_argument("--cloud", default=None, help=what)
     p.add_argument("--cloud-url", default=None,
                    help="or: a cloud server (edgeswitch serve-cloud or OpenAI-compatible)")
+    server_args(p)
+
+
+def server_args(p: argparse.ArgumentParser) -> None:
+    """Who to ask on a cloud server, and how to trust and be trusted by it."""
     p.add_argument("--model", default=None,
                    help="the model name to ask the server for (default: the one it serves)")
     p.add_argument("--token-file", default=None,

@@ -25,14 +25,14 @@ def _add_common(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    from edgeswitch.cli.common import model_cache
     from edgeswitch.cli.flags import resolve_config
     from edgeswitch.evaluation.report import text_table, write_all
-    from edgeswitch.models.cache import default_cache_dir
     from edgeswitch.pipeline import run
 
     cfg = resolve_config(args)
     out = Path(args.out)
-    cache = None if args.no_cache else Path(args.cache or default_cache_dir())
+    cache = model_cache(args)
     if not args.in_process:
         from edgeswitch.cli.common import need_extra
 
@@ -52,7 +52,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from edgeswitch.cli.flags import config_arg, config_flags
+    from edgeswitch.cli.common import run_args
+    from edgeswitch.cli.flags import config_flags
 
     parser = argparse.ArgumentParser(prog="edgeswitch", description=DESCRIPTION,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -68,13 +69,8 @@ def build_parser() -> argparse.ArgumentParser:
         "OUT/dmd_pool.parquet, OUT/decisions.sqlite and the deployable bundle (edge.onnx, "
         "cloud.onnx, switcher.npz, operating_point.json). Trained models are cached, so a "
         "second run does not retrain.")
-    p.add_argument("--out", default="runs/demo", help="output folder (default: runs/demo)")
-    config_arg(p)
-    config_flags(p, "", only=("dataset", "seed"))
+    run_args(p, "runs/demo")
     config_flags(p, "calibration", only=("mode",))
-    p.add_argument("--cache", default=None,
-                   help="model cache folder (default: $EDGESWITCH_CACHE or ~/.cache/edgeswitch)")
-    p.add_argument("--no-cache", action="store_true", help="always retrain the models")
     p.add_argument("--in-process", action="store_true",
                    help="replay the test clips with the cloud model in this process instead of "
                    "through `serve-cloud` over HTTP on 127.0.0.1")

@@ -11,7 +11,7 @@ from edgeswitch.cli.common import (
     close_hybrid,
     cloud_args,
     data_args,
-    fusion_arg,
+    deployed_args,
     load_split,
     make_hybrid,
     need_extra,
@@ -147,12 +147,9 @@ def add_parsers(sub, add_common) -> None:
         "the cloud does not answer by the deadline the edge answer stands with verified=false.")
     data_args(p, "all")
     p.add_argument("--edge", required=True, help="edge model (.onnx)")
-    p.add_argument("--switcher", required=True, help="switcher (.npz)")
-    p.add_argument("--op", required=True, help="operating point JSON from `calibrate`")
-    fusion_arg(p)
+    deployed_args(p)
     cloud_args(p, "cloud model (.onnx) run in this process (or --cloud-url)")
     config_flags(p, "runtime")
-    p.add_argument("--log", default=None, help="append every decision to this SQLite file")
     p.add_argument("--out", default="predictions.jsonl", help="JSON lines output")
     add_common(p)
     p.set_defaults(func=cmd_classify)

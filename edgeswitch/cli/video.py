@@ -8,7 +8,13 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-from edgeswitch.cli.common import close_hybrid, fusion_arg, make_hybrid, need_extra
+from edgeswitch.cli.common import (
+    close_hybrid,
+    deployed_args,
+    make_hybrid,
+    need_extra,
+    server_args,
+)
 from edgeswitch.cli.flags import config_arg, config_flags, resolve_config
 from edgeswitch.config import VideoConfig
 from edgeswitch.errors import EdgeSwitchError
@@ -275,21 +281,15 @@ def add_parsers(sub, add_common) -> None:
         "outputs are closed cleanly). Without a cloud the edge answers everything.")
     p.add_argument("source", help="video file, stream URL or webcam index")
     p.add_argument("--edge", default="nfd", help="nfd (default), pose:MODEL.onnx, hf-vilt:DIR")
-    p.add_argument("--switcher", required=True, help="switcher (.npz) from train-switcher")
-    p.add_argument("--op", required=True, help="operating point JSON from calibrate")
-    fusion_arg(p)
+    deployed_args(p)
     p.add_argument("--cloud", default=None, help="yolo-fall[:MODEL.onnx] or hf-video-llava:DIR")
     p.add_argument("--cloud-url", default=None, help="an OpenAI-compatible VLM endpoint, e.g. "
                    "http://127.0.0.1:8000/v1")
-    p.add_argument("--model", default=None, help="the VLM's model name")
-    p.add_argument("--token-file", default=None, help="bearer token (default $EDGESWITCH_TOKEN)")
-    p.add_argument("--ca-cert", default=None,
-                   help="CA or self-signed certificate to trust for an https --cloud-url")
+    server_args(p)
     config_arg(p)
     vlm_args(p, watch=True)
     p.add_argument("--out", default="-", help="JSON lines file (default: stdout)")
     p.add_argument("--video-out", default=None, help="write an annotated video here (.mp4)")
-    p.add_argument("--log", default=None, help="append every decision to this SQLite file")
     p.add_argument("--stop-after", type=int, default=None, metavar="N",
                    help="stop after N clips (default: at the end of the source)")
     add_common(p)

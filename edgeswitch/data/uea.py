@@ -19,6 +19,18 @@ def _series(text: str, where: str) -> list[float]:
         raise DataError(f"{where}: non-numeric value ({exc})") from None
 
 
+def _lines(path: Path, comment: str, kind: str):
+    """(where, line) for every non-blank, non-comment line of a UEA text file."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError:
+        raise DataError(f"{path}: not a text {kind} file (cannot decode as UTF-8)") from None
+    for lineno, raw in enumerate(lines, 1):
+        line = raw.strip()
+        if line and not line.startswith(comment):
+            yield f"{path}:{lineno}", line
+
+
 def _stack(rows: list[list[list[float]]], path: Path) -> np.ndarray:
     lengths = {len(d) for r in rows for d in r}
     dims = {len(r) for r in rows}
@@ -40,15 +52,7 @@ def read_ts(path: str | Path) -> tuple[np.ndarray, np.ndarray, list[str]]:
     rows: list[list[list[float]]] = []
     labels: list[str] = []
     in_data = False
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except UnicodeDecodeError:
-        raise DataError(f"{path}: not a text .ts file (cannot decode as UTF-8)") from None
-    for lineno, raw in enumerate(lines, 1):
-        line = raw.strip()
-        if not line or line.startswith("#"):
-            continue
-        where = f"{path}:{lineno}"
+    for where, line in _lines(path, "#", ".ts"):
         if not in_data:
             key, _, value = line.partition(" ")
             key = key.lower()
@@ -85,15 +89,7 @@ def read_arff(path: str | Path) -> tuple[np.ndarray, np.ndarray, list[str]]:
     rows: list[list[list[float]]] = []
     labels: list[str] = []
     in_data = False
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except UnicodeDecodeError:
-        raise DataError(f"{path}: not a text .arff file (cannot decode as UTF-8)") from None
-    for lineno, raw in enumerate(lines, 1):
-        line = raw.strip()
-        if not line or line.startswith("%"):
-            continue
-        where = f"{path}:{lineno}"
+    for where, line in _lines(path, "%", ".arff"):
         if not in_data:
             low = line.lower()
             if low.startswith("@attribute") and "{" in line:  # the nominal class attribute

@@ -171,10 +171,18 @@ text-align:right}}td:first-child{{text-align:left}}pre{{background:#f6f6f6;paddi
     return path
 
 
-def write_all(results: dict, out_dir: Path) -> dict[str, Path]:
+def write_report(data: dict, out_dir: Path, names: tuple[str, str, str], plot, page
+                 ) -> tuple[Path, Path, Path]:
+    """A run's machine-readable JSON, its plot, and the HTML page that shows both (the demo's
+    report and the benchmark's)."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    res = out_dir / "results.json"
-    res.write_text(json.dumps(results, indent=1))
-    png = plot_curves(results, out_dir / "curves.png")
-    page = write_html(results, png, out_dir / "report.html")
+    js = out_dir / names[0]
+    js.write_text(json.dumps(data, indent=1))
+    png = plot(data, out_dir / names[1])
+    return js, png, page(data, png, out_dir / names[2])
+
+
+def write_all(results: dict, out_dir: Path) -> dict[str, Path]:
+    res, png, page = write_report(results, out_dir, ("results.json", "curves.png",
+                                                     "report.html"), plot_curves, write_html)
     return {"results": res, "curves": png, "report": page}

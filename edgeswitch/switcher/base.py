@@ -28,12 +28,19 @@ from edgeswitch.switcher.features import (
 SWITCHERS: dict[str, type[Switcher]] = {}
 
 
-def register_family(name: str):
-    def deco(cls):
-        SWITCHERS[name] = cls
-        cls.family = name
-        return cls
-    return deco
+def registrar(table: dict, attribute: str):
+    """A class decorator factory: `@register(name)` files the class under `name` in `table`
+    and sets `cls.<attribute> = name` (one pattern for switcher families and routers)."""
+    def register(name: str):
+        def deco(cls):
+            table[name] = cls
+            setattr(cls, attribute, name)
+            return cls
+        return deco
+    return register
+
+
+register_family = registrar(SWITCHERS, "family")
 
 
 @dataclass

@@ -15,18 +15,11 @@ import numpy as np
 
 from edgeswitch.errors import DataError
 from edgeswitch.models.base import ModelOutput
-from edgeswitch.switcher.base import Switcher
+from edgeswitch.switcher.base import Switcher, registrar
 from edgeswitch.switcher.features import confidence
 
 ROUTERS: dict[str, Callable[..., Router]] = {}
-
-
-def register(name: str):
-    def deco(cls):
-        ROUTERS[name] = cls
-        cls.name = name
-        return cls
-    return deco
+register = registrar(ROUTERS, "name")
 
 
 def make_router(name: str, **kwargs) -> Router:
