@@ -56,9 +56,10 @@ class DMDRecords:
                 not all(isinstance(c, str) for c in self.classes):
             raise DataError(f"DMD records: classes must be a tuple of {k} names (the "
                             f"probability columns), got {self.classes!r}")
-        for name in ("edge_model", "cloud_model"):
-            if not isinstance(getattr(self, name), str) or not getattr(self, name):
-                raise DataError(f"DMD records: {name} must be a non-empty name")
+        for name in ("edge_model", "cloud_model"):  # "" where a log did not record it
+            if not isinstance(getattr(self, name), str):
+                raise DataError(f"DMD records: {name} must be a name (str), got "
+                                f"{getattr(self, name)!r}")
 
     def __len__(self) -> int:
         return len(self.ids)
