@@ -197,20 +197,22 @@ def cloud_step(cloud, X, batch_size: int, k: int) -> CloudAnswers:
         if proba is not None:
             rows[start:start + len(batch)] = proba
             continue
-        if reason not in CLIP_REASONS:
-            raise CloudDownError(f"the cloud {cloud.name} did not answer ({reason}: "
-                                 f"{detail or 'no detail'})")
+        _stop_unless_clip_reason(cloud, reason, detail)
         for i in range(len(batch)):  # one clip's bad answer costs that clip only
             one, reason, detail = _ask(cloud, batch[i:i + 1], k) if len(batch) > 1 else \
                 (None, reason, detail)
             if one is not None:
                 rows[start + i] = one[0]
-            elif reason in CLIP_REASONS:
-                failed[start + i] = f"{reason}: {detail}"
             else:
-                raise CloudDownError(f"the cloud {cloud.name} did not answer ({reason}: "
-                                     f"{detail or 'no detail'})")
+                _stop_unless_clip_reason(cloud, reason, detail)
+                failed[start + i] = f"{reason}: {detail}"
     return CloudAnswers(rows, failed)
+
+
+def _stop_unless_clip_reason(cloud, reason: str, detail: str) -> None:
+    if reason not in CLIP_REASONS:
+        raise CloudDownError(f"the cloud {cloud.name} did not answer ({reason}: "
+                             f"{detail or 'no detail'})")
 
 
 def unit_records(job: Job, clips: UnitClips, edge_out: ModelOutput,
