@@ -34,7 +34,7 @@ from edgeswitch.config import load_config
 from edgeswitch.data.clips import ClipBatch
 from edgeswitch.dmd import DMDRecords
 from edgeswitch.dmd.corpus import write_corpus
-from edgeswitch.dmd.shards import records_equal
+from edgeswitch.dmd.records import records_equal
 from edgeswitch.models.cache import default_cache_dir
 from edgeswitch.pipeline import load_data, split_data, train_models
 from edgeswitch.scale.netns import RAY_ENV, LoopbackNetns

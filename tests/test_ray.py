@@ -19,7 +19,10 @@ from edgeswitch.cloud.spec import CloudSpec
 from edgeswitch.data.clips import ClipBatch
 from edgeswitch.dmd import DMDRecords
 from edgeswitch.dmd.corpus import write_corpus
-from edgeswitch.dmd.shards import DistillJob, records_equal, run_local
+from edgeswitch.dmd.records import records_equal
+from edgeswitch.dmd.runner import run
+from edgeswitch.dmd.sinks import FolderSink
+from edgeswitch.dmd.sources import NpzSource, OnnxModels
 from edgeswitch.errors import DataError
 from edgeswitch.scale.netns import RAY_ENV, LoopbackNetns
 
@@ -48,9 +51,9 @@ def corpus(basicmotions, tmp_path_factory):
 def reference(corpus, bm_files, tmp_path_factory):
     """The uninterrupted run, on the embedded engine."""
     out = tmp_path_factory.mktemp("dmd") / "local"
-    job = DistillJob([str(corpus)], str(out), str(bm_files["edge"]),
-                     CloudSpec(model=str(bm_files["cloud"])), shard_size=SHARD, batch_size=16)
-    run_local(job, progress=False)
+    run(NpzSource([str(corpus)], SHARD),
+        OnnxModels(bm_files["edge"], CloudSpec(model=str(bm_files["cloud"]))), FolderSink(out),
+        batch_size=16)
     return DMDRecords.from_parquet(out)
 
 
@@ -184,7 +187,7 @@ def test_ray_over_a_folder_of_videos_equals_local(tmp_path):
     """Video shards (one per video) on Ray, with the OpenAI-compatible cloud on loopback:
     the same records as the local engine, and an unreadable video recorded, not fatal."""
     pytest.importorskip("av", reason="needs the video extra")
-    from edgeswitch.dmd.shards import failures
+    from edgeswitch.dmd.parts import failures
     from tests.test_video_pipeline import synthetic_videos
 
     folder = synthetic_videos(tmp_path / "videos", 4, 11)

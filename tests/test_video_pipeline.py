@@ -64,33 +64,62 @@ def trained(tmp_path_factory):
         yield {"dir": d, "url": url, "vlm": vlm}
 
 
-def test_broken_videos_and_failed_cloud_calls_are_left_out_and_named(tmp_path):
-    from edgeswitch.video.dmd import distill_video
+def _video_run(folder, edge, cloud):
+    """The DMD runner over a folder of videos into memory: (sink, summary)."""
+    from edgeswitch.dmd.runner import run
+    from edgeswitch.dmd.sinks import MemorySink
+    from edgeswitch.dmd.sources import LiveModels
+    from edgeswitch.video.dmd import VideoSource
+    from edgeswitch.video.source import ClipSpec
+
+    sink = MemorySink()
+    return sink, run(VideoSource(str(folder), ClipSpec(4, 1, 32, 8)), LiveModels(edge, cloud),
+                     sink)
+
+
+def test_broken_videos_are_named_and_a_failing_cloud_stops_the_run(tmp_path):
+    """The runner's policy: an undecodable video fails its unit, named with the reason, and the
+    run goes on; a cloud that answers nothing (HTTP 500) stops the run with an error that names
+    the cloud and the reason (the policy is one for every source and sink: test_runner.py)."""
+    from edgeswitch.dmd.runner import CloudDownError
     from edgeswitch.video.edge_models import NFDFallModel
-    from edgeswitch.video.source import ClipSpec, FolderRun
     from edgeswitch.video.vlm import OpenAIVLM, VLMConfig
     from tests.fake_vlm import FakeVLM
 
     folder = synthetic_videos(tmp_path / "v", 2, 3)
     (folder / "broken.mp4").write_bytes(b"not a video")
-    report = FolderRun()
     with FakeVLM() as server:
         cloud = OpenAIVLM(VLMConfig(server.url, "broken"))  # every call gets HTTP 500
         edge = NFDFallModel()
-        with pytest.raises(Exception, match="no clip of .* has both answers"):
-            distill_video(edge, cloud, folder, ClipSpec(4, 1, 32, 8), report=report)
+        with pytest.raises(CloudDownError, match=r"openai-vlm:broken did not answer .*"
+                           r"(HTTP 500|http_500).*stopped after 1 of 3 units, nothing was "
+                           "written"):
+            _video_run(folder, edge, cloud)
         cloud.close()
-    assert "broken.mp4" in " ".join(report.failed) and "cannot open" in \
-        " ".join(report.failed.values())
-    assert len(report.failed_clips) == 6 and all("HTTP 500" in why for why in
-                                                 report.failed_clips.values())
+    sink = _video_run(folder, edge, _StubbornCloud(edge.classes_))[0]  # the video is named
+    assert "broken.mp4" in " ".join(sink.failed_units) and "cannot open" in \
+        " ".join(sink.failed_units.values())
+    assert len(sink.records) == 6 and not sink.failed_clips
+
+
+class _StubbornCloud:
+    """A narrow unit double: a cloud that always says 'adl' (the test is about the source)."""
+
+    name = "stubborn"
+
+    def __init__(self, classes) -> None:
+        self.classes_ = tuple(classes)
+
+    def predict_proba(self, clips):
+        return np.tile([1.0, 0.0], (len(clips), 1))
 
 
 def test_dmd_over_unlabelled_videos(trained, capsys):
     records = DMDRecords.from_parquet(trained["dir"] / "pool.parquet")
     assert len(records) == 8 * 3  # 6 s videos, 4 s clips every second
     assert records.classes == ("adl", "fall") and records.edge_model.startswith("movenet-nfd@")
-    assert records.cloud_model == "openai-vlm:json-logprobs"
+    # the cloud's name and address, as in a sharded run (one runner, one identity)
+    assert records.cloud_model == f"openai-vlm:json-logprobs#{trained['url']}"
     assert len(set(records.groups)) == 8  # a video is a group
     assert np.allclose(records.cloud_proba.sum(axis=1), 1, atol=1e-5)
     op = json.loads((trained["dir"] / "op.json").read_text())
@@ -173,10 +202,8 @@ def test_dmd_with_the_yolo_fall_cloud_when_installed(tmp_path):
 
 def test_sharded_video_dmd_resumes_and_names_unreadable_videos(tmp_path, capsys):
     """`distill --out FOLDER` over videos: one shard per video, local engine."""
-    from edgeswitch.dmd.shards import failures, read_dataset
-    from edgeswitch.video.dmd import distill_video
+    from edgeswitch.dmd.parts import failures
     from edgeswitch.video.edge_models import NFDFallModel
-    from edgeswitch.video.source import ClipSpec
     from edgeswitch.video.vlm import OpenAIVLM, VLMConfig
     from tests.fake_vlm import FakeVLM
 
@@ -191,12 +218,12 @@ def test_sharded_video_dmd_resumes_and_names_unreadable_videos(tmp_path, capsys)
         assert main(cmd) == 0  # resumed: nothing left to do
         again = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
         cloud = OpenAIVLM(VLMConfig(vlm.url, "json"))
-        single = distill_video(NFDFallModel(), cloud, folder, ClipSpec(4, 1, 32, 8))
+        single = _video_run(folder, NFDFallModel(), cloud)[0].records  # in memory
         cloud.close()
     assert (first["shards"], first["written"], first["failed"]) == (4, 4, 1)
     assert (again["skipped"], again["written"]) == (4, 0)
     assert list(failures(out)) == [str((folder / "zz-broken.mp4").resolve())]
-    records = read_dataset(out)
+    records = DMDRecords.from_parquet(out)
     assert len(records) == 9 and records.cloud_model.endswith(f"#{vlm.url}")
     np.testing.assert_array_equal(np.sort(records.ids),
                                   np.sort([i.replace(str(folder), str(folder.resolve()))

@@ -1,8 +1,10 @@
 """`edgeswitch distill`: DMD records from an edge and a cloud model over unlabelled clips.
 
-Two shapes of run. `--out FILE.parquet` (the default): one data set in memory, one file.
-`--out FOLDER`: a corpus of `.npz` files in shards, one Parquet part per shard, resumable,
-on the embedded engine (`--engine local`, the default) or on Ray (`--engine ray`).
+The command builds a source from `--data` (a split of a data set in memory, a corpus of `.npz`
+files in shards, or a folder of videos), a sink from `--out` (a `.parquet` file: the records in
+memory, written once; a folder: one Parquet part per unit, resumable) and calls the one DMD
+runner (edgeswitch.dmd.runner) on the embedded engine (`--engine local`, the default) or on
+Ray (`--engine ray`, folders only).
 """
 
 from __future__ import annotations
@@ -31,47 +33,53 @@ def _cloud_spec(args):
 
 
 def cmd_distill(args) -> int:
-    from edgeswitch.cli.video import distill_videos, is_video_source, video_work
+    """Source from --data, sink from --out, then the runner."""
+    from edgeswitch.cli.video import is_video_source, video_work
+    from edgeswitch.dmd.runner import run
+    from edgeswitch.dmd.sinks import FolderSink, MemorySink
 
-    if is_video_source(args.data):
-        if Path(args.out).suffix == ".parquet":
-            return distill_videos(args)
-        return _distill_sharded(args, None, resolve_config(args).distill, video_work(args))
-    spec = _cloud_spec(args)
     settings = resolve_config(args, dataset=args.data).distill
-    if Path(args.out).suffix == ".parquet":
-        if settings.engine != "local":
-            raise EdgeSwitchError("the ray engine writes a sharded folder: give --out a folder "
-                                  "name, not a .parquet file")
-        return _distill_file(args, spec, settings)
-    return _distill_sharded(args, spec, settings)
+    to_file = Path(args.out).suffix == ".parquet"
+    if to_file and settings.engine != "local":
+        raise EdgeSwitchError("the ray engine writes a sharded folder: give --out a folder "
+                              "name, not a .parquet file")
+    if is_video_source(args.data):
+        source, models = video_work(args)
+    elif to_file:
+        source, models = _split_work(args)
+    else:
+        source, models = _corpus_work(args, settings)
+    sink = MemorySink() if to_file else FolderSink(args.out)
+    engine = None
+    if settings.engine == "ray":
+        from edgeswitch.cli.common import need_extra
+        from edgeswitch.scale.ray_distill import RayEngine
+
+        need_extra("ray", "ray")
+        engine = RayEngine(settings.workers, settings.ray_address or None,
+                           settings.cpus_per_worker)
+    summary = run(source, models, sink, settings.batch_size, engine, progress=not args.quiet)
+    if to_file:
+        return _distill_file(args, sink, summary)
+    return _distill_sharded(args, summary)
 
 
-def _distill_file(args, spec, settings) -> int:
-    from edgeswitch.dmd import distill
+def _split_work(args):
+    """A split (default: pool) of a data set, in memory, and the ONNX models."""
+    from edgeswitch.dmd.sources import MemorySource, OnnxModels
     from edgeswitch.models import OnnxClassifier
     from edgeswitch.pipeline import check_clip_classes
 
     edge = OnnxClassifier(args.edge)
     clips, _, _ = load_split(args, edge.classes_, split=args.split or "pool")
     check_clip_classes(clips, edge)
-    cloud = spec.build(edge.classes_)
-    try:
-        records = distill(edge, cloud, clips, batch_size=settings.batch_size,
-                          progress=not args.quiet)
-    finally:
-        if hasattr(cloud, "close"):
-            cloud.close()
-    path = records.to_parquet(out_file(args.out))
-    print(f"{len(records)} clips, edge/cloud agreement {records.agree.mean():.1%}, "
-          f"mean alignment {records.alignment.mean():.3f}; wrote {path}")
-    return 0
+    return MemorySource(clips), OnnxModels(args.edge, _cloud_spec(args))
 
 
-def _distill_sharded(args, spec, settings, video=None) -> int:
-    """A sharded, resumable run over a corpus of .npz files, or of videos (`video` set)."""
+def _corpus_work(args, settings):
+    """A corpus of .npz files in shards, and the ONNX models."""
     from edgeswitch.data.loaders import BUILTIN
-    from edgeswitch.dmd.shards import DistillJob, agreement, failures, run_local
+    from edgeswitch.dmd.sources import NpzSource, OnnxModels
 
     if args.data.lower() in BUILTIN:
         raise EdgeSwitchError(f"--out {args.out} is a folder, which means a sharded run over a "
@@ -80,23 +88,42 @@ def _distill_sharded(args, spec, settings, video=None) -> int:
     if args.split not in (None, "all"):
         raise EdgeSwitchError("a sharded run reads every clip of the corpus; --split does not "
                               "apply (split the files instead)")
-    d = settings
-    job = DistillJob(corpus=[args.data], out=args.out, edge=args.edge, cloud=spec,
-                     shard_size=d.shard_size, batch_size=d.batch_size, video=video)
-    if d.engine == "ray":
-        from edgeswitch.cli.common import need_extra
-        from edgeswitch.scale.ray_distill import run_ray
+    return NpzSource([args.data], settings.shard_size), OnnxModels(args.edge, _cloud_spec(args))
 
-        need_extra("ray", "ray")
-        summary = run_ray(job, workers=d.workers, address=d.ray_address or None,
-                          cpus_per_worker=d.cpus_per_worker, progress=not args.quiet)
-    else:
-        summary = run_local(job, progress=not args.quiet)
-    bad = failures(args.out)
-    for source, why in bad.items():
+
+def _report_failures(failed_units: dict, failed_clips: dict) -> None:
+    for source, why in failed_units.items():
         print(f"edgeswitch: skipped {source}: {why}", file=sys.stderr)
+    for clip, why in list(failed_clips.items())[:10]:
+        print(f"edgeswitch: no cloud answer for {clip}: {why}", file=sys.stderr)
+    if len(failed_clips) > 10:
+        print(f"edgeswitch: ... and {len(failed_clips) - 10} more clips without a cloud answer",
+              file=sys.stderr)
+
+
+def _distill_file(args, sink, summary) -> int:
+    """`--out FILE.parquet`: the run's records, written once."""
+    records = sink.records
+    path = records.to_parquet(out_file(args.out))
+    _report_failures(sink.failed_units, sink.failed_clips)
+    print(f"{len(records)} clips from {summary.shards - len(sink.failed_units)} of "
+          f"{summary.shards} units ({len(sink.failed_units)} unreadable, "
+          f"{len(sink.failed_clips)} clips without a cloud answer), edge/cloud agreement "
+          f"{records.agree.mean():.1%}, mean alignment {records.alignment.mean():.3f}; "
+          f"wrote {path}")
+    return 0
+
+
+def _distill_sharded(args, summary) -> int:
+    """`--out FOLDER`: what this run did, and what the folder holds (earlier runs included)."""
+    from edgeswitch.dmd.parts import agreement, clip_failures, failures
+
+    bad = failures(args.out)
+    _report_failures(bad, clip_failures(args.out))
     agree = agreement(args.out)
     result = asdict(summary) | {"clips_per_s": summary.clips_per_s, "failed": len(bad),
+                                "failed_clips": len(summary.failed_clips),
+                                "failed_units": len(summary.failed_units),
                                 "agreement": agree, "out": args.out}
     if args.json:
         print(json.dumps(result))

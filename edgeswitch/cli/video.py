@@ -1,5 +1,5 @@
-"""Video subcommands: `watch` (the hybrid on a camera or a file), `train-pose`, and DMD over
-a folder of videos (reached through `edgeswitch distill --data VIDEOS`)."""
+"""Video subcommands: `watch` (the hybrid on a camera or a file), `train-pose`, and what DMD
+over a folder of videos takes (reached through `edgeswitch distill --data VIDEOS`)."""
 
 from __future__ import annotations
 
@@ -100,41 +100,17 @@ def video_models(args, need_cloud: bool = True):
     return edge, cloud
 
 
-def distill_videos(args) -> int:
-    """`edgeswitch distill --data VIDEOS --out FILE.parquet` lands here (a folder --out is a
-    sharded run: cli.distill)."""
-    from edgeswitch.video.dmd import distill_video
-    from edgeswitch.video.source import FolderRun
-
-    edge, cloud = video_models(args)
-    report = FolderRun()
-    try:
-        records = distill_video(edge, cloud, args.data, clip_spec(args), progress=not args.quiet,
-                                report=report)
-    finally:
-        if hasattr(cloud, "close"):
-            cloud.close()
-    path = records.to_parquet(args.out)
-    for video, why in report.failed.items():
-        print(f"edgeswitch: skipped {video}: {why}", file=sys.stderr)
-    for clip, why in list(report.failed_clips.items())[:10]:
-        print(f"edgeswitch: no cloud answer for {clip}: {why}", file=sys.stderr)
-    print(f"{len(records)} clips from {len(report.done)} videos ({len(report.failed)} videos "
-          f"skipped, {len(report.failed_clips)} clips without a cloud answer), edge/cloud "
-          f"agreement {records.agree.mean():.1%}; wrote {path}")
-    return 0
-
-
 def video_work(args):
-    """What a sharded run over videos needs besides the job: clip cutting and the cloud."""
-    from edgeswitch.dmd.shards import VideoWork
+    """`edgeswitch distill --data VIDEOS`: the source (clips cut from every video) and the
+    models (by name) that the DMD runner takes, for either kind of --out."""
+    from edgeswitch.video.dmd import VideoModels, VideoSource
 
     need_extra("av", "video")
     cloud = video_cloud_args(args)
     if cloud is None:
-        raise EdgeSwitchError("give the cloud: --cloud-url URL --model NAME, or --cloud "
-                              "yolo-fall | hf-video-llava:DIR")
-    return VideoWork(clip_spec(args), cloud)
+        raise EdgeSwitchError("give the cloud: --cloud-url URL --model NAME (an OpenAI-"
+                              "compatible VLM), or --cloud yolo-fall | hf-video-llava:DIR")
+    return VideoSource(args.data, clip_spec(args)), VideoModels(args.edge, cloud)
 
 
 def cmd_train_pose(args) -> int:

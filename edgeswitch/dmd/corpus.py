@@ -3,7 +3,9 @@
 A corpus is a folder (or glob, or list) of `.npz` clip files, labelled or not (labels are never
 read), or of videos (one shard per video, cut into clips by its worker). `.npz` shards hold at
 most `shard_size` clips and never straddle two files. Planning reads only
-each file's header and ids, so it is cheap on a large corpus. Files of about `shard_size`
+each file's header and ids, so it is cheap on a large corpus. A file whose header or ids
+cannot be read becomes one shard that carries the reason (`Shard.problem`): the runner records
+it as failed and goes on (see dmd.runner). Files of about `shard_size`
 clips are best on Ray: a worker loads a whole file to read one of its shards.
 """
 
@@ -66,7 +68,8 @@ class Shard:
     path: str
     start: int
     stop: int
-    ids: str = ""  # ids_digest of its clips
+    ids: str = ""  # ids_digest of its clips; "video:..." / "unreadable:..." fingerprint a file
+    problem: str = ""  # why the file cannot be read ("" when it can)
 
     @property
     def part(self) -> str:
@@ -81,28 +84,42 @@ class Shard:
         return self.ids.startswith("video:")
 
 
+def _fingerprint(kind: str, f: Path) -> tuple[dict, str]:
+    """A file known only by path, size and mtime (a video, an unreadable file): its manifest
+    entry, and the shard fingerprint that pins it."""
+    st = f.stat()
+    entry = {"path": str(f.resolve()), "clips": None, "bytes": st.st_size,
+             "mtime_ns": st.st_mtime_ns}
+    return entry, f"{kind}:" + ids_digest([entry["path"], str(st.st_size), str(st.st_mtime_ns)])
+
+
 def plan_shards(files: Sequence[Path], shard_size: int) -> tuple[list[Shard], list[dict]]:
     """Shards in corpus order, and a fingerprint of each input (to refuse a changed corpus).
-    Clip ids must be unique across the corpus: records are keyed by them."""
+    Clip ids must be unique across the corpus: records are keyed by them. A file that cannot
+    be read is one shard with its `problem`."""
     if shard_size < 1:
         raise EdgeSwitchError(f"shard size must be >= 1, got {shard_size}")
     shards, inputs, seen = [], [], {}
     for f in files:
         if is_video(f):  # one shard per video: its clips are known only once it is decoded
-            st = f.stat()
-            inputs.append({"path": str(f.resolve()), "clips": None, "bytes": st.st_size,
-                           "mtime_ns": st.st_mtime_ns})
-            shards.append(Shard(len(shards), str(f.resolve()), 0, 0,
-                                "video:" + ids_digest([str(f.resolve()), str(st.st_size),
-                                                       str(st.st_mtime_ns)])))
+            entry, digest = _fingerprint("video", f)
+            inputs.append(entry)
+            shards.append(Shard(len(shards), entry["path"], 0, 0, digest))
             continue
-        n, st = clip_count(f), f.stat()
-        ids = clip_ids(f, n)
+        try:
+            n = clip_count(f)
+            ids = clip_ids(f, n)
+        except DataError as exc:  # this file fails, not the corpus (see dmd.runner)
+            entry, digest = _fingerprint("unreadable", f)
+            inputs.append(entry)
+            shards.append(Shard(len(shards), entry["path"], 0, 0, digest, problem=str(exc)))
+            continue
         for clip_id in ids:
             other = seen.setdefault(clip_id, f)
             if other != f:
                 raise DataError(f"clip id {clip_id!r} is in both {other} and {f}; clip ids "
                                 "must be unique across the corpus")
+        st = f.stat()
         inputs.append({"path": str(f.resolve()), "clips": n, "bytes": st.st_size,
                        "mtime_ns": st.st_mtime_ns})
         for start in range(0, n, shard_size):

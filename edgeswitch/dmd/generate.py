@@ -1,4 +1,5 @@
-"""DMD data generation: run edge and cloud over unlabelled clips and record how they agree.
+"""DMD data generation in memory: run edge and cloud over unlabelled clips and record how they
+agree (the one runner, dmd.runner, with a batch source and an in-memory sink).
 
 `distill` reads clips, ids and groups only. It never touches `ClipBatch.y`: it works on the
 label-free view of the batch, so labelled and unlabelled pools give identical records.
@@ -6,38 +7,29 @@ label-free view of the batch, so labelled and unlabelled pools give identical re
 
 from __future__ import annotations
 
-import numpy as np
+import warnings
 
-from edgeswitch.cloud.client import CloudClient, InProcessCloud
+from edgeswitch.cloud.client import CloudClient
 from edgeswitch.data.clips import ClipBatch
 from edgeswitch.dmd.records import DMDRecords
-from edgeswitch.models.base import ClipClassifier, check_same_classes, model_identity
+from edgeswitch.dmd.runner import run
+from edgeswitch.dmd.sinks import MemorySink
+from edgeswitch.dmd.sources import LiveModels, MemorySource
+from edgeswitch.models.base import ClipClassifier
 
 
 def distill(edge: ClipClassifier, cloud: ClipClassifier | CloudClient, clips: ClipBatch,
-            batch_size: int = 512, progress: bool = False) -> DMDRecords:
-    """Edge and cloud outputs for every clip of an unlabelled pool, as DMD records."""
-    from tqdm.auto import tqdm
-
-    client = cloud if isinstance(cloud, CloudClient) else InProcessCloud(cloud)
-    check_same_classes(edge, client)
-    pool = clips.without_labels()  # DMD is unsupervised: drop labels before anything runs
-    edge_p, edge_e, cloud_p = [], [], []
-    for start in tqdm(range(0, len(pool), batch_size), desc="DMD", disable=not progress,
-                      leave=False):
-        X = pool.X[start : start + batch_size]
-        out = edge.outputs(X)
-        edge_p.append(out.proba)
-        edge_e.append(out.embedding)
-        cloud_p.append(client.predict_proba(X))
-    return DMDRecords(
-        ids=pool.ids, groups=pool.groups,
-        edge_proba=np.concatenate(edge_p).astype(np.float32),
-        edge_embedding=np.concatenate(edge_e).astype(np.float32),
-        cloud_proba=np.concatenate(cloud_p).astype(np.float32),
-        classes=tuple(edge.classes_), edge_model=model_identity(edge),
-        cloud_model=model_identity(getattr(client, "model", client)),
-    )
+            batch_size: int | None = None, progress: bool = False) -> DMDRecords:
+    """Edge and cloud outputs for every clip of an unlabelled pool, as DMD records
+    (`batch_size` None: `DistillConfig.batch_size`). A cloud that does not answer raises
+    `runner.CloudDownError`; see the runner's failure policy."""
+    sink = MemorySink()
+    run(MemorySource(clips), LiveModels(edge, cloud), sink, batch_size, progress=progress)
+    if sink.failed_clips:  # the policy reports them; this API returns records only
+        warnings.warn(f"DMD: {len(sink.failed_clips)} clips without a usable cloud answer "
+                      f"are left out, e.g. {next(iter(sink.failed_clips.items()))}",
+                      stacklevel=2)
+    return sink.records
 
 
 def agreement_by_class(records: DMDRecords) -> dict[str, dict[str, float]]:

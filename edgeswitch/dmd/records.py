@@ -1,6 +1,7 @@
 """DMD records: per clip, what the edge said, what the cloud said, and whether they agree.
 
 This table is the switcher's whole training set. It holds no ground-truth labels by design.
+A file holds one records set; a folder is a sharded run (its format: dmd.parts).
 """
 
 from __future__ import annotations
@@ -25,6 +26,40 @@ class DMDRecords:
     classes: tuple[str, ...]
     edge_model: str
     cloud_model: str
+
+    def __post_init__(self) -> None:
+        """Refuse records whose parts do not fit together, naming the field (a bad file or a
+        bug upstream would otherwise surface later as an index error in training)."""
+        for name in ("ids", "groups", "edge_proba", "edge_embedding", "cloud_proba"):
+            object.__setattr__(self, name, np.asarray(getattr(self, name)))
+        n = len(self.ids)
+        for name in ("ids", "groups"):
+            if getattr(self, name).ndim != 1:
+                raise DataError(f"DMD records: {name} must be 1-D, got shape "
+                                f"{list(getattr(self, name).shape)}")
+        if len(self.groups) != n:
+            raise DataError(f"DMD records: {len(self.groups)} groups for {n} clip ids")
+        for name in ("edge_proba", "edge_embedding", "cloud_proba"):
+            a = getattr(self, name)
+            if a.ndim != 2 or len(a) != n:
+                raise DataError(f"DMD records: {name} must be [{n}, ...] (one row per clip id), "
+                                f"got shape {list(a.shape)}")
+            if not np.issubdtype(a.dtype, np.number) or not np.isfinite(a).all():
+                raise DataError(f"DMD records: {name} holds NaN, inf or non-numbers")
+        k = self.edge_proba.shape[1]
+        if self.cloud_proba.shape[1] != k:
+            raise DataError(f"DMD records: edge_proba has {k} classes, cloud_proba "
+                            f"{self.cloud_proba.shape[1]}")
+        if (self.edge_proba < 0).any() or (self.cloud_proba < 0).any():
+            raise DataError("DMD records: probabilities must be >= 0")
+        if not isinstance(self.classes, tuple) or len(self.classes) != k or \
+                not all(isinstance(c, str) for c in self.classes):
+            raise DataError(f"DMD records: classes must be a tuple of {k} names (the "
+                            f"probability columns), got {self.classes!r}")
+        for name in ("edge_model", "cloud_model"):  # "" where a log did not record it
+            if not isinstance(getattr(self, name), str):
+                raise DataError(f"DMD records: {name} must be a name (str), got "
+                                f"{getattr(self, name)!r}")
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -60,53 +95,51 @@ class DMDRecords:
 
     def concat(self, other: DMDRecords) -> DMDRecords:
         """These records followed by `other`'s (same models and classes)."""
-        if (other.classes, other.edge_model, other.cloud_model) != \
-                (self.classes, self.edge_model, self.cloud_model):
-            raise DataError("DMD records of different models or classes cannot be joined")
-        cat = np.concatenate
-        return DMDRecords(cat([self.ids, other.ids]), cat([self.groups, other.groups]),
-                          cat([self.edge_proba, other.edge_proba]),
-                          cat([self.edge_embedding, other.edge_embedding]),
-                          cat([self.cloud_proba, other.cloud_proba]), self.classes,
-                          self.edge_model, self.cloud_model)
+        return join([self, other])
+
+    def to_table(self):
+        """The records as an Arrow table: one row per clip, the classes in its metadata."""
+        import pyarrow as pa
+
+        vectors = pa.list_(pa.float32())  # typed, so that an empty part joins the others
+        table = pa.table({
+            "clip_id": pa.array(self.ids.astype(str).tolist(), pa.string()),
+            "group": pa.array(self.groups.astype(str).tolist(), pa.string()),
+            "edge_proba": pa.array(list(self.edge_proba.astype(np.float32)), vectors),
+            "edge_embedding": pa.array(list(self.edge_embedding.astype(np.float32)), vectors),
+            "cloud_proba": pa.array(list(self.cloud_proba.astype(np.float32)), vectors),
+            "edge_label": self.edge_label.astype(np.int32),
+            "cloud_label": self.cloud_label.astype(np.int32),
+            "agree": pa.array(self.agree, pa.bool_()),
+            "alignment": self.alignment.astype(np.float32),
+            "edge_model": pa.array([self.edge_model] * len(self), pa.string()),
+            "cloud_model": pa.array([self.cloud_model] * len(self), pa.string()),
+        })
+        return table.replace_schema_metadata(
+            {"edgeswitch.classes": json.dumps(list(self.classes))})
 
     def to_parquet(self, path: str | Path) -> Path:
-        import pyarrow as pa
+        """One file, written atomically (a temp file, then rename)."""
         import pyarrow.parquet as pq
 
         path = Path(path)
         if path.is_dir():
             raise DataError(f"{path} is a folder; give a file name for the DMD records")
         path.parent.mkdir(parents=True, exist_ok=True)
-        table = pa.table({
-            "clip_id": self.ids.astype(str),
-            "group": self.groups.astype(str),
-            "edge_proba": list(self.edge_proba.astype(np.float32)),
-            "edge_embedding": list(self.edge_embedding.astype(np.float32)),
-            "cloud_proba": list(self.cloud_proba.astype(np.float32)),
-            "edge_label": self.edge_label.astype(np.int32),
-            "cloud_label": self.cloud_label.astype(np.int32),
-            "agree": self.agree,
-            "alignment": self.alignment.astype(np.float32),
-            "edge_model": [self.edge_model] * len(self),
-            "cloud_model": [self.cloud_model] * len(self),
-        })
-        table = table.replace_schema_metadata(
-            {"edgeswitch.classes": json.dumps(list(self.classes))})
         tmp = path.with_name(path.name + ".tmp")
-        pq.write_table(table, tmp)
+        pq.write_table(self.to_table(), tmp)
         tmp.replace(path)
         return path
 
     @classmethod
     def from_parquet(cls, path: str | Path) -> DMDRecords:
-        """One Parquet file, or the folder of a sharded `distill` run (see dmd.shards)."""
+        """One Parquet file, or the folder of a sharded `distill` run (see dmd.parts)."""
         import pyarrow.parquet as pq
 
         if Path(path).is_dir():
-            from edgeswitch.dmd.shards import read_dataset
+            from edgeswitch.dmd.parts import read_table
 
-            return read_dataset(path)
+            return cls.from_table(read_table(path), str(path))
         try:
             table = pq.read_table(path)
         except FileNotFoundError:
@@ -135,3 +168,24 @@ class DMDRecords:
             classes=tuple(json.loads(meta[b"edgeswitch.classes"])),
             edge_model=col("edge_model")[0].as_py(), cloud_model=col("cloud_model")[0].as_py(),
         )
+
+
+def join(parts: list[DMDRecords]) -> DMDRecords:
+    """Records sets one after the other (same models and classes), in one copy."""
+    first = parts[0]
+    for other in parts[1:]:
+        if (other.classes, other.edge_model, other.cloud_model) != \
+                (first.classes, first.edge_model, first.cloud_model):
+            raise DataError("DMD records of different models or classes cannot be joined")
+    cat = lambda name: np.concatenate([getattr(p, name) for p in parts])  # noqa: E731
+    return DMDRecords(cat("ids"), cat("groups"), cat("edge_proba"), cat("edge_embedding"),
+                      cat("cloud_proba"), first.classes, first.edge_model, first.cloud_model)
+
+
+def records_equal(a: DMDRecords, b: DMDRecords) -> bool:
+    """Bit-identical records (ids, groups, every array, classes and model names)."""
+    return (a.classes == b.classes and a.edge_model == b.edge_model
+            and a.cloud_model == b.cloud_model and np.array_equal(a.ids, b.ids)
+            and np.array_equal(a.groups, b.groups)
+            and all(np.array_equal(getattr(a, k), getattr(b, k))
+                    for k in ("edge_proba", "edge_embedding", "cloud_proba")))

@@ -1,64 +1,77 @@
-"""DMD on unlabelled video: edge and cloud over every clip of a folder of videos.
+"""DMD on unlabelled video: the source and the models the DMD runner (dmd.runner) takes for a
+folder of videos.
 
-The same records as for sensor clips (dmd.records), so the switcher trains and calibrates
-unchanged. Clip ids are `file@start`; the group of a clip is its video (a recording), so
-group-wise validation never splits one video across folds.
+One unit per video (its clips are known only once it is decoded, by video.source); a video
+that cannot be decoded fails its unit and the run goes on. The same records as for sensor
+clips (dmd.records), so the switcher trains and calibrates unchanged. Clip ids are
+`file@start` (the resolved path); the group of a clip is its video (a recording), so group-wise
+validation never splits one video across folds. Both objects pickle, for Ray's workers.
 """
 
 from __future__ import annotations
 
+from dataclasses import asdict, dataclass
+
 import numpy as np
 
-from edgeswitch.dmd.records import DMDRecords
-from edgeswitch.errors import DataError, ModelError
+from edgeswitch.data.clips import model_input
+from edgeswitch.dmd.corpus import Shard, plan_shards
+from edgeswitch.dmd.runner import Identity, Plan, UnitClips, UnitUnreadable
 from edgeswitch.models.base import check_same_classes, model_identity
-from edgeswitch.video.source import ClipSpec, FolderRun, VideoClip, folder_clips
+from edgeswitch.video.source import ClipSpec, VideoError, iter_clips, video_files
 
 
-def _batches(clips, size: int):
-    batch: list[VideoClip] = []
-    for clip in clips:
-        batch.append(clip)
-        if len(batch) == size:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
+@dataclass
+class VideoSource:
+    """Every video of a folder, glob, file or list, cut into clips by `spec`."""
 
+    videos: str | list[str]
+    spec: ClipSpec
+    ship_clips = False  # frames are far larger than the file: a Ray worker decodes again
 
-def distill_video(edge, cloud, videos, spec: ClipSpec, batch_size: int = 8,
-                  progress: bool = False, report: FolderRun | None = None) -> DMDRecords:
-    """DMD records for every clip of `videos` (a folder, glob, file or list). Videos that
-    cannot be decoded are listed in `report.failed`, clips the cloud did not answer in
-    `report.failed_clips` (a rerun over those videos fills them in); both are left out."""
-    from tqdm.auto import tqdm
+    def plan(self) -> Plan:
+        shards, inputs = plan_shards(video_files(self.videos), 1)
+        # the clip cutting is part of what a resumed run must share
+        return Plan(shards, inputs, {"clip_spec": asdict(self.spec)}, None)
 
-    check_same_classes(edge, cloud)
-    report = report if report is not None else FolderRun()
-    ids, groups, edge_p, edge_e, cloud_p = [], [], [], [], []
-    bar = tqdm(desc="DMD clips", unit="clip", disable=not progress, leave=False)
-    for batch in _batches(folder_clips(videos, spec, report), batch_size):
-        out = edge.outputs(batch)
+    def read(self, unit: Shard, classes: tuple[str, ...]) -> UnitClips:
         try:
-            cloud_batch = np.asarray(cloud.predict_proba(batch))
-        except ModelError as exc:  # one cloud failure costs its batch, not the whole run
-            report.failed_clips.update({c.clip_id: str(exc) for c in batch})
-            bar.update(len(batch))
-            continue
-        edge_p.append(out.proba)
-        edge_e.append(out.embedding)
-        cloud_p.append(cloud_batch)
-        ids += [c.clip_id for c in batch]
-        groups += [c.source for c in batch]
-        bar.update(len(batch))
-    bar.close()
-    if not ids:
-        raise DataError(f"no clip of {videos} has both answers: videos "
-                        f"{report.failed or 'shorter than one clip'}; cloud failures "
-                        f"{list(report.failed_clips.values())[:3]}")
-    return DMDRecords(ids=np.asarray(ids), groups=np.asarray(groups),
-                      edge_proba=np.concatenate(edge_p).astype(np.float32),
-                      edge_embedding=np.concatenate(edge_e).astype(np.float32),
-                      cloud_proba=np.concatenate(cloud_p).astype(np.float32),
-                      classes=tuple(edge.classes_), edge_model=model_identity(edge),
-                      cloud_model=model_identity(cloud))
+            clips = list(iter_clips(unit.path, self.spec, name=unit.path))
+        except VideoError as exc:
+            raise UnitUnreadable(str(exc)) from None
+        if not clips:
+            raise UnitUnreadable(f"{unit.path}: shorter than one clip")
+        return UnitClips(model_input(clips), np.asarray([c.clip_id for c in clips]),
+                         np.asarray([c.source for c in clips]))
+
+
+@dataclass
+class VideoModels:
+    """The edge and the cloud by name (video.registry); `cloud` holds video_cloud's keyword
+    arguments (spec, url, model, token, ...)."""
+
+    edge_name: str
+    cloud_args: dict
+
+    def edge(self):
+        from edgeswitch.video.registry import video_edge
+
+        return video_edge(self.edge_name)
+
+    def cloud(self, classes: tuple[str, ...]):
+        from edgeswitch.video.registry import video_cloud
+
+        return video_cloud(**self.cloud_args, classes=tuple(classes))
+
+    def close(self, cloud) -> None:
+        if hasattr(cloud, "close"):
+            cloud.close()
+
+    def identity(self, edge, cloud) -> Identity:
+        """The cloud's name with its address where it has one: two servers may serve a
+        model of the same name."""
+        check_same_classes(edge, cloud)
+        url = self.cloud_args.get("url")
+        name = model_identity(cloud)
+        return Identity(tuple(edge.classes_), model_identity(edge),
+                        name + (f"#{url}" if url and url not in name else ""))
