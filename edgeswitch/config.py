@@ -36,8 +36,13 @@ def describe(description: str, **limits) -> Any:
 # names the schema knows without importing the code that implements them (imports flow down)
 Arch = Literal["edge-cnn", "cloud-resnet"]                    # edgeswitch.models.nets
 FeatureGroup = Literal["proba", "confidence", "embedding"]    # edgeswitch.switcher.features
+SwitcherFamily = Literal["linear", "mlp", "gbt"]              # edgeswitch.switcher registry
+SwitcherTarget = Literal["hard", "soft", "gain"]              # edgeswitch.switcher.select
+VlmConstraint = Literal["json_schema", "guided_choice", "none"]  # edgeswitch.video.vlm
 ARCHS: tuple[str, ...] = get_args(Arch)
 FEATURE_GROUPS: tuple[str, ...] = get_args(FeatureGroup)
+TARGETS: tuple[str, ...] = get_args(SwitcherTarget)
+CONSTRAINTS: tuple[str, ...] = get_args(VlmConstraint)
 
 
 @dataclass(config=_STRICT)
@@ -60,9 +65,9 @@ class ModelConfig:
 class SwitcherConfig:
     """The switcher and its DMD targets (see edgeswitch/switcher/)."""
 
-    family: Annotated[Literal["linear", "mlp", "gbt"],
+    family: Annotated[SwitcherFamily,
                       describe("switcher family: linear, mlp (the paper's) or gbt")] = "linear"
-    target: Annotated[Literal["hard", "soft", "gain"],
+    target: Annotated[SwitcherTarget,
                       describe("DMD target: hard (agreement with the answer an offload gets), "
                                "soft (its probability of the edge class) or gain (one minus "
                                "the expected gain of offloading)")] = "hard"
@@ -216,7 +221,7 @@ class VideoConfig:
                                            "is waited for before the edge answer stands (a VLM "
                                            "is slow)", gt=0)] = 60_000.0
     vlm_frames: Annotated[StrictInt, describe("VLM cloud: images sent per clip", ge=1)] = 4
-    constraint: Annotated[Literal["json_schema", "guided_choice", "none"],
+    constraint: Annotated[VlmConstraint,
                           describe("VLM cloud: how the answer is constrained (guided_choice "
                                    "for vLLM)")] = "json_schema"
     logprobs: Annotated[StrictBool, describe("VLM cloud: ask for logprobs (--no-logprobs for "
@@ -287,13 +292,13 @@ def preset(dataset: str) -> RunConfig:
 _FREE_FORM = ("arch_params", "split_groups")
 
 
-def _merge(base: dict, values: dict, where: str = "") -> dict:
+def _merge(base: dict, values: dict) -> dict:
     """`values` over `base`, table by table. Unknown keys and types are left to the schema."""
     out = dict(base)
     for key, value in values.items():
         current = base.get(key)
         if isinstance(current, dict) and isinstance(value, dict) and key not in _FREE_FORM:
-            out[key] = _merge(current, value, f"{where}{key}.")
+            out[key] = _merge(current, value)
         else:
             out[key] = value
     return out

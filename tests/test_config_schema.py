@@ -165,8 +165,7 @@ def test_video_clip_defaults_are_the_config_defaults():
 
 def test_a_uea_ts_file_is_data_and_an_mpeg_ts_file_is_video(tmp_path):
     """`.ts` is UEA text and MPEG-TS video; `distill --data X_TRAIN.ts` took the video path."""
-    from edgeswitch.cli.video import is_video_source
-    from edgeswitch.data.files import is_video
+    from edgeswitch.data.files import is_video, is_video_source
 
     uea = tmp_path / "Tiny_TRAIN.ts"
     uea.write_text("@problemName Tiny\n@timeStamps false\n@univariate true\n@classLabel true "
@@ -198,3 +197,35 @@ def test_the_schema_is_the_only_default():
     tests/test_config_file.py); a RunConfig built in code is validated like a file."""
     with pytest.raises(Exception, match="splits"):
         RunConfig(splits=[1.0, 0.0, 1.0, 1.0])
+
+
+def test_a_flag_the_run_would_ignore_is_refused(tmp_path, bm_files, capsys):
+    """Remote-only settings with an in-process cloud, video settings on sensor data, VLM
+    settings with a non-VLM cloud and --split on videos were silently ignored."""
+    from edgeswitch.cli.video import video_cloud_args
+
+    common = ["--edge", str(bm_files["edge"]), "--cloud", str(bm_files["cloud"])]
+    assert main(["distill", "--data", "basicmotions", *common, "--deadline-ms", "100",
+                 "--out", str(tmp_path / "d.parquet")]) == 2
+    assert "--deadline-ms applies to --cloud-url only" in capsys.readouterr().err
+    assert main(["distill", "--data", "basicmotions", *common, "--clip-s", "2",
+                 "--out", str(tmp_path / "d.parquet")]) == 2
+    assert "--clip-s applies to video input only" in capsys.readouterr().err
+    from edgeswitch.cli.serve import make_cloud
+
+    classify = _parse("classify", "--data", "d.npz", "--edge", "e.onnx", "--switcher", "s",
+                      "--op", "o", "--cloud", "c.onnx", "--retries", "1", "--ca-cert", "ca")
+    with pytest.raises(EdgeSwitchError, match="--retries, --ca-cert apply to --cloud-url only"):
+        make_cloud(classify, ("a", "b"), RunConfig().runtime)
+    watch = ["watch", "cam.mp4", "--switcher", "s.npz", "--op", "op.json", "--cloud",
+             "yolo-fall"]
+    for extra in (["--vlm-frames", "2"], ["--no-logprobs"], ["--retries", "0"],
+                  ["--token-file", "t"]):
+        with pytest.raises(EdgeSwitchError, match="to --cloud-url only"):
+            video_cloud_args(_parse(*watch, *extra))
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    (videos / "a.mp4").write_bytes(b"")
+    assert main(["distill", "--data", str(videos), "--edge", "nfd", "--cloud", "yolo-fall",
+                 "--split", "calib", "--out", str(tmp_path / "v.parquet")]) == 2
+    assert "--split does not apply" in capsys.readouterr().err

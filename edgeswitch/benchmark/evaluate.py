@@ -33,9 +33,9 @@ CONFIDENCE = ("max_prob", "entropy", "margin")
 # point of the benchmark. "dmd-cv" picks among CV_CANDIDATES by group CV on the DMD records.
 VARIANTS: dict[str, SwitcherSpec] = {
     "dmd-mlp": SwitcherSpec("mlp", "hard"),                      # the paper's switcher
-    "dmd-linear": SwitcherSpec("linear", "hard", l2=10.0),
+    "dmd-linear": SwitcherSpec("linear", "hard"),
     "dmd-gbt": SwitcherSpec("gbt", "hard", features=("proba", "confidence")),
-    "dmd-gain": SwitcherSpec("linear", "gain", l2=10.0),
+    "dmd-gain": SwitcherSpec("linear", "gain"),
     "dmd-aug": SwitcherSpec("mlp", "hard", augment_views=8),
 }
 
@@ -161,7 +161,7 @@ def learned_routers(cfg: RunConfig, o: FoldOutputs, fusion: Fusion, seed: int,
         ens_pool, ens_c, ens_t = (ensemble_view(o.members(p)) for p in PARTS)
         target = dmd_targets(ens_pool.proba, fusion.combine(ens_pool.proba, o["cloud_pool_p"]),
                              "gain")
-        ens_sw = fit_switcher(SwitcherSpec("linear", "gain", l2=10.0), ens_pool, target,
+        ens_sw = fit_switcher(SwitcherSpec("linear", "gain"), ens_pool, target,
                               o["groups_pool"], seed)
         add("dmd-abc", ens_sw, {"family": "linear", "target": "gain"}, ens_t, ens_c,
             ens_t.proba, int(o["macs"][2]))

@@ -124,6 +124,28 @@ def close_hybrid(hybrid) -> None:
             hybrid.log.close()
 
 
+# settings only a cloud server (--cloud-url) acts on, and only a VLM server
+REMOTE_KEYS = ("runtime.protocol", "runtime.deadline_ms", "runtime.retries", "runtime.backoff_ms",
+               "runtime.backoff_max_ms", "runtime.breaker_failures", "runtime.breaker_reset_s",
+               "distill.deadline_ms", "video.deadline_ms")
+REMOTE_ARGS = ("model", "token_file", "ca_cert")
+VLM_KEYS = ("video.deadline_ms", "video.vlm_frames", "video.constraint", "video.logprobs")
+VLM_ARGS = ("prompt_file",)
+
+
+def refuse_unused(args, keys: tuple[str, ...], names: tuple[str, ...], why: str) -> None:
+    """Flags given on the command line that this run would not act on are an error that
+    names them (a silently ignored flag is a setting the user believes in and does not get)."""
+    from edgeswitch.cli.flags import flag_values
+
+    given = [k for k in flag_values(args) if k in keys]
+    flags = ["--" + k.rpartition(".")[2].replace("_", "-") for k in given]
+    flags += ["--" + n.replace("_", "-") for n in names if getattr(args, n, None)]
+    if flags:
+        raise EdgeSwitchError(f"{', '.join(dict.fromkeys(flags))} "
+                              f"{'apply' if len(flags) > 1 else 'applies'} {why}")
+
+
 def out_file(path: str) -> Path:
     out = Path(path)
     if out.is_dir():

@@ -15,8 +15,18 @@ import sys
 from dataclasses import asdict, replace
 from pathlib import Path
 
-from edgeswitch.cli.common import cloud_args, data_args, load_split, out_file
+from edgeswitch.cli.common import (
+    REMOTE_ARGS,
+    REMOTE_KEYS,
+    VLM_ARGS,
+    cloud_args,
+    data_args,
+    load_split,
+    out_file,
+    refuse_unused,
+)
 from edgeswitch.cli.flags import config_flags, resolve_config
+from edgeswitch.config import VideoConfig
 from edgeswitch.errors import EdgeSwitchError
 
 
@@ -34,9 +44,8 @@ def _cloud_spec(args):
 
 def cmd_distill(args) -> int:
     """Source from --data, sink from --out, then the runner."""
-    from edgeswitch.cli.video import is_video_source, video_work
-    from edgeswitch.dmd.runner import run
-    from edgeswitch.dmd.sinks import FolderSink, MemorySink
+    from edgeswitch.cli.video import video_work
+    from edgeswitch.data.files import is_video_source
 
     settings = resolve_config(args, dataset=args.data).distill
     to_file = Path(args.out).suffix == ".parquet"
@@ -45,10 +54,24 @@ def cmd_distill(args) -> int:
                               "name, not a .parquet file")
     if is_video_source(args.data):
         source, models = video_work(args)
-    elif to_file:
+        return _finish(args, source, models, settings, to_file)
+    refuse_unused(args, tuple(f"video.{f}" for f in VideoConfig.__dataclass_fields__), VLM_ARGS,
+                  "to video input only (--data is not a video source)")
+    if not args.cloud_url:
+        refuse_unused(args, REMOTE_KEYS, REMOTE_ARGS,
+                      f"to --cloud-url only (--cloud {args.cloud} runs in the worker)")
+    if to_file:
         source, models = _split_work(args)
     else:
         source, models = _corpus_work(args, settings)
+    return _finish(args, source, models, settings, to_file)
+
+
+def _finish(args, source, models, settings, to_file: bool) -> int:
+    """The one runner, on the configured engine, into the sink --out names."""
+    from edgeswitch.dmd.runner import run
+    from edgeswitch.dmd.sinks import FolderSink, MemorySink
+
     sink = MemorySink() if to_file else FolderSink(args.out)
     engine = None
     if settings.engine == "ray":

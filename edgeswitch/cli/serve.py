@@ -8,6 +8,8 @@ import sys
 from pathlib import Path
 
 from edgeswitch.cli.common import (
+    REMOTE_ARGS,
+    REMOTE_KEYS,
     close_hybrid,
     cloud_args,
     data_args,
@@ -16,6 +18,7 @@ from edgeswitch.cli.common import (
     make_hybrid,
     need_extra,
     out_file,
+    refuse_unused,
 )
 from edgeswitch.cli.flags import config_arg, config_flags, resolve_config
 from edgeswitch.errors import EdgeSwitchError
@@ -63,6 +66,9 @@ def make_cloud(args, classes: tuple[str, ...], runtime):
 
     if not (args.cloud_url or args.cloud):
         raise EdgeSwitchError("classify needs --cloud-url (a server) or --cloud (an ONNX model)")
+    if not args.cloud_url:
+        refuse_unused(args, REMOTE_KEYS, REMOTE_ARGS,
+                      f"to --cloud-url only (--cloud {args.cloud} runs in this process)")
     token = resolve_token(args.token_file) if args.cloud_url else None
     return CloudSpec(model=args.cloud, url=args.cloud_url, token=token, served_model=args.model,
                      ca_cert=args.ca_cert, runtime=runtime).build(classes)

@@ -60,12 +60,13 @@ def cmd_train_switcher(args) -> int:
     return 0
 
 
-def _calibration_inputs(args, mode: str):
+def _calibration_inputs(args, cfg):
     """(switcher, scores, disagreement or None, costs) from clips and models, or from the DMD
     records of unlabelled calibration clips (--dmd: any modality, no model run needed)."""
     from edgeswitch.pipeline import Costs, check_clip_classes, measure_costs
 
     no_costs = Costs(0, 0, 1, 0, 0, 1)
+    mode = cfg.calibration.mode
     if args.dmd:
         from edgeswitch.dmd import DMDRecords
         from edgeswitch.switcher import load_switcher
@@ -88,7 +89,8 @@ def _calibration_inputs(args, mode: str):
     sw = load_checked_switcher(args.switcher, edge)
     edge_out = edge.outputs(clips.X)
     disagree = edge_out.label != cloud.predict(clips.X) if mode == "disagreement" else None
-    costs = measure_costs(edge, sw, cloud, clips.X, 100) if mode == "budget" else no_costs
+    costs = measure_costs(edge, sw, cloud, clips.X, cfg.latency_calls) if mode == "budget" \
+        else no_costs
     return sw, sw.trust(edge_out), disagree, costs
 
 
@@ -96,7 +98,7 @@ def cmd_calibrate(args) -> int:
     from edgeswitch.pipeline import calibrate
 
     cfg = resolve_config(args, dataset=args.data)
-    sw, scores, disagree, costs = _calibration_inputs(args, cfg.calibration.mode)
+    sw, scores, disagree, costs = _calibration_inputs(args, cfg)
     if cfg.calibration.mode != "disagreement":
         disagree = None
     # without DMD records at hand the candidate thresholds are fixed in advance: a fine grid
@@ -120,14 +122,14 @@ def cmd_evaluate(args) -> int:
     from edgeswitch.pipeline import evaluate_clips, measure_costs
     from edgeswitch.switcher import OperatingPoint
 
-    clips, _, _ = load_split(args)
+    clips, _, cfg = load_split(args)
     edge, cloud = load_models(args)
     sw = load_checked_switcher(args.switcher, edge)
     op = OperatingPoint.load(args.op)
-    costs = measure_costs(edge, sw, cloud, clips.X, 100)
+    costs = measure_costs(edge, sw, cloud, clips.X, cfg.latency_calls)
     results = {"dataset": str(args.data),
-               **evaluate_clips(edge, cloud, {"dmd": sw}, op, costs, clips,
-                                fusion=load_fusion(args))}
+               **evaluate_clips(edge, cloud, {"dmd": sw}, op, costs, clips, cfg.curve_points,
+                                cfg.seed, fusion=load_fusion(args))}
     write_all(results, Path(args.out))
     print(text_table(results))
     return 0

@@ -20,16 +20,6 @@ from edgeswitch.config import VideoConfig
 from edgeswitch.errors import EdgeSwitchError
 
 
-def is_video_source(data: str) -> bool:
-    """A video file, a folder holding videos, a stream URL or a webcam index."""
-    from edgeswitch.data.files import is_video
-
-    path = Path(data)
-    if "://" in data or data.isdigit() or is_video(path):
-        return True
-    return path.is_dir() and any(is_video(p) for p in path.iterdir())
-
-
 def vlm_args(p: argparse.ArgumentParser, watch: bool) -> None:
     """A VLM cloud's settings: [video] of the config, [runtime]'s retries and breaker, and the
     prompt file. A DMD run's deadline is [distill]'s, so only `watch` has [video]'s."""
@@ -55,14 +45,13 @@ def video_cloud_args(args) -> dict | None:
     """Keyword arguments of video.registry.video_cloud from --cloud / --cloud-url. A VLM gets
     the runtime of every remote cloud ([runtime] of --config, then the flags), with the
     deadline of a DMD run ([distill] deadline_ms) or of `watch` ([video] deadline_ms)."""
+    from edgeswitch.cli.common import REMOTE_ARGS, REMOTE_KEYS, VLM_ARGS, VLM_KEYS, refuse_unused
     from edgeswitch.cli.flags import flag_values
     from edgeswitch.cloud.tokens import resolve_token
 
     cfg = resolve_config(args)
-    given = [key for key in flag_values(args)
-             if key.startswith("runtime.") or key.endswith("deadline_ms")]
     if args.cloud_url:
-        if cfg.runtime.protocol != "openai" and "runtime.protocol" in given:
+        if cfg.runtime.protocol != "openai" and "runtime.protocol" in flag_values(args):
             raise EdgeSwitchError("a VLM --cloud-url speaks the OpenAI chat protocol; "
                                   f"--protocol {cfg.runtime.protocol} does not apply")
         deadline = cfg.distill.deadline_ms if args.command == "distill" else \
@@ -78,11 +67,9 @@ def video_cloud_args(args) -> dict | None:
         return {"spec": "openai-vlm", "url": args.cloud_url, "model": args.model,
                 "token": resolve_token(args.token_file), "ca_cert": args.ca_cert,
                 "runtime": runtime, **vlm}
-    flags = ["--" + key.rpartition(".")[2].replace("_", "-") for key in given]
-    flags += ["--ca-cert"] if args.ca_cert else []
-    if flags:  # an in-process cloud, or none: nothing for these to act on
-        where = f" (--cloud {args.cloud} runs in this process)" if args.cloud else ""
-        raise EdgeSwitchError(f"{', '.join(flags)} apply to --cloud-url only{where}")
+    where = f" (--cloud {args.cloud} runs in this process)" if args.cloud else ""
+    refuse_unused(args, REMOTE_KEYS + VLM_KEYS, REMOTE_ARGS + VLM_ARGS,
+                  f"to --cloud-url only{where}")
     return {"spec": args.cloud} if args.cloud else None
 
 
@@ -106,6 +93,9 @@ def video_work(args):
     from edgeswitch.video.dmd import VideoModels, VideoSource
 
     need_extra("av", "video")
+    if args.split is not None:
+        raise EdgeSwitchError("a run over videos reads every clip of every video; --split does "
+                              "not apply (split the videos into folders instead)")
     cloud = video_cloud_args(args)
     if cloud is None:
         raise EdgeSwitchError("give the cloud: --cloud-url URL --model NAME (an OpenAI-"
@@ -132,16 +122,6 @@ def cmd_train_pose(args) -> int:
     return 0
 
 
-def _overlay(frame, text: str, color) -> object:
-    from PIL import Image, ImageDraw
-
-    img = Image.fromarray(frame)
-    draw = ImageDraw.Draw(img)
-    draw.rectangle([0, 0, img.width, 22], fill=(0, 0, 0))
-    draw.text((6, 5), text, fill=color)
-    return img
-
-
 def _watch_items(source: str, spec):
     """One stream item per clip of the source, with its time range for the JSON line."""
     from edgeswitch.runtime.stream import StreamItem
@@ -155,6 +135,7 @@ def _watch_items(source: str, spec):
 def cmd_watch(args) -> int:
     """The hybrid over a file or a live source, one clip per call, JSON lines out."""
     from edgeswitch.runtime.stream import run_stream
+    from edgeswitch.video.annotate import AnnotatedVideo
 
     edge, cloud = video_models(args, need_cloud=False)
     if cloud is None:  # edge only: the switcher still scores; clips it would offload keep
@@ -168,7 +149,7 @@ def cmd_watch(args) -> int:
     except OSError as exc:
         close_hybrid(hybrid)
         raise EdgeSwitchError(f"cannot write --out {args.out}: {exc.strerror}") from None
-    video = _AnnotatedVideo(args.video_out, spec) if args.video_out else None
+    video = AnnotatedVideo(args.video_out, spec) if args.video_out else None
     try:
         summary = run_stream(hybrid, _watch_items(args.source, spec), out,
                              stop_after=args.stop_after,
@@ -183,68 +164,6 @@ def cmd_watch(args) -> int:
           f"{summary.stopped_by}" + (f"; wrote {args.video_out}" if args.video_out else ""),
           file=sys.stderr)
     return 0
-
-
-class _AnnotatedVideo:
-    """--video-out: each clip's frames with its answer drawn on top. A clip shows the frames of
-    its first stride, so the output has no repeats; the last clip's other frames come at the
-    end."""
-
-    def __init__(self, path: str, spec) -> None:
-        self.path, self.spec = path, spec
-        self.writer: _VideoWriter | None = None
-        self.last = None
-
-    def _write(self, clip, text: str, color, first_stride: bool) -> None:
-        import numpy as np
-
-        cut = clip.start_s + self.spec.stride_s
-        for t, frame in zip(clip.times, clip.frames, strict=True):
-            if (t < cut) == first_stride:
-                self.writer.write(np.asarray(_overlay(frame, text, color)))
-
-    def add(self, item, res, rows) -> None:
-        clip, row = item.inputs[0], rows[0]
-        self.writer = self.writer or _VideoWriter(self.path, clip.frames[0].shape, self.spec)
-        color = (255, 80, 80) if row["label"] == "fall" else (120, 255, 120)
-        text = (f"{clip.start_s:7.1f}s {row['label'].upper()} by {row['answered_by']} "
-                f"score {row['switcher_score']:.2f}")
-        self._write(clip, text, color, first_stride=True)
-        self.last = (clip, text, color)
-
-    def close(self) -> None:
-        if self.writer is not None:
-            self._write(*self.last, first_stride=False)
-            self.writer.close()
-
-
-class _VideoWriter:
-    """H.264 output at the clip spec's frame rate."""
-
-    def __init__(self, path: str, shape, spec) -> None:
-        import av
-
-        try:
-            self.container = av.open(path, "w")
-        except (OSError, av.error.FFmpegError) as exc:
-            raise EdgeSwitchError(f"cannot write --video-out {path}: {exc}") from None
-        # the rate the clips' frames were sampled at, so the video plays in real time
-        self.stream = self.container.add_stream("libx264",
-                                                rate=round(spec.frames / spec.length_s))
-        self.stream.height, self.stream.width = shape[0] // 2 * 2, shape[1] // 2 * 2
-        self.stream.pix_fmt = "yuv420p"
-
-    def write(self, frame) -> None:
-        import av
-
-        frame = frame[: self.stream.height, : self.stream.width]
-        for packet in self.stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
-            self.container.mux(packet)
-
-    def close(self) -> None:
-        for packet in self.stream.encode():
-            self.container.mux(packet)
-        self.container.close()
 
 
 def add_parsers(sub, add_common) -> None:

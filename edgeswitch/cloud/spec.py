@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from edgeswitch.config import RuntimeConfig
+from edgeswitch.config import DistillConfig, RuntimeConfig
 from edgeswitch.errors import EdgeSwitchError
 
 
@@ -18,7 +18,9 @@ class CloudSpec:
     token: str | None = None
     served_model: str | None = None   # model name to ask the server for
     ca_cert: str | None = None        # CA or self-signed certificate to trust (https)
-    runtime: RuntimeConfig = field(default_factory=lambda: RuntimeConfig(deadline_ms=60_000))
+    # a DMD worker's cloud: the deadline of a DMD run ([distill] deadline_ms)
+    runtime: RuntimeConfig = field(default_factory=lambda: RuntimeConfig(
+        deadline_ms=DistillConfig().deadline_ms))
 
     def __post_init__(self) -> None:
         if (self.model is None) == (self.url is None):

@@ -29,6 +29,14 @@ def is_video(path: str | Path) -> bool:
         return False
 
 
+def is_video_source(data: str) -> bool:
+    """A video file, a folder holding videos, a stream URL or a webcam index."""
+    path = Path(data)
+    if "://" in data or data.isdigit() or is_video(path):
+        return True
+    return path.is_dir() and any(is_video(p) for p in path.iterdir())
+
+
 def corpus_files(spec: str | Path | Sequence[str | Path]) -> list[Path]:
     """The files of a corpus, all `.npz` clip files or all videos: a folder (sorted), a glob,
     one file, or a list of any of these. Order matters: it is the order of the records."""

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edgeswitch.config import RunConfig
 from edgeswitch.data.clips import ClipBatch
 from edgeswitch.data.uea import read_arff, read_ts
 from edgeswitch.errors import DataError
@@ -40,7 +41,10 @@ def sliding_windows(n_samples: int, window: int, stride: int) -> np.ndarray:
     return np.arange(0, n_samples - window + 1, stride, dtype=np.int64)
 
 
-def load_watch(window_s: float = 2.0, stride_s: float = 1.0) -> ClipBatch:
+_RUN = RunConfig()  # the schema holds the watch windows' defaults
+
+
+def load_watch(window_s: float = _RUN.window_s, stride_s: float = _RUN.stride_s) -> ClipBatch:
     """seglearn's smartwatch shoulder-rehabilitation set: 10 subjects, 7 exercises, 50 Hz IMU.
 
     Each of the 140 recordings is cut into windows; the subject is the group, so no subject's

@@ -58,7 +58,7 @@ class OnnxClassifier:
         missing = {"classes", "clip_shape"} - meta.keys()
         if missing:
             raise ModelError(f"ONNX model lacks edgeswitch metadata {sorted(missing)}; export it "
-                             "with edgeswitch.models.export_onnx")
+                             "with edgeswitch.models.train.export_onnx")
         try:
             self.classes_: tuple[str, ...] = tuple(str(c) for c in json.loads(meta["classes"]))
             self.clip_shape_: tuple[int, int] = tuple(int(v) for v in
@@ -106,9 +106,6 @@ class OnnxClassifier:
     def predict(self, X: np.ndarray) -> np.ndarray:
         """int64 indices into `classes_`."""
         return self.outputs(X).label
-
-    def embed(self, X: np.ndarray) -> np.ndarray:
-        return self.outputs(X).embedding
 
     def save(self, path: str | Path) -> Path:
         path = Path(path)

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edgeswitch.config import ModelConfig
 from edgeswitch.data.clips import ClipBatch
 from edgeswitch.errors import DataError, NotFittedError
 from edgeswitch.models.base import ModelOutput
@@ -75,6 +76,9 @@ def export_onnx(net, clip_shape: tuple[int, int], meta: dict) -> bytes:
     return proto.SerializeToString()
 
 
+_MODEL = ModelConfig()  # the schema's [edge] / [cloud] table holds the defaults
+
+
 @dataclass
 class NetClassifier:
     """A torch network trained on labelled clips, served through ONNX Runtime after `fit`.
@@ -84,17 +88,17 @@ class NetClassifier:
     ensemble: how many networks (seeds `seed`, `seed + 1`, ...) are averaged into the model.
     """
 
-    arch: str = "edge-cnn"
+    arch: str = _MODEL.arch
     arch_params: dict = field(default_factory=dict)
     name: str = "edge"
-    epochs: int = 30
-    lr: float = 3e-3
-    batch_size: int = 64
+    epochs: int = _MODEL.epochs
+    lr: float = _MODEL.lr
+    batch_size: int = _MODEL.batch_size
     weight_decay: float = 1e-2
-    rotate_deg: float = 30.0
+    rotate_deg: float = _MODEL.rotate_deg
     seed: int = 0
     threads: int = 1
-    ensemble: int = 1          # networks averaged into one model (seeds seed, seed+1, ...)
+    ensemble: int = _MODEL.ensemble  # networks averaged into one model (seeds seed, seed+1..)
 
     def fit(self, clips: ClipBatch, progress: bool = False) -> NetClassifier:
         """Train `ensemble` networks (seeds seed, seed+1, ...) and export them as one ONNX

@@ -51,7 +51,7 @@ def build(cfg: RunConfig, out_dir: Path | None = None, cache_dir: Path | None = 
     check_same_classes(edge, cloud)
     t = step("train models", t)
 
-    records = distill(edge, cloud, splits.pool, progress=progress)
+    records = distill(edge, cloud, splits.pool, cfg.distill.batch_size, progress=progress)
     if out_dir is not None:
         records.to_parquet(Path(out_dir) / "dmd_pool.parquet")
     fusion = fit_fusion(cfg, records)   # on the pool's own clips, no labels
@@ -59,7 +59,8 @@ def build(cfg: RunConfig, out_dir: Path | None = None, cache_dir: Path | None = 
     views = rotated_views(splits.pool, cfg.switcher.augment_views, cfg.edge.rotate_deg,
                           seed=cfg.seed)
     if views is not None:  # more DMD records from rotated views of the same unlabelled clips
-        training = records.concat(distill(edge, cloud, views, progress=progress))
+        training = records.concat(distill(edge, cloud, views, cfg.distill.batch_size,
+                                          progress=progress))
     t = step("DMD", t)
 
     dmd = train_switcher(training, cfg, fusion=fusion)

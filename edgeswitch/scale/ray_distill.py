@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from edgeswitch.config import DistillConfig, from_values
 from edgeswitch.dmd.corpus import Shard
 from edgeswitch.dmd.runner import (
     CloudAnswers,
@@ -105,19 +106,21 @@ class CloudWorker:
                 "failed_clips": [json.dumps(failed)]}
 
 
+_DISTILL = DistillConfig()
+
+
 @dataclass
 class RayEngine:
     """An engine for `dmd.runner.run`: the pending units on Ray (a local cluster unless
     `address` is given)."""
 
-    workers: int = 2
+    workers: int = _DISTILL.workers
     address: str | None = None
-    cpus_per_worker: float = 1.0
+    cpus_per_worker: float = _DISTILL.cpus_per_worker
 
-    def __post_init__(self) -> None:
-        if self.workers < 1 or self.cpus_per_worker <= 0:
-            raise EdgeSwitchError(f"--workers must be >= 1 and --cpus-per-worker > 0, got "
-                                  f"{self.workers} and {self.cpus_per_worker}")
+    def __post_init__(self) -> None:  # the schema's ranges, for callers that skip the config
+        from_values(DistillConfig, {"workers": self.workers,
+                                    "cpus_per_worker": self.cpus_per_worker}, " of RayEngine")
 
     def __call__(self, job: Job, todo: list[Shard], progress: bool) -> EngineResult:
         from tqdm.auto import tqdm

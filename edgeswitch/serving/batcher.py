@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from edgeswitch.config import ServeConfig
+
 
 @dataclass
 class _Pending:
@@ -27,9 +29,13 @@ class _Pending:
     arrived: float = field(default_factory=time.perf_counter)
 
 
+_SERVE = ServeConfig()  # the schema's [serve] table holds the defaults
+
+
 class DynamicBatcher:
-    def __init__(self, run: Callable[[np.ndarray], np.ndarray], max_batch: int = 32,
-                 max_wait_ms: float = 0.0, workers: int = 2,
+    def __init__(self, run: Callable[[np.ndarray], np.ndarray],
+                 max_batch: int = _SERVE.max_batch, max_wait_ms: float = _SERVE.max_wait_ms,
+                 workers: int = 2,
                  on_batch: Callable[[int], None] | None = None) -> None:
         self.run = run
         self.max_batch = max_batch

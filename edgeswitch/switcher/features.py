@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 
+from edgeswitch.config import FEATURE_GROUPS
 from edgeswitch.errors import DataError
 from edgeswitch.models.base import ModelOutput
 
-FEATURE_GROUPS = ("proba", "confidence", "embedding")
+# the names are the config schema's (its [switcher] features are checked against them)
 
 
 def confidence(proba: np.ndarray) -> np.ndarray:

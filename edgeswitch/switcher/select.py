@@ -19,24 +19,25 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from edgeswitch.config import FEATURE_GROUPS, TARGETS, SwitcherConfig
 from edgeswitch.errors import DataError
 from edgeswitch.evaluation.curves import accuracy_by_k, offload_order, trapezoid_auc
 from edgeswitch.models.base import ModelOutput
 from edgeswitch.switcher.base import Switcher
-from edgeswitch.switcher.features import FEATURE_GROUPS, confidence
+from edgeswitch.switcher.features import confidence
 
-TARGETS = ("hard", "soft", "gain")
+_DEFAULT = SwitcherConfig()  # the schema's [switcher] table holds the defaults
 
 
 @dataclass(frozen=True)
 class SwitcherSpec:
-    family: str = "mlp"
-    target: str = "hard"
-    features: tuple[str, ...] = FEATURE_GROUPS
-    hidden: int = 32
-    epochs: int = 400
-    l2: float = 1e-2
-    augment_views: int = 0
+    family: str = _DEFAULT.family
+    target: str = _DEFAULT.target
+    features: tuple[str, ...] = tuple(_DEFAULT.features)
+    hidden: int = _DEFAULT.hidden
+    epochs: int = _DEFAULT.epochs
+    l2: float = _DEFAULT.l2
+    augment_views: int = _DEFAULT.augment_views
 
     def build(self, seed: int = 0, name: str = "dmd", meta: dict | None = None) -> Switcher:
         from edgeswitch.switcher.linear import LinearSwitcher
@@ -100,7 +101,7 @@ def dmd_area(scores: np.ndarray, edge_label: np.ndarray, answer_label: np.ndarra
 
 CV_CANDIDATES = (
     # linear on everything, the confidence triplet unpenalised: shrinks to a mix of confidences
-    *(SwitcherSpec("linear", t, FEATURE_GROUPS, l2=10.0, augment_views=v)
+    *(SwitcherSpec("linear", t, FEATURE_GROUPS, augment_views=v)
       for t in ("hard", "gain") for v in (0, 8)),
     *(SwitcherSpec("gbt", t, ("proba", "confidence")) for t in ("hard", "gain")),
     *(SwitcherSpec("mlp", t, FEATURE_GROUPS, augment_views=8) for t in ("hard", "gain")),

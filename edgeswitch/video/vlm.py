@@ -21,7 +21,7 @@ import numpy as np
 
 from edgeswitch.cloud.payloads import chat_body
 from edgeswitch.cloud.remote import RemoteCloud
-from edgeswitch.config import RuntimeConfig, VideoConfig
+from edgeswitch.config import CONSTRAINTS, RuntimeConfig, VideoConfig
 from edgeswitch.errors import EdgeSwitchError
 from edgeswitch.video.inputs import check_video_clips
 from edgeswitch.video.source import VideoClip
@@ -34,7 +34,7 @@ DEFAULT_DESCRIPTIONS = {
     "fall": "fall: a person falls, or is lying on the floor after falling",
     "adl": "adl: any other everyday activity (standing, walking, sitting, bending), or nobody",
 }
-CONSTRAINTS = ("json_schema", "guided_choice", "none")
+_VIDEO = VideoConfig()  # the schema's [video] table holds the VLM defaults
 
 
 @dataclass
@@ -43,13 +43,13 @@ class VLMConfig:
     model: str
     classes: tuple[str, ...] = ("adl", "fall")
     token: str | None = None
-    frames: int = 4                    # images per clip, evenly spaced in time
+    frames: int = _VIDEO.vlm_frames    # images per clip, evenly spaced in time
     max_side: int = 448                # longer image side in pixels, before JPEG
     jpeg_quality: int = 85
     prompt: str = DEFAULT_PROMPT       # placeholders: {n} {seconds} {labels} {descriptions}
     descriptions: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_DESCRIPTIONS))
-    constraint: str = "json_schema"
-    logprobs: bool = True
+    constraint: str = _VIDEO.constraint
+    logprobs: bool = _VIDEO.logprobs
     top_logprobs: int = 10
     max_tokens: int = 32
     concurrency: int = 4               # clips in flight at once
@@ -126,7 +126,7 @@ class VideoChat:
 
 # a VLM is slow: a generous deadline per round of `concurrency` clips (the config's [video]
 # deadline_ms), the usual retries and breaker
-VLM_RUNTIME = RuntimeConfig(protocol="openai", deadline_ms=VideoConfig().deadline_ms)
+VLM_RUNTIME = RuntimeConfig(protocol="openai", deadline_ms=_VIDEO.deadline_ms)
 
 
 class OpenAIVLM(RemoteCloud):
