@@ -229,6 +229,16 @@ class VideoConfig:
 
 
 @dataclass(config=_STRICT)
+class PoseConfig:
+    """`edgeswitch train-pose`: the pose-sequence edge model (see video/edge_models.py)."""
+
+    epochs: Annotated[StrictInt, describe("training epochs", ge=1)] = 20
+    width: Annotated[StrictInt, describe("channels of the temporal CNN", ge=1)] = 32
+    synthetic: Annotated[StrictInt, describe("SYNTHETIC sequences to generate when no --data "
+                                             "is given", ge=10)] = 2000
+
+
+@dataclass(config=_STRICT)
 class RunConfig:
     dataset: Annotated[StrictStr, describe("watch, basicmotions, or a path to .npz / .ts / "
                                            ".arff / a UEA folder")] = "watch"
@@ -252,6 +262,7 @@ class RunConfig:
     serve: ServeConfig = field(default_factory=ServeConfig)
     distill: DistillConfig = field(default_factory=DistillConfig)
     video: VideoConfig = field(default_factory=VideoConfig)
+    pose: PoseConfig = field(default_factory=PoseConfig)
     curve_points: Annotated[StrictInt, describe("offload-rate grid of the evaluation curves",
                                                 ge=2)] = 101
     latency_calls: Annotated[StrictInt, describe("timed calls per part", ge=1)] = 300

@@ -74,17 +74,28 @@ def test_every_flag_default_is_the_config_default():
     assert seen > 50
 
 
+# Flags that name the same setting of different tables: each command has one of them, and it
+# means the same thing there (the deadline of its cloud calls, the engine it runs on, the
+# cluster that engine joins, the epochs of the model it trains).
+SHARED_FLAGS = {
+    "--deadline-ms": {"runtime.deadline_ms", "distill.deadline_ms", "video.deadline_ms"},
+    "--engine": {"distill.engine", "serve.engine"},
+    "--ray-address": {"distill.ray_address", "serve.ray_address"},
+    "--epochs": {"switcher.epochs", "pose.epochs"},
+}
+
+
 def test_flags_have_one_meaning_each():
-    """A flag name means the same setting on every command (the same config field, e.g.
-    `--deadline-ms` is [runtime] deadline_ms or, for DMD runs, [distill] deadline_ms), and
-    `--model` is a served model's name everywhere (it was an ONNX path in serve-cloud)."""
+    """A flag name is one setting (one config key) on every command, but for the few listed
+    in SHARED_FLAGS; `--model` is a served model's name everywhere (it was an ONNX path in
+    serve-cloud)."""
     meaning: dict[str, set[str]] = {}
     for p in _subcommands(build_parser()).values():
         for action in p._actions:
             for opt in action.option_strings:
-                meaning.setdefault(opt, set()).add(action.dest.rpartition(".")[2]
-                                                   .removeprefix("cfg:"))
-    assert {o: d for o, d in meaning.items() if len(d) > 1} == {}
+                meaning.setdefault(opt, set()).add(action.dest.removeprefix("cfg:"))
+    clashes = {o: d for o, d in meaning.items() if len(d) > 1}
+    assert clashes == SHARED_FLAGS
     commands = _subcommands(build_parser())
     for name, p in commands.items():
         for action in p._actions:
@@ -96,7 +107,7 @@ def test_flags_have_one_meaning_each():
 
 def test_every_step_command_takes_a_config():
     for name in ("demo", "benchmark", "train-models", "distill", "train-switcher", "calibrate",
-                 "evaluate", "serve-cloud", "classify", "watch"):
+                 "evaluate", "serve-cloud", "classify", "watch", "train-pose"):
         p = _subcommands(build_parser())[name]
         assert any("--config" in a.option_strings for a in p._actions), name
 
@@ -229,3 +240,18 @@ def test_a_flag_the_run_would_ignore_is_refused(tmp_path, bm_files, capsys):
     assert main(["distill", "--data", str(videos), "--edge", "nfd", "--cloud", "yolo-fall",
                  "--split", "calib", "--out", str(tmp_path / "v.parquet")]) == 2
     assert "--split does not apply" in capsys.readouterr().err
+
+
+def test_the_names_the_schema_knows_are_the_code_s():
+    """The schema names architectures, switcher families and feature groups without importing
+    the code that implements them (imports flow down); these must stay the same sets."""
+    from typing import get_args
+
+    from edgeswitch.config import ARCHS, FEATURE_GROUPS, SwitcherFamily
+    from edgeswitch.models.nets import ARCHITECTURES
+    from edgeswitch.switcher import features
+    from edgeswitch.switcher.base import SWITCHERS
+
+    assert set(ARCHITECTURES) == set(ARCHS)
+    assert set(SWITCHERS) == set(get_args(SwitcherFamily))
+    assert features.FEATURE_GROUPS is FEATURE_GROUPS

@@ -20,7 +20,7 @@ from edgeswitch.dmd.records import records_equal
 from edgeswitch.dmd.runner import CloudDownError, run
 from edgeswitch.dmd.sinks import FolderSink, MemorySink
 from edgeswitch.dmd.sources import LiveModels, MemorySource, NpzSource
-from edgeswitch.errors import DataError
+from edgeswitch.errors import DataError, EdgeSwitchError
 
 
 class _Cloud:
@@ -185,3 +185,24 @@ def test_records_refuse_parts_that_do_not_fit(change, message):
     assert len(_records()) == 2
     with pytest.raises(DataError, match="DMD records: " + message):
         _records(**change)
+
+
+@pytest.mark.slow
+def test_a_server_cloud_is_identified_through_the_one_client(bm_files):
+    """A DMD run over a server records `remote:URL#MODEL`, asked at /v1/models with the run's
+    own client (token, TLS); a wrong model, a wrong token or no server is a clear error."""
+    from edgeswitch.cloud.spec import CloudSpec
+    from edgeswitch.models import OnnxClassifier
+    from edgeswitch.serving.server import ServerProcess
+
+    name = OnnxClassifier(bm_files["cloud"]).name
+    with ServerProcess(bm_files["cloud"], token="s3cret") as server:
+        assert CloudSpec(url=server.url, token="s3cret").identity() == \
+            f"remote:{server.url}#{name}"
+        with pytest.raises(EdgeSwitchError, match=r"serves \[.*\], not 'other'"):
+            CloudSpec(url=server.url, token="s3cret", served_model="other").identity()
+        with pytest.raises(EdgeSwitchError, match="which model it serves: unauthorized"):
+            CloudSpec(url=server.url, token="wrong").identity()
+        url = server.url
+    with pytest.raises(EdgeSwitchError, match="which model it serves: connection"):
+        CloudSpec(url=url).identity()

@@ -108,14 +108,16 @@ def cmd_train_pose(args) -> int:
     from edgeswitch.video.edge_models import PoseClassifier
     from edgeswitch.video.synthetic import synthetic_pose_dataset
 
+    cfg = resolve_config(args)
     if args.data:
         data = load_dataset(args.data)
     else:
-        data = synthetic_pose_dataset(args.synthetic, seed=args.seed)
+        data = synthetic_pose_dataset(cfg.pose.synthetic, seed=cfg.seed)
         print(f"training on {len(data)} SYNTHETIC pose sequences (procedural falls and daily "
               "activities): a smoke run, not a fall detector", file=sys.stderr)
     name = "movenet-posecnn" if args.data else "movenet-posecnn-synthetic"  # says what it saw
-    model = PoseClassifier(epochs=args.epochs, seed=args.seed, name=name).fit(
+    model = PoseClassifier(epochs=cfg.pose.epochs, width=cfg.pose.width, seed=cfg.seed,
+                           name=name).fit(
         data, progress=not args.quiet)
     path = model.save(args.out)
     print(f"wrote {path} (classes {list(model.classes_)})")
@@ -196,10 +198,9 @@ def add_parsers(sub, add_common) -> None:
         "(an .npz with X, y, classes), or on SYNTHETIC procedural falls and daily activities "
         "for a smoke run. Writes an ONNX model for `--edge pose:MODEL.onnx`.")
     p.add_argument("--data", default=None, help=".npz of pose sequences (default: synthetic)")
-    p.add_argument("--synthetic", type=int, default=2000,
-                   help="SYNTHETIC sequences to generate when no --data (default 2000)")
-    p.add_argument("--epochs", type=int, default=20)
-    p.add_argument("--seed", type=int, default=0)
+    config_arg(p)
+    config_flags(p, "pose")
+    config_flags(p, "", only=("seed",))
     p.add_argument("--out", default="pose.onnx")
     add_common(p)
     p.set_defaults(func=cmd_train_pose)

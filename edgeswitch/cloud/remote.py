@@ -105,10 +105,7 @@ class RemoteCloud:
             return CloudReply(None, FallbackReason.ERROR, 0, 0.0, str(exc))
         if deadline is None:
             deadline = t0 + self.deadline_s * self.transport.waves(len(X))
-        with self._loop_lock:
-            if self._loop is None:
-                self._loop = _LoopThread()
-        future = self._loop.submit(self._request(X, deadline))
+        future = self._loop_thread().submit(self._request(X, deadline))
         try:  # the coroutine stops itself at the deadline; this is the belt to its braces
             reply = future.result(timeout=max(0.0, deadline - time.monotonic()) + 0.02)
         except concurrent.futures.TimeoutError:
@@ -171,6 +168,31 @@ class RemoteCloud:
             if time.monotonic() + wait >= deadline:
                 return reply()
             await asyncio.sleep(wait)
+
+    def _loop_thread(self) -> _LoopThread:
+        with self._loop_lock:
+            if self._loop is None:
+                self._loop = _LoopThread()
+            return self._loop
+
+    def served_models(self, timeout_s: float = 10.0) -> list[str]:
+        """The model names the server lists (GET /v1/models), through this client's own HTTP
+        path (token, TLS): how a run records which model answered."""
+        future = self._loop_thread().submit(
+            self.transport.http.get(self.transport.models_path, timeout_s))
+        try:
+            body = future.result(timeout_s + 1)
+            return [str(m["id"]) for m in body["data"]]
+        except CloudFailure as exc:
+            raise EdgeSwitchError(f"cannot ask the cloud server {self.url} which model it "
+                                  f"serves: {exc.reason} {exc.detail}".strip()) from None
+        except (KeyError, TypeError):
+            raise EdgeSwitchError(f"the cloud server {self.url} answered /v1/models with no "
+                                  "model list") from None
+        except concurrent.futures.TimeoutError:
+            future.cancel()
+            raise EdgeSwitchError(f"the cloud server {self.url} did not list its models "
+                                  f"within {timeout_s:g} s") from None
 
     def close(self) -> None:
         with self._loop_lock:

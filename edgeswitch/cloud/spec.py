@@ -41,18 +41,9 @@ class CloudSpec:
 
     def identity(self) -> str:
         """The server's URL and the model it serves (asked at /v1/models), for the manifest."""
-        import httpx
-
+        with self.build(()) as cloud:
+            served = cloud.served_models()
         url = self.url.rstrip("/")
-        headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
-        try:
-            r = httpx.get(url + "/v1/models", headers=headers, timeout=10,
-                          verify=self.ca_cert or True)
-            r.raise_for_status()
-            served = [m["id"] for m in r.json()["data"]]
-        except (httpx.HTTPError, ValueError, KeyError, TypeError) as exc:
-            raise EdgeSwitchError(f"cannot ask the cloud server {url}/v1/models which model "
-                                  f"it serves: {exc}") from None
         model = self.served_model or (served[0] if served else None)
         if model not in served:
             raise EdgeSwitchError(f"the cloud server {url} serves {served}, not {model!r}")

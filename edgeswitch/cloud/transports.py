@@ -46,10 +46,16 @@ class _Http:
 
     async def post(self, path: str, body: dict, timeout_s: float):
         """The reply's JSON, or CloudFailure."""
+        return await self._call("POST", path, timeout_s, body)
+
+    async def get(self, path: str, timeout_s: float):
+        return await self._call("GET", path, timeout_s)
+
+    async def _call(self, method: str, path: str, timeout_s: float, body: dict | None = None):
         import httpx
 
         try:
-            r = await self.client().post(path, json=body, timeout=timeout_s)
+            r = await self.client().request(method, path, json=body, timeout=timeout_s)
         except httpx.TimeoutException:
             raise CloudFailure(FallbackReason.TIMEOUT, "no reply in time") from None
         except httpx.TransportError as exc:  # refused, reset, closed mid-reply, TLS
@@ -81,6 +87,7 @@ class NativeTransport:
                  verify: bool | ssl.SSLContext = True) -> None:
         self.classes = classes
         self.http = _Http(url, token, verify)
+        self.models_path = "/v1/models"  # relative to the server root
 
     def prepare(self, X) -> np.ndarray:
         return np.ascontiguousarray(X, np.float32)
@@ -121,6 +128,7 @@ class OpenAITransport:
                  token: str | None = None, verify: bool | ssl.SSLContext = True) -> None:
         self.classes, self.model, self.payload = classes, model, payload
         self.http = _Http(api_base(url), token, verify)
+        self.models_path = "/models"  # relative to the API base (".../v1")
 
     def prepare(self, X) -> list:
         return self.payload.clips(X)

@@ -20,6 +20,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from edgeswitch.config import PoseConfig
 from edgeswitch.data.clips import ClipBatch
 from edgeswitch.errors import ModelError, NotFittedError
 from edgeswitch.models.base import ModelOutput
@@ -117,10 +118,14 @@ class NFDFallModel:
         return self.outputs(clips).label
 
 
+_POSE = PoseConfig()  # the schema's [pose] table holds the defaults
+
+
 class PoseClassifier:
     """Edge: MoveNet + our temporal CNN over the pose sequence, trained with `fit`."""
 
-    def __init__(self, epochs: int = 30, width: int = 32, seed: int = 0, threads: int = 1,
+    def __init__(self, epochs: int = _POSE.epochs, width: int = _POSE.width, seed: int = 0,
+                 threads: int = 1,
                  name: str = "movenet-posecnn") -> None:
         self.epochs, self.width, self.seed, self.threads, self.name = (epochs, width, seed,
                                                                        threads, name)
