@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgeswitch.config import load_config
+from edgeswitch.config import DistillConfig, load_config
 from edgeswitch.data.clips import ClipBatch
 from edgeswitch.dmd import DMDRecords
 from edgeswitch.dmd.corpus import write_corpus
@@ -83,7 +83,7 @@ def main() -> int:
     ap.add_argument("--reps", type=int, default=10, help="copies of the data set in the corpus")
     ap.add_argument("--files", type=int, default=16, help=".npz files in the corpus")
     ap.add_argument("--shard-size", type=int, default=1024)
-    ap.add_argument("--batch-size", type=int, default=256)
+    ap.add_argument("--batch-size", type=int, default=DistillConfig().batch_size)
     ap.add_argument("--timeout", type=float, default=900, help="seconds per run, at most")
     ap.add_argument("--json", default="benchmarks/results/distill_scale.json")
     args = ap.parse_args()

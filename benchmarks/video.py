@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edgeswitch.config import VideoConfig
 from edgeswitch.evaluation.timing import tail_ms
 from edgeswitch.video.source import ClipSpec, iter_clips, iter_frames
 
@@ -46,7 +47,7 @@ def timed(fn, *args, repeat: int = 1):
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--fps-cap", type=float, default=8.0)
+    ap.add_argument("--fps-cap", type=float, default=VideoConfig().fps_cap)
     ap.add_argument("--threads", type=int, default=1, help="MoveNet and ONNX threads")
     ap.add_argument("--repeat", type=int, default=3, help="end-to-end passes over the file")
     ap.add_argument("--json", default="benchmarks/results/video.json")
