@@ -297,7 +297,7 @@ def test_watch_and_distill_give_the_vlm_the_runtime_flags_and_ca_cert():
         assert default.deadline_ms == 60_000  # a VLM is slow: [video] / [distill], not 500 ms
         assert video_cloud_args(parser.parse_args(argv + vlm + ["--deadline-ms", "120000"])
                                 )["runtime"].deadline_ms == 120_000
-        with pytest.raises(EdgeSwitchError, match="--deadline-ms apply to --cloud-url only"):
+        with pytest.raises(EdgeSwitchError, match="--deadline-ms applies to --cloud-url only"):
             video_cloud_args(parser.parse_args(argv + ["--cloud", "yolo-fall",
                                                        "--deadline-ms", "100"]))
     with pytest.raises(EdgeSwitchError, match="OpenAI chat protocol"):
