@@ -97,7 +97,8 @@ def test_one_writer_per_folder_and_clear_errors_on_a_broken_folder(corpus, bm_fi
         run_local(corpus, bm_files, out)
     with pytest.raises(DataError, match="corrupt manifest"):
         read_dataset(out)
-    with pytest.raises(EdgeSwitchError, match="batch-size must be an int >= 1"):
+    with pytest.raises(EdgeSwitchError,
+                       match="batch_size: Input should be greater than or equal to 1"):
         run_local(corpus, bm_files, tmp_path / "d2", batch_size=0)
 
 

@@ -36,13 +36,15 @@ from typing import Any, Protocol
 import numpy as np
 
 from edgeswitch.cloud.client import ask
-from edgeswitch.config import DistillConfig
+from edgeswitch.cloud.reasons import FallbackReason
+from edgeswitch.config import DistillConfig, from_values
 from edgeswitch.dmd.corpus import Shard
 from edgeswitch.dmd.records import DMDRecords
 from edgeswitch.errors import DataError, EdgeSwitchError
 from edgeswitch.models.base import ModelOutput, ProbaError, check_proba
 
-CLIP_REASONS = ("malformed",)  # cloud failures that belong to a clip, not to the cloud
+# cloud failures that belong to a clip, not to the cloud
+CLIP_REASONS = (FallbackReason.MALFORMED,)
 
 
 class UnitUnreadable(DataError):
@@ -234,11 +236,10 @@ def unit_records(job: Job, clips: UnitClips, edge_out: ModelOutput,
 # ---- the run ------------------------------------------------------------------------------
 
 def resolve_batch_size(batch_size: int | None) -> int:
-    """The one default is `DistillConfig.batch_size`."""
-    size = DistillConfig().batch_size if batch_size is None else batch_size
-    if not isinstance(size, int) or isinstance(size, bool) or size < 1:
-        raise EdgeSwitchError(f"batch-size must be an int >= 1, got {size!r}")
-    return size
+    """The one default is `DistillConfig.batch_size`, and its range is the schema's."""
+    if batch_size is None:
+        return DistillConfig().batch_size
+    return from_values(DistillConfig, {"batch_size": batch_size}, " of the DMD run").batch_size
 
 
 @contextmanager

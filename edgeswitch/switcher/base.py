@@ -2,7 +2,7 @@
 
 A switcher maps what the edge model computed for a clip (`ModelOutput`) to a score in [0, 1],
 `trust(edge_output) -> [n]`: high means "keep the edge answer". Families differ only in `_fit`,
-`_score` and their arrays; `load_switcher` reads any of them back by the family named in the
+`_trust` and their arrays; `load_switcher` reads any of them back by the family named in the
 file (import `edgeswitch.switcher` first: it registers every family).
 """
 
@@ -60,7 +60,7 @@ class Switcher:
     def _fit(self, F: np.ndarray, t: np.ndarray, groups: np.ndarray | None) -> None:
         raise NotImplementedError
 
-    def _score(self, F: np.ndarray) -> np.ndarray:
+    def _trust(self, F: np.ndarray) -> np.ndarray:
         raise NotImplementedError
 
     @property
@@ -106,7 +106,7 @@ class Switcher:
         if F.shape[1] != self.n_features_:
             raise ModelError(f"switcher '{self.name}' was fitted on {self.n_features_} features, "
                              f"got {F.shape[1]} (different edge model or class count?)")
-        return self._score(F)
+        return self._trust(F)
 
     def predict_proba(self, edge: ModelOutput) -> np.ndarray:
         """`[n, 2]`: P(offload-worthy), P(the edge answer stands)."""

@@ -60,7 +60,7 @@ class LinearSwitcher(Switcher):
         self.w_ = w.astype(np.float32)
         self.b_ = np.float32(res.x[d] - w @ mean)
 
-    def _score(self, F: np.ndarray) -> np.ndarray:
+    def _trust(self, F: np.ndarray) -> np.ndarray:
         return expit(F.astype(np.float64) @ self.w_ + float(self.b_))
 
     @property

@@ -89,7 +89,7 @@ class MLPSwitcher(Switcher):
         weights = [p.detach().numpy().astype(np.float32) for p in net.parameters()]
         return weights, np.asarray(val)
 
-    def _score(self, F: np.ndarray) -> np.ndarray:
+    def _trust(self, F: np.ndarray) -> np.ndarray:
         h = np.maximum(F @ self.W1_ + self.b1_, 0.0)
         return expit(h @ self.w2_ + float(self.b2_))
 

@@ -61,7 +61,7 @@ class TreeSwitcher(Switcher):
         self.roots_ = np.asarray(roots, dtype=np.int32)
         self.base_ = np.float64(np.asarray(est._baseline_prediction).reshape(-1)[0])
 
-    def _score(self, F: np.ndarray) -> np.ndarray:
+    def _trust(self, F: np.ndarray) -> np.ndarray:
         F = F.astype(np.float64)
         node = np.broadcast_to(self.roots_, (len(F), len(self.roots_))).copy()
         rows = np.arange(len(F))[:, None]
