@@ -196,13 +196,18 @@ def test_a_server_cloud_is_identified_through_the_one_client(bm_files):
     from edgeswitch.serving.server import ServerProcess
 
     name = OnnxClassifier(bm_files["cloud"]).name
+
+    def identity(spec: CloudSpec) -> str:
+        with spec.build(("a", "b")) as cloud:
+            return spec.identity(cloud)
+
     with ServerProcess(bm_files["cloud"], token="s3cret") as server:
-        assert CloudSpec(url=server.url, token="s3cret").identity() == \
+        assert identity(CloudSpec(url=server.url, token="s3cret")) == \
             f"remote:{server.url}#{name}"
         with pytest.raises(EdgeSwitchError, match=r"serves \[.*\], not 'other'"):
-            CloudSpec(url=server.url, token="s3cret", served_model="other").identity()
+            identity(CloudSpec(url=server.url, token="s3cret", served_model="other"))
         with pytest.raises(EdgeSwitchError, match="which model it serves: unauthorized"):
-            CloudSpec(url=server.url, token="wrong").identity()
+            identity(CloudSpec(url=server.url, token="wrong"))
         url = server.url
     with pytest.raises(EdgeSwitchError, match="which model it serves: connection"):
-        CloudSpec(url=url).identity()
+        identity(CloudSpec(url=url))

@@ -39,10 +39,10 @@ class CloudSpec:
         return RemoteCloud(self.url, classes, self.runtime, token=self.token,
                            model=self.served_model, verify=self.ca_cert or True)
 
-    def identity(self) -> str:
-        """The server's URL and the model it serves (asked at /v1/models), for the manifest."""
-        with self.build(()) as cloud:
-            served = cloud.served_models()
+    def identity(self, cloud) -> str:
+        """The server's URL and the model it serves, asked at /v1/models by `cloud` (the
+        client this spec built), for the manifest."""
+        served = cloud.served_models()
         url = self.url.rstrip("/")
         model = self.served_model or (served[0] if served else None)
         if model not in served:

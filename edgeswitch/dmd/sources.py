@@ -15,6 +15,7 @@ import numpy as np
 
 from edgeswitch.cloud.client import CloudClient, InProcessCloud
 from edgeswitch.cloud.spec import CloudSpec
+from edgeswitch.config import DistillConfig, from_values
 from edgeswitch.data.clips import ClipBatch
 from edgeswitch.data.files import corpus_files, is_video
 from edgeswitch.dmd.corpus import Shard, ShardReader, ids_digest, plan_shards
@@ -52,8 +53,8 @@ class NpzSource:
     _reader: ShardReader | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
-        if not isinstance(self.shard_size, int) or self.shard_size < 1:
-            raise EdgeSwitchError(f"shard-size must be an int >= 1, got {self.shard_size!r}")
+        # the schema's range, for callers that skip the config
+        from_values(DistillConfig, {"shard_size": self.shard_size}, " of the corpus")
 
     def plan(self) -> Plan:
         files = corpus_files(self.corpus)
@@ -123,7 +124,7 @@ class OnnxModels:
     def identity(self, edge, cloud) -> Identity:
         if self.cloud_bytes is None:  # a server: its URL and the model it serves
             return Identity(tuple(edge.classes_), model_identity(edge),
-                            self.cloud_spec.identity())
+                            self.cloud_spec.identity(cloud))
         check_same_classes(edge, cloud)
         return Identity(tuple(edge.classes_), model_identity(edge),
                         model_identity(cloud.model))
