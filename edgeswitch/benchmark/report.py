@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgeswitch.evaluation.report import COLOURS, write_report
+from edgeswitch.evaluation.report import COLOURS, save_figure, write_report
 from edgeswitch.evaluation.report import GLOSSARY as BASE_GLOSSARY
 
 GLOSSARY = (
@@ -120,10 +120,7 @@ def plot(bench: dict, path: Path) -> Path:
     axes[0].set_ylabel("accuracy minus cloud-only, points (mean over folds, 95% band)")
     fig.suptitle(f"{bench['dataset']}: the hybrid against the cloud alone, {n} folds "
                  "(every group tested once)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def write_html(bench: dict, png: Path, path: Path) -> Path:

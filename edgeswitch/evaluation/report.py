@@ -128,6 +128,13 @@ def plot_curves(results: dict, path: Path) -> Path:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=3)
     fig.suptitle(f"{results['dataset']}: the hybrid per router")
+    return save_figure(fig, path)
+
+
+def save_figure(fig, path: Path) -> Path:
+    """A report's figure as PNG (the demo's and the benchmark's), its memory freed."""
+    import matplotlib.pyplot as plt
+
     fig.tight_layout()
     fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
