@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import types
 import typing
-from dataclasses import MISSING, fields
+from dataclasses import MISSING, fields, is_dataclass
 from typing import Any, Literal, get_args, get_origin
 
 from edgeswitch import config
@@ -59,7 +59,9 @@ def config_flags(p: argparse.ArgumentParser, table: str, only: tuple[str, ...] |
         defaults, cls = config.RunConfig(), config.RunConfig
     group = p.add_argument_group(title or (f"[{table}] settings" if table else None))
     for f in fields(cls):
-        if (only is not None and f.name not in only) or f.name in _SKIP:
+        default = getattr(defaults, f.name)
+        if (only is not None and f.name not in only) or isinstance(default, dict) \
+                or is_dataclass(default):  # tables and free-form tables are not flags
             continue
         info = _info(cls, f.name)
         kind, choices = _base_type(info.annotation)
@@ -74,15 +76,9 @@ def config_flags(p: argparse.ArgumentParser, table: str, only: tuple[str, ...] |
         if choices:
             kwargs["choices"] = choices
             kwargs.pop("metavar", None)
-        default = getattr(defaults, f.name)
         kwargs["help"] = (f"{info.description} (default: {_default_text(default)}; config "
                           f"key {key})").replace("%", "%%")
         group.add_argument("--" + prefix + f.name.replace("_", "-"), **kwargs)
-
-
-# tables and free-form fields that are not flags
-_SKIP = ("arch_params", "split_groups", "edge", "cloud", "switcher", "fusion", "benchmark",
-         "calibration", "runtime", "serve", "distill", "video")
 
 
 def flag_values(args: argparse.Namespace) -> dict[str, Any]:
