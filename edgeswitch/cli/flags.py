@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import types
 import typing
-from dataclasses import MISSING, fields, is_dataclass
+from dataclasses import fields, is_dataclass
 from typing import Any, Literal, get_args, get_origin
 
 from edgeswitch import config
@@ -20,8 +20,11 @@ from edgeswitch import config
 FLAG_PREFIX = "cfg:"  # argparse dest of a generated flag: "cfg:runtime.deadline_ms"
 
 
-def _table(name: str):
-    return {f.name: f for f in fields(config.RunConfig)}[name].default_factory()
+def _defaults(table: str):
+    """The default instance of a config table ("" = the top level)."""
+    if not table:
+        return config.RunConfig()
+    return {f.name: f for f in fields(config.RunConfig)}[table].default_factory()
 
 
 def _info(cls, name: str):
@@ -52,11 +55,8 @@ def _default_text(value: Any) -> str:
 def config_flags(p: argparse.ArgumentParser, table: str, only: tuple[str, ...] | None = None,
                  prefix: str = "", title: str | None = None) -> None:
     """Flags for the fields of config table `table` ("" = the top level), all or `only`."""
-    if table:
-        defaults = _table(table)
-        cls = type(defaults)
-    else:
-        defaults, cls = config.RunConfig(), config.RunConfig
+    defaults = _defaults(table)
+    cls = type(defaults)
     group = p.add_argument_group(title or (f"[{table}] settings" if table else None))
     for f in fields(cls):
         default = getattr(defaults, f.name)
@@ -99,10 +99,6 @@ def config_arg(p: argparse.ArgumentParser) -> None:
 
 
 def field_default(key: str) -> Any:
-    """The schema default of a dotted config key (for tests and help text)."""
+    """The schema default of a dotted config key, as a flag's help shows it."""
     table, _, name = key.rpartition(".")
-    source = _table(table) if table else config.RunConfig()
-    value = getattr(source, name)
-    if value is MISSING:
-        raise KeyError(key)
-    return value
+    return getattr(_defaults(table), name)
