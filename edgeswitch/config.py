@@ -363,7 +363,8 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
             raise EdgeSwitchError(f"config file not found: {path}") from None
         except tomllib.TOMLDecodeError as exc:
             raise EdgeSwitchError(f"config file {path} is not valid TOML: {exc}") from None
-    dotted = {k: v for k, v in {**(overrides or {}), **top}.items() if v is not None}
+    given = {**(overrides or {}), **{k: v for k, v in top.items() if v is not None}}
+    dotted = {k: v for k, v in given.items() if v is not None}
     dataset = dotted.get("dataset", values.get("dataset", "watch"))
     if not isinstance(dataset, str):
         raise EdgeSwitchError(f"config{source}: dataset must be a string, got {dataset!r}")

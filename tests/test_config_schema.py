@@ -257,3 +257,11 @@ def test_the_names_the_schema_knows_are_the_code_s():
     assert set(ARCHITECTURES) == set(ARCHS)
     assert set(SWITCHERS) == set(get_args(SwitcherFamily))
     assert features.FEATURE_GROUPS is FEATURE_GROUPS
+
+
+def test_a_keyword_left_none_keeps_the_flag_value():
+    """resolve_config passes a step's --data as `dataset`; None (no --data) must not hide the
+    --dataset flag of demo and benchmark."""
+    assert load_config(overrides={"dataset": "basicmotions"}, dataset=None).dataset == \
+        "basicmotions"
+    assert load_config(overrides={"seed": 3}, dataset="basicmotions").seed == 3

@@ -66,7 +66,7 @@ def load_split(args, classes: tuple[str, ...] | None = None, split: str | None =
     `classes` (a model's) names the label set of unlabelled files that carry none."""
     from edgeswitch.pipeline import load_data, split_data
 
-    cfg = resolve_config(args, dataset=args.data)
+    cfg = resolve_config(args)
     data = load_data(cfg, args.data, classes)
     split = split or args.split
     if split == "all":

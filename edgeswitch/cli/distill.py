@@ -34,7 +34,7 @@ def _cloud_spec(args):
     from edgeswitch.cloud.spec import CloudSpec
     from edgeswitch.cloud.tokens import resolve_token
 
-    cfg = resolve_config(args, dataset=args.data)
+    cfg = resolve_config(args)
     # DMD is offline work: a slow cloud is waited for ([distill] deadline_ms, not [runtime]'s)
     runtime = replace(cfg.runtime, deadline_ms=cfg.distill.deadline_ms)
     return CloudSpec(model=args.cloud, url=args.cloud_url, served_model=args.model,
@@ -47,7 +47,7 @@ def cmd_distill(args) -> int:
     from edgeswitch.cli.video import video_work
     from edgeswitch.data.files import is_video_source
 
-    settings = resolve_config(args, dataset=args.data).distill
+    settings = resolve_config(args).distill
     to_file = Path(args.out).suffix == ".parquet"
     if to_file and settings.engine != "local":
         raise EdgeSwitchError("the ray engine writes a sharded folder: give --out a folder "

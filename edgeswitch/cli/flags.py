@@ -87,10 +87,16 @@ def flag_values(args: argparse.Namespace) -> dict[str, Any]:
             if dest.startswith(FLAG_PREFIX) and value is not None}
 
 
-def resolve_config(args: argparse.Namespace, **top) -> config.RunConfig:
-    """The run's config: the preset, then `--config FILE`, then `top` keywords (non-None), then
-    the flags given. `--config` is optional on every command that has it."""
-    return config.load_config(getattr(args, "config", None), flag_values(args), **top)
+def resolve_config(args: argparse.Namespace) -> config.RunConfig:
+    """The run's config, made once per command line: the data set's preset (a step's --data
+    names the data set), then `--config FILE`, then the flags given. `--config` is optional on
+    every command that has it."""
+    cached = getattr(args, "_config", None)
+    if cached is None:
+        cached = config.load_config(getattr(args, "config", None), flag_values(args),
+                                    dataset=getattr(args, "data", None))
+        args._config = cached
+    return cached
 
 
 def config_arg(p: argparse.ArgumentParser) -> None:

@@ -97,7 +97,7 @@ def _calibration_inputs(args, cfg):
 def cmd_calibrate(args) -> int:
     from edgeswitch.pipeline import calibrate
 
-    cfg = resolve_config(args, dataset=args.data)
+    cfg = resolve_config(args)
     sw, scores, disagree, costs = _calibration_inputs(args, cfg)
     if cfg.calibration.mode != "disagreement":
         disagree = None
