@@ -3,9 +3,10 @@
 import numpy as np
 import pytest
 
+from edgeswitch.cloud.client import InProcessCloud
 from edgeswitch.errors import DataError, ModelError, NotFittedError
 from edgeswitch.models.base import ModelOutput
-from edgeswitch.runtime import HybridClassifier, InProcessCloud
+from edgeswitch.runtime import HybridClassifier
 from edgeswitch.switcher import MLPSwitcher, OperatingPoint, make_router
 from edgeswitch.switcher.features import confidence, switcher_features
 from tests.synthetic import edge_outputs
@@ -154,7 +155,8 @@ def test_hybrid_falls_back_to_the_edge_flagged_and_logs_it(bm_models, bm_splits,
 
 
 def test_shadow_rate_sends_kept_clips_for_the_log_only(bm_models, bm_splits, tmp_path):
-    from edgeswitch.runtime import HybridClassifier, InProcessCloud
+    from edgeswitch.cloud.client import InProcessCloud
+    from edgeswitch.runtime import HybridClassifier
     from edgeswitch.runtime.decision_log import DecisionLog
     from edgeswitch.switcher import OperatingPoint
     from edgeswitch.switcher.routers import make_router

@@ -1,6 +1,6 @@
-"""Run time: the hybrid classifier and the interface through which it reaches the cloud."""
+"""Run time: the hybrid classifier, the stream runner of `classify` and `watch`, the decision
+log and replay. The cloud clients it talks to are edgeswitch.cloud's."""
 
-from edgeswitch.cloud.client import CloudClient, InProcessCloud
 from edgeswitch.runtime.hybrid import HybridClassifier, HybridResult
 
-__all__ = ["CloudClient", "HybridClassifier", "HybridResult", "InProcessCloud"]
+__all__ = ["HybridClassifier", "HybridResult"]
