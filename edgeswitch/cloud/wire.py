@@ -15,11 +15,10 @@ from __future__ import annotations
 import base64
 import binascii
 import io
-import math
 
 import numpy as np
 
-from edgeswitch.data.clips import check_clips
+from edgeswitch.data.clips import check_clip_range, check_clips
 from edgeswitch.errors import DataError
 
 NPY_MEDIA_TYPE = "application/x-npy"
@@ -48,27 +47,54 @@ def _b64(text: str, what: str) -> bytes:
         raise WireError(f"{what} is not valid base64", "bad_base64", 400) from None
 
 
-def decode_clips(payload: dict, clip_shape: tuple[int, int] | None, max_clips: int) -> np.ndarray:
-    """The native encoding back to `[n, T, C]` float32, checked against the model's clip shape."""
+def decode_clips(payload: dict, clip_shape: tuple[int, int] | None, max_clips: int,
+                 max_bytes: int | None = None, bound: float | None = None) -> np.ndarray:
+    """The native encoding back to `[n, T, C]` float32, checked against the model's clip shape
+    and input range (`|x| <= bound`). The declared shape is checked against `max_clips`, the
+    clip shape and `max_bytes` before anything is decoded or allocated."""
     if not isinstance(payload, dict):
         raise WireError("'clips' must be an object with shape, dtype and b64", "bad_clips")
     shape, dtype, data = payload.get("shape"), payload.get("dtype", "float32"), payload.get("b64")
     if dtype not in ("float32", "<f4"):
-        raise WireError(f"clips dtype must be float32, got {dtype!r}", "bad_dtype")
+        raise WireError(f"clips dtype must be float32, got {_short(dtype)}", "bad_dtype")
     if (not isinstance(shape, list) or len(shape) != 3
             or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in shape)):
-        raise WireError(f"clips shape must be [n, T, C] non-negative integers, got {shape!r}",
-                        "bad_shape")
+        raise WireError(f"clips shape must be [n, T, C] non-negative integers, got "
+                        f"{_short(shape)}", "bad_shape")
     if not isinstance(data, str):
         raise WireError("clips.b64 must be a base64 string", "bad_base64", 400)
-    _check_count(shape[0], max_clips)
+    expected = check_declared_shape(shape, 4, clip_shape, max_clips, max_bytes)
     raw = _b64(data, "clips.b64")
-    expected = math.prod(shape) * 4
     if len(raw) != expected:
         raise WireError(f"clips.b64 holds {len(raw)} bytes, shape {shape} float32 needs "
                         f"{expected}", "bad_shape")
     X = np.frombuffer(raw, dtype="<f4").reshape(shape).astype(np.float32)
-    return check_clip_array(X, clip_shape, max_clips)
+    return check_clip_array(X, clip_shape, max_clips, bound)
+
+
+def _short(value: object, limit: int = 80) -> str:
+    """A client's value in a message, cut short (an error never echoes a whole body)."""
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def check_declared_shape(shape, itemsize: int, clip_shape: tuple[int, int] | None,
+                         max_clips: int, max_bytes: int | None) -> int:
+    """The bytes a declared `[n, T, C]` needs, refused before any allocation: more clips than
+    `max_clips` or more bytes than `max_bytes` is a 413, a clip shape the model does not take
+    or an empty one a 422. Python ints: a shape of 2**63 or 10**30 is compared, not overflowed."""
+    n, t, c = (int(v) for v in shape)
+    _check_count(n, max_clips)
+    if clip_shape is not None and (t, c) != tuple(clip_shape):
+        raise WireError(f"clips must be [n, {clip_shape[0]}, {clip_shape[1]}] (T, C) for this "
+                        f"model, got {_short(list(shape))}", "bad_shape")
+    if not (n and t and c):
+        raise WireError(f"clips: empty clips array, shape {_short(list(shape))}", "empty")
+    nbytes = n * t * c * itemsize
+    if max_bytes is not None and nbytes > max_bytes:
+        raise WireError(f"clips of shape {_short(list(shape))} need {nbytes} bytes; the server "
+                        f"takes at most {max_bytes}", "too_large", 413)
+    return nbytes
 
 
 def encode_npy_data_url(clip: np.ndarray) -> str:
@@ -77,26 +103,49 @@ def encode_npy_data_url(clip: np.ndarray) -> str:
     return NPY_DATA_PREFIX + base64.b64encode(buf.getvalue()).decode("ascii")
 
 
-def decode_npy_data_url(url: str, clip_shape: tuple[int, int] | None) -> np.ndarray:
-    """One clip `[T, C]` (or `[1, T, C]`) from a `.npy` data URL, as `[1, T, C]` float32."""
+def decode_npy_data_url(url: str, clip_shape: tuple[int, int] | None,
+                        max_bytes: int | None = None, bound: float | None = None) -> np.ndarray:
+    """One clip `[T, C]` (or `[1, T, C]`) from a `.npy` data URL, as `[1, T, C]` float32. The
+    `.npy` header is read and checked (shape against the clip shape and `max_bytes`, dtype)
+    before the array is built, so a header claiming 10**11 rows allocates nothing."""
     if not isinstance(url, str) or not url.startswith(NPY_DATA_PREFIX):
         raise WireError(f"a clip file part must be a '{NPY_DATA_PREFIX}...' data URL",
                         "bad_content_part", 400)
     raw = _b64(url[len(NPY_DATA_PREFIX):], "the clip's file_data")
+    shape, fortran, dtype, offset = _npy_header(raw)
+    if len(shape) == 2:
+        shape = (1, *shape)
+    if len(shape) != 3 or shape[0] != 1:
+        raise WireError(f"a chat request carries one clip [T, C], got shape "
+                        f"{_short(list(shape))}", "bad_shape")
+    expected = check_declared_shape(shape, dtype.itemsize, clip_shape, 1, max_bytes)
+    data = raw[offset:]
+    if len(data) != expected:
+        raise WireError(f"the clip's .npy file holds {len(data)} data bytes, its header "
+                        f"(shape {list(shape)}, {dtype}) needs {expected}", "bad_npy", 400)
+    arr = np.frombuffer(data, dtype=dtype).reshape(shape, order="F" if fortran else "C")
+    with np.errstate(over="ignore", invalid="ignore"):  # out of float32's range: inf, refused
+        X = arr.astype(np.float32)
+    return check_clip_array(X, clip_shape, 1, bound)
+
+
+def _npy_header(raw: bytes) -> tuple[tuple[int, ...], bool, np.dtype, int]:
+    """(shape, fortran_order, dtype, data offset) of a `.npy` file, read without its data."""
+    f = io.BytesIO(raw)
     try:
-        arr = np.load(io.BytesIO(raw), allow_pickle=False)
-    except (ValueError, OSError, EOFError) as exc:
-        raise WireError(f"the clip's file_data is not a valid .npy file: {exc}", "bad_npy",
-                        400) from None
-    if not isinstance(arr, np.ndarray) or arr.dtype.kind not in "fiu":
-        raise WireError(f"the clip must hold numbers, got dtype {getattr(arr, 'dtype', '?')}",
+        version = np.lib.format.read_magic(f)
+        read = {(1, 0): np.lib.format.read_array_header_1_0,
+                (2, 0): np.lib.format.read_array_header_2_0}.get(version)
+        if read is None:
+            raise ValueError(f"unsupported .npy format version {version}")
+        shape, fortran, dtype = read(f)
+    except (ValueError, OSError, EOFError, SyntaxError, TypeError) as exc:
+        raise WireError(f"the clip's file_data is not a valid .npy file: {_short(str(exc))}",
+                        "bad_npy", 400) from None
+    if dtype.hasobject or dtype.kind not in "fiu" or dtype.shape or dtype.names:
+        raise WireError(f"the clip must hold numbers, got dtype {_short(str(dtype))}",
                         "bad_dtype")
-    if arr.ndim == 2:
-        arr = arr[None]
-    if arr.ndim != 3 or arr.shape[0] != 1:
-        raise WireError(f"a chat request carries one clip [T, C], got shape {list(arr.shape)}",
-                        "bad_shape")
-    return check_clip_array(arr.astype(np.float32), clip_shape, 1)
+    return tuple(int(v) for v in shape), bool(fortran), dtype, f.tell()
 
 
 def _check_count(n: int, max_clips: int) -> None:
@@ -106,7 +155,9 @@ def _check_count(n: int, max_clips: int) -> None:
 
 
 def check_clip_array(X: np.ndarray, clip_shape: tuple[int, int] | None,
-                     max_clips: int) -> np.ndarray:
+                     max_clips: int, bound: float | None = None) -> np.ndarray:
+    """Decoded clips: rank, count, clip shape, finite, and within `|x| <= bound` (the model's
+    input range, see data.clips) when one is given."""
     if X.ndim != 3:
         raise WireError(f"clips must be [n, T, C], got shape {list(X.shape)}", "bad_shape")
     _check_count(X.shape[0], max_clips)
@@ -114,6 +165,12 @@ def check_clip_array(X: np.ndarray, clip_shape: tuple[int, int] | None,
         raise WireError(f"clips must be [n, {clip_shape[0]}, {clip_shape[1]}] (T, C) for this "
                         f"model, got {list(X.shape)}", "bad_shape")
     try:
-        return check_clips(X, "clips")
+        X = check_clips(X, "clips")
     except DataError as exc:  # rank and dtype are checked above: empty or not finite is left
         raise WireError(str(exc), "non_finite" if X.size else "empty") from None
+    if bound is not None:
+        try:
+            check_clip_range(X, bound, "clips")
+        except DataError as exc:
+            raise WireError(str(exc), "out_of_range") from None
+    return X

@@ -40,6 +40,34 @@ def check_clips(X: object, name: str = "X") -> np.ndarray:
     return X
 
 
+# The input range of a model that records none (models exported before the range was recorded,
+# other backends): |x| <= 1e6 in the sensor's units. No body-worn or home sensor reads that
+# high, and a float32 network's activations stay far from overflow (3.4e38) below it.
+DEFAULT_INPUT_BOUND = 1e6
+# A trained model records max |x| over its training clips times this margin as its range:
+# wide enough for a harder movement than any seen in training, narrow enough that a clip of
+# 1e30s (a corrupt sensor, an attacker) is refused before it reaches the network.
+INPUT_MARGIN = 10.0
+
+
+def input_bound(X: np.ndarray, margin: float = INPUT_MARGIN) -> float:
+    """The range a model trained on clips `X` records: max |x| times `margin` (at least 1)."""
+    return float(max(float(np.abs(X).max(initial=0.0)) * margin, 1.0))
+
+
+def check_clip_range(X: np.ndarray, bound: float, name: str = "X") -> np.ndarray:
+    """Finite clips `X` must stay within `|x| <= bound` (the model's input range); DataError
+    names the first clip outside it, the value it holds and how many clips are outside."""
+    over = np.abs(X) > bound
+    if over.any():
+        clips = np.unique(np.nonzero(over)[0])
+        first = int(clips[0])
+        value = float(X[first][over[first]][0])
+        raise DataError(f"{name}: clip index {first} holds {value:.6g}, outside this model's "
+                        f"input range |x| <= {bound:.6g} ({len(clips)} clip(s) outside)")
+    return X
+
+
 def model_input(X: object) -> np.ndarray:
     """What a model call takes: sensor clips [n, T, C] (checked), or a list of other clip
     objects (video clips) as a 1-D object array, so boolean masks select from either."""

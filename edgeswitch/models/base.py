@@ -48,7 +48,8 @@ class ModelOutput:
         if len(self.proba) != len(self.embedding):
             raise ModelError("proba and embedding disagree on the number of clips")
         if not np.isfinite(self.proba).all():
-            raise ModelError("model returned non-finite class probabilities")
+            bad = np.nonzero(~np.isfinite(self.proba).all(axis=1))[0]
+            raise NonFiniteOutput("model returned non-finite class probabilities", bad)
 
     @property
     def label(self) -> np.ndarray:
@@ -111,6 +112,15 @@ def model_identity(model) -> str:
     if blob:
         return f"{model.name}@{hashlib.sha256(blob).hexdigest()[:12]}"
     return str(model.name)
+
+
+class NonFiniteOutput(ModelError):
+    """A model run whose probabilities are not finite for the clips at `rows`: those clips
+    are what the model cannot digest (the server fails their requests alone)."""
+
+    def __init__(self, message: str, rows: np.ndarray) -> None:
+        super().__init__(message)
+        self.rows = rows
 
 
 class ProbaError(ModelError):

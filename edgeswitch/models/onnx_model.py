@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgeswitch.data.clips import check_clips
+from edgeswitch.data.clips import DEFAULT_INPUT_BOUND, check_clips
 from edgeswitch.errors import ModelError
 from edgeswitch.models.base import ModelOutput
 
@@ -32,6 +32,18 @@ def make_session(onnx_bytes: bytes, threads: int = 1, who: str = "ONNX model"):
         raise ModelError(f"{who}: onnxruntime cannot load the graph "
                          f"({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") \
             from None
+
+
+def _bound(text: str | None) -> float:
+    try:
+        bound = float(text) if text is not None else DEFAULT_INPUT_BOUND
+    except ValueError:
+        raise ModelError(f"ONNX model has malformed edgeswitch metadata input_bound "
+                         f"{text!r}") from None
+    if not (bound > 0 and np.isfinite(bound)):
+        raise ModelError(f"ONNX model metadata input_bound must be a positive finite number, "
+                         f"got {text!r}")
+    return bound
 
 
 class OnnxClassifier:
@@ -70,6 +82,9 @@ class OnnxClassifier:
                              f"{list(self.clip_shape_)}")
         self.name: str = meta.get("name", "onnx-model")
         self.macs_: int | None = int(meta["macs"]) if "macs" in meta else None
+        # |x| <= input_bound_: max |x| of the training clips times a margin, recorded at export
+        # (data.clips.input_bound); a model exported before that takes the documented default
+        self.input_bound_: float = _bound(meta.get("input_bound"))
         self.meta_ = meta
         self.n_params_ = int(sum(np.prod(t.dims) for t in proto.graph.initializer
                                  if t.data_type == onnx.TensorProto.FLOAT))

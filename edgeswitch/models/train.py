@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from edgeswitch.config import ModelConfig
-from edgeswitch.data.clips import ClipBatch
+from edgeswitch.data.clips import ClipBatch, input_bound
 from edgeswitch.errors import DataError, NotFittedError
 from edgeswitch.models.base import ModelOutput
 from edgeswitch.models.onnx_model import META_PREFIX, OnnxClassifier
@@ -126,6 +126,8 @@ class NetClassifier:
             "name": self.name, "classes": list(clips.classes), "clip_shape": list(clips.clip_shape),
             "macs": str(count_macs(net, clips.clip_shape)),
             "trainer": json.dumps(asdict(self)), "train_groups": sorted(set(clips.groups.tolist())),
+            # the range the server checks clips against (data.clips.check_clip_range)
+            "input_bound": repr(input_bound(clips.X)),
         }
         self.model_ = OnnxClassifier(export_onnx(net, clips.clip_shape, meta), threads=self.threads)
         self.classes_ = self.model_.classes_
@@ -166,6 +168,11 @@ class NetClassifier:
         if not hasattr(self, "model_"):
             raise NotFittedError(f"{self.name}: call fit() before predicting")
         return self.model_
+
+    @property
+    def input_bound_(self) -> float:
+        """The input range recorded in the exported model (see OnnxClassifier)."""
+        return self._model().input_bound_
 
     def outputs(self, X: np.ndarray) -> ModelOutput:
         return self._model().outputs(X)

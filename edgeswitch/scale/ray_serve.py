@@ -22,6 +22,7 @@ import numpy as np
 from ray import serve
 
 from edgeswitch.config import ServeConfig
+from edgeswitch.data.clips import DEFAULT_INPUT_BOUND
 from edgeswitch.errors import EdgeSwitchError
 
 APP_NAME = "edgeswitch-cloud"
@@ -34,6 +35,7 @@ class ModelInfo:
     classes_: tuple[str, ...]
     name: str
     clip_shape_: tuple[int, int] | None
+    input_bound_: float = DEFAULT_INPUT_BOUND  # the range the ingress checks clips against
 
 
 def deployment_options(cfg: ServeConfig) -> dict:
@@ -105,7 +107,8 @@ def build(model_path: str | Path, cfg: ServeConfig, token: str | None = None,
     from edgeswitch.models import OnnxClassifier
 
     meta = OnnxClassifier(model_path)  # validates the file here, before any replica starts
-    info = ModelInfo(tuple(meta.classes_), meta.name, tuple(meta.clip_shape_))
+    info = ModelInfo(tuple(meta.classes_), meta.name, tuple(meta.clip_shape_),
+                     meta.input_bound_)
     return CloudService.options(**deployment_options(cfg)).bind(
         Path(model_path).read_bytes(), info, cfg, token, tuple(faults), model_id)
 

@@ -20,6 +20,7 @@ from fastapi import FastAPI
 from starlette.middleware import Middleware
 
 from edgeswitch.config import ServeConfig
+from edgeswitch.data.clips import DEFAULT_INPUT_BOUND
 from edgeswitch.serving.batcher import DynamicBatcher
 from edgeswitch.serving.errors import register_handlers
 from edgeswitch.serving.faults import Fault, FaultInjector
@@ -64,6 +65,7 @@ def build_state(model, cfg: ServeConfig, faults: tuple[Fault, ...], model_id: st
     return ServingState(model=model, cfg=cfg, metrics=metrics,
                         model_id=model_id or str(model.name), classes=classes,
                         clip_shape=getattr(model, "clip_shape_", None), runner=runner,
+                        input_bound=float(getattr(model, "input_bound_", DEFAULT_INPUT_BOUND)),
                         batcher=batcher, faults=FaultInjector(tuple(faults),
                                                               random.Random(seed)))
 
@@ -77,7 +79,7 @@ def middleware(state: ServingState, token: str | None) -> list[Middleware]:
         stack.append(Middleware(BearerAuth, token=token, metrics=metrics,
                                 open_paths=ops.OPEN_PATHS))
     return stack + [Middleware(JsonContentType, metrics=metrics),
-                    Middleware(BodyLimit, max_body=int(state.cfg.max_body_mb * 2**20),
+                    Middleware(BodyLimit, max_body=state.max_body,
                                metrics=metrics)]
 
 

@@ -26,9 +26,15 @@ class ServingState:
     model_id: str                       # the name clients ask for
     classes: tuple[str, ...]
     clip_shape: tuple[int, int] | None  # None: the model takes any (T, C)
+    input_bound: float                  # |x| <= this: the model's input range (data.clips)
     runner: Runner                      # the batcher's submit, or Ray Serve's batched run
     batcher: DynamicBatcher | None      # None when `runner` runs the model elsewhere
     faults: FaultInjector
+
+    @property
+    def max_body(self) -> int:
+        """The request body limit in bytes: no decoded clip batch may claim more."""
+        return int(self.cfg.max_body_mb * 2**20)
 
     def check_model(self, name: str | None) -> None:
         """A request that names a model must name this one (None: whatever is served)."""

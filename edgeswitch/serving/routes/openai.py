@@ -15,15 +15,32 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from edgeswitch.cloud.wire import WireError, decode_npy_data_url
 from edgeswitch.serving.inference import answer
+from edgeswitch.serving.responses import ERROR_RESPONSES
 from edgeswitch.serving.state import get_state
 
-router = APIRouter()
+router = APIRouter(responses=ERROR_RESPONSES)
+
+
+class FileData(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    file_data: str | None = Field(default=None, description="data:application/x-npy;base64,"
+                                  "... holding one clip [T, C] as a .npy file")
+    filename: str | None = None
+
+
+class ContentPart(BaseModel):
+    """A content part: "text" (read by VLMs, ignored here) or "file" (the clip)."""
+
+    model_config = ConfigDict(extra="allow")  # image_url and other kinds pass through
+    type: str
+    text: str | None = None
+    file: FileData | None = None
 
 
 class ChatMessage(BaseModel):
     model_config = ConfigDict(extra="allow")
     role: str
-    content: str | list[dict] | None = None
+    content: str | list[ContentPart] | None = None
 
 
 class ChatRequest(BaseModel):
@@ -34,7 +51,30 @@ class ChatRequest(BaseModel):
     top_logprobs: int | None = Field(default=None, ge=0, le=20)
 
 
-@router.get("/v1/models")
+class ModelCard(BaseModel):
+    id: str
+    object: str
+    created: int
+    owned_by: str
+    classes: list[str]
+
+
+class ModelList(BaseModel):
+    object: str
+    data: list[ModelCard]
+
+
+class ChatCompletion(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    id: str
+    object: str
+    created: int
+    model: str
+    choices: list[dict]
+    usage: dict
+
+
+@router.get("/v1/models", responses={200: {"model": ModelList}})
 async def models(request: Request):
     state = get_state(request)
     return {"object": "list", "data": [{"id": state.model_id, "object": "model", "created": 0,
@@ -42,11 +82,11 @@ async def models(request: Request):
                                         "classes": list(state.classes)}]}
 
 
-@router.post("/v1/chat/completions")
+@router.post("/v1/chat/completions", responses={200: {"model": ChatCompletion}})
 async def chat(req: ChatRequest, request: Request):
     state = get_state(request)
     state.check_model(req.model)
-    X = decode_npy_data_url(clip_part(req), state.clip_shape)
+    X = decode_npy_data_url(clip_part(req), state.clip_shape, state.max_body, state.input_bound)
     proba = await answer(state, X)
     if isinstance(proba, Response):
         return proba
@@ -57,15 +97,15 @@ def clip_part(req: ChatRequest) -> str:
     """The data URL of the one clip in the last user message."""
     users = [m for m in req.messages if m.role == "user"]
     parts = users[-1].content if users else None
-    files = [p for p in parts if p.get("type") == "file"] if isinstance(parts, list) else []
+    files = [p for p in parts if p.type == "file"] if isinstance(parts, list) else []
     if len(files) != 1:
         raise WireError(f"the last user message must carry exactly one clip as a 'file' content "
                         f"part, found {len(files)}", "bad_content_part", 400)
-    file = files[0].get("file")
-    if not isinstance(file, dict):
+    file = files[0].file
+    if file is None or file.file_data is None:
         raise WireError("the clip's 'file' part must be an object with 'file_data'",
                         "bad_content_part", 400)
-    return file.get("file_data")
+    return file.file_data
 
 
 def chat_reply(model_id: str, classes: tuple[str, ...], p: np.ndarray, logprobs: bool,
