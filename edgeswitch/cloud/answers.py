@@ -100,15 +100,29 @@ def _label_entries(entries: list, content: str) -> list:
     return entries[start:]
 
 
+def _logprob(value) -> float | None:
+    """A log probability as a float <= 0, or None: a server's 1e308 or 10**400 is not one (and
+    would overflow `exp`); a positive one is read as certainty."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    try:
+        value = float(value)
+    except OverflowError:
+        return None
+    return min(value, 0.0) if math.isfinite(value) else None
+
+
 def _proba_at(entry: dict, k: int, classes: tuple[str, ...]) -> np.ndarray | None:
     """Probabilities from the alternatives at one token (the mass they leave is spread evenly
     over the classes they miss), or None when none of them names a class."""
     p = np.zeros(k)
-    for alt in entry.get("top_logprobs") or [entry]:
+    alts = entry.get("top_logprobs")
+    # no list of alternatives (absent, null, or a server's garbage): the token itself
+    for alt in alts if isinstance(alts, list) and alts else [entry]:
         if not isinstance(alt, dict):
             continue
-        i, lp = match_class(str(alt.get("token", "")), classes), alt.get("logprob")
-        if i is not None and isinstance(lp, int | float) and math.isfinite(lp):
+        i, lp = match_class(str(alt.get("token", "")), classes), _logprob(alt.get("logprob"))
+        if i is not None and lp is not None:
             p[i] += math.exp(lp)
     if p.sum() <= 0:
         return None
