@@ -1,0 +1,115 @@
+"""schemathesis drives the app's own OpenAPI schema in process (ASGI): generated requests,
+valid and invalid, to every endpoint, with the token, without it, and on an app with no auth.
+No response may be a 5xx, and every response must match the schema (the error shape
+included: 4XX and 5XX are documented as `{"error": {"message", "type", "code"}}`)."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+
+import numpy as np
+import pytest
+import schemathesis
+from hypothesis import HealthCheck, settings
+from schemathesis.checks import (
+    content_type_conformance,
+    not_a_server_error,
+    response_schema_conformance,
+    status_code_conformance,
+)
+from schemathesis.generation import GenerationMode
+
+from edgeswitch.cloud.wire import encode_clips, encode_npy_data_url
+from edgeswitch.config import ServeConfig
+from edgeswitch.serving.app import create_app
+from edgeswitch.serving.inference import run_model
+from tests.test_app import Toy
+
+TOKEN = "fuzz-token"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
+          response_schema_conformance]
+ENDPOINTS = ("/v1/classify", "/v1/chat/completions", "/v1/models", "/healthz", "/metrics")
+
+
+async def runner(X):
+    """The model run in a thread, as Ray Serve's ingress runs it (a `runner`): schemathesis
+    runs the app's lifespan around every call, and a batcher stopped once stays stopped. The
+    batcher path is fuzzed on a real server (tests/test_fuzz_server.py)."""
+    return await asyncio.to_thread(run_model, Toy(), X, 3)
+
+
+CFG = ServeConfig(max_body_mb=0.25, max_clips=64)
+APP = create_app(Toy(), CFG, token=TOKEN, runner=runner)
+OPEN_APP = create_app(Toy(), CFG, runner=runner)
+
+
+def with_examples(app, max_examples: int):
+    """The app's schema, plus one valid body per model endpoint as its example (schemathesis
+    sends explicit examples first): generation alone rarely hits base64 that fits its shape."""
+    raw = copy.deepcopy(app.openapi())
+    X = np.random.default_rng(0).normal(size=(2, 5, 3)).astype(np.float32)
+    bodies = raw["components"]["schemas"]
+    bodies["ClassifyRequest"]["example"] = {"clips": encode_clips(X)}
+    bodies["ChatRequest"]["example"] = {"model": "toy", "logprobs": True, "top_logprobs": 3,
+                                        "messages": [{"role": "user", "content": [
+                                            {"type": "file", "file": {
+                                                "file_data": encode_npy_data_url(X[0])}}]}]}
+    loaded = schemathesis.openapi.from_dict(raw)
+    loaded.app = app
+    loaded.config.generation.update(modes=list(GenerationMode), max_examples=max_examples)
+    return loaded
+
+
+schema = with_examples(APP, 60)
+open_schema = with_examples(OPEN_APP, 30)
+FUZZ = settings(deadline=None, suppress_health_check=list(HealthCheck))
+
+
+def test_the_schema_covers_every_endpoint():
+    paths = APP.openapi()["paths"]
+    assert sorted(paths) == sorted(ENDPOINTS)
+    clips = APP.openapi()["components"]["schemas"]["Clips"]
+    assert clips["required"] == ["shape", "b64"] and clips["properties"]["shape"]["maxItems"] == 3
+    for path, ops in paths.items():
+        for op in ops.values():
+            assert {"4XX", "5XX"} <= set(op["responses"]), path  # our error shape, documented
+            assert "422" not in op["responses"], path  # not FastAPI's {"detail": ...}
+
+
+@schema.parametrize()
+@FUZZ
+def test_generated_requests_with_the_token(case):
+    case.call_and_validate(headers=AUTH, checks=CHECKS)
+
+
+@schema.parametrize()
+@settings(FUZZ, max_examples=15)
+def test_generated_requests_without_the_token(case):
+    """Every path but /healthz is a 401 in the documented shape, whatever the body."""
+    case.headers = {k: v for k, v in (case.headers or {}).items()
+                    if k.lower() != "authorization"}
+    response = case.call_and_validate(checks=CHECKS)
+    if case.path != "/healthz":
+        assert response.status_code == 401, response.text
+        assert response.json()["error"]["code"] == "unauthorized"
+
+
+@open_schema.parametrize()
+@FUZZ
+def test_generated_requests_to_an_app_without_auth(case):
+    case.call_and_validate(checks=CHECKS)
+
+
+@pytest.mark.parametrize("path, method", [("/nowhere", "GET"), ("/v1/classify", "GET"),
+                                          ("/healthz", "POST"), ("/v1/models", "DELETE")])
+def test_unknown_routes_and_methods_answer_in_the_error_shape(path, method):
+    from fastapi.testclient import TestClient
+
+    with TestClient(OPEN_APP) as client:
+        r = client.request(method, path, headers={"content-type": "application/json"})
+    assert r.status_code in (404, 405) and set(r.json()) == {"error"}
+    assert set(r.json()["error"]) == {"message", "type", "code"}
+    if r.status_code == 405:
+        assert r.headers["allow"]
