@@ -91,6 +91,51 @@ def test_a_poison_clip_fails_its_own_request_not_the_shared_batch(backend):
             np.testing.assert_allclose(r.json()["proba"], Toy().predict_proba(x), atol=1e-6)
 
 
+class RayLikeBatch:
+    """A runner shaped like Ray Serve's ingress (scale.ray_serve.CloudService): concurrent
+    calls are gathered, `run_model` runs once on their concatenation, each gets its rows."""
+
+    def __init__(self, model) -> None:
+        self.model, self.items, self.runs = model, [], 0
+
+    async def __call__(self, X):
+        from edgeswitch.serving.inference import run_model
+
+        fut = asyncio.get_running_loop().create_future()
+        self.items.append((X, fut))
+        if len(self.items) == 1:
+            await asyncio.sleep(0.05)  # let the burst arrive, as @serve.batch waits
+            items, self.items = self.items, []
+            self.runs += 1
+            proba = await asyncio.to_thread(run_model, self.model, np.concatenate(
+                [x for x, _ in items]), len(self.model.classes_))
+            start = 0
+            for x, f in items:
+                f.set_result(proba[start : start + len(x)])
+                start += len(x)
+        return await fut
+
+
+@pytest.mark.parametrize("backend", [NanRows, Refuses])
+def test_the_ray_serve_path_isolates_a_poison_clip_too(backend):
+    from edgeswitch.serving.app import create_app
+
+    runner = RayLikeBatch(backend())
+    app = create_app(backend(), runner=runner)
+    clips = _clips(10, poison={4})
+
+    async def burst():
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
+            return await asyncio.gather(*[
+                c.post("/v1/classify", json={"clips": encode_clips(x)}) for x in clips])
+
+    replies = asyncio.run(burst())
+    assert runner.runs < 10
+    assert [r.status_code for r in replies] == [422 if i == 4 else 200 for i in range(10)]
+    assert replies[4].json()["error"]["code"] == "non_finite_output"
+
+
 @pytest.mark.parametrize("value", [3e38, -3e38, 1e30])
 def test_a_clip_outside_the_input_range_is_a_422_naming_clip_and_value(value):
     from fastapi.testclient import TestClient
