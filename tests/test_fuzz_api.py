@@ -113,3 +113,47 @@ def test_unknown_routes_and_methods_answer_in_the_error_shape(path, method):
     assert set(r.json()["error"]) == {"message", "type", "code"}
     if r.status_code == 405:
         assert r.headers["allow"]
+
+
+@pytest.mark.parametrize("name, body, status, code", [
+    ("broken JSON", b'{"clips": [', 400, "bad_json"),
+    ("deeply nested JSON (RecursionError)", b"[" * 100_000 + b"]" * 100_000, 400, "bad_json"),
+    ("deeply nested object", b'{"a": ' * 20_000 + b"1" + b"}" * 20_000, 400, "bad_json"),
+    ("not UTF-8", b'{"clips": "\xff\xfe"}', 400, "bad_json"),
+    ("a number", b"1e999999", 422, "bad_request"),
+    ("wrong types", b'{"clips": {"shape": "x", "b64": 5}}', 422, "bad_request"),
+    ("a float shape", b'{"clips": {"shape": [1e400, 5, 3], "b64": ""}}', 422, "bad_request"),
+])
+def test_the_frameworks_own_errors_answer_in_our_shape(name, body, status, code):
+    """Regression: a deeply nested body answered FastAPI's `{"detail": ...}`, not our shape."""
+    from fastapi.testclient import TestClient
+
+    with TestClient(OPEN_APP) as client:
+        r = client.post("/v1/classify", content=body,
+                        headers={"content-type": "application/json"})
+        assert (r.status_code, r.json()["error"]["code"]) == (status, code), (name, r.text)
+        assert set(r.json()) == {"error"}
+        ok = client.post("/v1/classify", json={"clips": encode_clips(np.zeros((1, 5, 3)))})
+        assert ok.status_code == 200
+
+
+def test_an_unexpected_exception_is_a_500_in_our_shape_and_counted():
+    """The catch-all: nothing else answers a bug, and the request is counted as internal."""
+    from fastapi.testclient import TestClient
+
+    from edgeswitch.serving.state import state_of
+
+    app = create_app(Toy(), CFG, runner=runner)
+
+    async def boom():
+        raise KeyError("a bug")
+
+    app.add_api_route("/boom", boom)
+    with TestClient(app, raise_server_exceptions=False) as client:
+        r = client.get("/boom")
+        assert r.status_code == 500 and r.json() == {"error": {
+            "message": "internal server error", "type": "server_error", "code": "internal_error"}}
+        assert client.get("/healthz").status_code == 200
+    errors = {s.labels["kind"]: s.value for s in state_of(app).metrics.errors.collect()[0].samples
+              if s.name.endswith("_total")}
+    assert errors.get("internal") == 1
