@@ -264,8 +264,9 @@ def test_generated_requests_get_no_5xx_and_drop_no_connection(bm_files, bm_model
 
 @pytest.mark.ray
 def test_fuzz_on_ray_serve():
-    """This file's test against `serve-cloud --engine ray`, 500 requests, inside a
-    loopback-only network namespace (see tests/test_ray.py)."""
+    """This file's test against `serve-cloud --engine ray`, 500 requests, and the poison burst
+    and huge shapes of tests/test_isolation.py, inside a loopback-only network namespace (see
+    tests/test_ray.py)."""
     from edgeswitch.scale.netns import RAY_ENV, LoopbackNetns
 
     reason = LoopbackNetns.available()
@@ -275,10 +276,11 @@ def test_fuzz_on_ray_serve():
                                   "EDGESWITCH_FUZZ_REQUESTS": "500"}
     with LoopbackNetns() as ns:
         r = subprocess.run(ns.wrap([sys.executable, "-m", "pytest", "-q", "-s", "-p",
-                                    "no:cacheprovider", "-m", "slow", "-k",
-                                    "no_5xx_and_drop", str(Path(__file__))]),
+                                    "no:cacheprovider", "-m", "slow and not ray",
+                                    str(Path(__file__)),
+                                    str(ROOT / "tests" / "test_isolation.py")]),
                            env=env, capture_output=True, text=True, timeout=900, cwd=ROOT)
     tail = r.stdout[-4000:]
     print(tail)
-    assert r.returncode == 0 and "1 passed" in tail, tail + r.stderr[-2000:]
+    assert r.returncode == 0 and "3 passed" in tail, tail + r.stderr[-2000:]
     assert "engine ray: " in tail
