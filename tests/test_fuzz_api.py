@@ -45,20 +45,26 @@ APP = create_app(Toy(), CFG, token=TOKEN, runner=runner)
 OPEN_APP = create_app(Toy(), CFG, runner=runner)
 
 
-def with_examples(app, max_examples: int):
-    """The app's schema, plus one valid body per model endpoint as its example (schemathesis
-    sends explicit examples first): generation alone rarely hits base64 that fits its shape."""
-    raw = copy.deepcopy(app.openapi())
-    X = np.random.default_rng(0).normal(size=(2, 5, 3)).astype(np.float32)
+def schema_with_examples(raw: dict, clip_shape: tuple[int, int], model: str,
+                         max_examples: int):
+    """A schema plus one valid body per model endpoint as its example (schemathesis sends
+    explicit examples first): generation alone rarely hits base64 that fits its shape."""
+    raw = copy.deepcopy(raw)
+    X = np.random.default_rng(0).normal(size=(2, *clip_shape)).astype(np.float32)
     bodies = raw["components"]["schemas"]
     bodies["ClassifyRequest"]["example"] = {"clips": encode_clips(X)}
-    bodies["ChatRequest"]["example"] = {"model": "toy", "logprobs": True, "top_logprobs": 3,
+    bodies["ChatRequest"]["example"] = {"model": model, "logprobs": True, "top_logprobs": 3,
                                         "messages": [{"role": "user", "content": [
                                             {"type": "file", "file": {
                                                 "file_data": encode_npy_data_url(X[0])}}]}]}
     loaded = schemathesis.openapi.from_dict(raw)
-    loaded.app = app
     loaded.config.generation.update(modes=list(GenerationMode), max_examples=max_examples)
+    return loaded
+
+
+def with_examples(app, max_examples: int):
+    loaded = schema_with_examples(app.openapi(), Toy.clip_shape_, Toy.name, max_examples)
+    loaded.app = app  # calls go to the ASGI app in process
     return loaded
 
 

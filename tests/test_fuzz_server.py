@@ -27,6 +27,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
+import schemathesis
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
@@ -260,6 +261,34 @@ def test_generated_requests_get_no_5xx_and_drop_no_connection(bm_files, bm_model
     np.testing.assert_allclose(good.json()["proba"], expected[:8], atol=1e-6)
     if ENGINE == "fastapi":  # Ray's own log lines go to its session folder
         assert "Traceback" not in log and "Exception in ASGI" not in log, log[-3000:]
+
+
+@pytest.fixture(scope="module")
+def live_server(bm_files):
+    cfg = ServeConfig(max_body_mb=0.25, max_clips=64, max_batch=32, max_wait_ms=2)
+    with ServerProcess(bm_files["cloud"], cfg, token=TOKEN, engine=ENGINE,
+                       start_timeout_s=180 if ENGINE == "ray" else 60) as srv:
+        yield srv
+
+
+@pytest.fixture(scope="module")
+def live_schema(live_server):
+    """The real server's own /openapi.json, with a valid example body per model endpoint."""
+    from tests.test_fuzz_api import schema_with_examples
+
+    raw = httpx.get(live_server.url + "/openapi.json", headers=AUTH, timeout=10).json()
+    clip = tuple(httpx.get(live_server.url + "/healthz", timeout=10).json()["clip_shape"])
+    return schema_with_examples(raw, clip, httpx.get(live_server.url + "/v1/models",
+                                                     headers=AUTH).json()["data"][0]["id"], 200)
+
+
+@schemathesis.pytest.from_fixture("live_schema").parametrize()
+def test_schemathesis_against_a_real_server(case, live_server):
+    """schemathesis over HTTP to a real `serve-cloud` (the dynamic batcher's path), 200
+    examples per operation: no 5xx, every answer matching the schema."""
+    from tests.test_fuzz_api import CHECKS
+
+    case.call_and_validate(base_url=live_server.url, headers=AUTH, checks=CHECKS, timeout=30)
 
 
 @pytest.mark.ray
