@@ -162,10 +162,11 @@ def cmd_watch(args) -> int:
         if out is not sys.stdout:
             out.close()
         close_hybrid(hybrid)
-    print(f"watch: {summary.clips} clips in {summary.seconds:.1f} s, stopped at "
-          f"{summary.stopped_by}" + (f"; wrote {args.video_out}" if args.video_out else ""),
-          file=sys.stderr)
-    return 0
+    from edgeswitch.cli.common import stream_exit
+
+    return stream_exit(summary, "watch", f"{summary.seconds:.1f} s, stopped at "
+                       f"{summary.stopped_by}"
+                       + (f"; wrote {args.video_out}" if args.video_out else ""))
 
 
 def add_parsers(sub, add_common) -> None:
