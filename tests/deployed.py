@@ -33,3 +33,33 @@ def make_bundle(d: Path, bm_files: dict, basicmotions, n_clips: int = 40) -> dic
 def classify_args(b: dict, data: str | None = None) -> list[str]:
     return ["classify", "--data", data or b["clips"], "--edge", b["edge"], "--switcher",
             b["switcher"], "--op", b["op"], "--quiet"]
+
+
+def run_cli(*args, timeout=300, env=None, **kw):
+    """`python -m edgeswitch ARGS` as a user runs it (this tree first on the path)."""
+    import os
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "-m", "edgeswitch", *map(str, args)],
+                          capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, **(env or {})}, **kw)
+
+
+def jsonl(path) -> list[dict]:
+    """Every whole line of a JSON lines file (a line cut by a kill has no newline: skipped)."""
+    import json
+
+    text = Path(path).read_text() if Path(path).exists() else ""
+    return [json.loads(line) for line in text.split("\n")[:-1]]
+
+
+def log_ids(path) -> list[str]:
+    """The clip ids committed to a decision log, read as a reader would after a crash."""
+    import sqlite3
+
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        return [r[0] for r in db.execute("SELECT clip_id FROM decisions ORDER BY id")]
+    finally:
+        db.close()
