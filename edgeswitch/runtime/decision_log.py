@@ -143,8 +143,8 @@ class DecisionLog:
         try:
             db = sqlite3.connect(self.path, timeout=30, check_same_thread=False)
         except sqlite3.Error as exc:
-            raise LogWriteError(f"cannot open the decision log {self.path}: {exc} (is its "
-                                "folder writable?)") from None
+            raise LogWriteError(f"cannot open the decision log {self.path}: {exc} "
+                                f"({_why_unwritable(self.path)})") from None
         try:
             if _tables(db) and not _is_log(db):  # before anything that writes
                 raise DataError(f"{self.path} is a database but not a decision log (it has "
@@ -156,8 +156,8 @@ class DecisionLog:
             db.close()
             what = str(exc)
             if "readonly" in what or "disk" in what or "unable to open" in what:
-                raise LogWriteError(f"cannot write the decision log {self.path}: {exc}") \
-                    from None
+                raise LogWriteError(f"cannot write the decision log {self.path}: {exc} "
+                                    f"({_why_unwritable(self.path)})") from None
             raise DataError(f"{self.path} is not a usable decision log: {exc}") from None
         except DataError:
             db.close()
@@ -308,6 +308,21 @@ class DecisionLog:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def _why_unwritable(path: Path) -> str:
+    """What a user can check when SQLite says only 'unable to open database file'."""
+    import os
+
+    folder = path.parent
+    try:
+        if os.statvfs(folder).f_flag & os.ST_RDONLY:
+            return f"{folder} is on a read-only file system"
+    except OSError:
+        pass
+    if not os.access(folder, os.W_OK):
+        return f"{folder} is not writable by this user"
+    return "is the folder writable, the disk not full?"
 
 
 def _tables(db: sqlite3.Connection) -> set[str]:
