@@ -160,3 +160,58 @@ def test_a_full_tmpfs_and_a_read_only_folder(bundle, tmp_path):
         assert "rc=2" in ro.stdout and "Traceback" not in ro.stderr, ro.stderr
         assert says in ro.stderr and "read-only file system" in ro.stderr.lower(), ro.stderr
         assert not (tmp_path / "o2.jsonl").exists()  # stopped before any answer
+
+
+@pytest.fixture(scope="module")
+def watch_bundle(tmp_path_factory):
+    """A switcher and operating point for the shipped `nfd` edge (DMD on SYNTHETIC videos
+    with the loopback VLM), the VLM itself, and a 2-minute video: what `watch` needs."""
+    pytest.importorskip("av", reason="needs the video extra")
+    from edgeswitch.cli.main import main
+    from edgeswitch.video.synthetic import render_synthetic_video, synthetic_pose_sequence
+    from tests.fake_vlm import FakeVLM
+    from tests.test_video_pipeline import CLIP, synthetic_videos
+
+    d = tmp_path_factory.mktemp("watch")
+    pool = synthetic_videos(d / "pool", 6, 1)
+    with FakeVLM() as vlm:
+        assert main(["distill", "--data", str(pool), "--edge", "nfd", "--cloud-url", vlm.url,
+                     "--model", "json-logprobs", "--out", str(d / "pool.parquet"), "--quiet",
+                     *CLIP]) == 0
+        assert main(["train-switcher", "--dmd", str(d / "pool.parquet"), "--out",
+                     str(d / "sw.npz"), "--quiet"]) == 0
+        assert main(["calibrate", "--dmd", str(d / "pool.parquet"), "--switcher",
+                     str(d / "sw.npz"), "--mode", "offload", "--rate", "0.5", "--out",
+                     str(d / "op.json")]) == 0
+        kp = np.concatenate([synthetic_pose_sequence("walk", 48, rng=np.random.default_rng(i))
+                             for i in range(20)])
+        render_synthetic_video(d / "long.mp4", kp)  # 2 minutes: 117 clips
+        yield {"dir": d, "url": vlm.url, "clip": CLIP}
+
+
+@pytest.mark.slow
+def test_watch_sigkilled_mid_run_leaves_log_and_lines_in_agreement(watch_bundle, tmp_path):
+    d, rng, figures = watch_bundle["dir"], random.Random(3), []
+    env = os.environ | {"PYTHONUNBUFFERED": "1"}
+    for k, at in enumerate(sorted(rng.randint(2, 60) for _ in range(2))):
+        out, log = tmp_path / f"w{k}.jsonl", tmp_path / f"w{k}.sqlite"
+        proc = subprocess.Popen([sys.executable, "-m", "edgeswitch", "watch",
+                                 str(d / "long.mp4"), "--switcher", str(d / "sw.npz"),
+                                 "--op", str(d / "op.json"), "--cloud-url", watch_bundle["url"],
+                                 "--model", "json", "--out", str(out), "--log", str(log),
+                                 *watch_bundle["clip"]], stderr=subprocess.DEVNULL, env=env)
+        t_end = time.monotonic() + 180
+        while time.monotonic() < t_end and proc.poll() is None and \
+                (not out.exists() or out.read_bytes().count(b"\n") < at):
+            time.sleep(0.002)
+        proc.kill()
+        proc.wait(30)
+        assert proc.returncode == -9, "watch ended before the kill"
+        said = [r["clip_id"] for r in jsonl(out)]
+        logged = log_ids(log)
+        assert len(said) == len(set(said)) and logged == said[:len(logged)]
+        assert len(said) - len(logged) <= 1  # one clip per call
+        figures.append((len(said), len(logged)))
+        r = run_cli("log", log, "--json")
+        assert r.returncode == 0 and json.loads(r.stdout)["decisions"] == len(logged)
+    print(f"watch: (lines, log rows) after each SIGKILL: {figures}")
