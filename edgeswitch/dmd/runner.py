@@ -50,7 +50,7 @@ from edgeswitch.config import DistillConfig, from_values
 from edgeswitch.dmd.corpus import Shard
 from edgeswitch.dmd.records import DMDRecords
 from edgeswitch.errors import DataError, EdgeSwitchError
-from edgeswitch.models.base import ModelOutput, ProbaError, check_proba
+from edgeswitch.models.base import ModelOutput, ProbaError, check_proba, model_identity
 
 # cloud failures that belong to a clip, not to the cloud
 CLIP_REASONS = (FallbackReason.MALFORMED,)
@@ -212,7 +212,7 @@ def edge_step(edge, X, batch_size: int) -> EdgeOutputs:
             except EdgeSwitchError as exc:
                 out, first = None, exc
             if out is None:
-                failed[start + i] = f"edge model {getattr(edge, 'name', '?')}: {first}"
+                failed[start + i] = f"edge model {model_identity(edge)}: {first}"
                 probas.append(None)
                 embeddings.append(None)
             else:
