@@ -125,8 +125,25 @@ def make_cloud(args, classes: tuple[str, ...], runtime):
         refuse_unused(args, REMOTE_KEYS, REMOTE_ARGS,
                       f"to --cloud-url only (--cloud {args.cloud} runs in this process)")
     token = resolve_token(args.token_file) if args.cloud_url else None
-    return CloudSpec(model=args.cloud, url=args.cloud_url, token=token, served_model=args.model,
-                     ca_cert=args.ca_cert, runtime=runtime).build(classes)
+    cloud = CloudSpec(model=args.cloud, url=args.cloud_url, token=token,
+                      served_model=args.model, ca_cert=args.ca_cert,
+                      runtime=runtime).build(classes)
+    if args.cloud_url and args.model:
+        _check_served_model(cloud, args.cloud_url, args.model)
+    return cloud
+
+
+def _check_served_model(cloud, url: str, model: str) -> None:
+    """A --model the server does not list is a clear error before the first clip (the native
+    protocol would be answered by the server's one model whatever the name). A server that
+    cannot be asked now is not: the run starts, and its fallbacks say why."""
+    try:
+        served = cloud.served_models(2.0)
+    except EdgeSwitchError:
+        return
+    if served and model not in served:
+        cloud.close()
+        raise EdgeSwitchError(f"the cloud server {url} serves {served}, not --model {model!r}")
 
 
 def cmd_classify(args) -> int:
