@@ -116,3 +116,59 @@ def test_an_error_record_is_json_with_the_video_fields_of_its_clip():
     assert json.loads(json.dumps(row)) == {
         "clip_id": "v/0", "model": "edge-x", "start_s": 0.0, "end_s": 4.0,
         "error": "edge model edge-x: bad clip (the clip holds 8 NaN or inf values)"}
+
+
+def test_the_runner_unit_functions_isolate_a_clip_on_either_engine(bm_models, basicmotions):
+    """edge_step marks the clip the edge cannot digest; unit_records leaves it out both from
+    the local engine's reasons and from the NaN marker that survives Ray's transfer; a cloud
+    that rejects a clip fails that clip, one that rejects a whole batch stops the run."""
+    from edgeswitch.cloud.client import CloudReply, InProcessCloud
+    from edgeswitch.dmd.runner import (
+        CloudDownError,
+        Identity,
+        Job,
+        UnitClips,
+        cloud_step,
+        edge_step,
+        unit_records,
+    )
+    from edgeswitch.models.base import ModelOutput
+
+    edge, cloud = bm_models
+    X = basicmotions.X[:10].astype(np.float32).copy()
+    X[4] = 3e38
+    out = edge_step(edge, X, 4)
+    assert list(out.failed) == [4] and "non-finite" in out.failed[4]
+    assert np.isnan(out.embedding[4]).all() and np.isfinite(np.delete(out.embedding, 4, 0)).all()
+    np.testing.assert_allclose(np.delete(out.proba, 4, 0), edge.outputs(np.delete(X, 4, 0)).proba,
+                               rtol=1e-5, atol=1e-6)
+
+    class Rejecting:
+        """Rejects (422) any batch holding the poison clip, or every batch."""
+
+        def __init__(self, everything=False):
+            self.inner, self.everything = InProcessCloud(cloud), everything
+            self.name, self.classes_ = "rejecting", tuple(cloud.classes_)
+
+        def request(self, batch, deadline=None):
+            if self.everything or (np.abs(batch) > 1e30).any():
+                return CloudReply(None, "rejected", 1, 1.0, "HTTP 422 value out of range")
+            return CloudReply(self.inner.predict_proba(batch), None, 1, 1.0)
+
+    k = len(cloud.classes_)
+    skipped = cloud_step(Rejecting(), X, 4, k, skip=[4])  # local: never asked about clip 4
+    assert skipped.failed == {}
+    asked = cloud_step(Rejecting(), X, 4, k)  # Ray: asked, rejected alone
+    assert list(asked.failed) == [4] and asked.failed[4].startswith("rejected")
+    np.testing.assert_array_equal(np.delete(asked.proba, 4, 0), np.delete(skipped.proba, 4, 0))
+    with pytest.raises(CloudDownError, match="answered none of 4 clips"):
+        cloud_step(Rejecting(everything=True), X, 4, k)
+
+    job = Job(None, None, None, Identity(tuple(edge.classes_), "e", "c"), 4)
+    ids = np.array([f"x{i}" for i in range(10)])
+    clips = UnitClips(X, ids, np.full(10, "g"))
+    for edge_out, answers in ((out, skipped),  # local: the edge's own reason
+                              (ModelOutput(out.proba, out.embedding), asked)):  # Ray
+        records, failed = unit_records(job, clips, edge_out, answers)
+        assert "x4" not in records.ids and len(records) == 9
+        assert [f[1] for f in failed] == ["x4"] and failed[0][2].startswith("edge")
