@@ -240,7 +240,8 @@ def add_parsers(sub, add_common) -> None:
         description="Summarise a decision log written by `classify` or `demo`: offload rate "
         "over time, fallbacks by reason, per-class edge/cloud agreement, latencies. "
         "--export-dmd writes the decisions the cloud answered as DMD records (Parquet) for "
-        "`train-switcher`.")
+        "`train-switcher`. The file is opened read-only, and a database that is not a "
+        "decision log is refused (never changed). After a crash, copy FILE-wal with FILE.")
     p.add_argument("db", help="decision log (.sqlite)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("--buckets", type=positive_int, default=10,
