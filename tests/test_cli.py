@@ -138,8 +138,10 @@ def test_classify_against_a_running_server(tmp_path, bm_files, basicmotions):
             assert [rows[i]["label"] for i in cloud_rows] == [cloud.classes_[k]
                                                               for k in expected]
         bad = run_cli(*common, "--cloud-url", server.url, "--out", str(tmp_path / "x.jsonl"))
-    # no token: the server refuses, and every clip still gets the edge answer, flagged
-    assert bad.returncode == 0, bad.stderr
+    # no token: the server refuses, and every clip still gets the edge answer, flagged; the
+    # exit code says the cloud answered none of them (3), and the summary names the reason
+    assert bad.returncode == 3, bad.stderr
+    assert "unauthorized" in bad.stderr and "Traceback" not in bad.stderr
     rows = [json.loads(line) for line in (tmp_path / "x.jsonl").read_text().splitlines()]
     assert len(rows) == 30
     assert {r["fallback_reason"] for r in rows if not r["verified"]} <= {"unauthorized",

@@ -190,3 +190,36 @@ def fusion_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--fusion", default=None,
                    help="fusion JSON that answers offloaded clips from both models (default: "
                    "fusion.json beside --switcher when there is one; 'none': the cloud answers)")
+
+
+# exit codes of a run over a stream of clips (classify, watch); also in README and --help
+EXIT_OK, EXIT_CLIPS_FAILED, EXIT_ERROR, EXIT_CLOUD_NEVER_ANSWERED = 0, 1, 2, 3
+EXIT_CODES = ("exit codes: 0 every clip answered; 1 some clips failed (an error record each in "
+              "the output, the rest answered); 2 an error stopped the run (bad input, an output "
+              "or log that cannot be written); 3 clips were offloaded and the cloud answered "
+              "none of them (unauthorized, rejected, connection, timeout...: the edge answered "
+              "all, flagged verified=false). 3 wins over 1.")
+
+
+def stream_exit(summary, command: str, wrote: str) -> int:
+    """The summary line on stderr, and the exit code that says whether the run did what was
+    asked (see EXIT_CODES): a run whose every offload fell back is no success."""
+    import sys
+
+    total = summary.clips + summary.failed
+    reasons = ", ".join(f"{r} {n}" for r, n in summary.reasons.most_common())
+    print(f"{command}: {total} clips: {summary.clips} answered ({summary.cloud} by the cloud), "
+          f"{summary.failed} failed, {summary.fallbacks} fallbacks to the edge"
+          + (f" ({reasons})" if reasons else "") + f"; {wrote}", file=sys.stderr)
+    code = EXIT_OK
+    if summary.failed:
+        print(f"edgeswitch: error: {summary.failed} of {total} clips failed (an error record "
+              "each in the output): " + "; ".join(summary.errors)
+              + ("; ..." if summary.failed > len(summary.errors) else ""), file=sys.stderr)
+        code = EXIT_CLIPS_FAILED
+    if summary.cloud_never_answered():
+        print(f"edgeswitch: error: the cloud answered none of the {summary.offloaded} offloaded "
+              f"clips ({reasons}); the edge answer stands for all of them. Check --cloud-url, "
+              "the token (--token-file or $EDGESWITCH_TOKEN) and --model", file=sys.stderr)
+        code = EXIT_CLOUD_NEVER_ANSWERED
+    return code

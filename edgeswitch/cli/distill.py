@@ -118,9 +118,9 @@ def _report_failures(failed_units: dict, failed_clips: dict) -> None:
     for source, why in failed_units.items():
         print(f"edgeswitch: skipped {source}: {why}", file=sys.stderr)
     for clip, why in list(failed_clips.items())[:10]:
-        print(f"edgeswitch: no cloud answer for {clip}: {why}", file=sys.stderr)
+        print(f"edgeswitch: left out {clip}: {why}", file=sys.stderr)
     if len(failed_clips) > 10:
-        print(f"edgeswitch: ... and {len(failed_clips) - 10} more clips without a cloud answer",
+        print(f"edgeswitch: ... and {len(failed_clips) - 10} more clips left out",
               file=sys.stderr)
 
 

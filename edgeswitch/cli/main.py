@@ -57,6 +57,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser = argparse.ArgumentParser(prog="edgeswitch", description=DESCRIPTION,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--debug", action="store_true",
+                        help="show the traceback of an unexpected error (or set "
+                        "EDGESWITCH_DEBUG=1)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser(
@@ -86,8 +89,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+DEBUG_ENV = "EDGESWITCH_DEBUG"  # set to 1 (or pass --debug) for the traceback of a crash
+
+
 def main(argv: list[str] | None = None) -> int:
+    import os
+
     args = build_parser().parse_args(argv)
+    debug = args.debug or os.environ.get(DEBUG_ENV, "") not in ("", "0")
     try:
         return args.func(args)
     except EdgeSwitchError as exc:
@@ -99,6 +108,14 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("edgeswitch: interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:  # noqa: BLE001 - a bug or a case no check covers: one line
+        if debug:
+            raise
+        what = str(exc).splitlines()[0][:300] if str(exc) else "no message"
+        print(f"edgeswitch: error: unexpected {type(exc).__name__} in `{args.command}`: {what} "
+              f"(a bug or an input no check covers; run with --debug or {DEBUG_ENV}=1 for the "
+              "traceback)", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -5,9 +5,13 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import tempfile
+from collections.abc import Callable
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 
 from edgeswitch.cli.common import (
+    EXIT_CODES,
     REMOTE_ARGS,
     REMOTE_KEYS,
     close_hybrid,
@@ -19,6 +23,7 @@ from edgeswitch.cli.common import (
     need_extra,
     out_file,
     refuse_unused,
+    stream_exit,
 )
 from edgeswitch.cli.flags import config_arg, config_flags, resolve_config
 from edgeswitch.errors import EdgeSwitchError
@@ -43,10 +48,14 @@ def cmd_serve_cloud(args) -> int:
     if faults:
         print(f"edgeswitch: injecting faults {[f.kind for f in faults]}", file=sys.stderr)
     scheme = "https" if args.ssl_certfile else "http"
-    print(f"serving {model.name} ({len(model.classes_)} classes) on {scheme}://{args.host}:"
-          f"{args.port} with {cfg.engine} (batch {cfg.max_batch}, wait {cfg.max_wait_ms} ms, "
-          f"auth {'on' if token else 'off'})", file=sys.stderr)
+
+    def banner(port) -> str:
+        return (f"serving {model.name} ({len(model.classes_)} classes) on {scheme}://"
+                f"{args.host}:{port} with {cfg.engine} (batch {cfg.max_batch}, wait "
+                f"{cfg.max_wait_ms} ms, auth {'on' if token else 'off'})")
+
     if cfg.engine == "ray":
+        print(banner(args.port), file=sys.stderr)
         need_extra("ray", "ray")
         from edgeswitch.scale.ray_serve import serve_ray
 
@@ -54,9 +63,55 @@ def cmd_serve_cloud(args) -> int:
                   args.ssl_certfile, args.ssl_keyfile, args.ready_file)
         return 0
     app = create_app(model, cfg, token=token, faults=faults, model_id=args.model)
-    serve(app, args.host, args.port, args.ssl_certfile, args.ssl_keyfile, args.ready_file,
-          args.log_level)
+    with _ready_file(args.ready_file) as ready:
+        _banner_after_bind(app, lambda: banner(json.loads(ready.read_text())["port"]))
+        serve(app, args.host, args.port, args.ssl_certfile, args.ssl_keyfile, str(ready),
+              args.log_level)
     return 0
+
+
+@contextmanager
+def _ready_file(given: str | None):
+    """Where `serve` writes the bound port: --ready-file, or a temporary file."""
+    if given:
+        yield Path(given)
+        return
+    with tempfile.TemporaryDirectory(prefix="edgeswitch-serve-") as d:
+        yield Path(d) / "ready.json"
+
+
+def _banner_after_bind(app, banner: Callable[[], str]) -> None:
+    """Print the banner once the socket is bound and the app has started, so that it names
+    the port really bound (port 0 picks one) and a port in use prints only the error."""
+    inner = app.router.lifespan_context
+
+    @asynccontextmanager
+    async def lifespan(a):
+        async with inner(a) as state:
+            print(banner(), file=sys.stderr, flush=True)
+            yield state
+
+    app.router.lifespan_context = lifespan
+
+
+def positive_int(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {n}")
+    return n
+
+
+def port_number(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
+    if not 0 <= n <= 65535:
+        raise argparse.ArgumentTypeError(f"a port is 0..65535 (0: any free one), got {n}")
+    return n
 
 
 def make_cloud(args, classes: tuple[str, ...], runtime):
@@ -70,8 +125,25 @@ def make_cloud(args, classes: tuple[str, ...], runtime):
         refuse_unused(args, REMOTE_KEYS, REMOTE_ARGS,
                       f"to --cloud-url only (--cloud {args.cloud} runs in this process)")
     token = resolve_token(args.token_file) if args.cloud_url else None
-    return CloudSpec(model=args.cloud, url=args.cloud_url, token=token, served_model=args.model,
-                     ca_cert=args.ca_cert, runtime=runtime).build(classes)
+    cloud = CloudSpec(model=args.cloud, url=args.cloud_url, token=token,
+                      served_model=args.model, ca_cert=args.ca_cert,
+                      runtime=runtime).build(classes)
+    if args.cloud_url and args.model:
+        _check_served_model(cloud, args.cloud_url, args.model)
+    return cloud
+
+
+def _check_served_model(cloud, url: str, model: str) -> None:
+    """A --model the server does not list is a clear error before the first clip (the native
+    protocol would be answered by the server's one model whatever the name). A server that
+    cannot be asked now is not: the run starts, and its fallbacks say why."""
+    try:
+        served = cloud.served_models(2.0)
+    except EdgeSwitchError:
+        return
+    if served and model not in served:
+        cloud.close()
+        raise EdgeSwitchError(f"the cloud server {url} serves {served}, not --model {model!r}")
 
 
 def cmd_classify(args) -> int:
@@ -90,16 +162,16 @@ def cmd_classify(args) -> int:
     items = (StreamItem(clips.X[i:i + batch], clips.ids[i:i + batch], clips.groups[i:i + batch])
              for i in tqdm(range(0, len(clips), batch), desc="classify", disable=args.quiet,
                            unit="call"))
-    out = out_file(args.out)
     try:
+        out = out_file(args.out)
         with out.open("w") as fh:
             summary = run_stream(hybrid, items, fh)
+    except OSError as exc:
+        raise EdgeSwitchError(f"cannot write --out {args.out}: {exc.strerror or exc}") from None
     finally:
         close_hybrid(hybrid)
-    print(f"{summary.clips} clips: {summary.cloud} answered by the cloud, "
-          f"{summary.fallbacks} fallbacks to the edge; wrote {out}"
-          + (f", log {args.log}" if args.log else ""), file=sys.stderr)
-    return 0
+    return stream_exit(summary, "classify",
+                       f"wrote {out}" + (f", log {args.log}" if args.log else ""))
 
 
 def cmd_log(args) -> int:
@@ -107,7 +179,7 @@ def cmd_log(args) -> int:
 
     if not Path(args.db).is_file():
         raise EdgeSwitchError(f"decision log not found: {args.db}")
-    with DecisionLog(args.db) as log:
+    with DecisionLog(args.db) as log:  # read-only; refuses a database that is not a log
         summary = log.summary(args.buckets)
         print(json.dumps(summary, indent=1) if args.json else summary_text(summary))
         if args.export_dmd:
@@ -128,7 +200,8 @@ def add_parsers(sub, add_common) -> None:
     p.add_argument("--cloud", required=True, help="cloud model (.onnx from train-models)")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default "
                    "127.0.0.1; use 0.0.0.0 only with a token and TLS)")
-    p.add_argument("--port", type=int, default=8000, help="port (default 8000; 0 = any free)")
+    p.add_argument("--port", type=port_number, default=8000,
+                   help="port (default 8000; 0 = any free, the banner prints the one chosen)")
     p.add_argument("--model", default=None,
                    help="model name clients ask for (default: the model's own name)")
     p.add_argument("--token-file", default=None,
@@ -150,7 +223,9 @@ def add_parsers(sub, add_common) -> None:
         description="Run the hybrid over a file of clips as a device would, --batch clips per "
         "call (default 1), and write one JSON line per clip: clip_id, label, answered_by, "
         "verified, fallback_reason, switcher_score, latency_ms (edge, cloud, total), proba. If "
-        "the cloud does not answer by the deadline the edge answer stands with verified=false.")
+        "the cloud does not answer by the deadline the edge answer stands with verified=false. "
+        "A clip the edge model cannot digest gets a line {clip_id, error, model} instead. "
+        + EXIT_CODES)
     data_args(p, "all")
     p.add_argument("--edge", required=True, help="edge model (.onnx)")
     deployed_args(p)
@@ -165,9 +240,11 @@ def add_parsers(sub, add_common) -> None:
         description="Summarise a decision log written by `classify` or `demo`: offload rate "
         "over time, fallbacks by reason, per-class edge/cloud agreement, latencies. "
         "--export-dmd writes the decisions the cloud answered as DMD records (Parquet) for "
-        "`train-switcher`.")
+        "`train-switcher`. The file is opened read-only, and a database that is not a "
+        "decision log is refused (never changed). After a crash, copy FILE-wal with FILE.")
     p.add_argument("db", help="decision log (.sqlite)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
-    p.add_argument("--buckets", type=int, default=10, help="time buckets (default 10)")
+    p.add_argument("--buckets", type=positive_int, default=10,
+                   help="time buckets (default 10)")
     p.add_argument("--export-dmd", default=None, help="write DMD records to this Parquet file")
     p.set_defaults(func=cmd_log)

@@ -9,6 +9,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from edgeswitch.cli.common import (
+    EXIT_CODES,
     close_hybrid,
     deployed_args,
     make_hybrid,
@@ -162,10 +163,11 @@ def cmd_watch(args) -> int:
         if out is not sys.stdout:
             out.close()
         close_hybrid(hybrid)
-    print(f"watch: {summary.clips} clips in {summary.seconds:.1f} s, stopped at "
-          f"{summary.stopped_by}" + (f"; wrote {args.video_out}" if args.video_out else ""),
-          file=sys.stderr)
-    return 0
+    from edgeswitch.cli.common import stream_exit
+
+    return stream_exit(summary, "watch", f"{summary.seconds:.1f} s, stopped at "
+                       f"{summary.stopped_by}"
+                       + (f"; wrote {args.video_out}" if args.video_out else ""))
 
 
 def add_parsers(sub, add_common) -> None:
@@ -175,7 +177,8 @@ def add_parsers(sub, add_common) -> None:
         "into sliding clips and classify each with the edge model, the switcher and, when the "
         "switcher doubts the edge, the cloud. One JSON line per clip: time range, label, who "
         "answered, switcher score, latencies. Ends at the end of a file, or on Ctrl-C (the "
-        "outputs are closed cleanly). Without a cloud the edge answers everything.")
+        "outputs are closed cleanly). Without a cloud the edge answers everything. "
+        + EXIT_CODES)
     p.add_argument("source", help="video file, stream URL or webcam index")
     p.add_argument("--edge", default="nfd", help="nfd (default), pose:MODEL.onnx, hf-vilt:DIR")
     deployed_args(p)

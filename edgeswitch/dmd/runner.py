@@ -12,9 +12,18 @@ batches, so their records are bit-identical.
 Failure policy (one, for every source, sink and engine):
 - **Input that cannot be read** (a corrupt `.npz`, an undecodable video, a video shorter than
   one clip) fails its unit: the sink records the unit with the reason and the run goes on.
-- **A clip the cloud answers unusably** (a reply that names no class, reason `malformed`)
-  fails that clip, not its batch: the batch is asked again clip by clip, and the clips that
-  still get no usable answer are left out of the records and reported with the reason.
+- **A clip the edge model cannot digest** (a value like 3e38 that turns its output
+  non-finite) fails that clip, not its batch: the batch is run again clip by clip, and a clip
+  that still fails is left out of the records, reported with the reason, and not sent to the
+  cloud. (On Ray the reason travels as a NaN embedding row, so the record names it generically
+  and the cloud is asked about it too.)
+- **A clip the cloud answers unusably** (a reply that names no class, reason `malformed`; a
+  request the cloud rejects, `rejected`, e.g. 422 for a value out of its range; an in-process
+  model that raises, `error`) fails that clip, not its batch: the batch is asked again clip by
+  clip, and the clips that still get no usable answer are left out of the records and
+  reported with the reason. If a batch of several clips gets no answer for any of them
+  (`rejected` or `error`), the cloud is refusing everything (a wrong model name, say): that
+  stops the run like a cloud that does not answer.
 - **A cloud that does not answer** (unreachable, timeout, HTTP 5xx after the client's
   retries, wrong classes, any other reason) stops the run with `CloudDownError`, which names
   the cloud and the reason. Units finished before it stay written, so in a folder the same
@@ -41,10 +50,22 @@ from edgeswitch.config import DistillConfig, from_values
 from edgeswitch.dmd.corpus import Shard
 from edgeswitch.dmd.records import DMDRecords
 from edgeswitch.errors import DataError, EdgeSwitchError
-from edgeswitch.models.base import ModelOutput, ProbaError, check_proba
+from edgeswitch.models.base import ModelOutput, ProbaError, check_proba, model_identity
 
 # cloud failures that belong to a clip, not to the cloud
 CLIP_REASONS = (FallbackReason.MALFORMED,)
+# cloud failures that may belong to a clip: a batch is retried clip by clip, and if no clip
+# of it gets an answer the cloud (not the clips) is the problem
+MAYBE_CLIP_REASONS = (FallbackReason.REJECTED, FallbackReason.ERROR)
+
+
+@dataclass(frozen=True)
+class EdgeOutputs(ModelOutput):
+    """The edge's outputs for a unit; the clips it could not digest are in `failed` (their
+    rows: uniform probabilities and a NaN embedding, which marks them where `failed` is lost,
+    e.g. in Ray's transfer)."""
+
+    failed: dict[int, str] = field(default_factory=dict)  # position in the unit -> reason
 
 
 class UnitUnreadable(DataError):
@@ -172,10 +193,42 @@ def read_unit(job: Job, unit: Shard) -> UnitClips:
     return job.source.read(unit, job.identity.classes)
 
 
-def edge_step(edge, X, batch_size: int) -> ModelOutput:
-    outs = [edge.outputs(X[i:i + batch_size]) for i in range(0, len(X), batch_size)]
-    return ModelOutput(proba=np.concatenate([o.proba for o in outs]).astype(np.float32),
-                       embedding=np.concatenate([o.embedding for o in outs]).astype(np.float32))
+def edge_step(edge, X, batch_size: int) -> EdgeOutputs:
+    """The edge's outputs batch by batch; a batch that fails is run again clip by clip, and
+    the clips that still fail are marked (see EdgeOutputs)."""
+    probas, embeddings, failed = [], [], {}
+    for start in range(0, len(X), batch_size):
+        batch = X[start:start + batch_size]
+        try:
+            out = edge.outputs(batch)
+            probas.append(out.proba.astype(np.float32))
+            embeddings.append(out.embedding.astype(np.float32))
+            continue
+        except EdgeSwitchError as exc:
+            first = exc
+        for i in range(len(batch)):
+            try:
+                out = edge.outputs(batch[i:i + 1]) if len(batch) > 1 else None
+            except EdgeSwitchError as exc:
+                out, first = None, exc
+            if out is None:
+                failed[start + i] = f"edge model {model_identity(edge)}: {first}"
+                probas.append(None)
+                embeddings.append(None)
+            else:
+                probas.append(out.proba.astype(np.float32))
+                embeddings.append(out.embedding.astype(np.float32))
+    if failed and len(failed) == len(X) and not any(p is not None for p in probas):
+        raise DataError(f"the edge model {getattr(edge, 'name', '?')} answered none of the "
+                        f"unit's {len(X)} clips: {next(iter(failed.values()))}")
+    k = next(p.shape[1] for p in probas if p is not None)
+    e = next(m.shape[1] for m in embeddings if m is not None)
+    return EdgeOutputs(
+        proba=np.concatenate([p if p is not None else np.full((1, k), 1 / k, np.float32)
+                              for p in probas]),
+        embedding=np.concatenate([m if m is not None else np.full((1, e), np.nan, np.float32)
+                                  for m in embeddings]),
+        failed=failed)
 
 
 def _ask(cloud, X, k: int) -> tuple[np.ndarray | None, str, str]:
@@ -189,30 +242,42 @@ def _ask(cloud, X, k: int) -> tuple[np.ndarray | None, str, str]:
         return None, exc.reason, str(exc)
 
 
-def cloud_step(cloud, X, batch_size: int, k: int) -> CloudAnswers:
-    """The cloud's answer for every clip, batch by batch (see the failure policy above)."""
+def cloud_step(cloud, X, batch_size: int, k: int, skip=()) -> CloudAnswers:
+    """The cloud's answer for every clip but those at `skip` (the edge failed them), batch by
+    batch (see the failure policy above)."""
     rows = np.zeros((len(X), k), np.float32)
     failed: dict[int, str] = {}
-    for start in range(0, len(X), batch_size):
-        batch = X[start:start + batch_size]
+    todo = [i for i in range(len(X)) if i not in set(skip)] if len(skip) else None
+    for start in range(0, len(X) if todo is None else len(todo), batch_size):
+        where = np.arange(start, min(start + batch_size, len(X))) if todo is None else \
+            np.asarray(todo[start:start + batch_size])
+        batch = X[start:start + batch_size] if todo is None else X[where]
         proba, reason, detail = _ask(cloud, batch, k)
         if proba is not None:
-            rows[start:start + len(batch)] = proba
+            rows[where] = proba
             continue
-        _stop_unless_clip_reason(cloud, reason, detail)
+        _stop_unless_clip_reason(cloud, reason, detail, MAYBE_CLIP_REASONS)
+        answered = 0
+        lost: dict[int, str] = {}
         for i in range(len(batch)):  # one clip's bad answer costs that clip only
             one, reason, detail = _ask(cloud, batch[i:i + 1], k) if len(batch) > 1 else \
                 (None, reason, detail)
             if one is not None:
-                rows[start + i] = one[0]
+                rows[where[i]] = one[0]
+                answered += 1
             else:
-                _stop_unless_clip_reason(cloud, reason, detail)
-                failed[start + i] = f"{reason}: {detail}"
+                _stop_unless_clip_reason(cloud, reason, detail, MAYBE_CLIP_REASONS)
+                lost[int(where[i])] = f"{reason}: {detail}"
+        if len(batch) > 1 and not answered and \
+                any(why.split(":")[0] in MAYBE_CLIP_REASONS for why in lost.values()):
+            raise CloudDownError(f"the cloud {cloud.name} answered none of {len(batch)} clips "
+                                 f"asked one by one ({next(iter(lost.values()))})")
+        failed.update(lost)
     return CloudAnswers(rows, failed)
 
 
-def _stop_unless_clip_reason(cloud, reason: str, detail: str) -> None:
-    if reason not in CLIP_REASONS:
+def _stop_unless_clip_reason(cloud, reason: str, detail: str, also=()) -> None:
+    if reason not in CLIP_REASONS and reason not in also:
         raise CloudDownError(f"the cloud {cloud.name} did not answer ({reason}: "
                              f"{detail or 'no detail'})")
 
@@ -221,15 +286,19 @@ def unit_records(job: Job, clips: UnitClips, edge_out: ModelOutput,
                  answers: CloudAnswers) -> tuple[DMDRecords, list[list]]:
     """The unit's records (clips with both answers) and its failed clips
     [[position, clip id, reason], ...]."""
+    edge_failed = dict(getattr(edge_out, "failed", {}))
+    for i in np.flatnonzero(np.isnan(edge_out.embedding).any(axis=1)):  # the marker
+        edge_failed.setdefault(int(i), "edge: the edge model gave no usable output for it")
+    reasons = answers.failed | edge_failed  # the edge's reason first: it failed first
     keep = np.ones(len(clips.ids), bool)
-    keep[list(answers.failed)] = False
+    keep[list(reasons)] = False
     ids = np.asarray(clips.ids)  # as the source gives them (a file's sources give str)
     who = job.identity
     records = DMDRecords(ids=ids[keep], groups=np.asarray(clips.groups)[keep],
                          edge_proba=edge_out.proba[keep], edge_embedding=edge_out.embedding[keep],
                          cloud_proba=answers.proba[keep], classes=who.classes,
                          edge_model=who.edge_model, cloud_model=who.cloud_model)
-    failed = [[i, str(ids[i]), why] for i, why in sorted(answers.failed.items())]
+    failed = [[i, str(ids[i]), why] for i, why in sorted(reasons.items())]
     return records, failed
 
 
@@ -284,9 +353,14 @@ def _local(job: Job, todo: list[Shard], edge, cloud, progress: bool) -> EngineRe
             job.sink.fail(unit, str(exc))
             result.failed_units[unit.path] = str(exc)
             continue
-        edge_out = edge_step(edge, clips.X, job.batch_size)
         try:
-            answers = cloud_step(cloud, clips.X, job.batch_size, k)
+            edge_out = edge_step(edge, clips.X, job.batch_size)
+        except DataError as exc:  # the edge answered none of the unit's clips
+            job.sink.fail(unit, str(exc))
+            result.failed_units[unit.path] = str(exc)
+            continue
+        try:
+            answers = cloud_step(cloud, clips.X, job.batch_size, k, skip=list(edge_out.failed))
         except CloudDownError as exc:
             raise CloudDownError(f"{exc}; DMD stopped after {done} of {len(todo)} units, "
                                  f"{job.sink.stopped()}") from None

@@ -7,6 +7,14 @@ each `append` is one transaction, so a process crash loses no committed decision
 (`synchronous=NORMAL`: a power cut may lose the last few; set `durable=True` for FULL).
 One log holds one edge model: its rows are DMD data for that model only.
 
+Committed rows live in `FILE-wal` until a checkpoint: `close()` checkpoints, so after a clean
+exit the file alone holds every row; after a kill, copy `FILE-wal` with it (SQLite replays it).
+`append(before_commit=...)` runs a callback between the insert and the commit (the stream
+writes its JSON lines there): if the callback fails nothing is committed.
+
+Opened without `classes` the log is read (`edgeswitch log`): read-only, and refused unless
+the file has a decision log's tables, so an unrelated database is never changed.
+
 Rows where the cloud answered are DMD records (`dmd_records()`): the device's own traffic can
 retrain its switcher. Offloaded clips are the ones the switcher doubted, a biased sample; set
 the hybrid's `shadow_rate` to also send a random share of kept clips to the cloud for the log.
@@ -18,6 +26,7 @@ import json
 import sqlite3
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -50,6 +59,18 @@ CREATE TABLE IF NOT EXISTS decisions (
 );
 CREATE INDEX IF NOT EXISTS decisions_time ON decisions (time);
 """
+
+
+# the columns a reader needs: a log may have more (later versions add columns, never remove)
+READ_COLUMNS = {"id", "time", "clip_id", "grp", "label", "answered_by", "verified",
+                "fallback_reason", "offloaded", "shadow", "score", "edge_label", "edge_proba",
+                "edge_embedding", "cloud_label", "cloud_proba", "edge_ms", "cloud_ms",
+                "total_ms", "attempts"}
+
+
+class LogWriteError(DataError):
+    """The log could not take a row (disk full, read-only, locked): the run must stop, since
+    going on would give answers the log does not hold."""
 
 
 @dataclass(frozen=True)
@@ -85,14 +106,8 @@ class DecisionLog:
     def __init__(self, path: str | Path, classes: tuple[str, ...] | None = None,
                  edge_model: str = "", cloud_model: str = "", durable: bool = False) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            self.db = sqlite3.connect(self.path, timeout=30, check_same_thread=False)
-            self.db.execute("PRAGMA journal_mode=WAL")
-            self.db.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
-            self.db.executescript(SCHEMA)
-        except sqlite3.DatabaseError as exc:
-            raise DataError(f"{self.path} is not a usable decision log: {exc}") from None
+        self.readonly = classes is None
+        self.db = self._open_reader() if self.readonly else self._open_writer(durable)
         self._lock = threading.Lock()
         meta = dict(self.db.execute("SELECT key, value FROM meta").fetchall())
         if classes is not None:
@@ -104,19 +119,76 @@ class DecisionLog:
                 raise DataError(f"{self.path} logs edge model {meta['edge_model']}, not "
                                 f"{edge_model}; use a new log for a new edge model (its rows "
                                 "are DMD data for one model only)")
-            with self.db:
-                for k, v in (("classes", json.dumps(list(classes))),
-                             ("edge_model", edge_model), ("cloud_model", cloud_model)):
-                    if k not in meta or (v and k != "classes"):
-                        self.db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (k, v))
+            try:
+                with self.db:
+                    for k, v in (("classes", json.dumps(list(classes))),
+                                 ("edge_model", edge_model), ("cloud_model", cloud_model)):
+                        if k not in meta or (v and k != "classes"):
+                            self.db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (k, v))
+            except sqlite3.Error as exc:
+                raise LogWriteError(f"cannot write the decision log {self.path}: {exc}") \
+                    from None
         elif "classes" not in meta:
             raise DataError(f"{self.path} holds no decisions (no classes recorded)")
         meta = dict(self.db.execute("SELECT key, value FROM meta").fetchall())
         self.classes = tuple(json.loads(meta["classes"]))
         self.edge_model, self.cloud_model = meta.get("edge_model", ""), meta.get("cloud_model", "")
 
-    def append(self, decisions: list[Decision]) -> None:
-        """All of `decisions` in one transaction."""
+    def _open_writer(self, durable: bool) -> sqlite3.Connection:
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise LogWriteError(f"cannot create the folder of the decision log {self.path}: "
+                                f"{exc.strerror}") from None
+        try:
+            db = sqlite3.connect(self.path, timeout=30, check_same_thread=False)
+        except sqlite3.Error as exc:
+            raise LogWriteError(f"cannot open the decision log {self.path}: {exc} "
+                                f"({_why_unwritable(self.path)})") from None
+        try:
+            if _tables(db) and not _is_log(db):  # before anything that writes
+                raise DataError(f"{self.path} is a database but not a decision log (it has "
+                                "other tables); give a new file for --log")
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
+            db.executescript(SCHEMA)
+        except sqlite3.DatabaseError as exc:
+            db.close()
+            what = str(exc)
+            if "readonly" in what or "disk" in what or "unable to open" in what:
+                raise LogWriteError(f"cannot write the decision log {self.path}: {exc} "
+                                    f"({_why_unwritable(self.path)})") from None
+            raise DataError(f"{self.path} is not a usable decision log: {exc}") from None
+        except DataError:
+            db.close()
+            raise
+        return db
+
+    def _open_reader(self) -> sqlite3.Connection:
+        """Read-only (SQLite's mode=ro: no schema, no pragma that writes), and refused unless
+        the file has a decision log's tables."""
+        from urllib.parse import quote
+
+        try:
+            db = sqlite3.connect(f"file:{quote(str(self.path.resolve()))}?mode=ro", uri=True,
+                                 timeout=30, check_same_thread=False)
+        except sqlite3.Error as exc:
+            raise DataError(f"cannot open {self.path} read-only: {exc}") from None
+        try:
+            ok = _is_log(db)
+        except sqlite3.DatabaseError as exc:
+            db.close()
+            raise DataError(f"{self.path} is not a usable decision log: {exc}") from None
+        if not ok:
+            db.close()
+            raise DataError(f"{self.path} is not an edgeswitch decision log (no meta and "
+                            "decisions tables with the log's columns); nothing was changed")
+        return db
+
+    def append(self, decisions: list[Decision],
+               before_commit: Callable[[], None] | None = None) -> None:
+        """All of `decisions` in one transaction. `before_commit` runs after the insert and
+        before the commit; if it raises, nothing is committed and its exception propagates."""
         now = time.time()
         rows = [(d.time or now, d.clip_id, d.group, d.label, d.answered_by, int(d.verified),
                  d.fallback_reason and d.fallback_reason.value, int(d.offloaded),
@@ -127,18 +199,23 @@ class DecisionLog:
                  None if d.cloud_proba is None else self.classes[int(np.argmax(d.cloud_proba))],
                  None if d.cloud_proba is None else _json(d.cloud_proba),
                  d.edge_ms, d.cloud_ms, d.total_ms, d.attempts) for d in decisions]
+        if self.readonly:
+            raise LogWriteError(f"{self.path} was opened to read; it takes no rows")
         try:
-            self._insert(rows)
+            self._insert(rows, before_commit)
         except sqlite3.Error as exc:
-            raise DataError(f"{self.path}: cannot log {len(rows)} decisions: {exc}") from None
+            raise LogWriteError(f"{self.path}: cannot log {len(rows)} decisions: {exc}") \
+                from None
 
-    def _insert(self, rows: list[tuple]) -> None:
+    def _insert(self, rows: list[tuple], before_commit: Callable[[], None] | None) -> None:
         with self._lock, self.db:
             self.db.executemany(
                 "INSERT INTO decisions (time, clip_id, grp, label, answered_by, verified, "
                 "fallback_reason, offloaded, shadow, score, edge_label, edge_proba, "
                 "edge_embedding, cloud_label, cloud_proba, edge_ms, cloud_ms, total_ms, attempts)"
                 " VALUES (" + ", ".join("?" * 19) + ")", rows)
+            if before_commit is not None:
+                before_commit()
 
     def __len__(self) -> int:
         with self._lock:
@@ -174,6 +251,8 @@ class DecisionLog:
 
     def summary(self, buckets: int = 10) -> dict:
         """Offload rate over time, fallbacks by reason, per-class agreement, latencies."""
+        if not isinstance(buckets, int) or buckets < 1:
+            raise DataError(f"buckets must be a whole number >= 1, got {buckets!r}")
         df = self.frame()
         if df.empty:
             return {"decisions": 0}
@@ -215,7 +294,13 @@ class DecisionLog:
         }
 
     def close(self) -> None:
+        """Close; a writer checkpoints first, so the file alone holds every row."""
         with self._lock:
+            if not self.readonly:
+                try:
+                    self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+                except sqlite3.Error:  # e.g. a full disk: the rows stay in FILE-wal
+                    pass
             self.db.close()
 
     def __enter__(self) -> DecisionLog:
@@ -223,6 +308,33 @@ class DecisionLog:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def _why_unwritable(path: Path) -> str:
+    """What a user can check when SQLite says only 'unable to open database file'."""
+    import os
+
+    folder = path.parent
+    try:
+        if os.statvfs(folder).f_flag & os.ST_RDONLY:
+            return f"{folder} is on a read-only file system"
+    except OSError:
+        pass
+    if not os.access(folder, os.W_OK):
+        return f"{folder} is not writable by this user"
+    return "is the folder writable, the disk not full?"
+
+
+def _tables(db: sqlite3.Connection) -> set[str]:
+    return {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+
+
+def _is_log(db: sqlite3.Connection) -> bool:
+    """The file has a decision log's tables (and the columns a reader needs)."""
+    if not {"meta", "decisions"} <= _tables(db):
+        return False
+    cols = {r[1] for r in db.execute("PRAGMA table_info(decisions)")}
+    return READ_COLUMNS <= cols
 
 
 def _json(p: np.ndarray) -> str:

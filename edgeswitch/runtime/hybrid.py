@@ -2,11 +2,14 @@
 
 Every clip gets an answer. When the cloud was asked and did not answer by the deadline (down,
 slow, erroring, circuit open), the edge answer stands, flagged `verified=False` with the reason.
+A clip the edge model cannot digest raises for its call (runtime.stream then retries the
+call's clips one by one, so that only that clip fails).
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -85,7 +88,11 @@ class HybridClassifier:
         if operating_point.adaptive:
             self.controller = operating_point.controller(step)
 
-    def classify(self, X: np.ndarray, ids=None, groups=None) -> HybridResult:
+    def classify(self, X: np.ndarray, ids=None, groups=None,
+                 on_answer: Callable[[HybridResult], None] | None = None) -> HybridResult:
+        """The call's answers. `on_answer(result)` runs before the decisions are committed to
+        the log (inside its transaction): what it writes and the log agree even after a kill,
+        up to this one call (see runtime.stream)."""
         t0 = time.monotonic()
         deadline = t0 + getattr(self.cloud, "deadline_s", float("inf"))
         X = model_input(X)
@@ -120,10 +127,14 @@ class HybridClassifier:
             edge_ms=(t_edge - t0) * 1000, cloud_ms=reply.latency_ms,
             total_ms=(time.monotonic() - t0) * 1000)
         if self.log is not None:
-            self._log(result, shadow, reply, ids, groups)
+            self._log(result, shadow, reply, ids, groups,
+                      None if on_answer is None else lambda: on_answer(result))
+        elif on_answer is not None:
+            on_answer(result)
         return result
 
-    def _log(self, r: HybridResult, shadow: np.ndarray, reply: CloudReply, ids, groups) -> None:
+    def _log(self, r: HybridResult, shadow: np.ndarray, reply: CloudReply, ids, groups,
+             before_commit: Callable[[], None] | None = None) -> None:
         n = len(r.label)
         ids = np.arange(n).astype(str) if ids is None else np.asarray(ids).astype(str)
         groups = np.full(n, "live") if groups is None else np.asarray(groups).astype(str)
@@ -137,7 +148,7 @@ class HybridClassifier:
             cloud_proba=None if np.isnan(r.cloud_proba[i, 0]) else r.cloud_proba[i],
             edge_ms=r.edge_ms, cloud_ms=reply.latency_ms if asked[i] else None,
             total_ms=r.total_ms, attempts=reply.attempts if asked[i] else 0)
-            for i in range(n)])
+            for i in range(n)], before_commit=before_commit)
 
     def predict(self, X: np.ndarray) -> np.ndarray:
         return self.classify(X).label
