@@ -27,13 +27,13 @@ from edgeswitch.errors import EdgeSwitchError
 def cmd_serve_cloud(args) -> int:
     need_extra("fastapi", "serve")
     need_extra("uvicorn", "serve")
-    from edgeswitch.cloud.tokens import resolve_token
     from edgeswitch.models import OnnxClassifier
     from edgeswitch.serving.app import Fault, create_app
-    from edgeswitch.serving.server import serve
+    from edgeswitch.serving.server import check_tls, serve
 
     cfg = resolve_config(args).serve
-    token = resolve_token(args.token_file)
+    token = credentials_of(args)
+    check_tls(args.ssl_certfile, args.ssl_keyfile, args.tls_ca)
     faults = tuple(Fault.parse(f) for f in args.fault)
     model = OnnxClassifier(args.cloud, threads=cfg.threads)
     loopback = args.host in ("127.0.0.1", "::1", "localhost")
@@ -45,9 +45,13 @@ def cmd_serve_cloud(args) -> int:
     scheme = "https" if args.ssl_certfile else "http"
     print(f"serving {model.name} ({len(model.classes_)} classes) on {scheme}://{args.host}:"
           f"{args.port} with {cfg.engine} (batch {cfg.max_batch}, wait {cfg.max_wait_ms} ms, "
-          f"auth {'on' if token else 'off'})", file=sys.stderr)
+          f"auth {f'on, {len(token.devices)} devices' if token else 'off'}"
+          f"{', client certificates required' if args.tls_ca else ''})", file=sys.stderr)
     if cfg.engine == "ray":
         need_extra("ray", "ray")
+        if args.tls_ca:
+            raise EdgeSwitchError("--tls-ca (client certificates) is not supported with "
+                                  "--engine ray; use the fastapi engine")
         from edgeswitch.scale.ray_serve import serve_ray
 
         serve_ray(args.cloud, cfg, args.host, args.port, token, faults, args.model,
@@ -55,8 +59,23 @@ def cmd_serve_cloud(args) -> int:
         return 0
     app = create_app(model, cfg, token=token, faults=faults, model_id=args.model)
     serve(app, args.host, args.port, args.ssl_certfile, args.ssl_keyfile, args.ready_file,
-          args.log_level)
+          args.log_level, args.tls_ca)
     return 0
+
+
+def credentials_of(args):
+    """The server's device credentials (--token-file of either kind, else $EDGESWITCH_TOKEN;
+    None: no auth), re-read on SIGHUP; and the access log opened where --access-log says."""
+    import signal
+
+    from edgeswitch.serving.access_log import open_access_log
+    from edgeswitch.serving.credentials import resolve_credentials
+
+    credentials = resolve_credentials(args.token_file)
+    if credentials is not None and credentials.path is not None:
+        signal.signal(signal.SIGHUP, credentials.mark_stale)
+    open_access_log(args.access_log)
+    return credentials
 
 
 def make_cloud(args, classes: tuple[str, ...], runtime):
@@ -71,7 +90,8 @@ def make_cloud(args, classes: tuple[str, ...], runtime):
                       f"to --cloud-url only (--cloud {args.cloud} runs in this process)")
     token = resolve_token(args.token_file) if args.cloud_url else None
     return CloudSpec(model=args.cloud, url=args.cloud_url, token=token, served_model=args.model,
-                     ca_cert=args.ca_cert, runtime=runtime).build(classes)
+                     ca_cert=args.ca_cert, client_cert=args.tls_client_cert,
+                     client_key=args.tls_client_key, runtime=runtime).build(classes)
 
 
 def cmd_classify(args) -> int:
@@ -132,9 +152,16 @@ def add_parsers(sub, add_common) -> None:
     p.add_argument("--model", default=None,
                    help="model name clients ask for (default: the model's own name)")
     p.add_argument("--token-file", default=None,
-                   help="file with the bearer token (default: $EDGESWITCH_TOKEN)")
+                   help="device token file (`edgeswitch tokens add`; re-read when it changes "
+                   "or on SIGHUP), or a file with one shared bearer token (default: "
+                   "$EDGESWITCH_TOKEN)")
     p.add_argument("--ssl-certfile", default=None, help="TLS certificate (PEM)")
     p.add_argument("--ssl-keyfile", default=None, help="TLS private key (PEM)")
+    p.add_argument("--tls-ca", default=None,
+                   help="mutual TLS: require client certificates signed by this CA (PEM)")
+    p.add_argument("--access-log", default="-", metavar="FILE",
+                   help="one line per request (device, method, path, status, ms): '-' = "
+                   "stderr (default), a file, or 'off'")
     config_arg(p)
     config_flags(p, "serve")
     p.add_argument("--fault", action="append", default=[], metavar="KIND[:S][@RATE]",

@@ -31,6 +31,9 @@ class _Http:
 
         self.base_url, self.token, self.verify = base_url.rstrip("/"), token, verify
         self._client = None
+        # the device the server last said this client's token belongs to: one token per
+        # client, so one name (None until a server that names devices answered)
+        self.device: str | None = None
 
     def reset(self) -> None:
         self._client = None
@@ -59,8 +62,8 @@ class _Http:
         except httpx.TimeoutException:
             raise CloudFailure(FallbackReason.TIMEOUT, "no reply in time") from None
         except httpx.TransportError as exc:  # refused, reset, closed mid-reply, TLS
-            raise CloudFailure(FallbackReason.CONNECTION,
-                               f"{type(exc).__name__}: {exc}") from None
+            raise CloudFailure(FallbackReason.CONNECTION, _transport_detail(exc)) from None
+        self.device = r.headers.get(DEVICE_HEADER, self.device)
         if r.status_code != 200:
             raise status_failure(r.status_code, _error_message(r.text))
         try:
@@ -71,6 +74,21 @@ class _Http:
     async def aclose(self) -> None:
         if self._client is not None:
             await self._client.aclose()
+
+
+DEVICE_HEADER = "x-edgeswitch-device"
+# OpenSSL alerts a server sends when it refuses this client's certificate (mutual TLS)
+_CERT_REFUSED = ("CERTIFICATE_REQUIRED", "UNKNOWN_CA", "BAD_CERTIFICATE", "CERTIFICATE_UNKNOWN",
+                 "DECRYPT_ERROR", "HANDSHAKE_FAILURE", "ACCESS_DENIED")
+
+
+def _transport_detail(exc: Exception) -> str:
+    """What went wrong on the wire, in words where TLS refused this client's certificate."""
+    said = f"{type(exc).__name__}: {exc}"
+    if any(a in said.upper() for a in _CERT_REFUSED) and "VERIFY FAILED" not in said.upper():
+        return (f"the server refused this client's TLS certificate (none given, or not one "
+                f"its CA signed; see --tls-client-cert): {said}")
+    return said
 
 
 def _error_message(text: str) -> str:

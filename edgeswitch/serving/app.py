@@ -20,7 +20,9 @@ from fastapi import FastAPI
 from starlette.middleware import Middleware
 
 from edgeswitch.config import ServeConfig
+from edgeswitch.serving.access_log import AccessLog
 from edgeswitch.serving.batcher import DynamicBatcher
+from edgeswitch.serving.credentials import Credentials
 from edgeswitch.serving.errors import register_handlers
 from edgeswitch.serving.faults import Fault, FaultInjector
 from edgeswitch.serving.inference import run_model
@@ -35,12 +37,13 @@ ROUTERS = (ops.router, openai.router, native.router)
 ENDPOINTS = frozenset(route.path for router in ROUTERS for route in router.routes)
 
 
-def create_app(model, cfg: ServeConfig | None = None, token: str | None = None,
+def create_app(model, cfg: ServeConfig | None = None, token: str | Credentials | None = None,
                faults: tuple[Fault, ...] = (), model_id: str | None = None,
                seed: int = 0, runner: Runner | None = None) -> FastAPI:
     """The HTTP API around `model`. By default the model runs here, behind a dynamic batcher.
     `runner` (an async `X -> proba`) runs it elsewhere instead: then `model` only needs
-    `classes_`, `name` and `clip_shape_` (Ray Serve's ingress uses this; see scale.ray_serve)."""
+    `classes_`, `name` and `clip_shape_` (Ray Serve's ingress uses this; see scale.ray_serve).
+    `token`: one shared token (the device `default`) or the devices' `Credentials`."""
     cfg = cfg or ServeConfig()
     state = build_state(model, cfg, faults, model_id, seed, runner)
     app = FastAPI(title="edgeswitch cloud", version="1", lifespan=lifespan,
@@ -68,13 +71,15 @@ def build_state(model, cfg: ServeConfig, faults: tuple[Fault, ...], model_id: st
                                                               random.Random(seed)))
 
 
-def middleware(state: ServingState, token: str | None) -> list[Middleware]:
+def middleware(state: ServingState, token: str | Credentials | None) -> list[Middleware]:
     """Outermost first. Metrics see every request, refused ones included; auth comes before
     anything looks at the body."""
     metrics = state.metrics
-    stack = [Middleware(RequestMetrics, metrics=metrics, endpoints=ENDPOINTS)]
+    stack = [Middleware(RequestMetrics, metrics=metrics, endpoints=ENDPOINTS),
+             Middleware(AccessLog)]
     if token is not None:
-        stack.append(Middleware(BearerAuth, token=token, metrics=metrics,
+        credentials = Credentials.single(token) if isinstance(token, str) else token
+        stack.append(Middleware(BearerAuth, credentials=credentials, metrics=metrics,
                                 open_paths=ops.OPEN_PATHS))
     return stack + [Middleware(JsonContentType, metrics=metrics),
                     Middleware(BodyLimit, max_body=int(state.cfg.max_body_mb * 2**20),
