@@ -115,8 +115,9 @@ class DeviceLabels:
     in this process (reloads included), "other" after that, so a huge fleet cannot blow up
     the metrics."""
 
-    def __init__(self, limit: int = MAX_DEVICE_LABELS) -> None:
-        self.limit, self.seen = limit, set()
+    def __init__(self, limit: int | None = None) -> None:
+        self.limit = MAX_DEVICE_LABELS if limit is None else limit
+        self.seen: set[str] = set()
 
     def of(self, device: str) -> str:
         if device in self.seen:
