@@ -109,6 +109,7 @@ class RemoteCloud:
                                              payload or SensorChat(self.classes_), token, verify)
         else:
             self.transport = NativeTransport(self.url, self.classes_, token, verify)
+        self.transport.http.client_cert = client_cert is not None
         self.breaker = CircuitBreaker(self.cfg.breaker_failures, self.cfg.breaker_reset_s)
         self.rng = random.Random(seed)
         self._loop: _LoopThread | None = None

@@ -34,6 +34,7 @@ class _Http:
         # the device the server last said this client's token belongs to: one token per
         # client, so one name (None until a server that names devices answered)
         self.device: str | None = None
+        self.client_cert = False  # whether `verify` carries a client certificate (mutual TLS)
 
     def reset(self) -> None:
         self._client = None
@@ -62,7 +63,8 @@ class _Http:
         except httpx.TimeoutException:
             raise CloudFailure(FallbackReason.TIMEOUT, "no reply in time") from None
         except httpx.TransportError as exc:  # refused, reset, closed mid-reply, TLS
-            raise CloudFailure(FallbackReason.CONNECTION, _transport_detail(exc)) from None
+            raise CloudFailure(FallbackReason.CONNECTION, _transport_detail(
+                exc, self.base_url.startswith("https:"), self.client_cert)) from None
         self.device = r.headers.get(DEVICE_HEADER, self.device)
         if r.status_code != 200:
             raise status_failure(r.status_code, _error_message(r.text))
@@ -77,17 +79,20 @@ class _Http:
 
 
 DEVICE_HEADER = "x-edgeswitch-device"
-# OpenSSL alerts a server sends when it refuses this client's certificate (mutual TLS)
-_CERT_REFUSED = ("CERTIFICATE_REQUIRED", "UNKNOWN_CA", "BAD_CERTIFICATE", "CERTIFICATE_UNKNOWN",
-                 "DECRYPT_ERROR", "HANDSHAKE_FAILURE", "ACCESS_DENIED")
 
 
-def _transport_detail(exc: Exception) -> str:
-    """What went wrong on the wire, in words where TLS refused this client's certificate."""
-    said = f"{type(exc).__name__}: {exc}"
-    if any(a in said.upper() for a in _CERT_REFUSED) and "VERIFY FAILED" not in said.upper():
-        return (f"the server refused this client's TLS certificate (none given, or not one "
-                f"its CA signed; see --tls-client-cert): {said}")
+def _transport_detail(exc: Exception, https: bool, client_cert: bool) -> str:
+    """What went wrong on the wire. A TLS server that refuses the client's certificate (mutual
+    TLS, TLS 1.3) closes the connection after the handshake without a word (asyncio servers
+    send no alert), so the client sees only a disconnect: say what that most likely means."""
+    import httpx
+
+    said = f"{type(exc).__name__}: {exc}".strip()
+    if https and isinstance(exc, httpx.ReadError | httpx.RemoteProtocolError):
+        why = ("the certificate given (--tls-client-cert) is not one its CA signed"
+               if client_cert else "none was given (--tls-client-cert)")
+        return (f"{said} (the TLS server closed the connection before answering: if it requires "
+                f"client certificates (serve-cloud --tls-ca), {why})")
     return said
 
 
