@@ -4,9 +4,9 @@
 Endpoints: `POST /v1/classify` (native, batches of clips), `POST /v1/chat/completions` and
 `GET /v1/models` (an OpenAI-compatible subset), `GET /healthz` (open, for load balancers) and
 `GET /metrics` (Prometheus): see serving.routes. Pure-ASGI middleware runs before FastAPI reads
-anything (request metrics, bearer-token auth, the JSON content type, the body size limit: see
-serving.middleware), so an unauthenticated or oversized request costs the server no parsing
-and no model run.
+anything (request metrics, the access log, bearer-token auth per device, the JSON content
+type, the body size limit: see serving.middleware), so an unauthenticated or oversized request
+costs the server no parsing and no model run.
 """
 
 from __future__ import annotations
