@@ -218,7 +218,7 @@ def _columns(path):
 
 
 def test_an_old_decision_log_gets_the_device_column_only_when_written(tmp_path):
-    from edgeswitch.runtime.decision_log import Decision, DecisionLog
+    from edgeswitch.runtime.decision_log import Decision, DecisionLog, summary_text
 
     path = tmp_path / "old.sqlite"
     _old_log(path)
@@ -234,6 +234,7 @@ def test_an_old_decision_log_gets_the_device_column_only_when_written(tmp_path):
         assert list(df["clip_id"]) == ["old", "new"]
         assert df["device"].isna().tolist() == [True, False] and df["device"][1] == "cam-01"
         assert log.summary()["devices"] == {"cam-01": 1}
+        assert "cloud requests by device: cam-01 1" in summary_text(log.summary())
     assert _columns(path)[-1] == "device"
 
 

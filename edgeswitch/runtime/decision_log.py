@@ -261,6 +261,9 @@ def summary_text(s: dict) -> str:
                 if s["fallback_share_of_cloud_requests"] is not None else "")
              + (": " + ", ".join(f"{k} {v}" for k, v in s["fallback_reasons"].items())
                 if s["fallback_reasons"] else "")]
+    if s.get("devices"):  # the credential the cloud server took, per decision it was asked
+        lines.append("cloud requests by device: " + ", ".join(f"{k} {v}"
+                                                           for k, v in s["devices"].items()))
     if s["agreement"] is not None:
         lines.append(f"edge/cloud agreement where the cloud answered: {s['agreement']:.1%}")
         lines.append("  by edge class: " + ", ".join(
