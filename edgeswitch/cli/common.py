@@ -128,7 +128,7 @@ def close_hybrid(hybrid) -> None:
 REMOTE_KEYS = ("runtime.protocol", "runtime.deadline_ms", "runtime.retries", "runtime.backoff_ms",
                "runtime.backoff_max_ms", "runtime.breaker_failures", "runtime.breaker_reset_s",
                "distill.deadline_ms", "video.deadline_ms")
-REMOTE_ARGS = ("model", "token_file", "ca_cert")
+REMOTE_ARGS = ("model", "token_file", "ca_cert", "tls_client_cert", "tls_client_key")
 VLM_KEYS = ("video.deadline_ms", "video.vlm_frames", "video.constraint", "video.logprobs")
 VLM_ARGS = ("prompt_file",)
 
@@ -160,6 +160,10 @@ def cloud_args(p: argparse.ArgumentParser, what: str) -> None:
     p.add_argument("--cloud-url", default=None,
                    help="or: a cloud server (edgeswitch serve-cloud or OpenAI-compatible)")
     server_args(p)
+    p.add_argument("--tls-client-cert", default=None,
+                   help="mutual TLS: this device's certificate (PEM) for a server that asks "
+                   "for one (serve-cloud --tls-ca)")
+    p.add_argument("--tls-client-key", default=None, help="... and its private key (PEM)")
 
 
 def server_args(p: argparse.ArgumentParser) -> None:

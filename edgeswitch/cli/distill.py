@@ -39,7 +39,8 @@ def _cloud_spec(args):
     runtime = replace(cfg.runtime, deadline_ms=cfg.distill.deadline_ms)
     return CloudSpec(model=args.cloud, url=args.cloud_url, served_model=args.model,
                      token=resolve_token(args.token_file) if args.cloud_url else None,
-                     ca_cert=args.ca_cert, runtime=runtime)
+                     ca_cert=args.ca_cert, client_cert=args.tls_client_cert,
+                     client_key=args.tls_client_key, runtime=runtime)
 
 
 def cmd_distill(args) -> int:

@@ -32,13 +32,13 @@ from edgeswitch.errors import EdgeSwitchError
 def cmd_serve_cloud(args) -> int:
     need_extra("fastapi", "serve")
     need_extra("uvicorn", "serve")
-    from edgeswitch.cloud.tokens import resolve_token
     from edgeswitch.models import OnnxClassifier
     from edgeswitch.serving.app import Fault, create_app
-    from edgeswitch.serving.server import serve
+    from edgeswitch.serving.server import check_tls, serve
 
     cfg = resolve_config(args).serve
-    token = resolve_token(args.token_file)
+    token = credentials_of(args)
+    check_tls(args.ssl_certfile, args.ssl_keyfile, args.tls_ca)
     faults = tuple(Fault.parse(f) for f in args.fault)
     model = OnnxClassifier(args.cloud, threads=cfg.threads)
     loopback = args.host in ("127.0.0.1", "::1", "localhost")
@@ -52,11 +52,16 @@ def cmd_serve_cloud(args) -> int:
     def banner(port) -> str:
         return (f"serving {model.name} ({len(model.classes_)} classes) on {scheme}://"
                 f"{args.host}:{port} with {cfg.engine} (batch {cfg.max_batch}, wait "
-                f"{cfg.max_wait_ms} ms, auth {'on' if token else 'off'})")
+                f"{cfg.max_wait_ms} ms, auth "
+                f"{f'on, {len(token.devices)} devices' if token else 'off'}"
+                f"{', client certificates required' if args.tls_ca else ''})")
 
     if cfg.engine == "ray":
-        print(banner(args.port), file=sys.stderr)
         need_extra("ray", "ray")
+        if args.tls_ca:
+            raise EdgeSwitchError("--tls-ca (client certificates) is not supported with "
+                                  "--engine ray; use the fastapi engine")
+        print(banner(args.port), file=sys.stderr)
         from edgeswitch.scale.ray_serve import serve_ray
 
         serve_ray(args.cloud, cfg, args.host, args.port, token, faults, args.model,
@@ -66,7 +71,7 @@ def cmd_serve_cloud(args) -> int:
     with _ready_file(args.ready_file) as ready:
         _banner_after_bind(app, lambda: banner(json.loads(ready.read_text())["port"]))
         serve(app, args.host, args.port, args.ssl_certfile, args.ssl_keyfile, str(ready),
-              args.log_level)
+              args.log_level, args.tls_ca)
     return 0
 
 
@@ -114,6 +119,21 @@ def port_number(text: str) -> int:
     return n
 
 
+def credentials_of(args):
+    """The server's device credentials (--token-file of either kind, else $EDGESWITCH_TOKEN;
+    None: no auth), re-read on SIGHUP; and the access log opened where --access-log says."""
+    import signal
+
+    from edgeswitch.serving.access_log import open_access_log
+    from edgeswitch.serving.credentials import resolve_credentials
+
+    credentials = resolve_credentials(args.token_file)
+    if credentials is not None and credentials.path is not None:
+        signal.signal(signal.SIGHUP, credentials.mark_stale)
+    open_access_log(args.access_log)
+    return credentials
+
+
 def make_cloud(args, classes: tuple[str, ...], runtime):
     """The cloud client a `classify` run talks to: a server URL, or a model in this process."""
     from edgeswitch.cloud.spec import CloudSpec
@@ -127,6 +147,7 @@ def make_cloud(args, classes: tuple[str, ...], runtime):
     token = resolve_token(args.token_file) if args.cloud_url else None
     cloud = CloudSpec(model=args.cloud, url=args.cloud_url, token=token,
                       served_model=args.model, ca_cert=args.ca_cert,
+                      client_cert=args.tls_client_cert, client_key=args.tls_client_key,
                       runtime=runtime).build(classes)
     if args.cloud_url and args.model:
         _check_served_model(cloud, args.cloud_url, args.model)
@@ -205,9 +226,16 @@ def add_parsers(sub, add_common) -> None:
     p.add_argument("--model", default=None,
                    help="model name clients ask for (default: the model's own name)")
     p.add_argument("--token-file", default=None,
-                   help="file with the bearer token (default: $EDGESWITCH_TOKEN)")
+                   help="device token file (`edgeswitch tokens add`; re-read when it changes "
+                   "or on SIGHUP), or a file with one shared bearer token (default: "
+                   "$EDGESWITCH_TOKEN)")
     p.add_argument("--ssl-certfile", default=None, help="TLS certificate (PEM)")
     p.add_argument("--ssl-keyfile", default=None, help="TLS private key (PEM)")
+    p.add_argument("--tls-ca", default=None,
+                   help="mutual TLS: require client certificates signed by this CA (PEM)")
+    p.add_argument("--access-log", default="-", metavar="FILE",
+                   help="one line per request (device, method, path, status, ms): '-' = "
+                   "stderr (default), a file, or 'off'")
     config_arg(p)
     config_flags(p, "serve")
     p.add_argument("--fault", action="append", default=[], metavar="KIND[:S][@RATE]",

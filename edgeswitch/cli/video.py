@@ -55,6 +55,9 @@ def video_cloud_args(args) -> dict | None:
         if cfg.runtime.protocol != "openai" and "runtime.protocol" in flag_values(args):
             raise EdgeSwitchError("a VLM --cloud-url speaks the OpenAI chat protocol; "
                                   f"--protocol {cfg.runtime.protocol} does not apply")
+        if getattr(args, "tls_client_cert", None) or getattr(args, "tls_client_key", None):
+            raise EdgeSwitchError("--tls-client-cert/--tls-client-key apply to sensor clouds "
+                                  "only; a VLM --cloud-url takes --ca-cert and a token")
         deadline = cfg.distill.deadline_ms if args.command == "distill" else \
             cfg.video.deadline_ms
         vlm = {"frames": cfg.video.vlm_frames, "constraint": cfg.video.constraint,

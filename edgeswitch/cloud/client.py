@@ -29,6 +29,7 @@ class CloudReply:
     attempts: int
     latency_ms: float
     detail: str = ""
+    device: str | None = None      # the credential the server took (its X-Edgeswitch-Device)
 
     @property
     def ok(self) -> bool:

@@ -52,17 +52,48 @@ class _LoopThread:
             self.loop.close()
 
 
+def tls_context(verify: bool | str | ssl.SSLContext,
+                client_cert: tuple[str, str] | None = None) -> bool | ssl.SSLContext:
+    """What httpx verifies the server with (and shows as this client's certificate)."""
+    if isinstance(verify, str):  # a CA bundle or a self-signed certificate to trust
+        if not Path(verify).is_file():
+            raise EdgeSwitchError(f"certificate file not found: {verify}")
+        try:
+            verify = ssl.create_default_context(cafile=verify)
+        except ssl.SSLError as exc:
+            raise EdgeSwitchError(f"{verify} is not a PEM certificate: {exc}") from None
+    if client_cert is None:
+        return verify
+    cert, key = client_cert
+    for f in (cert, key):
+        if not f or not Path(f).is_file():
+            raise EdgeSwitchError("a client certificate needs both --tls-client-cert and "
+                                  f"--tls-client-key as files; not found: {f}")
+    if verify is False:
+        raise EdgeSwitchError("a client certificate needs a verified server (verify=False)")
+    ctx = ssl.create_default_context() if verify is True else verify
+    try:
+        ctx.load_cert_chain(cert, key)
+    except (ssl.SSLError, OSError) as exc:
+        raise EdgeSwitchError(f"cannot use client certificate {cert} with key {key}: "
+                              f"{exc}") from None
+    return ctx
+
+
 class RemoteCloud:
     """A `CloudClient` for an edgeswitch server (`protocol="native"`) or any OpenAI-compatible
     chat endpoint (`protocol="openai"`, model name `model`). `payload` says what a chat
     request carries (default `SensorChat`: sensor clips as `.npy` files; `video.vlm.VideoChat`:
     video clips as JPEG frames); giving one implies the chat protocol. `verify`: True (the
-    system CAs), a CA or self-signed certificate file to trust, or an `ssl.SSLContext`."""
+    system CAs), a CA or self-signed certificate file to trust, or an `ssl.SSLContext`.
+    `client_cert`: (certificate, key) PEM files this client shows a server that asks for one
+    (mutual TLS, `serve-cloud --tls-ca`)."""
 
     def __init__(self, url: str, classes: tuple[str, ...], cfg: RuntimeConfig | None = None,
                  token: str | None = None, model: str | None = None,
                  verify: bool | str | ssl.SSLContext = True, name: str | None = None,
-                 seed: int = 0, payload: ChatPayload | None = None) -> None:
+                 seed: int = 0, payload: ChatPayload | None = None,
+                 client_cert: tuple[str, str] | None = None) -> None:
         self.cfg = validate(cfg or RuntimeConfig())
         self.sends_sensor_clips = payload is None or isinstance(payload, SensorChat)
         if not url.startswith(("http://", "https://")):
@@ -70,13 +101,7 @@ class RemoteCloud:
         self.url = url.rstrip("/")
         self.classes_ = tuple(classes)
         self.name = name or f"remote:{self.url}"
-        if isinstance(verify, str):  # a CA bundle or a self-signed certificate to trust
-            if not Path(verify).is_file():
-                raise EdgeSwitchError(f"certificate file not found: {verify}")
-            try:
-                verify = ssl.create_default_context(cafile=verify)
-            except ssl.SSLError as exc:
-                raise EdgeSwitchError(f"{verify} is not a PEM certificate: {exc}") from None
+        verify = tls_context(verify, client_cert)
         if self.cfg.protocol == "openai" or payload is not None:
             if not model:
                 raise EdgeSwitchError("the openai protocol needs the served model's name")
@@ -84,6 +109,7 @@ class RemoteCloud:
                                              payload or SensorChat(self.classes_), token, verify)
         else:
             self.transport = NativeTransport(self.url, self.classes_, token, verify)
+        self.transport.http.client_cert = client_cert is not None
         self.breaker = CircuitBreaker(self.cfg.breaker_failures, self.cfg.breaker_reset_s)
         self.rng = random.Random(seed)
         self._loop: _LoopThread | None = None
@@ -134,7 +160,8 @@ class RemoteCloud:
             reason = None if proba is not None else \
                 (failure.reason if failure else FallbackReason.TIMEOUT)
             return CloudReply(proba, reason, attempts, (time.monotonic() - t0) * 1000,
-                              failure.detail if failure and proba is None else "")
+                              failure.detail if failure and proba is None else "",
+                              self.transport.http.device)
 
         while True:
             remaining = deadline - time.monotonic()

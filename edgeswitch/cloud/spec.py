@@ -18,6 +18,8 @@ class CloudSpec:
     token: str | None = None
     served_model: str | None = None   # model name to ask the server for
     ca_cert: str | None = None        # CA or self-signed certificate to trust (https)
+    client_cert: str | None = None    # mutual TLS: this client's certificate and key (PEM)
+    client_key: str | None = None
     # a DMD worker's cloud: the deadline of a DMD run ([distill] deadline_ms)
     runtime: RuntimeConfig = field(default_factory=lambda: RuntimeConfig(
         deadline_ms=DistillConfig().deadline_ms))
@@ -36,8 +38,11 @@ class CloudSpec:
             return InProcessCloud(OnnxClassifier(model_bytes or self.model))
         from edgeswitch.cloud.remote import RemoteCloud
 
+        mtls = (self.client_cert, self.client_key) if self.client_cert or self.client_key \
+            else None
         return RemoteCloud(self.url, classes, self.runtime, token=self.token,
-                           model=self.served_model, verify=self.ca_cert or True)
+                           model=self.served_model, verify=self.ca_cert or True,
+                           client_cert=mtls)
 
     def identity(self, cloud) -> str:
         """The server's URL and the model it serves, asked at /v1/models by `cloud` (the

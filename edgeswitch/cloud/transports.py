@@ -31,6 +31,10 @@ class _Http:
 
         self.base_url, self.token, self.verify = base_url.rstrip("/"), token, verify
         self._client = None
+        # the device the server last said this client's token belongs to: one token per
+        # client, so one name (None until a server that names devices answered)
+        self.device: str | None = None
+        self.client_cert = False  # whether `verify` carries a client certificate (mutual TLS)
 
     def reset(self) -> None:
         self._client = None
@@ -59,8 +63,9 @@ class _Http:
         except httpx.TimeoutException:
             raise CloudFailure(FallbackReason.TIMEOUT, "no reply in time") from None
         except httpx.TransportError as exc:  # refused, reset, closed mid-reply, TLS
-            raise CloudFailure(FallbackReason.CONNECTION,
-                               f"{type(exc).__name__}: {exc}") from None
+            raise CloudFailure(FallbackReason.CONNECTION, _transport_detail(
+                exc, self.base_url.startswith("https:"), self.client_cert)) from None
+        self.device = r.headers.get(DEVICE_HEADER, self.device)
         if r.status_code != 200:
             raise status_failure(r.status_code, _error_message(r.text))
         try:
@@ -71,6 +76,24 @@ class _Http:
     async def aclose(self) -> None:
         if self._client is not None:
             await self._client.aclose()
+
+
+DEVICE_HEADER = "x-edgeswitch-device"
+
+
+def _transport_detail(exc: Exception, https: bool, client_cert: bool) -> str:
+    """What went wrong on the wire. A TLS server that refuses the client's certificate (mutual
+    TLS, TLS 1.3) closes the connection after the handshake without a word (asyncio servers
+    send no alert), so the client sees only a disconnect: say what that most likely means."""
+    import httpx
+
+    said = f"{type(exc).__name__}: {exc}".strip()
+    if https and isinstance(exc, httpx.ReadError | httpx.RemoteProtocolError):
+        why = ("the certificate given (--tls-client-cert) is not one its CA signed"
+               if client_cert else "none was given (--tls-client-cert)")
+        return (f"{said} (the TLS server closed the connection before answering: if it requires "
+                f"client certificates (serve-cloud --tls-ca), {why})")
+    return said
 
 
 def _error_message(text: str) -> str:

@@ -55,7 +55,8 @@ CREATE TABLE IF NOT EXISTS decisions (
     edge_embedding BLOB,             -- float32
     cloud_label TEXT,
     cloud_proba TEXT,                -- JSON list
-    edge_ms REAL, cloud_ms REAL, total_ms REAL, attempts INTEGER
+    edge_ms REAL, cloud_ms REAL, total_ms REAL, attempts INTEGER,
+    device TEXT                      -- the credential the cloud server took (NULL: not asked)
 );
 CREATE INDEX IF NOT EXISTS decisions_time ON decisions (time);
 """
@@ -92,6 +93,7 @@ class Decision:
     total_ms: float
     attempts: int
     time: float = 0.0
+    device: str | None = None  # the device the cloud server says this client's token is
 
     def __post_init__(self) -> None:
         if self.fallback_reason is not None:  # a known reason, or the log's summary lies
@@ -109,6 +111,8 @@ class DecisionLog:
         self.readonly = classes is None
         self.db = self._open_reader() if self.readonly else self._open_writer(durable)
         self._lock = threading.Lock()
+        if classes is not None:  # a writer: a log from before the device column gets it
+            add_device_column(self.db, self.path)
         meta = dict(self.db.execute("SELECT key, value FROM meta").fetchall())
         if classes is not None:
             stored = json.loads(meta["classes"]) if "classes" in meta else None
@@ -198,7 +202,7 @@ class DecisionLog:
                  np.asarray(d.edge_embedding, "<f4").tobytes(),
                  None if d.cloud_proba is None else self.classes[int(np.argmax(d.cloud_proba))],
                  None if d.cloud_proba is None else _json(d.cloud_proba),
-                 d.edge_ms, d.cloud_ms, d.total_ms, d.attempts) for d in decisions]
+                 d.edge_ms, d.cloud_ms, d.total_ms, d.attempts, d.device) for d in decisions]
         if self.readonly:
             raise LogWriteError(f"{self.path} was opened to read; it takes no rows")
         try:
@@ -212,8 +216,8 @@ class DecisionLog:
             self.db.executemany(
                 "INSERT INTO decisions (time, clip_id, grp, label, answered_by, verified, "
                 "fallback_reason, offloaded, shadow, score, edge_label, edge_proba, "
-                "edge_embedding, cloud_label, cloud_proba, edge_ms, cloud_ms, total_ms, attempts)"
-                " VALUES (" + ", ".join("?" * 19) + ")", rows)
+                "edge_embedding, cloud_label, cloud_proba, edge_ms, cloud_ms, total_ms, attempts,"
+                " device) VALUES (" + ", ".join("?" * 20) + ")", rows)
             if before_commit is not None:
                 before_commit()
 
@@ -229,6 +233,8 @@ class DecisionLog:
             df = pd.read_sql_query("SELECT * FROM decisions ORDER BY id", self.db)
         for col in ("edge_proba", "cloud_proba"):
             df[col] = [json.loads(v) if isinstance(v, str) else None for v in df[col]]
+        if "device" not in df:  # a log from before the column, read without changing it
+            df["device"] = None
         return df
 
     def dmd_records(self):
@@ -285,6 +291,7 @@ class DecisionLog:
             "fallback_share_of_cloud_requests": float((asked["verified"] == 0).mean())
             if len(asked) else None,
             "fallback_reasons": {str(k): int(v) for k, v in reasons.items()},
+            "devices": {str(k): int(v) for k, v in df["device"].dropna().value_counts().items()},
             "agreement": float((answered["edge_label"] == answered["cloud_label"]).mean())
             if len(answered) else None,
             "agreement_by_edge_class": per_class,
@@ -337,6 +344,17 @@ def _is_log(db: sqlite3.Connection) -> bool:
     return READ_COLUMNS <= cols
 
 
+def add_device_column(db: sqlite3.Connection, path: Path) -> None:
+    """Migrate a log written before the `device` column (NULL in its old rows)."""
+    columns = {row[1] for row in db.execute("PRAGMA table_info(decisions)")}
+    if "device" not in columns:
+        try:
+            with db:
+                db.execute("ALTER TABLE decisions ADD COLUMN device TEXT")
+        except sqlite3.Error as exc:
+            raise DataError(f"{path}: cannot add the device column: {exc}") from None
+
+
 def _json(p: np.ndarray) -> str:
     return json.dumps([round(float(v), 7) for v in np.asarray(p).ravel()])
 
@@ -355,6 +373,9 @@ def summary_text(s: dict) -> str:
                 if s["fallback_share_of_cloud_requests"] is not None else "")
              + (": " + ", ".join(f"{k} {v}" for k, v in s["fallback_reasons"].items())
                 if s["fallback_reasons"] else "")]
+    if s.get("devices"):  # the credential the cloud server took, per decision it was asked
+        lines.append("cloud requests by device: " + ", ".join(f"{k} {v}"
+                                                           for k, v in s["devices"].items()))
     if s["agreement"] is not None:
         lines.append(f"edge/cloud agreement where the cloud answered: {s['agreement']:.1%}")
         lines.append("  by edge class: " + ", ".join(

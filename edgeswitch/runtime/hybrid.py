@@ -147,7 +147,8 @@ class HybridClassifier:
             edge_embedding=r.edge.embedding[i],
             cloud_proba=None if np.isnan(r.cloud_proba[i, 0]) else r.cloud_proba[i],
             edge_ms=r.edge_ms, cloud_ms=reply.latency_ms if asked[i] else None,
-            total_ms=r.total_ms, attempts=reply.attempts if asked[i] else 0)
+            total_ms=r.total_ms, attempts=reply.attempts if asked[i] else 0,
+            device=reply.device if asked[i] else None)
             for i in range(n)], before_commit=before_commit)
 
     def predict(self, X: np.ndarray) -> np.ndarray:

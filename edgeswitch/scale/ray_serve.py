@@ -116,10 +116,10 @@ def build(model_path: str | Path, cfg: ServeConfig, token: str | None = None,
 def app_builder(args: dict):
     """Ray Serve application builder, for `serve run` and KubeRay's RayService
     (`import_path: edgeswitch.scale.ray_serve:app_builder`). Keys: model_path (required),
-    model_id, token_file (the bearer token's file; none: no auth), and any key of the config's
-    [serve] table (max_batch, replicas, max_replicas, ...)."""
-    from edgeswitch.cloud.tokens import resolve_token
+    model_id, token_file (a device token file or one bearer token's; none: no auth), and any key
+    of the config's [serve] table (max_batch, replicas, max_replicas, ...)."""
     from edgeswitch.config import from_values
+    from edgeswitch.serving.credentials import Credentials
 
     args = dict(args)
     if "model_path" not in args:
@@ -128,7 +128,7 @@ def app_builder(args: dict):
     # every other key is one of the [serve] table's, checked by the config schema
     cfg = from_values(ServeConfig, {k: v for k, v in args.items() if k not in own},
                       " of app_builder")
-    token = resolve_token(args["token_file"]) if args.get("token_file") else None
+    token = Credentials.from_file(args["token_file"]) if args.get("token_file") else None
     return build(args["model_path"], cfg, token, (), args.get("model_id"))
 
 

@@ -5,6 +5,8 @@
 - routes.native / routes.openai / routes.ops: `/v1/classify`; the OpenAI chat subset and
   `/v1/models`; `/healthz` and `/metrics`;
 - middleware: pure-ASGI request metrics, bearer auth, JSON content type, body size limit;
+- credentials: which device a bearer token is (a hashed device token file, reloaded on change);
+- access_log: one line per request naming the device (`serve-cloud --access-log`);
 - errors: the exception handlers, registered in one place (`register_handlers(app)`);
 - responses: the OpenAI-style JSON error body;
 - inference: one request's model run, checked, with faults and backend failures answered;

@@ -4,9 +4,9 @@
 Endpoints: `POST /v1/classify` (native, batches of clips), `POST /v1/chat/completions` and
 `GET /v1/models` (an OpenAI-compatible subset), `GET /healthz` (open, for load balancers) and
 `GET /metrics` (Prometheus): see serving.routes. Pure-ASGI middleware runs before FastAPI reads
-anything (request metrics, bearer-token auth, the JSON content type, the body size limit: see
-serving.middleware), so an unauthenticated or oversized request costs the server no parsing
-and no model run.
+anything (request metrics, the access log, bearer-token auth per device, the JSON content
+type, the body size limit: see serving.middleware), so an unauthenticated or oversized request
+costs the server no parsing and no model run.
 """
 
 from __future__ import annotations
@@ -21,7 +21,9 @@ from starlette.middleware import Middleware
 
 from edgeswitch.config import ServeConfig
 from edgeswitch.data.clips import DEFAULT_INPUT_BOUND
+from edgeswitch.serving.access_log import AccessLog
 from edgeswitch.serving.batcher import DynamicBatcher
+from edgeswitch.serving.credentials import Credentials
 from edgeswitch.serving.errors import register_handlers
 from edgeswitch.serving.faults import Fault, FaultInjector
 from edgeswitch.serving.inference import run_model
@@ -36,12 +38,13 @@ ROUTERS = (ops.router, openai.router, native.router)
 ENDPOINTS = frozenset(route.path for router in ROUTERS for route in router.routes)
 
 
-def create_app(model, cfg: ServeConfig | None = None, token: str | None = None,
+def create_app(model, cfg: ServeConfig | None = None, token: str | Credentials | None = None,
                faults: tuple[Fault, ...] = (), model_id: str | None = None,
                seed: int = 0, runner: Runner | None = None) -> FastAPI:
     """The HTTP API around `model`. By default the model runs here, behind a dynamic batcher.
     `runner` (an async `X -> proba`) runs it elsewhere instead: then `model` only needs
-    `classes_`, `name` and `clip_shape_` (Ray Serve's ingress uses this; see scale.ray_serve)."""
+    `classes_`, `name` and `clip_shape_` (Ray Serve's ingress uses this; see scale.ray_serve).
+    `token`: one shared token (the device `default`) or the devices' `Credentials`."""
     cfg = cfg or ServeConfig()
     state = build_state(model, cfg, faults, model_id, seed, runner)
     app = FastAPI(title="edgeswitch cloud", version="1", lifespan=lifespan,
@@ -70,13 +73,15 @@ def build_state(model, cfg: ServeConfig, faults: tuple[Fault, ...], model_id: st
                                                               random.Random(seed)))
 
 
-def middleware(state: ServingState, token: str | None) -> list[Middleware]:
+def middleware(state: ServingState, token: str | Credentials | None) -> list[Middleware]:
     """Outermost first. Metrics see every request, refused ones included; auth comes before
     anything looks at the body."""
     metrics = state.metrics
-    stack = [Middleware(RequestMetrics, metrics=metrics, endpoints=ENDPOINTS)]
+    stack = [Middleware(RequestMetrics, metrics=metrics, endpoints=ENDPOINTS),
+             Middleware(AccessLog)]
     if token is not None:
-        stack.append(Middleware(BearerAuth, token=token, metrics=metrics,
+        credentials = Credentials.single(token) if isinstance(token, str) else token
+        stack.append(Middleware(BearerAuth, credentials=credentials, metrics=metrics,
                                 open_paths=ops.OPEN_PATHS))
     return stack + [Middleware(JsonContentType, metrics=metrics),
                     Middleware(BodyLimit, max_body=state.max_body,

@@ -21,6 +21,11 @@ class ServerMetrics:
         self.clips = Counter("edgeswitch_clips", "Clips classified", registry=self.registry)
         self.errors = Counter("edgeswitch_errors", "Failed requests by kind", ["kind"],
                               registry=self.registry)
+        # device names come from the token file, at most
+        # serving.middleware's MAX_DEVICE_LABELS (then "other")
+        self.device_requests = Counter("edgeswitch_device_requests",
+                                       "Requests by authenticated device and status class",
+                                       ["device", "status"], registry=self.registry)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -10,10 +10,10 @@ the limit and replayed).
 
 from __future__ import annotations
 
-import hmac
 import time
 from collections.abc import Collection
 
+from edgeswitch.serving.credentials import Credentials
 from edgeswitch.serving.metrics import ServerMetrics
 from edgeswitch.serving.responses import error_response
 
@@ -64,27 +64,68 @@ class RequestMetrics:
 
 
 class BearerAuth:
-    """Every path but the open ones needs `Authorization: Bearer <token>` (401 otherwise)."""
+    """Every path but the open ones needs `Authorization: Bearer <token>` (401 otherwise; the
+    scheme is case-insensitive, RFC 7235) naming a device of `credentials`. The device's name
+    goes into the scope (DEVICE_KEY, for the access log), into a response header (DEVICE_HEADER:
+    the edge logs which credential the server took) and into the per-device request counter."""
 
-    def __init__(self, app, token: str, metrics: ServerMetrics,
+    def __init__(self, app, credentials: Credentials, metrics: ServerMetrics,
                  open_paths: Collection[str]) -> None:
-        self.app, self.token, self.metrics = app, token.encode(), metrics
+        self.app, self.credentials, self.metrics = app, credentials, metrics
         self.open_paths = frozenset(open_paths)
+        self.labels = DeviceLabels()
 
     async def __call__(self, scope, receive, send) -> None:
-        if scope["type"] == "http" and scope["path"] not in self.open_paths:
-            problem = self.problem(header(scope, b"authorization") or "")
-            if problem is not None:
-                return await refuse(scope, receive, send, self.metrics, 401, problem,
-                                    "unauthorized", BEARER)
-        await self.app(scope, receive, send)
+        if scope["type"] != "http" or scope["path"] in self.open_paths:
+            return await self.app(scope, receive, send)
+        device, problem = self.identify(header(scope, b"authorization") or "")
+        if device is None:
+            self.metrics.device_requests.labels("unauthenticated", "4xx").inc()
+            return await refuse(scope, receive, send, self.metrics, 401, problem,
+                                "unauthorized", BEARER)
+        scope[DEVICE_KEY] = device
+        name = device.encode()
 
-    def problem(self, auth: str) -> str | None:
-        if not auth.startswith("Bearer "):
-            return "missing bearer token (Authorization: Bearer ...)"
-        if not hmac.compare_digest(auth[7:].strip().encode(), self.token):  # constant time
-            return "invalid bearer token"
-        return None
+        async def send_named(message) -> None:
+            if message["type"] == "http.response.start":
+                message = message | {"headers": [*message.get("headers", ()),
+                                                  (DEVICE_HEADER, name)]}
+                self.metrics.device_requests.labels(
+                    self.labels.of(device), f"{message['status'] // 100}xx").inc()
+            await send(message)
+
+        await self.app(scope, receive, send_named)
+
+    def identify(self, auth: str) -> tuple[str | None, str]:
+        """(device, "") or (None, what is wrong). Never echoes the token."""
+        scheme, _, token = auth.strip().partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            return None, "missing bearer token (Authorization: Bearer ...)"
+        device = self.credentials.device(token.strip())
+        return (device, "") if device is not None else (None, "invalid bearer token")
+
+
+DEVICE_KEY = "edgeswitch.device"      # scope key: the authenticated device's name
+DEVICE_HEADER = b"x-edgeswitch-device"
+MAX_DEVICE_LABELS = 100               # metric series per device name, then "other"
+
+
+class DeviceLabels:
+    """The metrics label of a device: its own name for the first MAX_DEVICE_LABELS names seen
+    in this process (reloads included), "other" after that, so a huge fleet cannot blow up
+    the metrics."""
+
+    def __init__(self, limit: int | None = None) -> None:
+        self.limit = MAX_DEVICE_LABELS if limit is None else limit
+        self.seen: set[str] = set()
+
+    def of(self, device: str) -> str:
+        if device in self.seen:
+            return device
+        if len(self.seen) < self.limit:
+            self.seen.add(device)
+            return device
+        return "other"
 
 
 class JsonContentType:

@@ -40,24 +40,43 @@ def bind_socket(host: str, port: int) -> socket.socket:
 
 def serve(app, host: str = "127.0.0.1", port: int = 8000, ssl_certfile: str | None = None,
           ssl_keyfile: str | None = None, ready_file: str | None = None,
-          log_level: str = "warning") -> None:
-    """Serve `app` until SIGINT/SIGTERM. `port=0` picks a free port; `ready_file` receives it."""
+          log_level: str = "warning", ssl_ca_certs: str | None = None) -> None:
+    """Serve `app` until SIGINT/SIGTERM. `port=0` picks a free port; `ready_file` receives it.
+    `ssl_ca_certs`: mutual TLS, every client must show a certificate that CA signed (the
+    handshake fails otherwise, before any HTTP)."""
     import uvicorn
 
-    if bool(ssl_certfile) != bool(ssl_keyfile):
-        raise EdgeSwitchError("TLS needs both --ssl-certfile and --ssl-keyfile")
-    for f in (ssl_certfile, ssl_keyfile):
-        if f and not Path(f).is_file():
-            raise EdgeSwitchError(f"TLS file not found: {f}")
+    check_tls(ssl_certfile, ssl_keyfile, ssl_ca_certs)
     sock = bind_socket(host, port)
+    tls = {"ssl_ca_certs": ssl_ca_certs, "ssl_cert_reqs": ssl.CERT_REQUIRED} if ssl_ca_certs \
+        else {}
     config = uvicorn.Config(app, ssl_certfile=ssl_certfile, ssl_keyfile=ssl_keyfile,
-                            log_level=log_level, access_log=False, timeout_graceful_shutdown=2)
+                            log_level=log_level, access_log=False, timeout_graceful_shutdown=2,
+                            **tls)
     server = uvicorn.Server(config)
     if ready_file:
         tmp = Path(ready_file).with_suffix(".tmp")
         tmp.write_text(json.dumps({"port": sock.getsockname()[1], "pid": os.getpid()}))
         tmp.replace(ready_file)
     server.run(sockets=[sock])
+
+
+def check_tls(certfile: str | None, keyfile: str | None, ca_certs: str | None = None) -> None:
+    """The TLS files make sense together and exist (a clear error, not uvicorn's traceback)."""
+    if bool(certfile) != bool(keyfile):
+        raise EdgeSwitchError("TLS needs both --ssl-certfile and --ssl-keyfile")
+    if ca_certs and not certfile:
+        raise EdgeSwitchError("--tls-ca (client certificates) needs TLS: give --ssl-certfile "
+                              "and --ssl-keyfile too")
+    for f in (certfile, keyfile, ca_certs):
+        if f and not Path(f).is_file():
+            raise EdgeSwitchError(f"TLS file not found: {f}")
+    if ca_certs:
+        try:
+            ssl.create_default_context(cafile=ca_certs)
+        except ssl.SSLError as exc:
+            raise EdgeSwitchError(f"--tls-ca {ca_certs} is not a PEM certificate: {exc}") \
+                from None
 
 
 class ServerProcess:
@@ -67,7 +86,9 @@ class ServerProcess:
                  token: str | None = None, host: str = "127.0.0.1", port: int = 0,
                  faults: tuple[str, ...] = (), tls: tuple[str, str] | None = None,
                  start_timeout_s: float = 60.0, engine: str | None = None,
-                 extra_args: tuple[str, ...] = ()) -> None:
+                 extra_args: tuple[str, ...] = (), token_file: str | Path | None = None,
+                 tls_ca: str | None = None,
+                 client_cert: tuple[str, str] | None = None) -> None:
         self.model_path = str(model_path)
         self.cfg = cfg or ServeConfig()
         if engine is not None:  # a shorthand for cfg.engine
@@ -76,6 +97,9 @@ class ServerProcess:
         self.faults, self.tls = tuple(faults), tls
         self.start_timeout_s = start_timeout_s
         self.extra_args = tuple(extra_args)  # flags after the config's, e.g. --log-level info
+        # a device token file (serving.credentials) instead of one `token`; `tls_ca`: mutual
+        # TLS, with `client_cert` (cert, key) the certificate this object's own checks show
+        self.token_file, self.tls_ca, self.client_cert = token_file, tls_ca, client_cert
         self.proc: subprocess.Popen | None = None
         self._dir = tempfile.TemporaryDirectory(prefix="edgeswitch-serve-")
 
@@ -95,10 +119,14 @@ class ServerProcess:
             tf.write_text(self.token)
             tf.chmod(0o600)
             cmd += ["--token-file", str(tf)]
+        elif self.token_file is not None:
+            cmd += ["--token-file", str(self.token_file)]
         for f in self.faults:
             cmd += ["--fault", f]
         if self.tls:
             cmd += ["--ssl-certfile", self.tls[0], "--ssl-keyfile", self.tls[1]]
+        if self.tls_ca:
+            cmd += ["--tls-ca", self.tls_ca]
         return cmd + list(self.extra_args)
 
     def start(self) -> ServerProcess:
@@ -120,8 +148,7 @@ class ServerProcess:
             if ready.exists():
                 self.port = json.loads(ready.read_text())["port"]
                 try:
-                    verify = ssl.create_default_context(cafile=self.tls[0]) if self.tls \
-                        else True
+                    verify = self.verify()
                     if httpx.get(self.url + "/healthz", timeout=1, verify=verify).is_success:
                         return self
                 except httpx.HTTPError:
@@ -130,6 +157,15 @@ class ServerProcess:
         self.stop()
         raise EdgeSwitchError(f"cloud server did not start within {self.start_timeout_s:.0f} s:\n"
                               + self.log()[-2000:])
+
+    def verify(self) -> ssl.SSLContext | bool:
+        """How a client of this server trusts it (and shows its client certificate)."""
+        if not self.tls:
+            return True
+        ctx = ssl.create_default_context(cafile=self.tls[0])
+        if self.client_cert:
+            ctx.load_cert_chain(*self.client_cert)
+        return ctx
 
     def log(self) -> str:
         path = Path(self._dir.name) / "server.log"
