@@ -20,11 +20,15 @@ from edgeswitch.cloud.answers import check_reply, proba_from_chat
 from edgeswitch.cloud.payloads import ChatPayload
 from edgeswitch.cloud.reasons import CloudFailure, FallbackReason, status_failure
 
+# each request says how long this client will still wait for it, in relative milliseconds (no
+# clock sync needed): the server drops it unrun once that has passed (serving.overload)
+DEADLINE_HEADER = "X-Edgeswitch-Deadline-Ms"
+
 
 class _Http:
     """The HTTP side both transports share: one lazily made `httpx.AsyncClient` (bearer token,
-    TLS verification), and every transport error, bad status or non-JSON reply as a
-    `CloudFailure`."""
+    TLS verification), the deadline header on every call, and every transport error, bad
+    status (with its Retry-After) or non-JSON reply as a `CloudFailure`."""
 
     def __init__(self, base_url: str, token: str | None, verify: bool | ssl.SSLContext) -> None:
         import httpx  # noqa: F401 - imported now, not inside the first clip's deadline
@@ -54,15 +58,18 @@ class _Http:
     async def _call(self, method: str, path: str, timeout_s: float, body: dict | None = None):
         import httpx
 
+        deadline = {DEADLINE_HEADER: str(max(0, int(timeout_s * 1000)))}
         try:
-            r = await self.client().request(method, path, json=body, timeout=timeout_s)
+            r = await self.client().request(method, path, json=body, timeout=timeout_s,
+                                            headers=deadline)
         except httpx.TimeoutException:
             raise CloudFailure(FallbackReason.TIMEOUT, "no reply in time") from None
         except httpx.TransportError as exc:  # refused, reset, closed mid-reply, TLS
             raise CloudFailure(FallbackReason.CONNECTION,
                                f"{type(exc).__name__}: {exc}") from None
         if r.status_code != 200:
-            raise status_failure(r.status_code, _error_message(r.text))
+            raise status_failure(r.status_code, _error_message(r.text),
+                                 r.headers.get("retry-after"))
         try:
             return r.json()
         except ValueError:
