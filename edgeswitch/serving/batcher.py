@@ -10,14 +10,16 @@ batching), on a small thread pool so that requests still overlap.
 
 The batcher is bounded and runs nothing for nobody (see serving.overload): it holds at most
 `max_queue_clips` clips whose requests await them (one more request gets the 503 `Shed`);
-a request whose deadline has passed, or whose client went away, is dropped before its model
-run, both when it arrives and when a batch is gathered; a model run already started finishes.
+a request whose client went away, or whose deadline has passed or falls before the fastest of
+the last 16 model runs could end, is dropped before its model run, both when it arrives and
+when a batch is gathered; a model run already started finishes.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -35,11 +37,12 @@ class _Pending:
     ticket: Ticket
     arrived: float = field(default_factory=time.perf_counter)
 
-    def live(self) -> bool:
-        """Still worth a model run; an expired one is answered 504 here."""
+    def live(self, run_s: float) -> bool:
+        """Still worth a model run that takes at least `run_s`; an expired one is answered 504
+        here."""
         if self.future.done() or self.ticket.gone.is_set():  # cancelled: the client left
             return False
-        if self.ticket.expired():
+        if self.ticket.expired(run_s):
             self.future.set_exception(expired())
             return False
         return True
@@ -58,6 +61,7 @@ class DynamicBatcher:
         self.max_batch = max_batch
         self.max_wait_s = max_wait_ms / 1000
         self.bound = ClipBound(max_queue_clips)
+        self.run_times: deque[float] = deque(maxlen=16)  # seconds of the latest model runs
         self.on_batch = on_batch or (lambda n: None)
         # onnxruntime releases the GIL, so model runs overlap with request handling
         self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="model")
@@ -67,6 +71,18 @@ class DynamicBatcher:
     @property
     def batching(self) -> bool:
         return self.max_batch > 1
+
+    @property
+    def fastest_run_s(self) -> float:
+        """A lower bound on the next model run's time (0 before the first run)."""
+        return min(self.run_times, default=0.0)
+
+    def _timed_run(self, X: np.ndarray) -> np.ndarray:
+        t0 = time.perf_counter()
+        try:
+            return self.run(X)
+        finally:
+            self.run_times.append(time.perf_counter() - t0)
 
     async def start(self) -> None:
         if self.batching:
@@ -83,7 +99,7 @@ class DynamicBatcher:
         """Probabilities for clips `X`, computed alone or together with other requests; Shed
         when over the bound, past this request's deadline, or its client gone."""
         loop, ticket = asyncio.get_running_loop(), current()
-        ticket.check()
+        ticket.check(self.fastest_run_s)
         self.bound.take(len(X))
         if not self.batching:
             future = loop.run_in_executor(self.pool, self._run_alone, X, ticket)
@@ -95,16 +111,16 @@ class DynamicBatcher:
 
     def _run_alone(self, X: np.ndarray, ticket: Ticket) -> np.ndarray:
         """On a pool thread: the deadline may have passed while the pool was busy."""
-        if ticket.expired():
+        if ticket.expired(self.fastest_run_s):
             raise expired()
         self.on_batch(len(X))
-        return self.run(X)
+        return self._timed_run(X)
 
     async def _loop(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
             first = await self.queue.get()
-            if not first.live():  # dropped work neither fills a batch nor starts its wait
+            if not first.live(self.fastest_run_s):  # dropped work starts no batch's wait
                 continue
             batch, size = [first], len(first.X)
             deadline = first.arrived + self.max_wait_s
@@ -121,16 +137,17 @@ class DynamicBatcher:
                         item = await asyncio.wait_for(self.queue.get(), wait)
                     except TimeoutError:
                         break
-                if item.live():
+                if item.live(self.fastest_run_s):
                     batch.append(item)
                     size += len(item.X)
-            batch = [p for p in batch if p.live()]  # a client may have left during the wait
+            # a client may have left during the wait
+            batch = [p for p in batch if p.live(self.fastest_run_s)]
             if not batch:
                 continue
             self.on_batch(sum(len(p.X) for p in batch))
             try:
                 proba = await loop.run_in_executor(
-                    self.pool, self.run, np.concatenate([p.X for p in batch]))
+                    self.pool, self._timed_run, np.concatenate([p.X for p in batch]))
             except Exception as exc:  # one failed run fails its requests, not the server
                 for p in batch:
                     if not p.future.done():

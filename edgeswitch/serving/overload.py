@@ -5,8 +5,9 @@
 - clips: the batcher (or Ray Serve's runner) holds at most `max_queue_clips` clips awaiting a
   model run (`ClipBound`); a request that would pass it gets the same 503.
 - deadlines: a client says how long it will still wait (`X-Edgeswitch-Deadline-Ms`, relative
-  milliseconds, so the two clocks need not agree); work whose deadline has passed is dropped
-  before the model runs (504 `deadline_exceeded`).
+  milliseconds, so the two clocks need not agree); work whose deadline has passed, or would
+  pass before even the fastest recent model run could end, is dropped before the model runs
+  (504 `deadline_exceeded`).
 - disconnects: once a request's body is read its connection is watched; when the client goes
   away, its pending model work is cancelled (the batcher skips it) and nothing is answered.
 
@@ -41,7 +42,8 @@ def overloaded(what: str, detail: str) -> Shed:
 
 def expired() -> Shed:
     return Shed("deadline", 504, "deadline_exceeded",
-                "the request's deadline passed before the model ran it")
+                "the request's deadline passed (or would, before a model run could end) "
+                "before the model ran it")
 
 
 def gone() -> Shed:
@@ -56,14 +58,16 @@ class Ticket:
     deadline: float | None = None  # a time.monotonic() instant; None: the client set none
     gone: asyncio.Event = field(default_factory=asyncio.Event)
 
-    def expired(self) -> bool:
-        return self.deadline is not None and time.monotonic() >= self.deadline
+    def expired(self, margin_s: float = 0.0) -> bool:
+        """Past the deadline, or within `margin_s` of it (an answer that needs a model run
+        of at least that long cannot arrive in time)."""
+        return self.deadline is not None and time.monotonic() + margin_s >= self.deadline
 
-    def check(self) -> None:
+    def check(self, margin_s: float = 0.0) -> None:
         """Raise Shed when this request's work should not start."""
         if self.gone.is_set():
             raise gone()
-        if self.expired():
+        if self.expired(margin_s):
             raise expired()
 
 
