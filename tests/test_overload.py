@@ -254,3 +254,11 @@ def test_many_clients_against_a_slow_server_some_shed_none_hang(bm_files, bm_mod
     assert ok_walls.max() < 1.5  # the queue is bounded: 8 x 0.2 s in flight, not a backlog
     assert metrics["edgeswitch_shed_total"] == statuses[503]
     assert metrics["edgeswitch_batch_size_sum"] == statuses[200]  # shed ones never ran
+
+
+def test_ray_serve_queues_no_more_requests_than_the_server_holds():
+    pytest.importorskip("ray.serve")
+    from edgeswitch.scale.ray_serve import deployment_options
+
+    opts = deployment_options(ServeConfig(max_queue_requests=7, max_ongoing=4))
+    assert opts["max_queued_requests"] == 7 and opts["max_ongoing_requests"] == 4
