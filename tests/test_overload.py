@@ -3,6 +3,7 @@
 its breaker and never waits past its deadline."""
 
 import asyncio
+import os
 import time
 from collections import Counter
 
@@ -23,6 +24,14 @@ from edgeswitch.serving.overload import Shed
 from edgeswitch.serving.server import ServerProcess
 
 CLASSES = ("a", "b", "c")
+# as in tests/test_service.py: EDGESWITCH_TEST_ENGINE=ray runs the server tests on Ray Serve
+# (inside a loopback-only network namespace, see tests/test_ray.py)
+ENGINE = os.environ.get("EDGESWITCH_TEST_ENGINE", "fastapi")
+
+
+def _server(model, cfg, faults) -> ServerProcess:
+    return ServerProcess(model, cfg, faults=faults, engine=ENGINE,
+                         start_timeout_s=180 if ENGINE == "ray" else 60)
 
 
 class _Clock:
@@ -162,7 +171,7 @@ def test_remote_cloud_falls_back_overloaded_and_honours_retry_after(bm_files, ba
     X = basicmotions.X[:1]
     cfg = ServeConfig(max_queue_requests=1, retry_after_s=1)
     runtime = RuntimeConfig(deadline_ms=400, retries=2, backoff_ms=10, backoff_max_ms=20)
-    with ServerProcess(bm_files["cloud"], cfg, faults=("sleep:1.5",)) as server:
+    with _server(bm_files["cloud"], cfg, ("sleep:1.5",)) as server:
         classes = tuple(httpx.get(server.url + "/healthz").json()["classes"])
         busy = threading.Thread(target=lambda: httpx.post(
             server.url + "/v1/classify", json={"clips": encode_clips(X)}, timeout=10))
@@ -187,8 +196,9 @@ def test_remote_cloud_falls_back_overloaded_and_honours_retry_after(bm_files, ba
             assert time.monotonic() - t1 < 0.4 + 0.05  # never past the deadline
         time.sleep(1.5)  # the server drops the timed-out request after its fault's sleep
         shed = scrape(server.url)
-        # the held-back call never reached the server; the third was dropped unrun
-        assert shed["edgeswitch_shed_total"] == 2
+        # the held-back call never reached the server; the third was dropped unrun (Ray Serve
+        # cancels a disconnected request's handler itself, before our middleware counts it)
+        assert shed["edgeswitch_shed_total"] == (1 if ENGINE == "ray" else 2)
         assert shed["edgeswitch_batch_size_sum"] == 1  # only the busy request ran
 
 
@@ -217,7 +227,8 @@ def test_many_clients_against_a_slow_server_some_shed_none_hang(bm_files, bm_mod
             try:
                 async with session.post(url, data=bodies[j],
                                         headers={"Content-Type": "application/json"}) as r:
-                    body = await r.json()
+                    # Ray Serve's proxy refuses past max_queued_requests with a text 503
+                    body = await r.json() if r.content_type == "application/json" else None
             except (aiohttp.ClientError, TimeoutError) as exc:
                 results.append((type(exc).__name__, None, time.monotonic() - t0, j, None))
                 continue
@@ -233,7 +244,7 @@ def test_many_clients_against_a_slow_server_some_shed_none_hang(bm_files, bm_mod
             await asyncio.gather(*(client(session, url + "/v1/classify", i, until)
                                    for i in range(64)))
 
-    with ServerProcess(bm_files["cloud"], cfg, faults=("sleep:0.2",)) as server:
+    with _server(bm_files["cloud"], cfg, ("sleep:0.2",)) as server:
         asyncio.run(main(server.url))
         metrics = scrape(server.url)
         assert "Traceback" not in server.log()
@@ -241,18 +252,23 @@ def test_many_clients_against_a_slow_server_some_shed_none_hang(bm_files, bm_mod
     print(f"{len(results)} requests: {dict(statuses)}")
     assert set(statuses) == {200, 503}, statuses  # no timeout, no dropped connection, no 5xx
     assert statuses[200] >= 20 and statuses[503] >= 20
+    ours = 0  # 503s from our Admission (the rest: Ray's proxy, on the ray engine only)
     for status, retry, _, j, body in results:
-        if status == 503:
+        if status == 503 and body is None:
+            assert ENGINE == "ray"
+        elif status == 503:
             assert retry == "1" and body["error"]["code"] == "overloaded"
+            ours += 1
         else:
             np.testing.assert_allclose(body["proba"], want[j : j + 1], atol=1e-5)
     shed_walls = np.array([r[2] for r in results if r[0] == 503])
     ok_walls = np.array([r[2] for r in results if r[0] == 200])
     print(f"p99 shed {np.percentile(shed_walls, 99) * 1000:.1f} ms, "
           f"p99 accepted {np.percentile(ok_walls, 99) * 1000:.1f} ms")
-    assert np.percentile(shed_walls, 99) < 0.1  # answered without queueing (busy machine)
+    # answered without queueing (busy machine; on Ray through the proxy's hop to a replica)
+    assert np.percentile(shed_walls, 99) < (0.5 if ENGINE == "ray" else 0.1)
     assert ok_walls.max() < 1.5  # the queue is bounded: 8 x 0.2 s in flight, not a backlog
-    assert metrics["edgeswitch_shed_total"] == statuses[503]
+    assert metrics["edgeswitch_shed_total"] == ours and ours >= 20
     assert metrics["edgeswitch_batch_size_sum"] == statuses[200]  # shed ones never ran
 
 
