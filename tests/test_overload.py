@@ -117,12 +117,14 @@ def test_admission_sheds_past_max_queue_requests_at_once_with_retry_after():
             assert r.json()["error"]["type"] == "server_error"
             assert "3 requests in progress" in r.json()["error"]["message"]
             assert shed_s < 0.05
+            chat = await c.post("/v1/chat/completions", json={"model": "gated", "messages": []})
+            assert chat.status_code == 503 and chat.json()["error"]["code"] == "overloaded"
             assert (await c.get("/healthz")).status_code == 200  # only model work is bounded
             gate.set()
             assert [x.status_code for x in await asyncio.gather(*held)] == [200] * 3
             assert (await c.post("/v1/classify", json=_clips(1))).status_code == 200
             text = (await c.get("/metrics")).text
-        assert 'edgeswitch_shed_total{reason="queue_requests"} 1.0' in text
+        assert 'edgeswitch_shed_total{reason="queue_requests"} 2.0' in text
         assert 'edgeswitch_shed_total{reason="deadline"} 0.0' in text  # every reason shows
 
     asyncio.run(main())
