@@ -234,7 +234,8 @@ def test_edge_clients_with_deadlines_cost_a_slow_backend_almost_no_runs(bm_model
           f"in {len(model.ran)} runs; call p90 {np.percentile(walls, 90) * 1000:.0f} ms, "
           f"slowest {max(walls) * 1000:.0f} ms")
     assert abandoned == len(replies) > 50  # no answer can come in 60 ms from this backend
-    assert set(reasons) <= {FallbackReason.TIMEOUT, FallbackReason.http(504)}
+    assert set(reasons) == {FallbackReason.TIMEOUT}  # the server's 504s included
+    assert any("HTTP 504" in r.detail and "deadline" in r.detail for r in replies)
     # by the deadline, plus scheduling jitter: server, 12 clients and their loop share this
     # process (one GIL) on a busy machine, so the bound is on the 90th percentile
     assert np.percentile(walls, 90) < 0.06 + 0.05

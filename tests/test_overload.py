@@ -139,6 +139,9 @@ def test_retry_after_is_read_as_seconds_or_a_date_and_capped():
     busy = status_failure(503, "server overloaded", "2")
     assert busy.reason is FallbackReason.OVERLOADED and busy.retry_after_s == 2.0
     assert not busy.retryable and "Retry-After 2 s" in busy.detail
+    late = status_failure(504, "deadline passed", code="deadline_exceeded")
+    assert late.reason is FallbackReason.TIMEOUT and not late.retryable
+    assert status_failure(504).reason == "http_504"  # any other 504: a gateway's
     plain = status_failure(429)  # no Retry-After: retried with backoff, as other 5xx
     assert plain.reason is FallbackReason.OVERLOADED and plain.retryable
     assert plain.retry_after_s is None
@@ -267,8 +270,10 @@ def test_many_clients_against_a_slow_server_some_shed_none_hang(bm_files, bm_mod
     ok_walls = np.array([r[2] for r in results if r[0] == 200])
     print(f"p99 shed {np.percentile(shed_walls, 99) * 1000:.1f} ms, "
           f"p99 accepted {np.percentile(ok_walls, 99) * 1000:.1f} ms")
-    # answered without queueing (busy machine; on Ray through the proxy's hop to a replica)
-    assert np.percentile(shed_walls, 99) < (0.5 if ENGINE == "ray" else 0.1)
+    # answered without queueing: faster than one model request (0.2 s) even at p99 on a busy
+    # machine (on Ray through the proxy's hop to a replica); the p99 figure is the benchmark's
+    assert np.percentile(shed_walls, 50) < 0.02
+    assert np.percentile(shed_walls, 99) < (0.5 if ENGINE == "ray" else 0.2)
     assert ok_walls.max() < 1.5  # the queue is bounded: 8 x 0.2 s in flight, not a backlog
     assert metrics["edgeswitch_shed_total"] == ours and ours >= 20
     assert metrics["edgeswitch_batch_size_sum"] == statuses[200]  # shed ones never ran

@@ -76,11 +76,15 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
     return min(max(seconds, 0.0), MAX_RETRY_AFTER_S)
 
 
-def status_failure(status: int, detail: str = "", retry_after: str | None = None) -> CloudFailure:
+def status_failure(status: int, detail: str = "", retry_after: str | None = None,
+                   code: str | None = None) -> CloudFailure:
     """The failure an HTTP error status means; the detail names the status either way. 429
     and 503 are `overloaded`: retried with backoff, unless the server said when to come back
-    (`Retry-After`): then not before, so not retried within this call."""
+    (`Retry-After`): then not before, so not retried within this call. An edgeswitch server's
+    504 `deadline_exceeded` (`code`, from the error body) is a `timeout` no retry can beat."""
     said = f"HTTP {status} {detail}".strip()
+    if status == 504 and code == "deadline_exceeded":
+        return CloudFailure(FallbackReason.TIMEOUT, said, retryable=False)
     if status in (401, 403):
         return CloudFailure(FallbackReason.UNAUTHORIZED, said, retryable=False)
     if status in (429, 503):

@@ -115,7 +115,10 @@ class RemoteCloud:
             future.cancel()
             reply = CloudReply(None, FallbackReason.TIMEOUT, 1, (time.monotonic() - t0) * 1000)
         if reply.reason == FallbackReason.TIMEOUT:  # whichever timer fired: the call's budget
-            reply = replace(reply, detail=f"no answer within {deadline - t0:.3g} s")
+            said = f"no answer within {deadline - t0:.3g} s"
+            if reply.detail.startswith("HTTP "):  # the server said so (504 deadline_exceeded)
+                said += f" ({reply.detail})"
+            reply = replace(reply, detail=said)
         return reply
 
     def predict_proba(self, X) -> np.ndarray:

@@ -68,8 +68,8 @@ class _Http:
             raise CloudFailure(FallbackReason.CONNECTION,
                                f"{type(exc).__name__}: {exc}") from None
         if r.status_code != 200:
-            raise status_failure(r.status_code, _error_message(r.text),
-                                 r.headers.get("retry-after"))
+            message, code = _error(r.text)
+            raise status_failure(r.status_code, message, r.headers.get("retry-after"), code)
         try:
             return r.json()
         except ValueError:
@@ -80,11 +80,14 @@ class _Http:
             await self._client.aclose()
 
 
-def _error_message(text: str) -> str:
+def _error(text: str) -> tuple[str, str | None]:
+    """An error body's message (else the text) and code, both cut short."""
     try:
-        return str(json.loads(text)["error"]["message"])[:200]
-    except (ValueError, KeyError, TypeError):
-        return text[:200]
+        error = json.loads(text)["error"]
+        code = error.get("code")
+        return str(error["message"])[:200], str(code)[:64] if code is not None else None
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return text[:200], None
 
 
 class NativeTransport:
