@@ -272,7 +272,7 @@ def test_many_clients_against_a_slow_server_some_shed_none_hang(bm_files, bm_mod
           f"p99 accepted {np.percentile(ok_walls, 99) * 1000:.1f} ms")
     # answered without queueing: faster than one model request (0.2 s) even at p99 on a busy
     # machine (on Ray through the proxy's hop to a replica); the p99 figure is the benchmark's
-    assert np.percentile(shed_walls, 50) < 0.02
+    assert np.percentile(shed_walls, 50) < (0.1 if ENGINE == "ray" else 0.02)
     assert np.percentile(shed_walls, 99) < (0.5 if ENGINE == "ray" else 0.2)
     assert ok_walls.max() < 1.5  # the queue is bounded: 8 x 0.2 s in flight, not a backlog
     assert metrics["edgeswitch_shed_total"] == ours and ours >= 20
