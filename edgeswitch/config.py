@@ -180,11 +180,24 @@ class ServeConfig:
                                                "a batch at 5 requests)", ge=1)] = 64
     ray_address: Annotated[StrictStr, describe("ray: a running cluster (auto, HOST:6379); "
                                                "empty: start a local one")] = ""
+    max_queue_requests: Annotated[StrictInt, describe(
+        "overload: most model requests (classify, chat) the server holds at once, queued or "
+        "running; beyond it HTTP 503 with Retry-After, before the body is read (ray: the "
+        "requests queued per deployment)", ge=1)] = 256
+    max_queue_clips: Annotated[StrictInt, describe(
+        "overload: most clips waiting for or in a model run; a request that would pass it "
+        "gets HTTP 503 with Retry-After (at least max_clips)", ge=1)] = 4096
+    retry_after_s: Annotated[StrictInt, describe("overload: the Retry-After seconds of a "
+                                                 "503 (how long a client should stay away)",
+                                                 ge=1)] = 1
 
     def __post_init__(self) -> None:
         if self.max_replicas and self.max_replicas < self.replicas:
             raise ValueError(f"max_replicas ({self.max_replicas}) must be 0 or >= replicas "
                              f"({self.replicas})")
+        if self.max_queue_clips < self.max_clips:
+            raise ValueError(f"max_queue_clips ({self.max_queue_clips}) must be >= max_clips "
+                             f"({self.max_clips}): a full request could never be admitted")
 
 
 @dataclass(config=_STRICT)

@@ -77,7 +77,8 @@ def test_every_route_and_handler_is_registered_once():
     assert app.exception_handlers[WireError] is errors.wire_error
     assert app.exception_handlers[RequestValidationError] is errors.validation_error
     assert [m.cls.__name__ for m in app.user_middleware] == [  # outermost first
-        "CatchAll", "RequestMetrics", "AccessLog", "BearerAuth", "JsonContentType", "BodyLimit"]
+        "CatchAll", "RequestMetrics", "AccessLog", "BearerAuth", "JsonContentType", "Admission",
+        "BodyLimit"]
     assert "BearerAuth" not in [m.cls.__name__ for m in create_app(Toy()).user_middleware]
 
 

@@ -75,7 +75,8 @@ def test_http_status_reasons_and_retry_policy():
     assert status_failure(429).retryable
     assert status_failure(401).reason == "unauthorized" and not status_failure(401).retryable
     assert status_failure(422).reason == "rejected" and not status_failure(422).retryable
-    assert status_failure(503).reason is FallbackReason.HTTP_503
+    assert status_failure(503).reason is FallbackReason.OVERLOADED
+    assert status_failure(429).reason is FallbackReason.OVERLOADED
     assert status_failure(507).reason == "http_507" and "HTTP 507" in status_failure(507).detail
 
 
@@ -83,9 +84,9 @@ def test_fallback_reasons_keep_the_strings_of_json_output_and_logs():
     import json
 
     assert [r.value for r in FallbackReason] == [
-        "timeout", "connection", "http_429", "http_500", "http_502", "http_503", "http_504",
-        "unauthorized", "rejected", "malformed", "wrong_classes", "circuit_open", "no_cloud",
-        "error"]
+        "timeout", "connection", "overloaded", "http_429", "http_500", "http_502", "http_503",
+        "http_504", "unauthorized", "rejected", "malformed", "wrong_classes", "circuit_open",
+        "no_cloud", "error"]
     other = FallbackReason.http(507)  # any 5xx has its own value, as before the enum
     assert other == "http_507" and FallbackReason("http_507") is other
     assert json.dumps({"fallback_reason": FallbackReason.CIRCUIT_OPEN}) == \

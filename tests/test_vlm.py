@@ -227,7 +227,7 @@ def test_the_video_cloud_retries_a_transient_5xx_and_succeeds():
         with OpenAIVLM(VLMConfig(server.url, "json"), FAST) as no_retry:
             server.fail_next = 1
             reply = no_retry.request([fall])
-        assert reply.reason is FallbackReason.HTTP_503 and "HTTP 503 overloaded" in reply.detail
+        assert reply.reason is FallbackReason.OVERLOADED and "HTTP 503 overloaded" in reply.detail
 
 
 def test_the_video_cloud_breaker_opens_after_n_failures_and_asks_no_more():

@@ -4,6 +4,10 @@ closed --K consecutive failures--> open --reset_s elapsed--> half-open (one prob
 half-open --probe succeeds--> closed;  half-open --probe fails--> open (timer restarts)
 
 While open, calls fail at once, so the edge answers without waiting for a dead cloud.
+
+Apart from that, `hold(s)` honours a server's Retry-After: no call goes out for `s` seconds
+(`held_s()` says how long still). A busy cloud is not a failing one, so a hold does not count
+towards opening; a half-open probe that is told to wait re-opens the circuit.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ class CircuitBreaker:
         self._consecutive = 0
         self._opened_at = 0.0
         self._probe_out = False
+        self._held_until = 0.0
         self._lock = threading.Lock()
         # (time, new state), the latest 256, for logs and tests
         self.transitions: deque[tuple[float, str]] = deque(maxlen=256)
@@ -48,6 +53,8 @@ class CircuitBreaker:
     def allow(self) -> bool:
         """May a request go out now? In half-open only one probe at a time may."""
         with self._lock:
+            if self.clock() < self._held_until:
+                return False
             state = self._current()
             if state == CLOSED:
                 return True
@@ -71,3 +78,16 @@ class CircuitBreaker:
                 self._set(OPEN)
             elif state == OPEN:
                 self._probe_out = False
+
+    def hold(self, seconds: float) -> None:
+        """The server asked for no requests for `seconds` (Retry-After)."""
+        with self._lock:
+            self._held_until = max(self._held_until, self.clock() + seconds)
+            if self._current() == HALF_OPEN:  # the probe learnt nothing: wait again
+                self._opened_at = self.clock()
+                self._set(OPEN)
+
+    def held_s(self) -> float:
+        """Seconds the server's Retry-After still forbids requests (0: none)."""
+        with self._lock:
+            return max(0.0, self._held_until - self.clock())

@@ -4,6 +4,7 @@ decision log. The values are the strings that JSON lines and logs carry."""
 from __future__ import annotations
 
 import re
+import time
 from enum import StrEnum
 
 
@@ -14,7 +15,8 @@ class FallbackReason(StrEnum):
 
     TIMEOUT = "timeout"              # no reply by the deadline
     CONNECTION = "connection"        # unreachable: refused, reset, DNS, TLS refused
-    HTTP_429 = "http_429"            # overloaded
+    OVERLOADED = "overloaded"        # HTTP 429 / 503: the cloud is busy (or asked to wait)
+    HTTP_429 = "http_429"            # (before "overloaded": kept so old logs still parse)
     HTTP_500 = "http_500"
     HTTP_502 = "http_502"
     HTTP_503 = "http_503"
@@ -44,17 +46,53 @@ class CloudFailure(Exception):
     """One attempt's failure: `reason` says why, `retryable` whether another attempt may pass."""
 
     def __init__(self, reason: FallbackReason | str, detail: str = "",
-                 retryable: bool = True) -> None:
+                 retryable: bool = True, retry_after_s: float | None = None) -> None:
         reason = FallbackReason(reason)
         super().__init__(f"{reason}: {detail}" if detail else str(reason))
         self.reason, self.detail, self.retryable = reason, detail, retryable
+        self.retry_after_s = retry_after_s  # the server's Retry-After: ask nothing until then
 
 
-def status_failure(status: int, detail: str = "") -> CloudFailure:
-    """The failure an HTTP error status means; the detail names the status either way."""
+MAX_RETRY_AFTER_S = 300.0  # a Retry-After longer than this is capped: a cloud comes back
+
+
+def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
+    """Seconds a `Retry-After` header asks to wait (delta-seconds or an HTTP date, capped at
+    MAX_RETRY_AFTER_S); None when absent or unreadable."""
+    if not value:
+        return None
+    try:
+        seconds = float(value.strip())
+    except ValueError:
+        from email.utils import parsedate_to_datetime
+
+        try:
+            when = parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return None
+        seconds = when.timestamp() - (time.time() if now is None else now)
+    if seconds != seconds:  # NaN
+        return None
+    return min(max(seconds, 0.0), MAX_RETRY_AFTER_S)
+
+
+def status_failure(status: int, detail: str = "", retry_after: str | None = None,
+                   code: str | None = None) -> CloudFailure:
+    """The failure an HTTP error status means; the detail names the status either way. 429
+    and 503 are `overloaded`: retried with backoff, unless the server said when to come back
+    (`Retry-After`): then not before, so not retried within this call. An edgeswitch server's
+    504 `deadline_exceeded` (`code`, from the error body) is a `timeout` no retry can beat."""
     said = f"HTTP {status} {detail}".strip()
+    if status == 504 and code == "deadline_exceeded":
+        return CloudFailure(FallbackReason.TIMEOUT, said, retryable=False)
     if status in (401, 403):
         return CloudFailure(FallbackReason.UNAUTHORIZED, said, retryable=False)
-    if 500 <= status <= 599 or status == 429:  # overload and server errors may pass
+    if status in (429, 503):
+        wait = parse_retry_after(retry_after)
+        if wait is not None:
+            said += f" (Retry-After {wait:g} s)"
+        return CloudFailure(FallbackReason.OVERLOADED, said, retryable=wait is None,
+                            retry_after_s=wait)
+    if 500 <= status <= 599:  # server errors may pass
         return CloudFailure(FallbackReason.http(status), said)
     return CloudFailure(FallbackReason.REJECTED, said, retryable=False)

@@ -1,10 +1,13 @@
 """The cloud over the network, for an edge that must answer every clip by its deadline.
 
 `RemoteCloud.request(X, deadline)` never blocks past `deadline` (plus scheduling jitter): each
-attempt is cancelled when the deadline comes, retries back off with full jitter and are skipped
-when their wait would pass the deadline, and a circuit breaker fails calls at once while the
-cloud is known to be down. It returns a `CloudReply`, with probabilities or the reason there are
-none; the hybrid then keeps the edge answer, flagged unverified.
+attempt is cancelled when the deadline comes (and tells the server its remaining time, so the
+server drops it unrun once the edge has stopped waiting), retries back off with full jitter and
+are skipped when their wait would pass the deadline, and a circuit breaker fails calls at once
+while the cloud is known to be down. An overloaded cloud (429/503) that says when to come back
+(Retry-After) gets no request until then: calls fall back at once, reason `overloaded`.
+It returns a `CloudReply`, with probabilities or the reason there are none; the hybrid then
+keeps the edge answer, flagged unverified.
 
 The HTTP work runs on a private asyncio loop in a daemon thread, so the hybrid stays plain
 synchronous code and a hung connection can always be abandoned.
@@ -138,7 +141,10 @@ class RemoteCloud:
             future.cancel()
             reply = CloudReply(None, FallbackReason.TIMEOUT, 1, (time.monotonic() - t0) * 1000)
         if reply.reason == FallbackReason.TIMEOUT:  # whichever timer fired: the call's budget
-            reply = replace(reply, detail=f"no answer within {deadline - t0:.3g} s")
+            said = f"no answer within {deadline - t0:.3g} s"
+            if reply.detail.startswith("HTTP "):  # the server said so (504 deadline_exceeded)
+                said += f" ({reply.detail})"
+            reply = replace(reply, detail=said)
         return reply
 
     def predict_proba(self, X) -> np.ndarray:
@@ -167,6 +173,12 @@ class RemoteCloud:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return reply()
+            held = self.breaker.held_s()
+            if held > 0:  # the cloud said when to come back (Retry-After): not before
+                failure = failure or CloudFailure(
+                    FallbackReason.OVERLOADED, f"the cloud asked for no requests for "
+                    f"{held:.3g} s more (Retry-After)", retryable=False)
+                return reply()
             if not self.breaker.allow():  # keep the real reason if an attempt already failed
                 failure = failure or CloudFailure(FallbackReason.CIRCUIT_OPEN,
                                                   "the cloud failed recently")
@@ -187,6 +199,9 @@ class RemoteCloud:
             else:
                 self.breaker.success()
                 return reply(proba)
+            if failure.retry_after_s is not None:  # busy, not broken: hold, then fall back
+                self.breaker.hold(failure.retry_after_s)
+                return reply()
             self.breaker.failure()
             if not failure.retryable or attempts > self.cfg.retries:
                 return reply()

@@ -20,11 +20,15 @@ from edgeswitch.cloud.answers import check_reply, proba_from_chat
 from edgeswitch.cloud.payloads import ChatPayload
 from edgeswitch.cloud.reasons import CloudFailure, FallbackReason, status_failure
 
+# each request says how long this client will still wait for it, in relative milliseconds (no
+# clock sync needed): the server drops it unrun once that has passed (serving.overload)
+DEADLINE_HEADER = "X-Edgeswitch-Deadline-Ms"
+
 
 class _Http:
     """The HTTP side both transports share: one lazily made `httpx.AsyncClient` (bearer token,
-    TLS verification), and every transport error, bad status or non-JSON reply as a
-    `CloudFailure`."""
+    TLS verification), the deadline header on every call, and every transport error, bad
+    status (with its Retry-After) or non-JSON reply as a `CloudFailure`."""
 
     def __init__(self, base_url: str, token: str | None, verify: bool | ssl.SSLContext) -> None:
         import httpx  # noqa: F401 - imported now, not inside the first clip's deadline
@@ -58,8 +62,10 @@ class _Http:
     async def _call(self, method: str, path: str, timeout_s: float, body: dict | None = None):
         import httpx
 
+        deadline = {DEADLINE_HEADER: str(max(0, int(timeout_s * 1000)))}
         try:
-            r = await self.client().request(method, path, json=body, timeout=timeout_s)
+            r = await self.client().request(method, path, json=body, timeout=timeout_s,
+                                            headers=deadline)
         except httpx.TimeoutException:
             raise CloudFailure(FallbackReason.TIMEOUT, "no reply in time") from None
         except httpx.TransportError as exc:  # refused, reset, closed mid-reply, TLS
@@ -67,7 +73,8 @@ class _Http:
                 exc, self.base_url.startswith("https:"), self.client_cert)) from None
         self.device = r.headers.get(DEVICE_HEADER, self.device)
         if r.status_code != 200:
-            raise status_failure(r.status_code, _error_message(r.text))
+            message, code = _error(r.text)
+            raise status_failure(r.status_code, message, r.headers.get("retry-after"), code)
         try:
             return r.json()
         except ValueError:
@@ -96,11 +103,14 @@ def _transport_detail(exc: Exception, https: bool, client_cert: bool) -> str:
     return said
 
 
-def _error_message(text: str) -> str:
+def _error(text: str) -> tuple[str, str | None]:
+    """An error body's message (else the text) and code, both cut short."""
     try:
-        return str(json.loads(text)["error"]["message"])[:200]
-    except (ValueError, KeyError, TypeError):
-        return text[:200]
+        error = json.loads(text)["error"]
+        code = error.get("code")
+        return str(error["message"])[:200], str(code)[:64] if code is not None else None
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return text[:200], None
 
 
 class NativeTransport:

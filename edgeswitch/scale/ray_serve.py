@@ -24,6 +24,7 @@ from ray import serve
 from edgeswitch.config import ServeConfig
 from edgeswitch.data.clips import DEFAULT_INPUT_BOUND
 from edgeswitch.errors import EdgeSwitchError
+from edgeswitch.serving.overload import ClipBound, current, watched
 
 APP_NAME = "edgeswitch-cloud"
 
@@ -43,6 +44,9 @@ def deployment_options(cfg: ServeConfig) -> dict:
     `replicas` and `max_replicas` on ongoing requests."""
     opts = {"ray_actor_options": {"num_cpus": cfg.cpus_per_replica},
             "max_ongoing_requests": cfg.max_ongoing,
+            # past it Ray's proxy answers 503 at once instead of queueing without bound (each
+            # replica's own Admission and ClipBound hold the same bounds of serving.overload)
+            "max_queued_requests": cfg.max_queue_requests,
             # no per-request access log line: it costs CPU on the request path
             "logging_config": {"log_level": "WARNING", "enable_access_log": False}}
     if cfg.max_replicas > cfg.replicas:
@@ -69,6 +73,7 @@ class CloudService:
         self.info, self.cfg = info, cfg
         self.token, self.faults, self.model_id = token, faults, model_id
         self.http_app = None
+        self.bound = ClipBound(cfg.max_queue_clips)
         self.batched.set_max_batch_size(cfg.max_batch)
         self.batched.set_batch_wait_timeout_s(cfg.max_wait_ms / 1000)
 
@@ -89,9 +94,18 @@ class CloudService:
         return [proba[a:b] for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
 
     async def run(self, X: np.ndarray) -> np.ndarray:
-        if len(X) >= self.cfg.max_batch:  # a full batch by itself (Ray refuses larger items)
-            return await self._predict(X)
-        return await self.batched(X)
+        """The bounds of the plain batcher (serving.overload): clips over the bound are shed,
+        a request past its deadline is dropped on arrival, a client gone cancels its call
+        (whether Ray then skips a queued item is Ray's affair: not measured here)."""
+        ticket = current()
+        ticket.check()
+        self.bound.take(len(X))
+        try:
+            if len(X) >= self.cfg.max_batch:  # a full batch by itself (Ray refuses larger)
+                return await watched(self._predict(X), ticket)
+            return await watched(self.batched(X), ticket)
+        finally:
+            self.bound.give(len(X))
 
     def __serve_build_asgi_app__(self):
         from edgeswitch.serving.app import create_app

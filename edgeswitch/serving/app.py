@@ -5,8 +5,8 @@ Endpoints: `POST /v1/classify` (native, batches of clips), `POST /v1/chat/comple
 `GET /v1/models` (an OpenAI-compatible subset), `GET /healthz` (open, for load balancers) and
 `GET /metrics` (Prometheus): see serving.routes. Pure-ASGI middleware runs before FastAPI reads
 anything (request metrics, the access log, bearer-token auth per device, the JSON content
-type, the body size limit: see serving.middleware), so an unauthenticated or oversized request
-costs the server no parsing and no model run.
+type, admission of model work under overload, the body size limit: see serving.middleware),
+so an unauthenticated or oversized request costs the server no parsing and no model run.
 """
 
 from __future__ import annotations
@@ -28,7 +28,13 @@ from edgeswitch.serving.errors import register_handlers
 from edgeswitch.serving.faults import Fault, FaultInjector
 from edgeswitch.serving.inference import run_model
 from edgeswitch.serving.metrics import ServerMetrics
-from edgeswitch.serving.middleware import BearerAuth, BodyLimit, JsonContentType, RequestMetrics
+from edgeswitch.serving.middleware import (
+    Admission,
+    BearerAuth,
+    BodyLimit,
+    JsonContentType,
+    RequestMetrics,
+)
 from edgeswitch.serving.routes import native, openai, ops
 from edgeswitch.serving.state import Runner, ServingState, state_of
 
@@ -36,6 +42,7 @@ __all__ = ["Fault", "create_app"]  # Fault: the CLI parses --fault with it
 
 ROUTERS = (ops.router, openai.router, native.router)
 ENDPOINTS = frozenset(route.path for router in ROUTERS for route in router.routes)
+MODEL_PATHS = ("/v1/classify", "/v1/chat/completions")  # the work Admission bounds
 
 
 def create_app(model, cfg: ServeConfig | None = None, token: str | Credentials | None = None,
@@ -63,7 +70,8 @@ def build_state(model, cfg: ServeConfig, faults: tuple[Fault, ...], model_id: st
     batcher = None
     if runner is None:
         batcher = DynamicBatcher(partial(run_model, model, k=len(classes)), cfg.max_batch,
-                                 cfg.max_wait_ms, on_batch=metrics.batch_size.observe)
+                                 cfg.max_wait_ms, on_batch=metrics.batch_size.observe,
+                                 max_queue_clips=cfg.max_queue_clips)
         runner = batcher.submit
     return ServingState(model=model, cfg=cfg, metrics=metrics,
                         model_id=model_id or str(model.name), classes=classes,
@@ -84,6 +92,10 @@ def middleware(state: ServingState, token: str | Credentials | None) -> list[Mid
         stack.append(Middleware(BearerAuth, credentials=credentials, metrics=metrics,
                                 open_paths=ops.OPEN_PATHS))
     return stack + [Middleware(JsonContentType, metrics=metrics),
+                    # before the body is read: a shed request costs no upload and no parsing
+                    Middleware(Admission, limit=state.cfg.max_queue_requests,
+                               retry_after_s=state.cfg.retry_after_s, metrics=metrics,
+                               paths=MODEL_PATHS),
                     Middleware(BodyLimit, max_body=state.max_body,
                                metrics=metrics)]
 

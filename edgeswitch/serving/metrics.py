@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 
+from edgeswitch.serving.overload import SHED_REASONS
+
 LATENCY_BUCKETS = (.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 
@@ -26,6 +28,12 @@ class ServerMetrics:
         self.device_requests = Counter("edgeswitch_device_requests",
                                        "Requests by authenticated device and status class",
                                        ["device", "status"], registry=self.registry)
+        # reason: one of serving.overload.SHED_REASONS (bounded)
+        self.shed = Counter("edgeswitch_shed", "Model requests shed instead of run, by reason "
+                            "(queue_requests, queue_clips, deadline, disconnected)", ["reason"],
+                            registry=self.registry)
+        for reason in SHED_REASONS:  # every reason shows, 0 until it happens
+            self.shed.labels(reason)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

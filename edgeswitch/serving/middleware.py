@@ -1,5 +1,6 @@
 """The app's ASGI middleware, one concern each, outermost first: request metrics, bearer
-auth, the JSON content type, the body size limit. They run before FastAPI reads anything, so
+auth, the JSON content type, admission of model work (overload, deadlines, disconnects), the
+body size limit. They run before FastAPI reads anything, so
 an unauthenticated or oversized request costs the server no parsing and no model run.
 
 Pure ASGI, not Starlette's BaseHTTPMiddleware: that runs the app in a task behind a memory
@@ -10,9 +11,12 @@ the limit and replayed).
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Collection
 
+from edgeswitch.cloud.transports import DEADLINE_HEADER
+from edgeswitch.serving import overload
 from edgeswitch.serving.credentials import Credentials
 from edgeswitch.serving.metrics import ServerMetrics
 from edgeswitch.serving.responses import error_response
@@ -195,3 +199,59 @@ class Replay:
             self.sent = True
             return {"type": "http.request", "body": self.body, "more_body": False}
         return await self.receive()
+
+
+class Admission:
+    """Bounded model work (see serving.overload). A POST to one of `paths` beyond `limit`
+    held at once gets 503 `overloaded` with `Retry-After` at once, its body unread; an admitted
+    one carries a Ticket (its `X-Edgeswitch-Deadline-Ms`, its connection watched once its body
+    is read) to the batcher. Work shed later (clips over their bound, a deadline passed, the
+    client gone) is answered here, and every shed request is counted by reason."""
+
+    def __init__(self, app, limit: int, retry_after_s: int, metrics: ServerMetrics,
+                 paths: Collection[str]) -> None:
+        self.app, self.limit, self.metrics = app, limit, metrics
+        self.retry = {"Retry-After": str(retry_after_s)}
+        self.paths, self.held = frozenset(paths), 0
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http" or scope["method"] != "POST" \
+                or scope["path"] not in self.paths:
+            return await self.app(scope, receive, send)
+        if self.held >= self.limit:
+            return await self.shed(scope, receive, send, overload.overloaded(
+                "requests", f"{self.held} requests in progress, the limit is {self.limit}"))
+        try:
+            deadline = overload.parse_deadline(
+                header(scope, DEADLINE_HEADER.lower().encode()), time.monotonic())
+        except ValueError:
+            return await refuse(scope, receive, send, self.metrics, 400,
+                                f"{DEADLINE_HEADER} must be a number of milliseconds",
+                                "bad_deadline")
+        ticket = overload.Ticket(deadline)
+        watcher: list[asyncio.Task] = []
+
+        async def receive_watched() -> dict:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                ticket.gone.set()
+            elif not message.get("more_body") and not watcher:  # the body is read: watch
+                watcher.append(asyncio.create_task(overload.watch_disconnect(receive, ticket)))
+            return message
+
+        self.held += 1
+        reset = overload.TICKET.set(ticket)
+        try:
+            await self.app(scope, receive_watched, send)
+        except overload.Shed as shed:
+            await self.shed(scope, receive, send, shed)
+        finally:
+            self.held -= 1
+            overload.TICKET.reset(reset)
+            for task in watcher:
+                task.cancel()
+
+    async def shed(self, scope, receive, send, shed: overload.Shed) -> None:
+        self.metrics.shed.labels(shed.reason).inc()
+        headers = self.retry if shed.status == 503 else None
+        await error_response(shed.status, shed.message, shed.code, headers)(scope, receive, send)
