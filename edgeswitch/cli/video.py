@@ -125,16 +125,19 @@ def cmd_train_pose(args) -> int:
     return 0
 
 
-def _watch_clips(source: str, spec, clock):
+def _watch_clips(source: str, spec, clock, edge):
     """The clips of a file, a folder of videos (a file that fails is named on stderr and the
-    run goes on), a stream URL or a webcam index."""
+    run goes on), a stream URL or a webcam index. In real time (a paced file, a live source)
+    a pose edge finds the people in each frame as it arrives: a clip's poses are then ready
+    when its last frame comes, instead of 32 frames' worth at the first clip."""
     from edgeswitch.video.source import FolderRun, folder_clips, iter_clips
 
+    on_frame = edge.pose.frame_people if clock is not None and hasattr(edge, "pose") else None
     if not Path(source).is_dir():
-        yield from iter_clips(source, spec, clock=clock)
+        yield from iter_clips(source, spec, clock=clock, on_frame=on_frame)
         return
     report = FolderRun()
-    yield from folder_clips(source, spec, report, clock=clock)
+    yield from folder_clips(source, spec, report, clock=clock, on_frame=on_frame)
     for video, why in report.failed.items():
         print(f"watch: skipped {video}: {why}", file=sys.stderr)
 
@@ -185,6 +188,18 @@ def _alerts(args, cfg):
                        cfg.alert_timeout_s)
 
 
+def _warm_up(edge) -> None:
+    """One call on a blank clip before the source opens: the first real clip must not pay
+    for the model's first run (hundreds of ms) on a live camera."""
+    import numpy as np
+
+    from edgeswitch.video.source import VideoClip
+
+    clip = VideoClip("warm-up", 0.0, 1.0, np.zeros((2, 64, 64, 3), np.uint8),
+                     np.asarray([0.0, 0.5]))
+    edge.outputs([clip])
+
+
 def cmd_watch(args) -> int:
     """The edge answers every clip at once; offloaded clips go to the cloud in the background
     (video.live); JSON lines out."""
@@ -230,7 +245,9 @@ def cmd_watch(args) -> int:
                                   f"{list(edge.classes_)}")
         watch = Watch(hybrid, cloud, WatchOutputs(out, events, video, log, alerts), cfg,
                       clock, crop=cfg.vlm_crop)
-        summary = watch.run(_watch_clips(args.source, spec, clock), stop_after=args.stop_after)
+        _warm_up(edge)
+        summary = watch.run(_watch_clips(args.source, spec, clock, edge),
+                            stop_after=args.stop_after)
     finally:
         for f in reversed(opened):
             if f is not None and f is not sys.stdout:

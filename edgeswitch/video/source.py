@@ -177,11 +177,14 @@ def _check_complete(text: str, stream, last_t: float) -> None:
 
 
 def iter_clips(source: str | int, spec: ClipSpec | None = None,
-               name: str | None = None, clock: Clock | None = None) -> Iterator[VideoClip]:
+               name: str | None = None, clock: Clock | None = None,
+               on_frame=None) -> Iterator[VideoClip]:
     """Sliding clips over a source. A clip is emitted once its window has passed, so a live
     stream yields each clip `length_s` after its start. At the end of a file the last window
     counts if its frames reach its end (within one frame interval); a shorter remainder is
-    dropped, since a partial clip would mislead a temporal model."""
+    dropped, since a partial clip would mislead a temporal model. `on_frame(name, t, frame)`
+    sees each kept frame as it arrives (e.g. to run the pose model then, not all at once when
+    the clip is complete)."""
     spec = spec or ClipSpec()
     name = name or str(source)
     window: deque[tuple[float, np.ndarray]] = deque()
@@ -190,6 +193,8 @@ def iter_clips(source: str | int, spec: ClipSpec | None = None,
         if start is None:
             start = t
         window.append((t, frame))
+        if on_frame is not None:
+            on_frame(name, t, frame)
         while t >= start + spec.length_s:  # the window [start, start + length) is complete
             inside = [(ft, f) for ft, f in window if ft < start + spec.length_s]
             if inside:
@@ -235,7 +240,7 @@ class FolderRun:
 
 def folder_clips(spec: str | Path | Sequence[str | Path], clip: ClipSpec | None = None,
                  report: FolderRun | None = None,
-                 clock: Clock | None = None) -> Iterator[VideoClip]:
+                 clock: Clock | None = None, on_frame=None) -> Iterator[VideoClip]:
     """Clips of every video in turn. A file that fails is recorded in `report.failed` with the
     reason and the run goes on; clips already yielded from it stand. `clock`: each file
     starts its own schedule."""
@@ -244,7 +249,8 @@ def folder_clips(spec: str | Path | Sequence[str | Path], clip: ClipSpec | None 
         if clock is not None:
             clock.wall0 = None
         try:
-            yield from iter_clips(path, clip, name=str(path), clock=clock)  # unique ids
+            yield from iter_clips(path, clip, name=str(path), clock=clock,  # unique ids
+                                  on_frame=on_frame)
             report.done.append(str(path))
         except VideoError as exc:
             report.failed[str(path)] = str(exc)
