@@ -163,7 +163,7 @@ def main() -> int:
         out, np.random.default_rng(0).random(len(clips)).astype(np.float32),
         np.arange(len(clips)).astype(str))
     one = type(out)(proba=out.proba[:1], embedding=out.embedding[:1])
-    _, sw_t = timed(sw.score, one, repeat=200)
+    _, sw_t = timed(sw.trust, one, repeat=200)
 
     # end to end: watch's loop, edge only, a fresh pose cache per pass
     from edgeswitch.video.live import Watch, WatchOutputs

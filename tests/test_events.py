@@ -68,3 +68,13 @@ def test_an_edge_event_is_alerted_once_however_many_updates_follow():
 def test_bad_thresholds_are_refused():
     with pytest.raises(EdgeSwitchError, match="event_off <= event_on"):
         EventTracker(on=0.3, off=0.5)
+
+
+def test_a_long_quiet_stream_keeps_only_the_clips_that_can_still_change():
+    t = EventTracker(on=0.5, off=0.3, gap=2)
+    final, _ = feed(t, [0.1] * 1000 + [0.9, 0.9, 0.1, 0.1] + [0.1] * 1000)
+    assert len(final) == 1 and final[0].clips == ["c1000", "c1001"]
+    assert len(t._clips) <= 1  # settled, outside any event: forgotten
+    t.add("p", 2004.0, 2008.0, 0.1, settled=False)
+    t.add("q", 2005.0, 2009.0, 0.9, settled=True)
+    assert [c.clip_id for c in t._clips] == ["p", "q"]  # from the pending one on

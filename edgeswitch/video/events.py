@@ -71,6 +71,7 @@ class EventTracker:
     _index: dict[str, int] = field(default_factory=dict)
     _ids: dict[str, str] = field(default_factory=dict)     # clip id -> its event's id
     _alerted: set[str] = field(default_factory=set)        # event ids
+    _final: set[str] = field(default_factory=set)          # event ids written
     _count: int = 0
     emitted: list[FallEvent] = field(default_factory=list)
 
@@ -128,24 +129,33 @@ class EventTracker:
         return out
 
     def _update(self, end: bool) -> tuple[list[FallEvent], list[FallEvent]]:
-        final, alerts, keep_from = [], [], 0
+        final, alerts, open_firsts = [], [], []
         for first, last, closer in self._episodes():
             clips = self._clips[first:last + 1]
             ev = self._event(clips, ended=closer is not None or end)
-            settled = all(c.settled for c in self._clips[first:(closer if closer is not None
-                                                                else len(self._clips)) + 1])
+            stop = closer if closer is not None else len(self._clips) - 1
             if ev.confirmed_by != "overruled" and ev.id not in self._alerted and (
                     ev.confirmed_by == "cloud" or all(c.settled for c in clips)):
                 self._alerted.add(ev.id)
                 alerts.append(ev)
-            if (closer is not None or end) and settled:
-                final.append(ev)
-                keep_from = (closer if closer is not None else len(self._clips)) + 1
-        if final:  # final events never change: forget their clips
-            self.emitted.extend(final)
-            for c in self._clips[:keep_from]:
+            if (closer is not None or end) and all(c.settled for c in
+                                                   self._clips[first:stop + 1]):
+                if ev.id not in self._final:
+                    self._final.add(ev.id)
+                    final.append(ev)
+            else:
+                open_firsts.append(first)
+        self.emitted.extend(final)
+        # what can no longer change is forgotten: settled clips ahead of the first event still
+        # open and of the first clip still pending (a camera watched for days keeps a few
+        # clips, not all); the hysteresis restarts there in its "no event" state
+        unsettled = next((i for i, c in enumerate(self._clips) if not c.settled),
+                         len(self._clips))
+        cut = min([unsettled] + open_firsts[:1])
+        if cut:
+            for c in self._clips[:cut]:
                 self._ids.pop(c.clip_id, None)
-            self._clips = self._clips[keep_from:]
+            self._clips = self._clips[cut:]
             self._index = {c.clip_id: i for i, c in enumerate(self._clips)}
         return final, alerts
 
