@@ -60,3 +60,44 @@ def test_watch_a_folder_names_a_broken_file_and_goes_on(tmp_path, capsys):
 def test_switcher_and_op_go_together(capsys):
     assert main(["watch", str(SAMPLES / "bikes.mp4"), "--switcher", "s.npz"]) == 2
     assert "--switcher and --op go together" in capsys.readouterr().err
+
+
+def test_watch_a_stream_over_http_measures_its_lag(capsys):
+    """A live source (here an http:// URL served on 127.0.0.1: bikes.mp4 as MPEG-TS, which
+    streams without seeking) gets lag_ms on every line."""
+    import functools
+    import tempfile
+    import threading
+    from fractions import Fraction
+    from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+
+    import av
+
+    folder = Path(tempfile.mkdtemp())
+    with av.open(str(SAMPLES / "bikes.mp4")) as src, \
+            av.open(str(folder / "bikes.ts"), "w", format="mpegts") as dst:
+        stream = dst.add_stream("libx264", rate=25)
+        stream.width, stream.height, stream.pix_fmt = 640, 272, "yuv420p"
+        for i, frame in enumerate(src.decode(video=0)):
+            frame.pts, frame.time_base = i, Fraction(1, 25)
+            for packet in stream.encode(frame):
+                dst.mux(packet)
+        for packet in stream.encode():
+            dst.mux(packet)
+
+    class Quiet(SimpleHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet,
+                                                                    directory=str(folder)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/bikes.ts"
+        assert main(["watch", url]) == 0
+    finally:
+        server.shutdown()
+        server.server_close()
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert len(rows) == CLIPS["bikes.mp4"] and all("lag_ms" in r for r in rows)
+    assert all(r["source"] == url for r in rows)

@@ -105,7 +105,18 @@ def test_a_synthetic_fall_is_one_event_confirmed_by_the_cloud_and_one_alert(fall
     with FakeVLM() as vlm, Receiver() as receiver:
         assert main(["watch", str(video), "--cloud-url", vlm.url, "--model", "json",
                      "--events", str(events), "--alert-url", receiver.url, "--alert-cmd", cmd,
-                     "--out", str(tmp_path / "out.jsonl")]) == 0
+                     "--out", str(tmp_path / "out.jsonl"), "--log", str(tmp_path / "log.db"),
+                     "--video-out", str(tmp_path / "annotated.mp4")]) == 0
+    rows = lines(tmp_path / "out.jsonl")
+    clips = [r for r in rows if r["kind"] == "clip"]
+    from edgeswitch.runtime.decision_log import DecisionLog
+
+    with DecisionLog(tmp_path / "log.db") as log:  # one row per clip, once it is settled
+        df = log.frame()
+    assert len(df) == len(clips) == 27
+    asked = df[df["offloaded"] == 1]
+    assert len(asked) == sum(r["cloud"] == "pending" for r in clips) > 0
+    assert asked["cloud_proba"].notna().all() and (asked["answered_by"] == "cloud").all()
     evs = lines(events)
     assert len(evs) == 1, evs
     ev = evs[0]
@@ -127,4 +138,33 @@ def test_with_the_alert_receiver_down_the_stream_keeps_real_time(fall, tmp_path)
     lag = [r["lag_ms"] for r in lines(out) if r["kind"] == "clip"]
     print(f"receiver down: lag ms p99 {np.percentile(lag, 99):.0f} max {max(lag):.0f}")
     assert len(lag) == 27 and max(lag) <= 1000
-    assert "alerts sent 0, failed 1" in res.stderr
+    assert "alert deliveries 0 ok, 1 failed" in res.stderr
+
+
+def test_vlm_crop_and_size_narrow_what_leaves_the_device(fall, tmp_path):
+    import base64
+    import io
+
+    from PIL import Image
+
+    video, _ = fall
+    sizes = {}
+    for name, extra in (("full", []), ("crop", ["--vlm-crop"]), ("small", ["--vlm-size", "96"])):
+        out, metrics = tmp_path / f"{name}.jsonl", tmp_path / f"{name}.json"
+        with FakeVLM() as vlm:
+            assert main(["watch", str(video), "--cloud-url", vlm.url, "--model", "json",
+                         "--confidence", "1.0", "--out", str(out), "--metrics", str(metrics),
+                         *extra]) == 0
+            seen = list(vlm.seen)
+        images = [Image.open(io.BytesIO(base64.b64decode(p["image_url"]["url"].split(",")[1])))
+                  for body in seen for p in body["messages"][-1]["content"]
+                  if p["type"] == "image_url"]
+        m = json.loads(metrics.read_text())
+        sizes[name] = (max(i.width for i in images), max(i.height for i in images),
+                       m["sent_bytes_per_clip"]["mean"])
+        updates = [r for r in lines(out) if r["kind"] == "update"]
+        assert updates and all(r["cloud"] in ("confirmed", "overruled", "not_sent")
+                               for r in updates)
+    assert sizes["full"][:2] == (448, 190)  # 640x272 scaled to 448 on its longer side
+    assert sizes["crop"][0] < 448 and sizes["crop"][1] < 272  # the person's box only
+    assert max(sizes["small"][:2]) == 96 and sizes["small"][2] < sizes["full"][2] / 3

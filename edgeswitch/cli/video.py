@@ -256,14 +256,18 @@ def cmd_watch(args) -> int:
             cloud.close()
     m = summary.metrics()
     if args.metrics:
-        Path(args.metrics).write_text(json.dumps(m, indent=1) + "\n")
+        try:
+            Path(args.metrics).write_text(json.dumps(m, indent=1) + "\n")
+        except OSError as exc:
+            raise EdgeSwitchError(f"cannot write --metrics {args.metrics}: {exc.strerror}") \
+                from None
     lag = m["lag_ms"]
     print(f"watch: {summary.clips} clips in {summary.seconds:.1f} s, stopped at "
           f"{summary.stopped_by}; {summary.offloaded} offloaded"
           + (f", cloud: {m['cloud_outcomes']}" if cloud is not None else "")
           + (f"; lag p99 {lag['p99']} ms" if lag["n"] else "")
           + (f"; {summary.events} fall event(s)" if events is not None else "")
-          + (f"; alerts sent {alerts.stats.sent}, failed {alerts.stats.failed}"
+          + (f"; alert deliveries {alerts.stats.sent} ok, {alerts.stats.failed} failed"
              if alerts is not None else "")
           + (f"; wrote {args.video_out}" if args.video_out else ""), file=sys.stderr)
     return 0

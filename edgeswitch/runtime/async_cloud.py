@@ -110,11 +110,16 @@ class AsyncCloud:
             except Exception as exc:  # noqa: BLE001 - a job always settles
                 result = exc
             with self._cv:
-                self._running.discard(id(job))
-                self._jobs.pop(id(job), None)
                 self.stats.answered += 0 if job.done else 1
-                self._cv.notify_all()
-            self._settle(job, result, None)
+            # settled before it stops counting as running: `drain` returns only once the
+            # answer is out (the caller may close its outputs right after)
+            try:
+                self._settle(job, result, None)
+            finally:
+                with self._cv:
+                    self._running.discard(id(job))
+                    self._jobs.pop(id(job), None)
+                    self._cv.notify_all()
 
     def _settle(self, job: Job, result: Any, reason: str | None) -> None:
         with self._cv:
