@@ -18,7 +18,8 @@ the cloud outcomes.
 
 The switcher here is trained on random targets: it is timed, not judged.
 
-    python benchmarks/video.py [--fps-cap 8] [--threads 1] [--repeat 3] [--lag-seconds 60]
+    python benchmarks/video.py [--fps-cap 8] [--threads 1] [--repeat 3] [--loop-ab 6]
+                               [--lag-seconds 60]
 """
 
 from __future__ import annotations
@@ -63,13 +64,14 @@ PRIVACY = {  # name -> (VLM frames, longer side in pixels, crop to the person)
 
 def sent_bytes(clips, edge) -> dict[str, float]:
     """Mean request body per clip under each privacy setting (no server: the body is built
-    as the client builds it). A crop with nobody found sends nothing for that clip."""
+    as the client builds it), over the clips that send anything (a crop with nobody found
+    sends nothing; how many did is under "crop: clips with nobody")."""
     from dataclasses import replace
 
     from edgeswitch.video.privacy import crop_clip, person_box
     from edgeswitch.video.vlm import VideoChat, VLMConfig
 
-    out = {}
+    out, nobody = {}, 0
     for name, (frames, side, crop) in PRIVACY.items():
         chat, sizes = VideoChat(VLMConfig("http://127.0.0.1/v1", "m", frames=frames,
                                           max_side=side)), []
@@ -78,13 +80,40 @@ def sent_bytes(clips, edge) -> dict[str, float]:
             if crop:
                 box = person_box(edge, clip)
                 if box is None:
-                    sizes.append(0)
+                    nobody += 1
                     continue
                 c = crop_clip(c, box)
             chat.body(c)
             sizes.append(c.meta["sent_bytes"])
-        out[name] = float(np.mean(sizes))
-    return out
+        out[name] = float(np.mean(sizes)) if sizes else 0.0
+    return out | {"crop: clips with nobody": nobody}
+
+
+def loop_ab(n: int, path, spec, edge, router, op, threads: int, n_frames: int) -> dict:
+    """The per-clip `HybridClassifier.classify` loop (what `watch` ran before) against
+    `video.live.Watch`, alternating pass by pass in this process: the loop's own cost, free of
+    run-to-run differences of a busy machine. CPU seconds per pass."""
+    from edgeswitch.cloud.client import NoCloud
+    from edgeswitch.runtime.hybrid import HybridClassifier
+    from edgeswitch.video.edge_models import PoseExtractor
+    from edgeswitch.video.live import Watch, WatchOutputs
+
+    cpu: dict[str, list[float]] = {"plain": [], "watch": []}
+    for i in range(2 * n):
+        kind = ("plain", "watch")[(i + i // 2) % 2]  # plain, watch, watch, plain, ...
+        edge.pose = PoseExtractor(threads)
+        hybrid = HybridClassifier(edge, router, NoCloud(edge.classes_), op)
+        c0 = time.process_time()
+        if kind == "plain":
+            for clip in iter_clips(path, spec):
+                hybrid.classify([clip], [clip.clip_id], [clip.source])
+        else:
+            with open(os.devnull, "w") as sink:
+                Watch(hybrid, None, WatchOutputs(sink, events=sink), VideoConfig()).run(
+                    iter_clips(path, spec))
+        cpu[kind].append(time.process_time() - c0)
+    return {k: {"cpu_seconds": v, "median": n_frames / float(np.median(v))}
+            for k, v in cpu.items()}
 
 
 def lag_run(seconds: float, threads: int) -> dict:
@@ -121,6 +150,9 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=1, help="MoveNet and ONNX threads")
     ap.add_argument("--repeat", type=int, default=3, help="end-to-end passes over the file")
     ap.add_argument("--json", default="benchmarks/results/video.json")
+    ap.add_argument("--loop-ab", type=int, default=0, metavar="N",
+                    help="also time N passes each of the plain per-clip hybrid loop and "
+                    "watch's loop, alternating in this process, in CPU seconds (0: skip)")
     ap.add_argument("--lag-seconds", type=float, default=0.0,
                     help="also run watch at real time over a synthetic video this long with a "
                     "2 s loopback cloud (0: skip)")
@@ -181,6 +213,10 @@ def main() -> int:
             passes.append(time.perf_counter() - t0)
             cpu.append(time.process_time() - c0)
     e2e_fps = n_frames / min(passes)
+    ab = None
+    if args.loop_ab:
+        ab = loop_ab(args.loop_ab, path, spec, edge, SwitcherRouter(sw), op, args.threads,
+                     n_frames)
     sent = sent_bytes(clips, edge)
     lag = lag_run(args.lag_seconds, args.threads) if args.lag_seconds else None
 
@@ -197,7 +233,7 @@ def main() -> int:
                        "input_fps_per_cpu_s": n_frames / min(cpu),
                        "input_fps": e2e_fps, "real_time_factor": e2e_fps / REAL_TIME_FPS,
                        "ms_per_clip": 1000 * min(passes) / n_clips},
-        "sent_bytes_per_clip": sent, "real_time_with_2s_cloud": lag,
+        "sent_bytes_per_clip": sent, "real_time_with_2s_cloud": lag, "loop_ab": ab,
         "machine": {"platform": platform.platform(), "cpu_count": os.cpu_count(),
                     "python": platform.python_version()},
         "command": shlex.join(["python", *sys.argv]),
@@ -222,6 +258,10 @@ def main() -> int:
     print("|---|---:|")
     for name, b in sent.items():
         print(f"| {name} | {b:,.0f} |")
+    if ab:
+        print(f"\nloops alternating in one process, input frames per CPU-second (median of "
+              f"{args.loop_ab}): plain hybrid {ab['plain']['median']:.0f}, watch "
+              f"{ab['watch']['median']:.0f}")
     if lag:
         print(f"\nreal time, {args.lag_seconds:g} s synthetic video, 2 s cloud: "
               f"{json.dumps(lag)}")
