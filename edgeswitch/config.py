@@ -239,6 +239,35 @@ class VideoConfig:
                                    "for vLLM)")] = "json_schema"
     logprobs: Annotated[StrictBool, describe("VLM cloud: ask for logprobs (--no-logprobs for "
                                              "servers that refuse them)")] = True
+    # watch: what leaves the device (privacy), the asynchronous cloud, events and alerts
+    vlm_size: Annotated[StrictInt, describe("VLM cloud: longer side in pixels of each image "
+                                            "sent (smaller sends less of the room)",
+                                            ge=16)] = 448
+    vlm_crop: Annotated[StrictBool, describe("watch, VLM cloud: send only the tracked person's "
+                                             "box (MoveNet's, padded), not the whole frame; a "
+                                             "clip with nobody found is not sent")] = False
+    confidence: Annotated[Float, describe("watch without --switcher: offload a clip when the "
+                                          "edge's top probability is below this, and every "
+                                          "clip the edge calls a fall", ge=0, le=1)] = 0.8
+    realtime: Annotated[StrictBool, describe("watch: pace a file at its frame rate, as a live "
+                                             "camera would deliver it")] = False
+    cloud_workers: Annotated[StrictInt, describe("watch: cloud requests in flight at once",
+                                                 ge=1)] = 2
+    cloud_queue: Annotated[StrictInt, describe("watch: offloaded clips waiting for a cloud "
+                                               "worker; when full the oldest is dropped",
+                                               ge=1)] = 8
+    drain_s: Annotated[Float, describe("watch: at the end, how long pending cloud answers are "
+                                       "awaited", ge=0)] = 30.0
+    event_on: Annotated[Float, describe("fall events: a clip with P(fall) at least this opens "
+                                        "an event", gt=0, le=1)] = 0.5
+    event_off: Annotated[Float, describe("fall events: clips below this P(fall) count towards "
+                                         "the end of an event", ge=0, le=1)] = 0.3
+    event_gap: Annotated[StrictInt, describe("fall events: consecutive clips below event_off "
+                                             "that end an event", ge=1)] = 2
+    alert_retries: Annotated[StrictInt, describe("alerts: extra attempts per alert, with "
+                                                 "doubling backoff", ge=0)] = 3
+    alert_timeout_s: Annotated[Float, describe("alerts: per attempt, how long the receiver or "
+                                               "command is waited for", gt=0)] = 5.0
 
 
 @dataclass(config=_STRICT)

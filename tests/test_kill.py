@@ -207,10 +207,12 @@ def test_watch_sigkilled_mid_run_leaves_log_and_lines_in_agreement(watch_bundle,
         proc.kill()
         proc.wait(30)
         assert proc.returncode == -9, "watch ended before the kill"
-        said = [r["clip_id"] for r in jsonl(out)]
+        # a clip line still waiting for the cloud is no answer yet: its update line is
+        rows = jsonl(out)
+        said = [r["clip_id"] for r in rows if r.get("cloud") != "pending"]
         logged = log_ids(log)
         assert len(said) == len(set(said)) and logged == said[:len(logged)]
-        assert len(said) - len(logged) <= 1  # one clip per call
+        assert len(said) - len(logged) <= 1  # the answer whose commit the kill cut
         figures.append((len(said), len(logged)))
         r = run_cli("log", log, "--json")
         assert r.returncode == 0 and json.loads(r.stdout)["decisions"] == len(logged)

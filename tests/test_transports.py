@@ -86,7 +86,7 @@ def test_fallback_reasons_keep_the_strings_of_json_output_and_logs():
     assert [r.value for r in FallbackReason] == [
         "timeout", "connection", "overloaded", "http_429", "http_500", "http_502", "http_503",
         "http_504", "unauthorized", "rejected", "malformed", "wrong_classes", "circuit_open",
-        "no_cloud", "error"]
+        "no_cloud", "queue_full", "drain_deadline", "no_person", "error"]
     other = FallbackReason.http(507)  # any 5xx has its own value, as before the enum
     assert other == "http_507" and FallbackReason("http_507") is other
     assert json.dumps({"fallback_reason": FallbackReason.CIRCUIT_OPEN}) == \

@@ -137,8 +137,11 @@ def test_watch_a_synthesised_video_with_the_cloud_and_an_annotated_output(traine
                  "--cloud-url", trained["url"], "--model", "json", "--out", str(out),
                  "--video-out", str(annotated), "--log", str(tmp_path / "log.sqlite"),
                  *CLIP]) == 0
-    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    rows = [r for r in lines if r["kind"] == "clip"]  # update lines follow offloaded clips
     assert [r["start_s"] for r in rows] == [0.0, 1.0, 2.0]
+    assert sorted(r["clip_id"] for r in lines if r["kind"] == "update") == sorted(
+        r["clip_id"] for r in rows if r["cloud"] == "pending")
     for r in rows:
         assert r["label"] in ("adl", "fall") and r["answered_by"] in ("edge", "cloud")
         assert r["end_s"] - r["start_s"] == 4.0 and r["latency_ms"]["total"] > 0

@@ -4,15 +4,16 @@ over a folder of videos takes (reached through `edgeswitch distill --data VIDEOS
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from dataclasses import replace
 from pathlib import Path
 
 from edgeswitch.cli.common import (
+    EXIT_CLOUD_NEVER_ANSWERED,
     EXIT_CODES,
-    close_hybrid,
-    deployed_args,
-    make_hybrid,
+    EXIT_OK,
+    fusion_arg,
     need_extra,
     server_args,
 )
@@ -25,7 +26,7 @@ def vlm_args(p: argparse.ArgumentParser, watch: bool) -> None:
     """A VLM cloud's settings: [video] of the config, [runtime]'s retries and breaker, and the
     prompt file. A DMD run's deadline is [distill]'s, so only `watch` has [video]'s."""
     fields = None if watch else tuple(f for f in VideoConfig.__dataclass_fields__
-                                      if f != "deadline_ms")
+                                      if f not in WATCH_ONLY)
     config_flags(p, "video", only=fields,
                  title="video clips and the openai-vlm cloud (--cloud-url)")
     config_flags(p, "runtime", only=_VLM_RUNTIME)
@@ -33,6 +34,12 @@ def vlm_args(p: argparse.ArgumentParser, watch: bool) -> None:
                    help="VLM prompt template ({n}, {seconds}, {labels}, {descriptions})")
 
 
+# [video] settings only `watch` acts on (a DMD run has [distill]'s deadline, no queue)
+WATCH_ONLY = ("deadline_ms", "vlm_crop", "confidence", "realtime", "cloud_workers",
+              "cloud_queue", "drain_s", "event_on", "event_off", "event_gap", "alert_retries",
+              "alert_timeout_s")
+# ... and of those, the ones only a VLM cloud (--cloud-url) acts on
+_VLM_ONLY = ("video.vlm_size", "video.vlm_crop")
 _VLM_RUNTIME = ("retries", "backoff_ms", "backoff_max_ms", "breaker_failures", "breaker_reset_s")
 
 
@@ -61,7 +68,7 @@ def video_cloud_args(args) -> dict | None:
         deadline = cfg.distill.deadline_ms if args.command == "distill" else \
             cfg.video.deadline_ms
         vlm = {"frames": cfg.video.vlm_frames, "constraint": cfg.video.constraint,
-               "logprobs": cfg.video.logprobs}
+               "logprobs": cfg.video.logprobs, "max_side": cfg.video.vlm_size}
         if args.prompt_file:
             try:
                 vlm["prompt"] = Path(args.prompt_file).read_text()
@@ -72,7 +79,7 @@ def video_cloud_args(args) -> dict | None:
                 "token": resolve_token(args.token_file), "ca_cert": args.ca_cert,
                 "runtime": runtime, **vlm}
     where = f" (--cloud {args.cloud} runs in this process)" if args.cloud else ""
-    refuse_unused(args, REMOTE_KEYS + VLM_KEYS, REMOTE_ARGS + VLM_ARGS,
+    refuse_unused(args, REMOTE_KEYS + VLM_KEYS + _VLM_ONLY, REMOTE_ARGS + VLM_ARGS,
                   f"to --cloud-url only{where}")
     return {"spec": args.cloud} if args.cloud else None
 
@@ -128,63 +135,180 @@ def cmd_train_pose(args) -> int:
     return 0
 
 
-def _watch_items(source: str, spec):
-    """One stream item per clip of the source, with its time range for the JSON line."""
-    from edgeswitch.runtime.stream import StreamItem
-    from edgeswitch.video.source import iter_clips
+def _watch_clips(source: str, spec, clock, edge):
+    """The clips of a file, a folder of videos (a file that fails is named on stderr and the
+    run goes on), a stream URL or a webcam index. In real time (a paced file, a live source)
+    a pose edge finds the people in each frame as it arrives: a clip's poses are then ready
+    when its last frame comes, instead of 32 frames' worth at the first clip."""
+    from edgeswitch.video.source import FolderRun, folder_clips, iter_clips
 
-    for clip in iter_clips(source, spec):
-        yield StreamItem([clip], [clip.clip_id], [clip.source],
-                         [{"source": clip.source, "start_s": clip.start_s, "end_s": clip.end_s}])
+    on_frame = edge.pose.frame_people if clock is not None and hasattr(edge, "pose") else None
+    if not Path(source).is_dir():
+        yield from iter_clips(source, spec, clock=clock, on_frame=on_frame)
+        return
+    report = FolderRun()
+    yield from folder_clips(source, spec, report, clock=clock, on_frame=on_frame)
+    for video, why in report.failed.items():
+        print(f"watch: skipped {video}: {why}", file=sys.stderr)
+
+
+def _watch_routing(args, edge):
+    """(router, operating point, fusion, what to say): --switcher and --op, or the shipped
+    default, the edge's confidence (video.routing)."""
+    from edgeswitch.cli.common import load_checked_switcher, load_fusion
+    from edgeswitch.switcher import OperatingPoint
+    from edgeswitch.switcher.routers import SwitcherRouter
+    from edgeswitch.video.routing import default_routing
+
+    if bool(args.switcher) != bool(args.op):
+        raise EdgeSwitchError("--switcher and --op go together (a switcher's scores mean "
+                              "nothing without the threshold calibrated for them)")
+    if args.switcher:
+        sw = load_checked_switcher(args.switcher, edge)
+        return SwitcherRouter(sw), OperatingPoint.load(args.op), load_fusion(args), \
+            f"switcher {args.switcher} at --op {args.op}"
+    if args.fusion not in (None, "none"):
+        raise EdgeSwitchError("--fusion applies with --switcher (the fusion is fitted on its "
+                              "DMD records)")
+    threshold = resolve_config(args).video.confidence
+    router, op = default_routing(tuple(edge.classes_), threshold)
+    return router, op, None, (f"the edge's confidence (offload below {threshold:g} and every "
+                              "fall; no --switcher)")
+
+
+def _open(path: str | None, what: str):
+    if path is None:
+        return None
+    if path == "-":
+        return sys.stdout
+    try:
+        return open(path, "w")  # noqa: SIM115 - closed by the caller
+    except OSError as exc:
+        raise EdgeSwitchError(f"cannot write {what} {path}: {exc.strerror}") from None
+
+
+def _alerts(args, cfg):
+    if not (args.alert_url or args.alert_cmd):
+        return None
+    from edgeswitch.cloud.tokens import resolve_token
+    from edgeswitch.video.alerts import AlertSender
+
+    token = resolve_token(args.alert_token_file, env="EDGESWITCH_ALERT_TOKEN")
+    return AlertSender(args.alert_url, args.alert_cmd, token, cfg.alert_retries,
+                       cfg.alert_timeout_s)
+
+
+def _warm_up(edge) -> None:
+    """One call on a blank clip before the source opens: the first real clip must not pay
+    for the model's first run (hundreds of ms) on a live camera."""
+    import numpy as np
+
+    from edgeswitch.video.source import VideoClip
+
+    clip = VideoClip("warm-up", 0.0, 1.0, np.zeros((2, 64, 64, 3), np.uint8),
+                     np.asarray([0.0, 0.5]))
+    edge.outputs([clip])
 
 
 def cmd_watch(args) -> int:
-    """The hybrid over a file or a live source, one clip per call, JSON lines out."""
-    from edgeswitch.runtime.stream import run_stream
+    """The edge answers every clip at once; offloaded clips go to the cloud in the background
+    (video.live); JSON lines out."""
+    from edgeswitch.cloud.client import NoCloud
+    from edgeswitch.models.base import model_identity
+    from edgeswitch.runtime.decision_log import DecisionLog
+    from edgeswitch.runtime.hybrid import HybridClassifier
     from edgeswitch.video.annotate import AnnotatedVideo
+    from edgeswitch.video.live import Watch, WatchOutputs
+    from edgeswitch.video.privacy import check_can_crop
+    from edgeswitch.video.source import Clock
 
+    cfg = resolve_config(args).video
     edge, cloud = video_models(args, need_cloud=False)
-    if cloud is None:  # edge only: the switcher still scores; clips it would offload keep
-        from edgeswitch.cloud.client import NoCloud  # the edge answer, flagged "no_cloud"
-
-        cloud = NoCloud(edge.classes_)
-    hybrid = make_hybrid(args, edge, cloud)
-    spec = clip_spec(args)
+    opened: list = []
     try:
-        out = open(args.out, "w") if args.out != "-" else sys.stdout  # noqa: SIM115
-    except OSError as exc:
-        close_hybrid(hybrid)
-        raise EdgeSwitchError(f"cannot write --out {args.out}: {exc.strerror}") from None
-    video = AnnotatedVideo(args.video_out, spec) if args.video_out else None
-    try:
-        summary = run_stream(hybrid, _watch_items(args.source, spec), out,
-                             stop_after=args.stop_after,
-                             on_result=video.add if video is not None else None)
+        router, op, fusion, routing = _watch_routing(args, edge)
+        if cfg.vlm_crop:
+            check_can_crop(edge)
+        # the hybrid runs the edge and the router only: this loop asks the cloud and logs
+        hybrid = HybridClassifier(edge, router, NoCloud(edge.classes_), op, fusion=fusion)
+        spec = clip_spec(args)
+        live = "://" in args.source or args.source.isdigit()
+        clock = Clock(pace=cfg.realtime) if (cfg.realtime or live) else None
+        out = _open(args.out, "--out")
+        opened.append(out)
+        events = _open(args.events, "--events")
+        opened.append(events)
+        log = DecisionLog(args.log, edge.classes_, model_identity(edge),
+                          cloud.name if cloud is not None else "no-cloud") if args.log else None
+        opened.append(log)
+        alerts = _alerts(args, cfg)
+        video = AnnotatedVideo(args.video_out, spec) if args.video_out else None
+        opened.append(video)
+        where = (f"{cloud.name}, {cfg.cloud_workers} request(s) at once, queue of "
+                 f"{cfg.cloud_queue}" if cloud is not None else "none (edge only: give "
+                 "--cloud-url URL --model NAME to check doubtful clips)")
+        print(f"watch: edge {edge.name}; router: {routing}; cloud: {where}"
+              + ("; paced at the source's frame rate" if cfg.realtime else ""),
+              file=sys.stderr)
+        if events is not None and "fall" not in edge.classes_:
+            raise EdgeSwitchError(f"--events needs a 'fall' class; the edge has "
+                                  f"{list(edge.classes_)}")
+        watch = Watch(hybrid, cloud, WatchOutputs(out, events, video, log, alerts), cfg,
+                      clock, crop=cfg.vlm_crop)
+        _warm_up(edge)
+        summary = watch.run(_watch_clips(args.source, spec, clock, edge),
+                            stop_after=args.stop_after)
     finally:
-        if video is not None:
-            video.close()
-        if out is not sys.stdout:
-            out.close()
-        close_hybrid(hybrid)
-    from edgeswitch.cli.common import stream_exit
-
-    return stream_exit(summary, "watch", f"{summary.seconds:.1f} s, stopped at "
-                       f"{summary.stopped_by}"
-                       + (f"; wrote {args.video_out}" if args.video_out else ""))
+        for f in reversed(opened):
+            if f is not None and f is not sys.stdout:
+                f.close()
+        if cloud is not None and hasattr(cloud, "close"):
+            cloud.close()
+    m = summary.metrics()
+    if args.metrics:
+        try:
+            Path(args.metrics).write_text(json.dumps(m, indent=1) + "\n")
+        except OSError as exc:
+            raise EdgeSwitchError(f"cannot write --metrics {args.metrics}: {exc.strerror}") \
+                from None
+    lag = m["lag_ms"]
+    print(f"watch: {summary.clips} clips in {summary.seconds:.1f} s, stopped at "
+          f"{summary.stopped_by}; {summary.offloaded} offloaded"
+          + (f", cloud: {m['cloud_outcomes']}" if cloud is not None else "")
+          + (f"; lag p99 {lag['p99']} ms" if lag["n"] else "")
+          + (f"; {summary.events} fall event(s)" if events is not None else "")
+          + (f"; alert deliveries {alerts.stats.sent} ok, {alerts.stats.failed} failed"
+             if alerts is not None else "")
+          + (f"; wrote {args.video_out}" if args.video_out else ""), file=sys.stderr)
+    if summary.cloud_never_answered():
+        print(f"edgeswitch: error: the cloud answered none of the {summary.offloaded} offloaded "
+              f"clips ({m['fallback_reasons']}); the edge answer stands for all of them. Check "
+              "--cloud-url, the token (--token-file or $EDGESWITCH_TOKEN) and --model",
+              file=sys.stderr)
+        return EXIT_CLOUD_NEVER_ANSWERED
+    return EXIT_OK
 
 
 def add_parsers(sub, add_common) -> None:
     p = sub.add_parser(
-        "watch", help="the hybrid on a video file, stream or webcam; JSON lines out",
-        description="Cut SOURCE (a video file, an rtsp:// or http:// URL, or a webcam index) "
-        "into sliding clips and classify each with the edge model, the switcher and, when the "
-        "switcher doubts the edge, the cloud. One JSON line per clip: time range, label, who "
-        "answered, switcher score, latencies. Ends at the end of a file, or on Ctrl-C (the "
-        "outputs are closed cleanly). Without a cloud the edge answers everything. "
-        + EXIT_CODES)
-    p.add_argument("source", help="video file, stream URL or webcam index")
+        "watch", help="the hybrid on a video file, folder, stream or webcam; JSON lines out",
+        description="Cut SOURCE (a video file, a folder of videos, an rtsp:// or http:// URL, "
+        "or a webcam index) into sliding clips and answer each with the edge model at once; "
+        "clips the router doubts go to the cloud in the background (a bounded queue, "
+        "--cloud-workers requests at once) and get an update line when it answers, times "
+        "out or is dropped. With no other flag: the shipped edge model (nfd), the edge's "
+        "confidence as the router, no cloud. One JSON line per clip: time range, label, who "
+        "answered, router score, latencies; --events for fall events, --alert-url / "
+        "--alert-cmd to be told of them. Ends at the end of a file, or on Ctrl-C (the "
+        "outputs are closed cleanly, pending cloud answers awaited up to --drain-s). " + EXIT_CODES)
+    p.add_argument("source", help="video file, folder of videos, stream URL or webcam index")
     p.add_argument("--edge", default="nfd", help="nfd (default), pose:MODEL.onnx, hf-vilt:DIR")
-    deployed_args(p)
+    p.add_argument("--switcher", default=None, help="switcher (.npz) from train-switcher "
+                   "(default: the edge's confidence, see --confidence)")
+    p.add_argument("--op", default=None, help="operating point JSON from calibrate (with "
+                   "--switcher)")
+    fusion_arg(p)
+    p.add_argument("--log", default=None, help="append every decision to this SQLite file")
     p.add_argument("--cloud", default=None, help="yolo-fall[:MODEL.onnx] or hf-video-llava:DIR")
     p.add_argument("--cloud-url", default=None, help="an OpenAI-compatible VLM endpoint, e.g. "
                    "http://127.0.0.1:8000/v1")
@@ -195,6 +319,16 @@ def add_parsers(sub, add_common) -> None:
     p.add_argument("--video-out", default=None, help="write an annotated video here (.mp4)")
     p.add_argument("--stop-after", type=int, default=None, metavar="N",
                    help="stop after N clips (default: at the end of the source)")
+    p.add_argument("--events", default=None, help="write fall events here, JSON lines (id, "
+                   "start, end, peak probability, confirmed_by, clip ids)")
+    p.add_argument("--alert-url", default=None, help="POST each confirmed fall event here "
+                   "as JSON")
+    p.add_argument("--alert-token-file", default=None, help="file with a bearer token for "
+                   "--alert-url (default: $EDGESWITCH_ALERT_TOKEN)")
+    p.add_argument("--alert-cmd", default=None, help="run this command for each confirmed "
+                   "fall event, the event's JSON on its stdin")
+    p.add_argument("--metrics", default=None, help="write the run's metrics here (JSON: lag, "
+                   "cloud outcomes, queue, bytes sent per offloaded clip)")
     add_common(p)
     p.set_defaults(func=cmd_watch)
 

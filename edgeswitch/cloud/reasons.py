@@ -27,6 +27,9 @@ class FallbackReason(StrEnum):
     WRONG_CLASSES = "wrong_classes"  # the cloud answers over another label set
     CIRCUIT_OPEN = "circuit_open"    # the cloud failed recently: not asked
     NO_CLOUD = "no_cloud"            # an edge-only deployment
+    QUEUE_FULL = "queue_full"        # watch: dropped unasked, newer clips pushed it out
+    DRAIN_DEADLINE = "drain_deadline"  # watch: still unanswered when the end-of-stream wait ran out
+    NO_PERSON = "no_person"          # watch --vlm-crop: nobody to crop to, nothing sent
     ERROR = "error"                  # anything else (a client bug, input it cannot send)
 
     @classmethod

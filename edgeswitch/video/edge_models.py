@@ -46,16 +46,19 @@ class PoseExtractor:
         self.frames_run = 0  # MoveNet calls (cache misses), for benchmarks
 
     def people(self, clip: VideoClip) -> list[list[Person]]:
-        out = []
-        for t, frame in zip(clip.times, clip.frames, strict=True):
-            key = (clip.source, round(float(t), 4))
-            if key not in self._cache:
-                self._cache[key] = self.movenet.people(frame)
-                self.frames_run += 1
-                if len(self._cache) > self.cache_frames:
-                    self._cache.popitem(last=False)
-            out.append(self._cache[key])
-        return out
+        return [self.frame_people(clip.source, t, frame)
+                for t, frame in zip(clip.times, clip.frames, strict=True)]
+
+    def frame_people(self, source: str, t: float, frame: np.ndarray) -> list[Person]:
+        """The people in one frame of `source` at time `t`, computed once. A live `watch`
+        calls it as each frame arrives, so a clip's poses are ready when it completes."""
+        key = (source, round(float(t), 4))
+        if key not in self._cache:
+            self._cache[key] = self.movenet.people(frame)
+            self.frames_run += 1
+            if len(self._cache) > self.cache_frames:
+                self._cache.popitem(last=False)
+        return self._cache[key]
 
     def sequence(self, clip: VideoClip) -> np.ndarray:
         chosen = follow(self.people(clip))

@@ -11,6 +11,7 @@ A file that cannot be opened or decoded raises `VideoError` naming the file and 
 
 from __future__ import annotations
 
+import time
 from collections import deque
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -95,9 +96,41 @@ def _reason(exc: Exception) -> str:
     return getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
 
 
+class Clock:
+    """The wall-clock schedule of a source: its first frame at `wall0`, a frame at stream time
+    t due at `wall0 + (t - t0)`. With `pace`, a file is held to that schedule (a frame is not
+    released before it is due, as a live camera delivers it); without, the schedule is only
+    observed, so a live stream's lag behind real time can be measured."""
+
+    def __init__(self, pace: bool = False) -> None:
+        self.pace = pace
+        self.wall0: float | None = None
+        self.t0 = 0.0
+
+    def arrive(self, t: float) -> None:
+        """Frame at stream time `t` is here; with `pace`, sleep until it is due."""
+        if self.wall0 is None:
+            self.wall0, self.t0 = time.monotonic(), t
+            return
+        if self.pace:
+            wait = self.due(t) - time.monotonic()
+            if wait > 0:
+                time.sleep(wait)
+
+    def due(self, t: float) -> float:
+        """The `time.monotonic()` instant stream time `t` is due (its real-time moment)."""
+        return (self.wall0 if self.wall0 is not None else time.monotonic()) + t - self.t0
+
+    def lag_s(self, t: float) -> float:
+        """How far behind real time it is now, for the moment `t` of the stream."""
+        return time.monotonic() - self.due(t)
+
+
 def iter_frames(source: str | int, fps_cap: float | None = None,
-                size: tuple[int, int] | None = None) -> Iterator[tuple[float, np.ndarray]]:
-    """(time in seconds, RGB frame [H, W, 3] uint8), thinned to at most `fps_cap` per second."""
+                size: tuple[int, int] | None = None,
+                clock: Clock | None = None) -> Iterator[tuple[float, np.ndarray]]:
+    """(time in seconds, RGB frame [H, W, 3] uint8), thinned to at most `fps_cap` per second.
+    `clock` sees every decoded frame's time (and paces the source if it is told to)."""
     import av
 
     container = open_container(source)
@@ -114,6 +147,8 @@ def iter_frames(source: str | int, fps_cap: float | None = None,
                 t = float(frame.time) if frame.time is not None else n / float(
                     stream.average_rate or 25)
                 n += 1
+                if clock is not None:
+                    clock.arrive(t)
                 if t + 1e-6 < next_t:
                     continue
                 # keep the grid of kept frames, but restart it after a gap in the stream
@@ -142,19 +177,24 @@ def _check_complete(text: str, stream, last_t: float) -> None:
 
 
 def iter_clips(source: str | int, spec: ClipSpec | None = None,
-               name: str | None = None) -> Iterator[VideoClip]:
+               name: str | None = None, clock: Clock | None = None,
+               on_frame=None) -> Iterator[VideoClip]:
     """Sliding clips over a source. A clip is emitted once its window has passed, so a live
     stream yields each clip `length_s` after its start. At the end of a file the last window
     counts if its frames reach its end (within one frame interval); a shorter remainder is
-    dropped, since a partial clip would mislead a temporal model."""
+    dropped, since a partial clip would mislead a temporal model. `on_frame(name, t, frame)`
+    sees each kept frame as it arrives (e.g. to run the pose model then, not all at once when
+    the clip is complete)."""
     spec = spec or ClipSpec()
     name = name or str(source)
     window: deque[tuple[float, np.ndarray]] = deque()
     start, t = None, None
-    for t, frame in iter_frames(source, spec.fps_cap, spec.size):
+    for t, frame in iter_frames(source, spec.fps_cap, spec.size, clock):
         if start is None:
             start = t
         window.append((t, frame))
+        if on_frame is not None:
+            on_frame(name, t, frame)
         while t >= start + spec.length_s:  # the window [start, start + length) is complete
             inside = [(ft, f) for ft, f in window if ft < start + spec.length_s]
             if inside:
@@ -199,13 +239,18 @@ class FolderRun:
 
 
 def folder_clips(spec: str | Path | Sequence[str | Path], clip: ClipSpec | None = None,
-                 report: FolderRun | None = None) -> Iterator[VideoClip]:
+                 report: FolderRun | None = None,
+                 clock: Clock | None = None, on_frame=None) -> Iterator[VideoClip]:
     """Clips of every video in turn. A file that fails is recorded in `report.failed` with the
-    reason and the run goes on; clips already yielded from it stand."""
+    reason and the run goes on; clips already yielded from it stand. `clock`: each file
+    starts its own schedule."""
     report = report if report is not None else FolderRun()
     for path in video_files(spec):
+        if clock is not None:
+            clock.wall0 = None
         try:
-            yield from iter_clips(path, clip, name=str(path))  # the path keeps ids unique
+            yield from iter_clips(path, clip, name=str(path), clock=clock,  # unique ids
+                                  on_frame=on_frame)
             report.done.append(str(path))
         except VideoError as exc:
             report.failed[str(path)] = str(exc)

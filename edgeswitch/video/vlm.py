@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import io
+import json
 import ssl
 from dataclasses import dataclass, field, replace
 
@@ -44,7 +45,7 @@ class VLMConfig:
     classes: tuple[str, ...] = ("adl", "fall")
     token: str | None = None
     frames: int = _VIDEO.vlm_frames    # images per clip, evenly spaced in time
-    max_side: int = 448                # longer image side in pixels, before JPEG
+    max_side: int = _VIDEO.vlm_size    # longer image side in pixels, before JPEG
     jpeg_quality: int = 85
     prompt: str = DEFAULT_PROMPT       # placeholders: {n} {seconds} {labels} {descriptions}
     descriptions: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_DESCRIPTIONS))
@@ -107,8 +108,12 @@ class VideoChat:
             {"type": "image_url", "image_url": {"url": jpeg_data_url(f, cfg.max_side,
                                                                       cfg.jpeg_quality)}}
             for f in images]
-        return chat_body(content, cfg.max_tokens, cfg.top_logprobs if cfg.logprobs else 0,
+        body = chat_body(content, cfg.max_tokens, cfg.top_logprobs if cfg.logprobs else 0,
                          **self._constraint())
+        # what leaves the device for this clip (the JSON body; the model name and HTTP
+        # headers come on top), for the metrics: `watch` reads it back from the clip
+        clip.meta["sent_bytes"] = len(json.dumps(body))
+        return body
 
     def _constraint(self) -> dict:
         labels = list(self.cfg.classes)
