@@ -290,7 +290,8 @@ def test_devices_against_a_real_server_revocation_within_a_second(cloud_file, tm
             assert set(log.frame()["device"]) == {"cam-02"}
         # revoke cam-01 with the CLI: 401 within a second, no restart; cam-02 unaffected
         assert _cli("tokens", "revoke", "cam-01", "--file", str(f)).returncode == 0
-        took = _wait_for(lambda: status(tokens["cam-01"]) == 401, 1.0)
+        seen: list[int] = []  # cam-01's answers until the revocation took hold
+        took = _wait_for(lambda: seen.append(status(tokens["cam-01"])) or seen[-1] == 401, 1.0)
         assert status(tokens["cam-02"]) == 200
         # a device added while the server runs is let in just as fast
         new = _cli("tokens", "add", "cam-03", "--file", str(f)).stdout.strip()
@@ -302,7 +303,8 @@ def test_devices_against_a_real_server_revocation_within_a_second(cloud_file, tm
         assert srv.proc.poll() is None  # SIGHUP did not end the server
         metrics = httpx.get(srv.url + "/metrics", headers={"Authorization": f"Bearer {new}"}).text
         counts = _device_counts(metrics)
-        assert counts[("cam-01", "2xx")] == 1 and counts[("cam-02", "2xx")] >= 2
+        # cam-01: its first request, and any answered before the reload saw the revocation
+        assert counts[("cam-01", "2xx")] == 1 + seen.count(200) and counts[("cam-02", "2xx")] >= 2
         assert counts[("unauthenticated", "4xx")] >= 2
         # a guessed token: refused, and not logged either
         assert status("guess-" + tokens["cam-02"][:12]) == 401

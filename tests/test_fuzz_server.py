@@ -17,6 +17,7 @@ import collections
 import io
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -311,5 +312,6 @@ def test_fuzz_on_ray_serve():
                            env=env, capture_output=True, text=True, timeout=900, cwd=ROOT)
     tail = r.stdout[-4000:]
     print(tail)
-    assert r.returncode == 0 and "3 passed" in tail, tail + r.stderr[-2000:]
+    passed = re.search(r"(\d+) passed", tail)
+    assert r.returncode == 0 and passed and int(passed.group(1)) >= 3, tail + r.stderr[-2000:]
     assert "engine ray: " in tail
