@@ -61,11 +61,11 @@ def cmd_serve_cloud(args) -> int:
         if args.tls_ca:
             raise EdgeSwitchError("--tls-ca (client certificates) is not supported with "
                                   "--engine ray; use the fastapi engine")
-        print(banner(args.port), file=sys.stderr)
         from edgeswitch.scale.ray_serve import serve_ray
 
         serve_ray(args.cloud, cfg, args.host, args.port, token, faults, args.model,
-                  args.ssl_certfile, args.ssl_keyfile, args.ready_file)
+                  args.ssl_certfile, args.ssl_keyfile, args.ready_file,
+                  on_ready=lambda port: print(banner(port), file=sys.stderr, flush=True))
         return 0
     app = create_app(model, cfg, token=token, faults=faults, model_id=args.model)
     with _ready_file(args.ready_file) as ready:

@@ -15,8 +15,10 @@ import json
 import os
 import signal
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from ray import serve
@@ -25,6 +27,9 @@ from edgeswitch.config import ServeConfig
 from edgeswitch.data.clips import DEFAULT_INPUT_BOUND
 from edgeswitch.errors import EdgeSwitchError
 from edgeswitch.serving.overload import ClipBound, current, watched
+
+if TYPE_CHECKING:
+    from edgeswitch.serving.credentials import Credentials
 
 APP_NAME = "edgeswitch-cloud"
 
@@ -66,7 +71,7 @@ class CloudService:
     whole; a request crosses one Ray hop (proxy -> replica), not two."""
 
     def __init__(self, model_bytes: bytes, info: ModelInfo, cfg: ServeConfig,
-                 token: str | None, faults: tuple, model_id: str | None) -> None:
+                 token: Credentials | str | None, faults: tuple, model_id: str | None) -> None:
         from edgeswitch.models import OnnxClassifier
 
         self.model = OnnxClassifier(model_bytes, threads=cfg.threads)
@@ -115,7 +120,7 @@ class CloudService:
         return self.http_app
 
 
-def build(model_path: str | Path, cfg: ServeConfig, token: str | None = None,
+def build(model_path: str | Path, cfg: ServeConfig, token: Credentials | str | None = None,
           faults: tuple = (), model_id: str | None = None):
     """The bound Ray Serve application for a cloud ONNX model."""
     from edgeswitch.models import OnnxClassifier
@@ -147,11 +152,13 @@ def app_builder(args: dict):
 
 
 def serve_ray(model_path: str | Path, cfg: ServeConfig, host: str, port: int,
-              token: str | None = None, faults: tuple = (), model_id: str | None = None,
-              ssl_certfile: str | None = None, ssl_keyfile: str | None = None,
-              ready_file: str | None = None) -> None:
+              token: Credentials | str | None = None, faults: tuple = (),
+              model_id: str | None = None, ssl_certfile: str | None = None,
+              ssl_keyfile: str | None = None, ready_file: str | None = None,
+              on_ready: Callable[[int], None] | None = None) -> None:
     """Run the application until SIGINT/SIGTERM. Starts a local Ray cluster unless
-    `cfg.ray_address` names a running one; `port=0` picks a free port."""
+    `cfg.ray_address` names a running one; `port=0` picks a free port. `on_ready(port)` is
+    called once the application serves (the CLI prints its banner there)."""
     import ray
 
     if port == 0:
@@ -176,6 +183,8 @@ def serve_ray(model_path: str | Path, cfg: ServeConfig, host: str, port: int,
             tmp = Path(ready_file).with_suffix(".tmp")
             tmp.write_text(json.dumps({"port": port, "pid": os.getpid()}))
             tmp.replace(ready_file)
+        if on_ready is not None:
+            on_ready(port)
         while not stop.wait(0.5):
             pass
     except RuntimeError as exc:
