@@ -71,8 +71,7 @@ function drawOverTime(buckets) {
     parts.push(svgEl("text", {x: L, y: H - 6}, clock(buckets[0].start)));
     parts.push(svgEl("text", {x: W - R, y: H - 6, "text-anchor": "end"},
                      clock(buckets[n - 1].end)));
-    parts.push(svgEl("text", {x: W - R, y: T + 10, "text-anchor": "end"},
-                     `max ${maxClips} clips per bucket`));
+    $("clips-max").textContent = `clips per bucket (max ${maxClips})`;
   }
   svg.replaceChildren(...parts);
 }
@@ -84,14 +83,14 @@ function drawByClass(byClass) {
   svg.setAttribute("viewBox", `0 0 400 ${Math.max(rowH * entries.length + 10, 40)}`);
   const parts = [];
   entries.forEach(([cls, a], i) => {
-    const y = 5 + i * rowH, w = 220;
+    const y = 5 + i * rowH, w = 170;
     parts.push(svgEl("text", {x: 0, y: y + rowH * 0.6, class: "label"}, cls));
     parts.push(svgEl("rect", {x: 110, y: y + 3, width: w, height: rowH - 8, class: "barbg"}));
     if (a.rate !== null) {
       parts.push(svgEl("rect", {x: 110, y: y + 3, width: w * a.rate, height: rowH - 8,
                                 class: "bar"}));
     }
-    parts.push(svgEl("text", {x: 336, y: y + rowH * 0.6},
+    parts.push(svgEl("text", {x: 286, y: y + rowH * 0.6},
                      a.rate === null ? "no cloud answer" : `${pct(a.rate)} of ${a.edge_said}`));
   });
   svg.replaceChildren(...parts);
