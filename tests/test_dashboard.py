@@ -198,3 +198,39 @@ def test_the_page_loads_nothing_from_the_network(log_path):
     for f in STATIC.iterdir():  # vendored files only: no CDN, no absolute URL but the SVG ns
         urls = set(re.findall(r"(?:https?:)?//[\w.-]+\.\w+", f.read_text()))
         assert urls <= {"http://www.w3.org"}, (f.name, urls)  # SVG namespace
+
+
+def test_the_command_serves_the_log_on_the_port_it_prints(log_path, tmp_path):
+    """A real `edgeswitch dashboard --port 0` process: the banner names the bound port, and
+    with --token-file the API there answers only the token."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    import httpx
+
+    (tmp_path / "token").write_text("tok-123\n")
+    err = tmp_path / "err.txt"
+    with err.open("w") as fh:
+        proc = subprocess.Popen([sys.executable, "-m", "edgeswitch", "dashboard", str(log_path),
+                                 "--port", "0", "--token-file", str(tmp_path / "token")],
+                                stderr=fh, env=os.environ | {"PYTHONUNBUFFERED": "1"})
+    try:
+        url, t_end = None, time.monotonic() + 60
+        while url is None and time.monotonic() < t_end and proc.poll() is None:
+            m = re.search(r"on (http://127\.0\.0\.1:(\d+))/ \(auth on, 1 devices\)",
+                          err.read_text())
+            url = m and m.group(1)
+            time.sleep(0.1)
+        assert url and not url.endswith(":0"), err.read_text()
+        assert httpx.get(url + "/api/summary", timeout=10).status_code == 401
+        r = httpx.get(url + "/api/summary", headers={"Authorization": "Bearer tok-123"},
+                      timeout=10)
+        assert r.status_code == 200 and r.json()["clips"] == 300
+        assert "edgeswitch" in httpx.get(url + "/", timeout=10).text
+    finally:
+        proc.terminate()
+        proc.wait(15)
+    # uvicorn shuts down cleanly on SIGTERM, then re-raises it (exit -15), as serve-cloud does
+    assert proc.returncode in (0, -15) and "Traceback" not in err.read_text(), err.read_text()
