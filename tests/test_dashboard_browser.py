@@ -103,6 +103,10 @@ def test_the_page_follows_a_classify_run(bm_files, basicmotions, tmp_path):
                 as server, sync_playwright() as pw:
             browser = pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
             page = browser.new_page(viewport={"width": 1280, "height": 900})
+            problems: list[str] = []  # script errors, CSP refusals, failed loads
+            page.on("pageerror", lambda e: problems.append(f"error: {e}"))
+            page.on("console", lambda m: m.type == "error" and problems.append(m.text))
+            page.on("requestfailed", lambda r: problems.append(f"failed: {r.url}"))
             page.goto(url + "/")
             page.wait_for_selector("#status.stale, #status.live", timeout=15_000)
             assert "waiting for" in page.inner_text("#status")  # no log yet
@@ -145,6 +149,7 @@ def test_the_page_follows_a_classify_run(bm_files, basicmotions, tmp_path):
             assert page.locator("#last tbody tr").count() == 20
             assert page.locator("#over-time polyline").count() == 2
             assert page.inner_text("#drift") == "off"
+            assert problems == []
             ARTIFACTS.mkdir(parents=True, exist_ok=True)
             shot = ARTIFACTS / "dashboard.png"
             page.screenshot(path=str(shot), full_page=True)

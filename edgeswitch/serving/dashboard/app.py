@@ -28,7 +28,7 @@ from edgeswitch.serving.responses import error_response
 
 STATIC = Path(__file__).parent / "static"
 FILES = {"dashboard.js": "text/javascript", "dashboard.css": "text/css"}
-OPEN_PATHS = frozenset({"/", "/healthz", "/favicon.ico"} | {f"/static/{f}" for f in FILES})
+OPEN_PATHS = frozenset({"/", "/healthz"} | {f"/static/{f}" for f in FILES})
 CSP = ("default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
        "connect-src 'self'; frame-ancestors 'none'")
 
