@@ -87,6 +87,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_parsers(sub, _add_common)
     video.add_parsers(sub, _add_common)
     tokens.add_parsers(sub, _add_common)
+    from edgeswitch.cli import dashboard
+
+    dashboard.add_parsers(sub, _add_common)
     return parser
 
 
