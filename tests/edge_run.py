@@ -55,12 +55,13 @@ def wait_for(text: str, err: Path, proc, timeout: float = 120) -> None:
         time.sleep(0.05)
 
 
-def families(url: str) -> dict:
+def families(url: str, token: str | None = None) -> dict:
     """GET `url` (as curl does) and parse it: {family name: family}."""
     import httpx
     from prometheus_client.parser import text_string_to_metric_families
 
-    r = httpx.get(url, timeout=5)
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    r = httpx.get(url, headers=headers, timeout=5)
     assert r.status_code == 200, r.text
     assert r.headers["content-type"].startswith("text/plain")
     return {f.name: f for f in text_string_to_metric_families(r.text)}

@@ -104,6 +104,8 @@ class EdgeMetrics:
         for kind in KINDS:
             for result in RESULTS:
                 self.agreement.labels(kind, result)
+                for name in sorted(self._class_labels):
+                    self.class_agreement.labels(kind, name, result)
         self._lock = threading.Lock()  # watch observes from its cloud worker threads too
 
     # -- what the loops call ----------------------------------------------------------------
