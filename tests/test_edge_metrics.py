@@ -242,3 +242,43 @@ def test_curl_metrics_during_a_classify_run(bundle, tmp_path):
             assert value(fams, "edgeswitch_edge_threshold") == json.loads(
                 open(bundle["op"]).read())["threshold"]
         assert proc.returncode == 0, err.read_text()  # Ctrl-C ended the linger cleanly
+
+
+@pytest.mark.slow
+def test_watch_metrics_port_against_its_lines(tmp_path):
+    """`watch --realtime` on a SYNTHETIC fall video with an OpenAI-compatible cloud on
+    loopback (tests/fake_vlm.py): the scraped counters equal what its JSON lines, its fall
+    events and its own `--metrics` JSON say."""
+    pytest.importorskip("av", reason="needs the video extra")
+    from tests.fake_vlm import FakeVLM
+    from tests.test_watch_realtime import fall_video
+
+    video, _ = fall_video(tmp_path / "fall.mp4")
+    out, events, summary = tmp_path / "out.jsonl", tmp_path / "ev.jsonl", tmp_path / "m.json"
+    with FakeVLM() as vlm:
+        args = ["watch", video, "--realtime", "--cloud-url", vlm.url, "--model", "json",
+                "--events", events, "--out", out, "--metrics", summary,
+                "--metrics-linger-s", "60"]
+        with edge_process(args, tmp_path) as (proc, url, err):
+            wait_for("metrics stay on", err, proc, timeout=180)
+            fams = families(url)
+    rows = jsonl(out)
+    clips = [r for r in rows if r["kind"] == "clip"]
+    updates = [r for r in rows if r["kind"] == "update"]
+    answered = [r for r in updates if r["verified"]]
+    assert value(fams, "edgeswitch_edge_clips_total") == len(clips) == 27
+    assert value(fams, "edgeswitch_edge_offloads_total") == \
+        sum(r["cloud"] == "pending" for r in clips) == len(updates) > 0
+    assert value(fams, "edgeswitch_edge_cloud_answers_total") == len(answered) > 0
+    assert value(fams, "edgeswitch_edge_agreement_total", kind="offloaded") == len(answered)
+    assert value(fams, "edgeswitch_edge_fallbacks_total") == len(updates) - len(answered)
+    assert value(fams, "edgeswitch_edge_sent_bytes_sum") == \
+        sum(r.get("sent_bytes", 0) for r in updates)
+    assert value(fams, "edgeswitch_edge_cloud_latency_seconds_count") == \
+        sum(r["latency_ms"]["cloud"] is not None for r in updates)
+    assert value(fams, "edgeswitch_edge_lag_seconds_count") == len(clips)  # paced: every line
+    assert value(fams, "edgeswitch_edge_fall_events_total") == len(jsonl(events)) == 1
+    assert value(fams, "edgeswitch_edge_queue_depth") == 0  # drained
+    m = json.loads(summary.read_text())  # --metrics FILE is still written, and agrees
+    assert m["clips"] == 27 and m["offloaded"] == len(updates)
+    assert proc.returncode == 0, err.read_text()
