@@ -75,13 +75,13 @@ def test_counts_match_the_stream_and_agreement_matches_the_models(bundle, tmp_pa
                        result="agree") == (agree & mask).sum()
         assert _sample(m, "edgeswitch_edge_agreement_total", kind=kind,
                        result="disagree") == (~agree & mask).sum()
-    per_class = sum(_sample(m, "edgeswitch_edge_class_agreement_total", kind="shadow",
-                            edge_class=c, result="agree")
-                    for c in edge.classes_
-                    if m.registry.get_sample_value("edgeswitch_edge_class_agreement_total",
-                                                   {"kind": "shadow", "edge_class": c,
-                                                    "result": "agree"}) is not None)
-    assert per_class == (agree & ~off).sum()
+    edge_label = edge.predict(X)
+    for kind, mask in (("offloaded", off), ("shadow", ~off)):
+        for k, c in enumerate(edge.classes_):  # every class has its series, 0 or not
+            for result, hit in (("agree", agree), ("disagree", ~agree)):
+                assert _sample(m, "edgeswitch_edge_class_agreement_total", kind=kind,
+                               edge_class=c, result=result) == \
+                    (mask & hit & (edge_label == k)).sum()
     assert _sample(m, "edgeswitch_edge_threshold") == hybrid.operating_point.threshold
     assert _sample(m, "edgeswitch_edge_cloud_latency_seconds_count") == len(range(0, len(X), 4))
     assert _sample(m, "edgeswitch_edge_fallbacks_total", reason="timeout") == 0
