@@ -26,6 +26,7 @@ from edgeswitch.cli.common import (
     stream_exit,
 )
 from edgeswitch.cli.flags import config_arg, config_flags, resolve_config
+from edgeswitch.cli.metrics import linger, metrics_args, start_metrics
 from edgeswitch.errors import EdgeSwitchError
 
 
@@ -177,22 +178,34 @@ def cmd_classify(args) -> int:
     edge = OnnxClassifier(args.edge)
     clips, _, cfg = load_split(args, edge.classes_)
     check_clip_classes(clips, edge)
-    hybrid = make_hybrid(args, edge, make_cloud(args, edge.classes_, cfg.runtime),
-                         cfg.runtime.shadow_rate)
-    batch = cfg.runtime.batch
-    items = (StreamItem(clips.X[i:i + batch], clips.ids[i:i + batch], clips.groups[i:i + batch])
-             for i in tqdm(range(0, len(clips), batch), desc="classify", disable=args.quiet,
-                           unit="call"))
+    exporter = start_metrics(args, edge.classes_)  # None without --metrics-port
+    metrics = exporter.metrics if exporter is not None else None
     try:
-        out = out_file(args.out)
-        with out.open("w") as fh:
-            summary = run_stream(hybrid, items, fh)
-    except OSError as exc:
-        raise EdgeSwitchError(f"cannot write --out {args.out}: {exc.strerror or exc}") from None
+        hybrid = make_hybrid(args, edge, make_cloud(args, edge.classes_, cfg.runtime),
+                             cfg.runtime.shadow_rate)
+        if metrics is not None:
+            metrics.track_threshold(hybrid)
+        batch = cfg.runtime.batch
+        items = (StreamItem(clips.X[i:i + batch], clips.ids[i:i + batch],
+                            clips.groups[i:i + batch])
+                 for i in tqdm(range(0, len(clips), batch), desc="classify",
+                               disable=args.quiet, unit="call"))
+        try:
+            out = out_file(args.out)
+            with out.open("w") as fh:
+                summary = run_stream(hybrid, items, fh, metrics=metrics)
+        except OSError as exc:
+            raise EdgeSwitchError(f"cannot write --out {args.out}: {exc.strerror or exc}") \
+                from None
+        finally:
+            close_hybrid(hybrid)
+        code = stream_exit(summary, "classify",
+                           f"wrote {out}" + (f", log {args.log}" if args.log else ""))
+        linger(exporter, args.metrics_linger_s)
+        return code
     finally:
-        close_hybrid(hybrid)
-    return stream_exit(summary, "classify",
-                       f"wrote {out}" + (f", log {args.log}" if args.log else ""))
+        if exporter is not None:
+            exporter.close()
 
 
 def cmd_log(args) -> int:
@@ -260,6 +273,7 @@ def add_parsers(sub, add_common) -> None:
     cloud_args(p, "cloud model (.onnx) run in this process (or --cloud-url)")
     config_flags(p, "runtime")
     p.add_argument("--out", default="predictions.jsonl", help="JSON lines output")
+    metrics_args(p)
     add_common(p)
     p.set_defaults(func=cmd_classify)
 

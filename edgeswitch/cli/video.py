@@ -18,6 +18,7 @@ from edgeswitch.cli.common import (
     server_args,
 )
 from edgeswitch.cli.flags import config_arg, config_flags, resolve_config
+from edgeswitch.cli.metrics import linger, metrics_args, start_metrics
 from edgeswitch.config import VideoConfig
 from edgeswitch.errors import EdgeSwitchError
 
@@ -253,11 +254,15 @@ def cmd_watch(args) -> int:
         if events is not None and "fall" not in edge.classes_:
             raise EdgeSwitchError(f"--events needs a 'fall' class; the edge has "
                                   f"{list(edge.classes_)}")
-        watch = Watch(hybrid, cloud, WatchOutputs(out, events, video, log, alerts), cfg,
-                      clock, crop=cfg.vlm_crop)
+        exporter = start_metrics(args, edge.classes_, hybrid)  # None without --metrics-port
+        opened.append(exporter)
+        watch = Watch(hybrid, cloud, WatchOutputs(out, events, video, log, alerts,
+                                                  exporter.metrics if exporter else None),
+                      cfg, clock, crop=cfg.vlm_crop)
         _warm_up(edge)
         summary = watch.run(_watch_clips(args.source, spec, clock, edge),
                             stop_after=args.stop_after)
+        linger(exporter, args.metrics_linger_s)
     finally:
         for f in reversed(opened):
             if f is not None and f is not sys.stdout:
@@ -329,6 +334,7 @@ def add_parsers(sub, add_common) -> None:
                    "fall event, the event's JSON on its stdin")
     p.add_argument("--metrics", default=None, help="write the run's metrics here (JSON: lag, "
                    "cloud outcomes, queue, bytes sent per offloaded clip)")
+    metrics_args(p)  # --metrics-port: Prometheus while it runs (--metrics: a JSON at the end)
     add_common(p)
     p.set_defaults(func=cmd_watch)
 

@@ -33,7 +33,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 import numpy as np
 
@@ -41,6 +41,9 @@ from edgeswitch.errors import EdgeSwitchError
 from edgeswitch.models.base import model_identity
 from edgeswitch.runtime.decision_log import LogWriteError
 from edgeswitch.runtime.hybrid import HybridClassifier, HybridResult
+
+if TYPE_CHECKING:  # prometheus_client is an extra (serve): imported only with --metrics-port
+    from edgeswitch.runtime.metrics import EdgeMetrics
 
 
 class StreamStopped(EdgeSwitchError):
@@ -160,9 +163,10 @@ def clip_error(hybrid: HybridClassifier, item: StreamItem, exc: Exception) -> di
 def run_stream(hybrid: HybridClassifier, items: Iterable[StreamItem], out: TextIO,
                stop_after: int | None = None,
                on_result: Callable[[StreamItem, HybridResult, list[dict]], None] | None = None,
-               ) -> StreamSummary:
+               metrics: EdgeMetrics | None = None) -> StreamSummary:
     """Every item through `hybrid`, its JSON lines to `out`; `on_result` sees each call's
-    result and rows (for an annotated video, a progress bar...)."""
+    result and rows (for an annotated video, a progress bar...); `metrics` (runtime.metrics)
+    moves after each call, once its lines are written."""
     summary, t0 = StreamSummary(), time.perf_counter()
     lines = _Lines(out)
     where = getattr(out, "name", "the output")
@@ -202,6 +206,8 @@ def run_stream(hybrid: HybridClassifier, items: Iterable[StreamItem], out: TextI
                 lines.undo()
                 raise stopped(f"cannot write {where}: {err.strerror or err}") from None
             summary.failed += 1
+            if metrics is not None:
+                metrics.clip_failed()
             if len(summary.errors) < 5:
                 summary.errors.append(f"{item.ids[0]}: {record['error']}")
             return
@@ -210,6 +216,8 @@ def run_stream(hybrid: HybridClassifier, items: Iterable[StreamItem], out: TextI
         summary.fallbacks += int((~res.verified).sum())
         summary.offloaded += int(res.offloaded.sum())
         summary.reasons.update(str(r) for r in res.reason[res.offloaded & ~res.verified])
+        if metrics is not None:
+            metrics.observe_call(hybrid, res)
         if on_result is not None:
             on_result(item, res, rows)
 

@@ -27,7 +27,7 @@ import time
 from collections.abc import Iterable
 from contextlib import nullcontext
 from dataclasses import dataclass, field
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 import numpy as np
 
@@ -44,6 +44,9 @@ from edgeswitch.video.events import EventTracker, FallEvent
 from edgeswitch.video.privacy import crop_clip, person_box
 from edgeswitch.video.source import Clock, VideoClip
 
+if TYPE_CHECKING:  # prometheus_client is an extra: imported only with --metrics-port
+    from edgeswitch.runtime.metrics import EdgeMetrics
+
 NO_PERSON = str(FallbackReason.NO_PERSON)
 
 
@@ -54,6 +57,7 @@ class WatchOutputs:
     video: AnnotatedVideo | None = None
     log: DecisionLog | None = None
     alerts: AlertSender | None = None
+    metrics: EdgeMetrics | None = None  # moved after each clip line and each update
 
 
 @dataclass
@@ -128,6 +132,8 @@ class Watch:
         self.queue = AsyncCloud(self._ask, self._settled, cfg.cloud_workers, cfg.cloud_queue) \
             if cloud is not None else None
         self.summary.queue = self.queue.stats if self.queue else None
+        if outputs.metrics is not None and self.queue is not None:
+            outputs.metrics.watch_queue(lambda: self.queue.queued)
 
     # -- the decoding thread ----------------------------------------------------------------
     def run(self, clips: Iterable[VideoClip], stop_after: int | None = None) -> WatchSummary:
@@ -167,6 +173,7 @@ class Watch:
                 send = crop_clip(clip, box) if box is not None else None
         else:
             row["cloud"] = "no_cloud" if offloaded else "not_asked"
+        lag = None
         with self.lock:
             if self.clock is not None and self.clock.wall0 is not None:
                 lag = self.clock.lag_s(clip.end_s) * 1000
@@ -182,6 +189,13 @@ class Watch:
                 self._on_events(*self.events.add(
                     clip.clip_id, clip.start_s, clip.end_s, float(res.edge.proba[0, self.fall]),
                     settled=row["cloud"] != "pending", source=clip.source))
+        m = self.o.metrics
+        if m is not None:
+            m.edge_clip(self.hybrid, float(res.score[0]), offloaded,
+                        None if lag is None else lag / 1000)
+            if offloaded and self.queue is None:
+                m.settled(int(res.edge.proba[0].argmax()), None, str(res.reason[0]) or
+                          str(FallbackReason.NO_CLOUD), False, None, None)
         if self.o.video is not None:
             self.o.video.show(clip, row)
         if row["cloud"] == "pending":
@@ -259,6 +273,11 @@ class Watch:
             if self.events is not None:
                 self._on_events(*self.events.settle(
                     upd["clip_id"], None if cloud_p is None else float(cloud_p[self.fall])))
+        if self.o.metrics is not None:
+            self.o.metrics.settled(int(edge_proba.argmax()),
+                                   None if cloud_p is None else int(np.argmax(cloud_p)), reason,
+                                   outcome in ("dropped", "not_sent"),
+                                   None if cloud_ms is None else cloud_ms / 1000, sent)
         if self.o.video is not None:
             self.o.video.note = update_text(upd)
 
@@ -270,6 +289,8 @@ class Watch:
     def _on_events(self, final: list[FallEvent], alerts: list[FallEvent]) -> None:
         for ev in final:
             self.summary.events += 1
+            if self.o.metrics is not None:
+                self.o.metrics.fall_event()
             if self.o.events is not None:
                 self._write(self.o.events, ev.json())
         if self.o.alerts is not None:
