@@ -110,9 +110,12 @@ def spec_of(sw: Switcher) -> SwitcherSpec:
                    augment_views=0)
 
 
-def train_on_log(clips: LoggedClips, bundle: Bundle, seed: int = 0) -> Switcher:
-    """The bundle's switcher spec fitted on the weighted answered clips of `clips`."""
-    w = stratum_weights(clips.offloaded, clips.answered)
+def train_on_log(clips: LoggedClips, bundle: Bundle, seed: int = 0,
+                 weighted: bool = True) -> Switcher:
+    """The bundle's switcher spec fitted on the weighted answered clips of `clips`
+    (`weighted=False`: every answered clip once, the biased sample as it is; an ablation)."""
+    w = stratum_weights(clips.offloaded, clips.answered) if weighted else \
+        clips.answered.astype(float)
     rows = replicate(w)
     answer = answer_proba(clips, bundle.fusion)
     spec = spec_of(bundle.switcher)
