@@ -160,6 +160,14 @@ def test_not_better_writes_nothing_and_says_so(synthetic, tmp_path, capsys):
     report = json.loads(captured.out)
     assert report["better"] is False and report["difference"] <= 1
     assert "not better: nothing written" in captured.err
+    # the other criterion, the same rule
+    code = cli(["refresh", "--log", str(log), "--bundle", str(bundle), "--out", str(out),
+                "--criterion", "agreement", "--margin", "1", "--min-shadow", "5"])
+    report = json.loads(capsys.readouterr().out)
+    assert code == 1 and not out.exists()
+    assert report["criterion"] == "agreement"
+    assert report["difference"] == pytest.approx(report["agreement"]["new"]
+                                                 - report["agreement"]["old"])
 
 
 def test_refresh_refuses_what_it_cannot_use(synthetic, tmp_path, capsys):
