@@ -281,6 +281,24 @@ class PoseConfig:
 
 
 @dataclass(config=_STRICT)
+class RefreshConfig:
+    """`edgeswitch refresh`: a new switcher from the decision log (pipeline/refresh.py)."""
+
+    holdout: Annotated[Float, describe("share of the log, its latest clips, held back to "
+                                       "compare old and new switchers", gt=0, lt=1)] = 0.3
+    criterion: Annotated[Literal["auroc", "agreement"],
+                         describe("label-free comparison on the held-back clips: auroc (does "
+                                  "the score rank edge/answer agreement) or agreement (the "
+                                  "hybrid's agreement with the answer at the operating "
+                                  "point's offload rate)")] = "auroc"
+    margin: Annotated[Float, describe("the new switcher must beat the old by more than this "
+                                      "on the criterion", ge=0)] = 0.01
+    min_shadow: Annotated[StrictInt, describe("fewest shadow clips with a cloud answer in "
+                                              "each part of the log (the kept clips' only "
+                                              "unbiased sample)", ge=1)] = 10
+
+
+@dataclass(config=_STRICT)
 class RunConfig:
     dataset: Annotated[StrictStr, describe("watch, basicmotions, or a path to .npz / .ts / "
                                            ".arff / a UEA folder")] = "watch"
@@ -305,6 +323,7 @@ class RunConfig:
     distill: DistillConfig = field(default_factory=DistillConfig)
     video: VideoConfig = field(default_factory=VideoConfig)
     pose: PoseConfig = field(default_factory=PoseConfig)
+    refresh: RefreshConfig = field(default_factory=RefreshConfig)
     curve_points: Annotated[StrictInt, describe("offload-rate grid of the evaluation curves",
                                                 ge=2)] = 101
     latency_calls: Annotated[StrictInt, describe("timed calls per part", ge=1)] = 300

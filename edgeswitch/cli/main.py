@@ -80,15 +80,14 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(p)
     p.set_defaults(func=cmd_demo)
 
-    from edgeswitch.cli import benchmark, serve, steps, tokens, video
+    from edgeswitch.cli import benchmark, dashboard, refresh, serve, steps, tokens, video
 
     benchmark.add_parsers(sub, _add_common)
     steps.add_parsers(sub, _add_common)
     serve.add_parsers(sub, _add_common)
     video.add_parsers(sub, _add_common)
     tokens.add_parsers(sub, _add_common)
-    from edgeswitch.cli import dashboard
-
+    refresh.add_parsers(sub, _add_common)
     dashboard.add_parsers(sub, _add_common)
     return parser
 

@@ -6,6 +6,8 @@ calibration.py  the operating point a config's [calibration] table asks for
 evaluate.py     every router's curve and the hybrid at its operating point, on labelled clips
 deploy.py       the bundle a device needs, and a replay of the test clips through it over HTTP
 run.py          `run(cfg)`: all of it, what `edgeswitch demo` calls
+logged.py       a decision log as weighted switcher data (the offload bias corrected)
+refresh.py      `edgeswitch refresh`: a new switcher from the log, written only if better
 """
 
 from edgeswitch.pipeline.calibration import calibrate
