@@ -4,8 +4,9 @@ The server runs with per-device tokens (a device token file) and fault injection
 requests sleep, some answer an injected 500, some a cut-off body). Concurrent clients, each a
 thread with its own keep-alive connection (reopened every 50 requests, and after any request it
 gave up on), send a seeded mix: good classify and chat requests (answers checked against the
-model run in process), invalid bodies (bad JSON, base64, shape, dtype, NaN, oversized, wrong
-content type, unknown model), bad or missing tokens, the ops endpoints, and requests whose
+model run in process), invalid bodies (bad JSON, base64, shape, dtype, NaN, a 3e38 clip, an
+overflowing shape, deep JSON, oversized, wrong content type, unknown model), bad or missing
+tokens, the ops endpoints, and requests whose
 client gives up after 50 ms (the slow ones, hit by the sleep fault, are abandoned mid-request).
 Between phases a device is added to the token file and the one before revoked (reloads).
 
@@ -89,6 +90,8 @@ class Requests:
         self.encode_clips, self.encode_npy = encode_clips, encode_npy_data_url
         nan = X[:1].copy()
         nan[0, 0, 0] = np.nan
+        poison = X[:1].copy()  # finite, far outside the model's input range: a 422 of its own
+        poison[0, 0, 0] = 3e38
         good = encode_clips(X[:1])
         rows = int(max_body_mb * 2**20 / X[0].nbytes) + 8  # base64 makes it larger still
         big = encode_clips(np.zeros((rows, *X.shape[1:]), np.float32))
@@ -96,6 +99,9 @@ class Requests:
         self.bad_bodies = [
             {"json": {"clips": good | {"b64": "%%%"}}},
             {"json": {"clips": encode_clips(nan)}},
+            {"json": {"clips": encode_clips(poison)}},
+            {"json": {"clips": good | {"shape": [0, 2**63, 6]}}},  # overflows before allocation
+            {"content": b"[" * 100_000, "headers": json_ct},          # too deeply nested JSON
             {"json": {"clips": encode_clips(X[:1, : max(1, X.shape[1] // 2)])}},
             {"json": {"clips": good | {"dtype": "int8"}}},
             {"json": {"clips": big}},
