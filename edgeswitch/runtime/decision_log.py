@@ -59,6 +59,9 @@ CREATE TABLE IF NOT EXISTS decisions (
     device TEXT                      -- the credential the cloud server took (NULL: not asked)
 );
 CREATE INDEX IF NOT EXISTS decisions_time ON decisions (time);
+-- drift alarms raised and cleared (runtime.drift); read only where it exists (older logs)
+CREATE TABLE IF NOT EXISTS drift (time REAL NOT NULL, state TEXT NOT NULL /* 'alarm' or 'clear' */,
+    statistic TEXT NOT NULL, value REAL, threshold REAL, window INTEGER);
 """
 
 
@@ -220,6 +223,30 @@ class DecisionLog:
                 " device) VALUES (" + ", ".join("?" * 20) + ")", rows)
             if before_commit is not None:
                 before_commit()
+
+    def append_drift(self, when: float, state: str, statistic: str, value: float,
+                     threshold: float, window: int) -> None:
+        """One drift alarm raised (`alarm`) or cleared (`clear`), in its own transaction."""
+        if state not in ("alarm", "clear"):
+            raise DataError(f"drift state must be 'alarm' or 'clear', got {state!r}")
+        if self.readonly:
+            raise LogWriteError(f"{self.path} was opened to read; it takes no rows")
+        try:
+            with self._lock, self.db:
+                self.db.execute("INSERT INTO drift VALUES (?, ?, ?, ?, ?, ?)",
+                                (when, state, statistic, value, threshold, window))
+        except sqlite3.Error as exc:
+            raise LogWriteError(f"{self.path}: cannot log a drift {state}: {exc}") from None
+
+    def drift_history(self) -> list[dict]:
+        """Every drift raise and clear, oldest first (none in a log from before the table)."""
+        with self._lock:
+            if "drift" not in _tables(self.db):
+                return []
+            rows = self.db.execute("SELECT time, state, statistic, value, threshold, window "
+                                   "FROM drift ORDER BY rowid").fetchall()
+        keys = ("time", "state", "statistic", "value", "threshold", "window")
+        return [dict(zip(keys, r, strict=True)) for r in rows]
 
     def __len__(self) -> int:
         with self._lock:
