@@ -179,6 +179,9 @@ def cmd_classify(args) -> int:
     check_clip_classes(clips, edge)
     hybrid = make_hybrid(args, edge, make_cloud(args, edge.classes_, cfg.runtime),
                          cfg.runtime.shadow_rate)
+    from edgeswitch.runtime.drift import open_drift
+
+    drift = open_drift(hybrid.operating_point, cfg.drift, len(edge.classes_), hybrid.log)
     batch = cfg.runtime.batch
     items = (StreamItem(clips.X[i:i + batch], clips.ids[i:i + batch], clips.groups[i:i + batch])
              for i in tqdm(range(0, len(clips), batch), desc="classify", disable=args.quiet,
@@ -186,7 +189,7 @@ def cmd_classify(args) -> int:
     try:
         out = out_file(args.out)
         with out.open("w") as fh:
-            summary = run_stream(hybrid, items, fh)
+            summary = run_stream(hybrid, items, fh, drift=drift)
     except OSError as exc:
         raise EdgeSwitchError(f"cannot write --out {args.out}: {exc.strerror or exc}") from None
     finally:
@@ -201,8 +204,14 @@ def cmd_log(args) -> int:
     if not Path(args.db).is_file():
         raise EdgeSwitchError(f"decision log not found: {args.db}")
     with DecisionLog(args.db) as log:  # read-only; refuses a database that is not a log
-        summary = log.summary(args.buckets)
-        print(json.dumps(summary, indent=1) if args.json else summary_text(summary))
+        if args.drift:  # the drift history and the current state instead of the summary
+            from edgeswitch.runtime.drift import drift_state, drift_text
+
+            state = drift_state(log.drift_history())
+            print(json.dumps(state, indent=1) if args.json else drift_text(state))
+        else:
+            summary = log.summary(args.buckets)
+            print(json.dumps(summary, indent=1) if args.json else summary_text(summary))
         if args.export_dmd:
             records = log.dmd_records()
             path = records.to_parquet(args.export_dmd)
@@ -259,6 +268,7 @@ def add_parsers(sub, add_common) -> None:
     deployed_args(p)
     cloud_args(p, "cloud model (.onnx) run in this process (or --cloud-url)")
     config_flags(p, "runtime")
+    config_flags(p, "drift", prefix="drift-")
     p.add_argument("--out", default="predictions.jsonl", help="JSON lines output")
     add_common(p)
     p.set_defaults(func=cmd_classify)
@@ -275,4 +285,6 @@ def add_parsers(sub, add_common) -> None:
     p.add_argument("--buckets", type=positive_int, default=10,
                    help="time buckets (default 10)")
     p.add_argument("--export-dmd", default=None, help="write DMD records to this Parquet file")
+    p.add_argument("--drift", action="store_true",
+                   help="print the drift alarms raised and cleared, and the current state")
     p.set_defaults(func=cmd_log)

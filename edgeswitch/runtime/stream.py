@@ -40,6 +40,7 @@ import numpy as np
 from edgeswitch.errors import EdgeSwitchError
 from edgeswitch.models.base import model_identity
 from edgeswitch.runtime.decision_log import LogWriteError
+from edgeswitch.runtime.drift import DriftMonitor
 from edgeswitch.runtime.hybrid import HybridClassifier, HybridResult
 
 
@@ -160,9 +161,10 @@ def clip_error(hybrid: HybridClassifier, item: StreamItem, exc: Exception) -> di
 def run_stream(hybrid: HybridClassifier, items: Iterable[StreamItem], out: TextIO,
                stop_after: int | None = None,
                on_result: Callable[[StreamItem, HybridResult, list[dict]], None] | None = None,
-               ) -> StreamSummary:
+               drift: DriftMonitor | None = None) -> StreamSummary:
     """Every item through `hybrid`, its JSON lines to `out`; `on_result` sees each call's
-    result and rows (for an annotated video, a progress bar...)."""
+    result and rows (for an annotated video, a progress bar...); `drift` each answered clip's
+    switcher score and edge class (runtime.drift)."""
     summary, t0 = StreamSummary(), time.perf_counter()
     lines = _Lines(out)
     where = getattr(out, "name", "the output")
@@ -210,6 +212,11 @@ def run_stream(hybrid: HybridClassifier, items: Iterable[StreamItem], out: TextI
         summary.fallbacks += int((~res.verified).sum())
         summary.offloaded += int(res.offloaded.sum())
         summary.reasons.update(str(r) for r in res.reason[res.offloaded & ~res.verified])
+        if drift is not None:
+            try:
+                drift.observe(res.score, res.edge.label)
+            except LogWriteError as exc:  # the call's answers are in both already
+                raise stopped(str(exc)) from None
         if on_result is not None:
             on_result(item, res, rows)
 
