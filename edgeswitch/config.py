@@ -292,9 +292,9 @@ class DriftConfig:
                                                    "variation of the class mix; psi: population "
                                                    "stability index of both")] = "ks"
     ks_threshold: Annotated[Float, describe("ks: alarm when the larger distance exceeds this "
-                                            "(set on calibration data)", gt=0, le=1)] = 0.5
-    psi_threshold: Annotated[Float, describe("psi: alarm when the larger PSI exceeds this",
-                                             gt=0)] = 1.0
+                                            "(set on calibration data)", gt=0, le=1)] = 0.73
+    psi_threshold: Annotated[Float, describe("psi: alarm when the larger PSI exceeds this "
+                                             "(set on calibration data)", gt=0)] = 5.75
     every: Annotated[StrictInt, describe("clips between checks", ge=1)] = 20
     clear_after: Annotated[StrictInt, describe("consecutive passing checks that clear an alarm",
                                                ge=1)] = 5

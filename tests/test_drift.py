@@ -60,7 +60,8 @@ def test_quiet_on_the_reference_distribution_and_fires_on_a_shift(test):
     clears `clear_after` checks after the stream is back."""
     rng = np.random.default_rng(1)
     s, lab = _calib(rng)
-    cfg = DriftConfig(test=test, window=100, every=10, clear_after=3)
+    cfg = DriftConfig(test=test, window=100, every=10, clear_after=3, ks_threshold=0.5,
+                      psi_threshold=1.0)
     det = DriftDetector(reference(s, lab, K), cfg)
     same_s, same_l = _calib(rng, 20_000)
     checks = [c for c in map(det.add, same_s, same_l) if c is not None]
@@ -175,12 +176,14 @@ def test_calibrate_writes_the_reference_and_classify_raises_the_alarm(tmp_path, 
 
 
 @pytest.mark.slow
-def test_watch_alarm_fires_on_a_turned_sensor_and_is_rare_without(tmp_path):
+def test_watch_alarm_fires_on_another_device_and_is_rare_without():
     """The measurement of docs/results.md "Drift" at a smaller size (seeded, bounded): the
-    default pipeline's switcher and the reference of its calibration subject; held-out test
-    subjects' streams; the alarm is rare without a shift and fires after the sensor frame is
-    turned by 60 degrees, within the documented delay."""
-    from benchmarks.drift import SHIFTS, evaluate, load, recordings, turn  # noqa: F401
+    default pipeline's switcher, the reference of its calibration subject and the default
+    [drift] settings; streams of the held-out test subjects. Without a shift alarms stay rare;
+    when the clips start coming from another device (BasicMotions) at clip 400, the alarm
+    fires, within the documented delay. (A turned watch is not caught: see the docs.)"""
+    from benchmarks.drift import evaluate, load
+    from edgeswitch.data import load_dataset
 
     a = load()
     edge, sw = a.edge, a.dmd
@@ -190,20 +193,24 @@ def test_watch_alarm_fires_on_a_turned_sensor_and_is_rare_without(tmp_path):
         return sw.trust(out).astype(float), out.label.astype(int)
 
     cs, cl = score(a.splits.calib.X)
-    ref = reference(cs, cl, len(edge.classes_))
-    assert a.operating_point.reference["class_mix"] == pytest.approx(ref["class_mix"])
+    ref = a.operating_point.reference
+    assert ref["class_mix"] == pytest.approx(reference(cs, cl, len(edge.classes_))["class_mix"])
+    bs, bl = score(load_dataset("basicmotions").X.astype(np.float32))
+    rng = np.random.default_rng(3)
     t = a.splits.test
-    test_sets, shifted = {}, {"rot60": {}}
+    test_sets, shifted = {}, {"basicmotions": {}}
     for subj in dict.fromkeys(t.groups):
         m = t.groups == subj
         test_sets[subj] = (*score(t.X[m]), t.ids[m])
-        shifted["rot60"][subj] = score(turn(t.X[m], SHIFTS["rot60"]))
+        pick = rng.integers(len(bs), size=int(m.sum()))
+        shifted["basicmotions"][subj] = (bs[pick], bl[pick])
     res = evaluate(ref, DriftConfig(), test_sets, shifted, 8, 1000, 400, seed=2)
+    assert res["no_shift"]["clips"] > 20_000
     assert res["no_shift"]["alarms_per_1000"] <= DOCUMENTED["no_shift_alarms_per_1000"]
-    assert res["rot60"]["detected"] >= DOCUMENTED["rot60_detected"]
-    assert res["rot60"]["delay_clips_median"] <= DOCUMENTED["rot60_delay_median"]
+    assert res["basicmotions"]["detected"] >= DOCUMENTED["detected"]
+    assert res["basicmotions"]["delay_clips_median"] <= DOCUMENTED["delay_median"]
 
 
-# the bounds the slow test holds the measurement to (docs/results.md "Drift", rounded out)
-DOCUMENTED = {"no_shift_alarms_per_1000": 2.0, "rot60_detected": 0.5,
-              "rot60_delay_median": 500}
+# the bounds the slow test holds the measurement to (docs/results.md "Drift": 0.066 alarms
+# per 1,000 clips, 100% detected, median delay 160 clips; bounds rounded out for 27 streams)
+DOCUMENTED = {"no_shift_alarms_per_1000": 0.5, "detected": 0.9, "delay_median": 250}
