@@ -27,6 +27,11 @@ from edgeswitch.runtime.drift import (
 from edgeswitch.switcher.calibrate import OperatingPoint, calibrate_offload
 from tests.deployed import make_bundle, run_cli
 
+try:  # the video pipeline's fixture (DMD on synthetic videos, switcher, op), reused
+    from tests.test_video_pipeline import trained
+except pytest.skip.Exception:  # no video extra: the watch test is skipped, the others run
+    trained = None
+
 K = 4
 
 
@@ -214,3 +219,29 @@ def test_watch_alarm_fires_on_another_device_and_is_rare_without():
 # the bounds the slow test holds the measurement to (docs/results.md "Drift": 0.066 alarms
 # per 1,000 clips, 100% detected, median delay 160 clips; bounds rounded out for 27 streams)
 DOCUMENTED = {"no_shift_alarms_per_1000": 0.5, "detected": 0.9, "delay_median": 250}
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(trained is None, reason="needs the video extra")
+def test_watch_feeds_the_detector_and_logs_the_alarm(tmp_path, trained):  # noqa: F811
+    """`watch` with an operating point that has a reference: every clip reaches the detector
+    (a threshold no window can pass raises the alarm at the first check, clip 20) and the
+    alarm lands in the log `watch` writes."""
+    from edgeswitch.video.synthetic import render_synthetic_video, synthetic_pose_sequence
+
+    d = trained["dir"]
+    assert json.loads((d / "op.json").read_text())["reference"] is not None
+    video = tmp_path / "walk.mp4"
+    render_synthetic_video(video, np.concatenate(
+        [synthetic_pose_sequence("walk", 48, rng=np.random.default_rng(i)) for i in range(5)]))
+    db = tmp_path / "log.sqlite"
+    r = run_cli("watch", video, "--switcher", d / "sw.npz", "--op", d / "op.json",
+                "--log", db, "--out", tmp_path / "out.jsonl", "--drift-window", "20",
+                "--drift-every", "5", "--drift-ks-threshold", "1e-9", *VIDEO_CLIP)
+    assert r.returncode == 0, r.stderr
+    assert "drift alarm raised at clip 20" in r.stderr
+    r = run_cli("log", db, "--drift", "--json")
+    assert json.loads(r.stdout)["state"] == "alarm"
+
+
+VIDEO_CLIP = ["--clip-s", "4", "--stride-s", "1", "--frames", "32", "--fps-cap", "8"]
