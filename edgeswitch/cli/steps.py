@@ -173,7 +173,10 @@ def add_parsers(sub, add_common) -> None:
                        "clips: --mode offload (target share offloaded), budget (cost per clip "
                        "as a fraction of cloud-only, from measured latencies) or disagreement "
                        "(edge/cloud disagreement among kept clips <= epsilon with probability "
-                       ">= 1 - delta; Clopper-Pearson with Bonferroni over the grid).")
+                       ">= 1 - delta; Clopper-Pearson with Bonferroni over the grid). The "
+                       "operating point also carries the clips' drift reference (score quantiles, "
+                       "edge class mix), which `classify` and `watch` test the live stream "
+                       "against.")
     data_args(p, "calib", required=False)
     p.add_argument("--edge", default=None, help="edge model (.onnx); not with --dmd")
     p.add_argument("--dmd", default=None,
