@@ -59,10 +59,12 @@ CREATE TABLE IF NOT EXISTS decisions (
     device TEXT                      -- the credential the cloud server took (NULL: not asked)
 );
 CREATE INDEX IF NOT EXISTS decisions_time ON decisions (time);
--- drift alarms raised and cleared (runtime.drift); read only where it exists (older logs)
-CREATE TABLE IF NOT EXISTS drift (time REAL NOT NULL, state TEXT NOT NULL /* 'alarm' or 'clear' */,
-    statistic TEXT NOT NULL, value REAL, threshold REAL, window INTEGER);
 """
+# drift alarms raised and cleared (runtime.drift): created with the first one, so a log without
+# alarms is what it was before the table existed; read only where it exists
+DRIFT_SCHEMA = """CREATE TABLE IF NOT EXISTS drift (time REAL NOT NULL,
+    state TEXT NOT NULL /* 'alarm' or 'clear' */, statistic TEXT NOT NULL, value REAL,
+    threshold REAL, window INTEGER)"""
 
 
 # the columns a reader needs: a log may have more (later versions add columns, never remove)
@@ -233,6 +235,7 @@ class DecisionLog:
             raise LogWriteError(f"{self.path} was opened to read; it takes no rows")
         try:
             with self._lock, self.db:
+                self.db.execute(DRIFT_SCHEMA)
                 self.db.execute("INSERT INTO drift VALUES (?, ?, ?, ?, ?, ?)",
                                 (when, state, statistic, value, threshold, window))
         except sqlite3.Error as exc:
