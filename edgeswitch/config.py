@@ -299,6 +299,26 @@ class RefreshConfig:
 
 
 @dataclass(config=_STRICT)
+class DriftConfig:
+    """Drift alarm of `classify` and `watch` (edgeswitch/runtime/drift.py): a sliding window
+    of switcher scores and edge classes tested against the operating point's reference."""
+
+    enabled: Annotated[StrictBool, describe("test the live stream against the calibration "
+                                            "reference")] = True
+    window: Annotated[StrictInt, describe("clips in the sliding window", ge=20)] = 200
+    test: Annotated[Literal["ks", "psi"], describe("ks: KS distance of the scores and total "
+                                                   "variation of the class mix; psi: population "
+                                                   "stability index of both")] = "ks"
+    ks_threshold: Annotated[Float, describe("ks: alarm when the larger distance exceeds this "
+                                            "(set on calibration data)", gt=0, le=1)] = 0.73
+    psi_threshold: Annotated[Float, describe("psi: alarm when the larger PSI exceeds this "
+                                             "(set on calibration data)", gt=0)] = 5.75
+    every: Annotated[StrictInt, describe("clips between checks", ge=1)] = 20
+    clear_after: Annotated[StrictInt, describe("consecutive passing checks that clear an alarm",
+                                               ge=1)] = 5
+
+
+@dataclass(config=_STRICT)
 class RunConfig:
     dataset: Annotated[StrictStr, describe("watch, basicmotions, or a path to .npz / .ts / "
                                            ".arff / a UEA folder")] = "watch"
@@ -324,6 +344,7 @@ class RunConfig:
     video: VideoConfig = field(default_factory=VideoConfig)
     pose: PoseConfig = field(default_factory=PoseConfig)
     refresh: RefreshConfig = field(default_factory=RefreshConfig)
+    drift: DriftConfig = field(default_factory=DriftConfig)
     curve_points: Annotated[StrictInt, describe("offload-rate grid of the evaluation curves",
                                                 ge=2)] = 101
     latency_calls: Annotated[StrictInt, describe("timed calls per part", ge=1)] = 300

@@ -185,6 +185,9 @@ def cmd_classify(args) -> int:
                              cfg.runtime.shadow_rate)
         if metrics is not None:
             metrics.track_threshold(hybrid)
+        from edgeswitch.runtime.drift import open_drift
+
+        drift = open_drift(hybrid.operating_point, cfg.drift, len(edge.classes_), hybrid.log)
         batch = cfg.runtime.batch
         items = (StreamItem(clips.X[i:i + batch], clips.ids[i:i + batch],
                             clips.groups[i:i + batch])
@@ -193,7 +196,7 @@ def cmd_classify(args) -> int:
         try:
             out = out_file(args.out)
             with out.open("w") as fh:
-                summary = run_stream(hybrid, items, fh, metrics=metrics)
+                summary = run_stream(hybrid, items, fh, metrics=metrics, drift=drift)
         except OSError as exc:
             raise EdgeSwitchError(f"cannot write --out {args.out}: {exc.strerror or exc}") \
                 from None
@@ -214,8 +217,14 @@ def cmd_log(args) -> int:
     if not Path(args.db).is_file():
         raise EdgeSwitchError(f"decision log not found: {args.db}")
     with DecisionLog(args.db) as log:  # read-only; refuses a database that is not a log
-        summary = log.summary(args.buckets)
-        print(json.dumps(summary, indent=1) if args.json else summary_text(summary))
+        if args.drift:  # the drift history and the current state instead of the summary
+            from edgeswitch.runtime.drift import drift_state, drift_text
+
+            state = drift_state(log.drift_history())
+            print(json.dumps(state, indent=1) if args.json else drift_text(state))
+        else:
+            summary = log.summary(args.buckets)
+            print(json.dumps(summary, indent=1) if args.json else summary_text(summary))
         if args.export_dmd:
             records = log.dmd_records()
             path = records.to_parquet(args.export_dmd)
@@ -272,6 +281,7 @@ def add_parsers(sub, add_common) -> None:
     deployed_args(p)
     cloud_args(p, "cloud model (.onnx) run in this process (or --cloud-url)")
     config_flags(p, "runtime")
+    config_flags(p, "drift", prefix="drift-")
     p.add_argument("--out", default="predictions.jsonl", help="JSON lines output")
     metrics_args(p)
     add_common(p)
@@ -289,4 +299,6 @@ def add_parsers(sub, add_common) -> None:
     p.add_argument("--buckets", type=positive_int, default=10,
                    help="time buckets (default 10)")
     p.add_argument("--export-dmd", default=None, help="write DMD records to this Parquet file")
+    p.add_argument("--drift", action="store_true",
+                   help="print the drift alarms raised and cleared, and the current state")
     p.set_defaults(func=cmd_log)

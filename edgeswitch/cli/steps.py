@@ -61,8 +61,9 @@ def cmd_train_switcher(args) -> int:
 
 
 def _calibration_inputs(args, cfg):
-    """(switcher, scores, disagreement or None, costs) from clips and models, or from the DMD
-    records of unlabelled calibration clips (--dmd: any modality, no model run needed)."""
+    """(switcher, scores, disagreement or None, costs, (edge labels, classes)) from clips and
+    models, or from the DMD records of unlabelled calibration clips (--dmd: any modality, no
+    model run needed). The edge labels go into the drift reference."""
     from edgeswitch.pipeline import Costs, check_clip_classes, measure_costs
 
     no_costs = Costs(0, 0, 1, 0, 0, 1)
@@ -80,7 +81,8 @@ def _calibration_inputs(args, cfg):
         if expected and expected != records.edge_model:
             raise EdgeSwitchError(f"switcher was trained on outputs of {expected}, the "
                                   f"records are from {records.edge_model}")
-        return sw, sw.trust(records.edge), records.edge_label != records.cloud_label, no_costs
+        return sw, sw.trust(records.edge), records.edge_label != records.cloud_label, no_costs, \
+            (records.edge_label, len(records.classes))
     if not (args.data and args.edge):
         raise EdgeSwitchError("calibrate needs --data and --edge (or --dmd records)")
     clips, _, _ = load_split(args)
@@ -91,19 +93,19 @@ def _calibration_inputs(args, cfg):
     disagree = edge_out.label != cloud.predict(clips.X) if mode == "disagreement" else None
     costs = measure_costs(edge, sw, cloud, clips.X, cfg.latency_calls) if mode == "budget" \
         else no_costs
-    return sw, sw.trust(edge_out), disagree, costs
+    return sw, sw.trust(edge_out), disagree, costs, (edge_out.label, len(edge.classes_))
 
 
 def cmd_calibrate(args) -> int:
     from edgeswitch.pipeline import calibrate
 
     cfg = resolve_config(args)
-    sw, scores, disagree, costs = _calibration_inputs(args, cfg)
+    sw, scores, disagree, costs, (edge_labels, n_classes) = _calibration_inputs(args, cfg)
     if cfg.calibration.mode != "disagreement":
         disagree = None
     # without DMD records at hand the candidate thresholds are fixed in advance: a fine grid
     grid_source = np.linspace(0, 1, 1001)
-    op = calibrate(cfg, scores, disagree, grid_source, costs)
+    op = calibrate(cfg, scores, disagree, grid_source, costs, edge_labels, n_classes)
     op.save(out_file(args.out))
     print(f"{op.mode}: threshold {op.threshold:.4f}, offloads {op.calib_offload_rate:.1%} "
           f"of {len(scores)} calibration clips; wrote {args.out}")
@@ -171,7 +173,10 @@ def add_parsers(sub, add_common) -> None:
                        "clips: --mode offload (target share offloaded), budget (cost per clip "
                        "as a fraction of cloud-only, from measured latencies) or disagreement "
                        "(edge/cloud disagreement among kept clips <= epsilon with probability "
-                       ">= 1 - delta; Clopper-Pearson with Bonferroni over the grid).")
+                       ">= 1 - delta; Clopper-Pearson with Bonferroni over the grid). The "
+                       "operating point also carries the clips' drift reference (score quantiles, "
+                       "edge class mix), which `classify` and `watch` test the live stream "
+                       "against.")
     data_args(p, "calib", required=False)
     p.add_argument("--edge", default=None, help="edge model (.onnx); not with --dmd")
     p.add_argument("--dmd", default=None,

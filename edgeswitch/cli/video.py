@@ -223,7 +223,8 @@ def cmd_watch(args) -> int:
     from edgeswitch.video.privacy import check_can_crop
     from edgeswitch.video.source import Clock
 
-    cfg = resolve_config(args).video
+    full_cfg = resolve_config(args)
+    cfg = full_cfg.video
     edge, cloud = video_models(args, need_cloud=False)
     opened: list = []
     try:
@@ -254,10 +255,13 @@ def cmd_watch(args) -> int:
         if events is not None and "fall" not in edge.classes_:
             raise EdgeSwitchError(f"--events needs a 'fall' class; the edge has "
                                   f"{list(edge.classes_)}")
+        from edgeswitch.runtime.drift import open_drift
+
+        drift = open_drift(op, full_cfg.drift, len(edge.classes_), log)
         exporter = start_metrics(args, edge.classes_, hybrid)  # None without --metrics-port
         opened.append(exporter)
         watch = Watch(hybrid, cloud, WatchOutputs(out, events, video, log, alerts,
-                                                  exporter.metrics if exporter else None),
+                                                  exporter.metrics if exporter else None, drift),
                       cfg, clock, crop=cfg.vlm_crop)
         _warm_up(edge)
         summary = watch.run(_watch_clips(args.source, spec, clock, edge),
@@ -320,6 +324,7 @@ def add_parsers(sub, add_common) -> None:
     server_args(p)
     config_arg(p)
     vlm_args(p, watch=True)
+    config_flags(p, "drift", prefix="drift-")
     p.add_argument("--out", default="-", help="JSON lines file (default: stdout)")
     p.add_argument("--video-out", default=None, help="write an annotated video here (.mp4)")
     p.add_argument("--stop-after", type=int, default=None, metavar="N",

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 
 from edgeswitch.config import RunConfig
 from edgeswitch.errors import EdgeSwitchError
 from edgeswitch.pipeline.costs import Costs
+from edgeswitch.runtime.drift import reference
 from edgeswitch.switcher.calibrate import (
     OperatingPoint,
     calibrate_budget,
@@ -16,7 +19,19 @@ from edgeswitch.switcher.calibrate import (
 
 
 def calibrate(cfg: RunConfig, calib_scores: np.ndarray, calib_disagree: np.ndarray | None,
-              pool_scores: np.ndarray, costs: Costs) -> OperatingPoint:
+              pool_scores: np.ndarray, costs: Costs, calib_edge_labels: np.ndarray | None = None,
+              n_classes: int | None = None) -> OperatingPoint:
+    """The operating point; with the calibration clips' edge labels it also carries their
+    drift reference (score quantiles, edge class mix, agreement when the cloud answered)."""
+    op = _calibrate(cfg, calib_scores, calib_disagree, pool_scores, costs)
+    if calib_edge_labels is None or n_classes is None:
+        return op
+    return replace(op, reference=reference(calib_scores, calib_edge_labels, n_classes,
+                                           calib_disagree))
+
+
+def _calibrate(cfg: RunConfig, calib_scores: np.ndarray, calib_disagree: np.ndarray | None,
+               pool_scores: np.ndarray, costs: Costs) -> OperatingPoint:
     c = cfg.calibration
     if c.mode == "offload":
         return calibrate_offload(calib_scores, c.rate, c.adaptive, c.step)

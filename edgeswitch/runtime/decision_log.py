@@ -60,6 +60,11 @@ CREATE TABLE IF NOT EXISTS decisions (
 );
 CREATE INDEX IF NOT EXISTS decisions_time ON decisions (time);
 """
+# drift alarms raised and cleared (runtime.drift): created with the first one, so a log without
+# alarms is what it was before the table existed; read only where it exists
+DRIFT_SCHEMA = """CREATE TABLE IF NOT EXISTS drift (time REAL NOT NULL,
+    state TEXT NOT NULL /* 'alarm' or 'clear' */, statistic TEXT NOT NULL, value REAL,
+    threshold REAL, window INTEGER)"""
 
 
 # the columns a reader needs: a log may have more (later versions add columns, never remove)
@@ -220,6 +225,31 @@ class DecisionLog:
                 " device) VALUES (" + ", ".join("?" * 20) + ")", rows)
             if before_commit is not None:
                 before_commit()
+
+    def append_drift(self, when: float, state: str, statistic: str, value: float,
+                     threshold: float, window: int) -> None:
+        """One drift alarm raised (`alarm`) or cleared (`clear`), in its own transaction."""
+        if state not in ("alarm", "clear"):
+            raise DataError(f"drift state must be 'alarm' or 'clear', got {state!r}")
+        if self.readonly:
+            raise LogWriteError(f"{self.path} was opened to read; it takes no rows")
+        try:
+            with self._lock, self.db:
+                self.db.execute(DRIFT_SCHEMA)
+                self.db.execute("INSERT INTO drift VALUES (?, ?, ?, ?, ?, ?)",
+                                (when, state, statistic, value, threshold, window))
+        except sqlite3.Error as exc:
+            raise LogWriteError(f"{self.path}: cannot log a drift {state}: {exc}") from None
+
+    def drift_history(self) -> list[dict]:
+        """Every drift raise and clear, oldest first (none in a log from before the table)."""
+        with self._lock:
+            if "drift" not in _tables(self.db):
+                return []
+            rows = self.db.execute("SELECT time, state, statistic, value, threshold, window "
+                                   "FROM drift ORDER BY rowid").fetchall()
+        keys = ("time", "state", "statistic", "value", "threshold", "window")
+        return [dict(zip(keys, r, strict=True)) for r in rows]
 
     def __len__(self) -> int:
         with self._lock:

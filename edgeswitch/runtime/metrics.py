@@ -173,8 +173,8 @@ class EdgeMetrics:
         self.queue_depth.set_function(lambda: float(depth()))
 
     def set_drift(self, alarm: bool, statistic: float) -> None:
-        """The drift detector's state after each test (the drift engineer's detector calls
-        this): the alarm raised or clear, and its statistic."""
+        """The drift detector's state (runtime.drift DriftMonitor.state, after each clip): the
+        alarm raised or clear, and its statistic."""
         self.drift_alarm.set(1 if alarm else 0)
         self.drift_statistic.set(float(statistic))
 

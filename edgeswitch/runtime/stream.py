@@ -40,6 +40,7 @@ import numpy as np
 from edgeswitch.errors import EdgeSwitchError
 from edgeswitch.models.base import model_identity
 from edgeswitch.runtime.decision_log import LogWriteError
+from edgeswitch.runtime.drift import DriftMonitor
 from edgeswitch.runtime.hybrid import HybridClassifier, HybridResult
 
 if TYPE_CHECKING:  # prometheus_client is an extra (serve): imported only with --metrics-port
@@ -163,10 +164,12 @@ def clip_error(hybrid: HybridClassifier, item: StreamItem, exc: Exception) -> di
 def run_stream(hybrid: HybridClassifier, items: Iterable[StreamItem], out: TextIO,
                stop_after: int | None = None,
                on_result: Callable[[StreamItem, HybridResult, list[dict]], None] | None = None,
-               metrics: EdgeMetrics | None = None) -> StreamSummary:
+               metrics: EdgeMetrics | None = None,
+               drift: DriftMonitor | None = None) -> StreamSummary:
     """Every item through `hybrid`, its JSON lines to `out`; `on_result` sees each call's
-    result and rows (for an annotated video, a progress bar...); `metrics` (runtime.metrics)
-    moves after each call, once its lines are written."""
+    result and rows (for an annotated video, a progress bar...); `drift` each answered clip's
+    switcher score and edge class (runtime.drift); `metrics` (runtime.metrics) moves after each
+    call, once its lines are written."""
     summary, t0 = StreamSummary(), time.perf_counter()
     lines = _Lines(out)
     where = getattr(out, "name", "the output")
@@ -216,8 +219,15 @@ def run_stream(hybrid: HybridClassifier, items: Iterable[StreamItem], out: TextI
         summary.fallbacks += int((~res.verified).sum())
         summary.offloaded += int(res.offloaded.sum())
         summary.reasons.update(str(r) for r in res.reason[res.offloaded & ~res.verified])
+        if drift is not None:
+            try:
+                drift.observe(res.score, res.edge.label)
+            except LogWriteError as exc:  # the call's answers are in both already
+                raise stopped(str(exc)) from None
         if metrics is not None:
             metrics.observe_call(hybrid, res)
+            if drift is not None:
+                metrics.set_drift(*drift.state())
         if on_result is not None:
             on_result(item, res, rows)
 

@@ -35,6 +35,8 @@ class OperatingPoint:
     params: dict = field(default_factory=dict)
     certified: bool | None = None  # disagreement mode: did some threshold pass the test?
     adaptive: bool = False         # offload/budget: follow the rate on the live stream
+    # the calibration data's drift reference (runtime.drift); None: written before it existed
+    reference: dict | None = None
 
     def __post_init__(self) -> None:
         """Refuse a point the hybrid could not use, naming the field (a hand-edited file or a
@@ -60,6 +62,9 @@ class OperatingPoint:
         if not isinstance(self.adaptive, bool | np.bool_):
             raise DataError(f"operating point 'adaptive' must be true or false, got "
                             f"{self.adaptive!r}")
+        if self.reference is not None and not isinstance(self.reference, dict):
+            raise DataError(f"operating point 'reference' must be an object or null, got "
+                            f"{type(self.reference).__name__}")
         if "rate" in self.params:
             target = _number("params.rate", self.params["rate"])
             if not 0.0 <= target <= 1.0:
@@ -119,7 +124,8 @@ class OperatingPoint:
         d = dict(d)
         if d["threshold"] in ("inf", "-inf"):
             d["threshold"] = float(d["threshold"])
-        known = {"mode", "threshold", "calib_offload_rate", "params", "certified", "adaptive"}
+        known = {"mode", "threshold", "calib_offload_rate", "params", "certified", "adaptive",
+                 "reference"}
         return cls(**{k: v for k, v in d.items() if k in known})
 
     @classmethod

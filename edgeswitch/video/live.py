@@ -36,6 +36,7 @@ from edgeswitch.cloud.reasons import FallbackReason
 from edgeswitch.config import VideoConfig
 from edgeswitch.runtime.async_cloud import AsyncCloud, Job, QueueStats
 from edgeswitch.runtime.decision_log import Decision, DecisionLog
+from edgeswitch.runtime.drift import DriftMonitor
 from edgeswitch.runtime.hybrid import HybridClassifier, HybridResult
 from edgeswitch.runtime.stream import StreamItem, _StopOnCtrlC, result_rows
 from edgeswitch.video.alerts import AlertSender
@@ -58,6 +59,7 @@ class WatchOutputs:
     log: DecisionLog | None = None
     alerts: AlertSender | None = None
     metrics: EdgeMetrics | None = None  # moved after each clip line and each update
+    drift: DriftMonitor | None = None   # fed each clip's switcher score and edge class
 
 
 @dataclass
@@ -185,6 +187,10 @@ class Watch:
                 self._log(res, row, None, offloaded)
             self.summary.clips += 1
             self.summary.offloaded += int(offloaded)
+            if self.o.drift is not None:
+                self.o.drift.observe(res.score, res.edge.label)
+                if self.o.metrics is not None:
+                    self.o.metrics.set_drift(*self.o.drift.state())
             if self.events is not None:
                 self._on_events(*self.events.add(
                     clip.clip_id, clip.start_s, clip.end_s, float(res.edge.proba[0, self.fall]),

@@ -1,0 +1,259 @@
+"""Drift alarm: the reference written by `calibrate`, the windowed test, the decision log's
+`drift` table, `classify` and `edgeswitch log --drift`; and on watch (slow) the alarm on a
+turned sensor frame and the false alarms without it, at the figures of docs/results.md."""
+
+from __future__ import annotations
+
+import io
+import json
+import sqlite3
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from edgeswitch.config import DriftConfig, load_config
+from edgeswitch.errors import DataError
+from edgeswitch.runtime.decision_log import DecisionLog
+from edgeswitch.runtime.drift import (
+    DriftDetector,
+    DriftMonitor,
+    check_reference,
+    drift_state,
+    drift_text,
+    open_drift,
+    reference,
+)
+from edgeswitch.switcher.calibrate import OperatingPoint, calibrate_offload
+from tests.deployed import make_bundle, run_cli
+
+try:  # the video pipeline's fixture (DMD on synthetic videos, switcher, op), reused
+    from tests.test_video_pipeline import trained
+except pytest.skip.Exception:  # no video extra: the watch test is skipped, the others run
+    trained = None
+
+K = 4
+
+
+def _calib(rng, n=2000):
+    scores = rng.beta(5, 2, n)
+    labels = rng.integers(0, K, n)
+    return scores, labels
+
+
+def test_reference_holds_quantiles_mix_and_agreement():
+    rng = np.random.default_rng(0)
+    s, lab = _calib(rng)
+    ref = reference(s, lab, K, disagree=rng.random(len(s)) < 0.25)
+    assert len(ref["score_quantiles"]) == 201 and ref["n"] == len(s)
+    assert ref["score_quantiles"][0] == pytest.approx(s.min())
+    assert sum(ref["class_mix"]) == pytest.approx(1.0)
+    assert 0.7 < ref["agreement"] < 0.8
+    assert json.loads(json.dumps(ref)) == ref          # JSON-safe: stored in the op file
+    with pytest.raises(DataError, match="one edge label per score"):
+        reference(s, lab[:-1], K)
+    with pytest.raises(DataError, match="class_mix"):
+        check_reference(ref | {"class_mix": [0.5, 0.6]})
+    with pytest.raises(DataError, match="edge model has 7"):
+        check_reference(ref, 7)
+
+
+@pytest.mark.parametrize("test", ["ks", "psi"])
+def test_quiet_on_the_reference_distribution_and_fires_on_a_shift(test):
+    """Seeded: 20,000 clips drawn from the calibration distribution raise nothing; a stream
+    whose scores and class mix move raises within 100 clips of the change, and the alarm
+    clears `clear_after` checks after the stream is back."""
+    rng = np.random.default_rng(1)
+    s, lab = _calib(rng)
+    cfg = DriftConfig(test=test, window=100, every=10, clear_after=3, ks_threshold=0.5,
+                      psi_threshold=1.0)
+    det = DriftDetector(reference(s, lab, K), cfg)
+    same_s, same_l = _calib(rng, 20_000)
+    checks = [c for c in map(det.add, same_s, same_l) if c is not None]
+    assert len(checks) == (20_000 - 100) // 10 + 1
+    assert not any(c.alarm for c in checks)
+    shifted_s = rng.beta(2, 5, 300)                      # the edge is far less sure
+    shifted_l = rng.choice(K, 300, p=[0.7, 0.1, 0.1, 0.1])
+    raised = [i for i, (a, b) in enumerate(zip(shifted_s, shifted_l, strict=True))
+              if (c := det.add(a, b)) is not None and c.changed]
+    assert raised and raised[0] < 100 and det.alarm
+    back_s, back_l = _calib(rng, 300)
+    cleared = [c for c in map(det.add, back_s, back_l) if c is not None and c.changed]
+    assert len(cleared) == 1 and not cleared[0].alarm and not det.alarm
+
+
+def test_monitor_logs_raise_and_clear_and_log_reads_them(tmp_path):
+    rng = np.random.default_rng(2)
+    s, lab = _calib(rng)
+    cfg = DriftConfig(window=50, every=10, clear_after=2)
+    db = tmp_path / "log.sqlite"
+    err = io.StringIO()
+    with DecisionLog(db, tuple("abcd"), "edge", "cloud") as log:
+        mon = DriftMonitor(DriftDetector(reference(s, lab, K), cfg), log, err)
+        mon.observe(*_calib(rng, 200))
+        assert log.drift_history() == []
+        mon.observe(rng.beta(1, 8, 100), np.zeros(100, int))
+        assert mon.alarm
+        mon.observe(*_calib(rng, 200))
+        assert not mon.alarm
+    with DecisionLog(db) as ro:
+        hist = ro.drift_history()
+    assert [h["state"] for h in hist] == ["alarm", "clear"]
+    assert hist[0]["statistic"] == "ks+tv" and hist[0]["window"] == 50
+    assert hist[0]["value"] > hist[0]["threshold"] == cfg.ks_threshold
+    assert "drift alarm raised at clip" in err.getvalue()
+    assert "cleared after 2 passing checks" in err.getvalue()
+    state = drift_state(hist)
+    assert state["state"] == "clear" and state["alarms"] == 1
+    assert "alarm" in drift_text(state) and "ks+tv" in drift_text(state)
+
+
+def test_a_log_from_before_the_drift_table_reads_as_no_history(tmp_path):
+    db = tmp_path / "old.sqlite"
+    DecisionLog(db, ("a", "b"), "e", "c").close()
+    con = sqlite3.connect(db)
+    assert "drift" not in {r[0] for r in con.execute("SELECT name FROM sqlite_master")}
+    con.close()
+    with DecisionLog(db) as ro:
+        assert ro.drift_history() == []
+    with pytest.raises(Exception, match="opened to read"):
+        DecisionLog(db).append_drift(0.0, "alarm", "ks", 1.0, 0.5, 10)
+
+
+def test_operating_point_keeps_its_reference_and_old_ones_load(tmp_path):
+    rng = np.random.default_rng(3)
+    s, lab = _calib(rng, 500)
+    op = replace(calibrate_offload(s, 0.3), reference=reference(s, lab, K))
+    back = OperatingPoint.load(op.save(tmp_path / "op.json"))
+    assert back.reference == op.reference
+    old = calibrate_offload(s, 0.3).to_dict()
+    old.pop("reference")
+    (tmp_path / "old.json").write_text(json.dumps(old))
+    old_op = OperatingPoint.load(tmp_path / "old.json")
+    assert old_op.reference is None
+    err = io.StringIO()
+    assert open_drift(old_op, DriftConfig(), K, err=err) is None
+    assert "drift detection off" in err.getvalue()
+    assert open_drift(back, DriftConfig(enabled=False), K) is None
+    assert open_drift(back, DriftConfig(), K) is not None
+    with pytest.raises(DataError, match="'reference' must be an object"):
+        OperatingPoint.from_dict(op.to_dict() | {"reference": [1, 2]})
+
+
+def test_config_has_the_drift_table():
+    cfg = load_config("configs/watch.toml")
+    assert cfg.drift == DriftConfig()
+
+
+def test_calibrate_writes_the_reference_and_classify_raises_the_alarm(tmp_path, bm_files,
+                                                                        basicmotions):
+    """Real CLI: `calibrate --dmd` stores the reference; `classify` with the old op says
+    drift is off; on clips of a stuck sensor (a flat signal, a little noise) the alarm is
+    raised at the first check, logged and shown by `log --drift` (text and JSON)."""
+    b = make_bundle(tmp_path, bm_files, basicmotions, n_clips=80)
+    r = run_cli("calibrate", "--dmd", b["dmd"], "--switcher", b["switcher"], "--mode",
+                "offload", "--rate", "0.5", "--out", tmp_path / "op_ref.json", "--quiet")
+    assert r.returncode == 0, r.stderr
+    ref = json.loads((tmp_path / "op_ref.json").read_text())["reference"]
+    assert len(ref["class_mix"]) == len(basicmotions.classes) and ref["n"] > 0
+    r = run_cli("classify", "--data", b["clips"], "--edge", b["edge"], "--cloud", b["cloud"],
+                "--switcher", b["switcher"], "--op", b["op"], "--out", tmp_path / "a.jsonl",
+                "--quiet")
+    assert r.returncode == 0, r.stderr
+    assert "drift detection off" in r.stderr
+    X = np.random.default_rng(0).normal(0, 0.01, b["X"].shape).astype(np.float32)
+    np.savez(tmp_path / "shifted.npz", X=X, ids=b["ids"])
+    db = tmp_path / "log.sqlite"
+    r = run_cli("classify", "--data", tmp_path / "shifted.npz", "--edge", b["edge"],
+                "--cloud", b["cloud"], "--switcher", b["switcher"], "--op",
+                tmp_path / "op_ref.json", "--log", db, "--out", tmp_path / "b.jsonl",
+                "--drift-window", "20", "--drift-every", "5", "--quiet")
+    assert r.returncode == 0, r.stderr
+    assert "drift alarm raised at clip 20" in r.stderr
+    r = run_cli("log", db, "--drift", "--json")
+    assert r.returncode == 0, r.stderr
+    state = json.loads(r.stdout)
+    assert state["state"] == "alarm" and state["alarms"] == 1
+    assert state["history"][0]["window"] == 20
+    r = run_cli("log", db, "--drift")
+    assert r.returncode == 0 and r.stdout.startswith("drift: alarm since")
+    # the same alarm on the edge's /metrics, scraped from the running process
+    pytest.importorskip("prometheus_client", reason="needs the serve extra")
+    from tests.edge_run import edge_process, families, value, wait_for
+
+    args = ["classify", "--data", tmp_path / "shifted.npz", "--edge", b["edge"], "--cloud",
+            b["cloud"], "--switcher", b["switcher"], "--op", tmp_path / "op_ref.json", "--out",
+            tmp_path / "c.jsonl", "--drift-window", "20", "--drift-every", "5", "--quiet",
+            "--metrics-linger-s", "60"]
+    with edge_process(args, tmp_path) as (proc, url, err):
+        wait_for("metrics stay on", err, proc)
+        fams = families(url)
+    assert value(fams, "edgeswitch_edge_drift_alarm") == 1.0
+    assert value(fams, "edgeswitch_edge_drift_statistic") > 0.73  # the default ks threshold
+
+
+@pytest.mark.slow
+def test_watch_alarm_fires_on_another_device_and_is_rare_without():
+    """The measurement of docs/results.md "Drift" at a smaller size (seeded, bounded): the
+    default pipeline's switcher, the reference of its calibration subject and the default
+    [drift] settings; streams of the held-out test subjects. Without a shift alarms stay rare;
+    when the clips start coming from another device (BasicMotions) at clip 400, the alarm
+    fires, within the documented delay. (A turned watch is not caught: see the docs.)"""
+    from benchmarks.drift import evaluate, load
+    from edgeswitch.data import load_dataset
+
+    a = load()
+    edge, sw = a.edge, a.dmd
+
+    def score(X):
+        out = edge.outputs(X)
+        return sw.trust(out).astype(float), out.label.astype(int)
+
+    cs, cl = score(a.splits.calib.X)
+    ref = a.operating_point.reference
+    assert ref["class_mix"] == pytest.approx(reference(cs, cl, len(edge.classes_))["class_mix"])
+    bs, bl = score(load_dataset("basicmotions").X.astype(np.float32))
+    rng = np.random.default_rng(3)
+    t = a.splits.test
+    test_sets, shifted = {}, {"basicmotions": {}}
+    for subj in dict.fromkeys(t.groups):
+        m = t.groups == subj
+        test_sets[subj] = (*score(t.X[m]), t.ids[m])
+        pick = rng.integers(len(bs), size=int(m.sum()))
+        shifted["basicmotions"][subj] = (bs[pick], bl[pick])
+    res = evaluate(ref, DriftConfig(), test_sets, shifted, 8, 1000, 400, seed=2)
+    assert res["no_shift"]["clips"] > 20_000
+    assert res["no_shift"]["alarms_per_1000"] <= DOCUMENTED["no_shift_alarms_per_1000"]
+    assert res["basicmotions"]["detected"] >= DOCUMENTED["detected"]
+    assert res["basicmotions"]["delay_clips_median"] <= DOCUMENTED["delay_median"]
+
+
+# the bounds the slow test holds the measurement to (docs/results.md "Drift": 0.066 alarms
+# per 1,000 clips, 100% detected, median delay 160 clips; bounds rounded out for 27 streams)
+DOCUMENTED = {"no_shift_alarms_per_1000": 0.5, "detected": 0.9, "delay_median": 250}
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(trained is None, reason="needs the video extra")
+def test_watch_feeds_the_detector_and_logs_the_alarm(tmp_path, trained):  # noqa: F811
+    """`watch` with an operating point that has a reference: every clip reaches the detector
+    (a threshold no window can pass raises the alarm at the first check, clip 20) and the
+    alarm lands in the log `watch` writes."""
+    from edgeswitch.video.synthetic import render_synthetic_video, synthetic_pose_sequence
+
+    d = trained["dir"]
+    assert json.loads((d / "op.json").read_text())["reference"] is not None
+    video = tmp_path / "walk.mp4"
+    render_synthetic_video(video, np.concatenate(
+        [synthetic_pose_sequence("walk", 48, rng=np.random.default_rng(i)) for i in range(5)]))
+    db = tmp_path / "log.sqlite"
+    r = run_cli("watch", video, "--switcher", d / "sw.npz", "--op", d / "op.json",
+                "--log", db, "--out", tmp_path / "out.jsonl", "--drift-window", "20",
+                "--drift-every", "5", "--drift-ks-threshold", "1e-9", *VIDEO_CLIP)
+    assert r.returncode == 0, r.stderr
+    assert "drift alarm raised at clip 20" in r.stderr
+    r = run_cli("log", db, "--drift", "--json")
+    assert json.loads(r.stdout)["state"] == "alarm"
+
+
+VIDEO_CLIP = ["--clip-s", "4", "--stride-s", "1", "--frames", "32", "--fps-cap", "8"]
