@@ -320,7 +320,7 @@ class DriftConfig:
                                                "clips' novelty (per-channel mean and std vs the "
                                                "calibration clips) exceeds this (set on "
                                                "calibration data; off without raw calibration "
-                                               "clips)", gt=0, le=1)] = 0.48
+                                               "clips)", gt=0, le=1)] = 0.47
 
 
 @dataclass(config=_STRICT)

@@ -301,44 +301,56 @@ def test_calibrate_on_clips_stores_input_statistics_and_classify_uses_them(tmp_p
 
 
 @pytest.mark.slow
-def test_watch_alarm_fires_on_another_device_and_is_rare_without():
+def test_watch_alarm_fires_on_a_turned_watch_and_another_device_and_is_rare_without():
     """The measurement of docs/results.md "Drift" at a smaller size (seeded, bounded): the
-    default pipeline's switcher, the reference of its calibration subject and the default
-    [drift] settings; streams of the held-out test subjects. Without a shift alarms stay rare;
-    when the clips start coming from another device (BasicMotions) at clip 400, the alarm
-    fires, within the documented delay. (A turned watch is not caught: see the docs.)"""
-    from benchmarks.drift import evaluate, load
+    default pipeline's switcher, the reference of its calibration subject (with its input
+    statistics) and the default [drift] settings; streams of the held-out test subjects.
+    Without a shift alarms stay rare; when the watch is turned 60 or 90 degrees, its x/y axes
+    swapped, or the clips come from another device (BasicMotions) from clip 400 on, the alarm
+    fires, within the documented delay. A 30-degree turn is caught in about half the streams
+    only (documented; held to a lower bound)."""
+    from benchmarks.drift import SHIFTS, evaluate, load, turn
     from edgeswitch.data import load_dataset
+    from edgeswitch.runtime.drift import clip_summary
 
     a = load()
     edge, sw = a.edge, a.dmd
 
     def score(X):
         out = edge.outputs(X)
-        return sw.trust(out).astype(float), out.label.astype(int)
+        return sw.trust(out).astype(float), out.label.astype(int), clip_summary(X)
 
-    cs, cl = score(a.splits.calib.X)
+    cs, cl, _ = score(a.splits.calib.X)
     ref = a.operating_point.reference
     assert ref["class_mix"] == pytest.approx(reference(cs, cl, len(edge.classes_))["class_mix"])
-    bs, bl = score(load_dataset("basicmotions").X.astype(np.float32))
+    assert len(ref["inputs"]["clips"]) == len(cs)      # build's calibrate had the clips
+    bs, bl, bsm = score(load_dataset("basicmotions").X.astype(np.float32))
     rng = np.random.default_rng(3)
     t = a.splits.test
-    test_sets, shifted = {}, {"basicmotions": {}}
+    test_sets, shifted = {}, {"basicmotions": {}, **{k: {} for k in SHIFTS}}
     for subj in dict.fromkeys(t.groups):
         m = t.groups == subj
-        test_sets[subj] = (*score(t.X[m]), t.ids[m])
+        s, lab, sm = score(t.X[m])
+        test_sets[subj] = (s, lab, t.ids[m], sm)
         pick = rng.integers(len(bs), size=int(m.sum()))
-        shifted["basicmotions"][subj] = (bs[pick], bl[pick])
+        shifted["basicmotions"][subj] = (bs[pick], bl[pick], bsm[pick])
+        for k, R in SHIFTS.items():
+            shifted[k][subj] = score(turn(t.X[m], R))
     res = evaluate(ref, DriftConfig(), test_sets, shifted, 8, 1000, 400, seed=2)
     assert res["no_shift"]["clips"] > 20_000
     assert res["no_shift"]["alarms_per_1000"] <= DOCUMENTED["no_shift_alarms_per_1000"]
-    assert res["basicmotions"]["detected"] >= DOCUMENTED["detected"]
-    assert res["basicmotions"]["delay_clips_median"] <= DOCUMENTED["delay_median"]
+    for k in ("basicmotions", "rot60", "rot90", "swap_xy"):
+        assert res[k]["detected"] >= DOCUMENTED["detected"], (k, res[k])
+        assert res[k]["delay_clips_median"] <= DOCUMENTED["delay_median"], (k, res[k])
+    assert res["rot60"]["fired_by"].get("inputs", 0) >= 0.9 * res["rot60"]["streams"]
+    assert res["rot30"]["detected"] >= DOCUMENTED["detected_rot30"], res["rot30"]
 
 
-# the bounds the slow test holds the measurement to (docs/results.md "Drift": 0.066 alarms
-# per 1,000 clips, 100% detected, median delay 160 clips; bounds rounded out for 27 streams)
-DOCUMENTED = {"no_shift_alarms_per_1000": 0.5, "detected": 0.9, "delay_median": 250}
+# the bounds the slow test holds the measurement to (docs/results.md "Drift": 0.074 alarms
+# per 1,000 clips; 100% detected at a median delay of 120-180 clips for 60 and 90 degrees,
+# swapped axes and another device; 46% for 30 degrees; bounds rounded out for 27 streams)
+DOCUMENTED = {"no_shift_alarms_per_1000": 0.5, "detected": 0.9, "delay_median": 250,
+              "detected_rot30": 0.2}
 
 
 @pytest.mark.slow
