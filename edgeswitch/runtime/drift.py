@@ -30,8 +30,8 @@ one recording overlap, one recording is one activity) and successive windows ove
 test's nominal p-value is not a false-alarm rate (a chi-square test of the class mix of 200
 clips from six recordings rejects almost always): distances are used, their thresholds are set
 on held-out calibration data replayed as streams, and the false-alarm rate they give is
-measured
-(benchmarks/drift.py, docs/results.md "Drift"). It reads scores and edge labels, never labels.
+measured (benchmarks/drift.py, docs/results.md "Drift"). It reads scores, edge labels and the
+clips, never labels.
 """
 
 from __future__ import annotations
