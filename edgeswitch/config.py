@@ -316,6 +316,11 @@ class DriftConfig:
     every: Annotated[StrictInt, describe("clips between checks", ge=1)] = 20
     clear_after: Annotated[StrictInt, describe("consecutive passing checks that clear an alarm",
                                                ge=1)] = 5
+    input_threshold: Annotated[Float, describe("alarm when the one-sided KS distance of the "
+                                               "clips' novelty (per-channel mean and std vs the "
+                                               "calibration clips) exceeds this (set on "
+                                               "calibration data; off without raw calibration "
+                                               "clips)", gt=0, le=1)] = 0.47
 
 
 @dataclass(config=_STRICT)

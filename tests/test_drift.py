@@ -140,6 +140,76 @@ def test_operating_point_keeps_its_reference_and_old_ones_load(tmp_path):
         OperatingPoint.from_dict(op.to_dict() | {"reference": [1, 2]})
 
 
+def _imu(rng, n_rec=12, per_rec=30, R=None):
+    """Clips of a wrist IMU [n, 100, 6]: each recording holds the watch in one pose (gravity
+    in one direction of the frame's upper half, plus motion); `R` turns the sensor frame."""
+    X, ids = [], []
+    for r in range(n_rec):
+        g = rng.normal(size=3) * [1, 1, 0.3] + [0, 0, 1.5]
+        g = 9.8 * g / np.linalg.norm(g)
+        for i in range(per_rec):
+            acc = g + rng.normal(0, 0.6, (100, 3))
+            gyr = rng.normal(0, 0.3, (100, 3)) * [1.0, 0.5, 0.2]
+            X.append(np.concatenate([acc, gyr], axis=1))
+            ids.append(f"s/rec{r:02d}/{i:03d}")
+    X = np.asarray(X, np.float32)
+    if R is not None:
+        X = np.concatenate([X[:, :, :3] @ R.T, X[:, :, 3:] @ R.T], axis=2).astype(np.float32)
+    return X, np.array(ids)
+
+
+def test_input_part_fires_on_a_turned_sensor_and_stays_off_without_it():
+    """The input statistics: a stream from the calibration poses stays under the threshold, the
+    same watch upside down (x turned 180 degrees) raises the alarm from the input part alone
+    (the scores and class mix do not move); a reference without the part (old, or from DMD
+    records) and video clips leave it off; a broken part is refused."""
+    from edgeswitch.runtime.drift import clip_summary, recordings_of
+
+    rng = np.random.default_rng(4)
+    Xc, ids = _imu(rng)
+    s, lab = _calib(rng, len(Xc))
+    ref = reference(s, lab, K, inputs=Xc, recordings=recordings_of(ids))
+    assert json.loads(json.dumps(ref)) == ref and len(ref["inputs"]["mean"]) == 12
+    cfg = DriftConfig(window=100, every=10, ks_threshold=1.0, input_threshold=0.5)
+    flip = np.diag([1.0, -1.0, -1.0])
+    for R, fires in ((None, False), (flip, True)):
+        X, _ = _imu(np.random.default_rng(5), n_rec=12, per_rec=30, R=R)
+        X = X[np.random.default_rng(6).permutation(len(X))]
+        err = io.StringIO()
+        mon = DriftMonitor(DriftDetector(ref, cfg), None, err)
+        mon.observe(*_calib(rng, len(X)), X)
+        assert mon.alarm is fires, mon.detector.last
+        assert mon.detector.last.values["ks+tv"] < 1.0
+        if fires:
+            assert "drift alarm raised at clip 100: input-ks" in err.getvalue()
+            assert mon.detector.last.part == "input-ks"
+        else:
+            assert mon.detector.last.values["input-ks"] < 0.5
+    X, _ = _imu(np.random.default_rng(5), R=flip)
+    old = {k: v for k, v in ref.items() if k != "inputs"}
+    for r, inputs in ((old, X), (ref, [object()] * len(X))):  # no part; video clips
+        det = DriftDetector(r, cfg)
+        mon = DriftMonitor(det, None, io.StringIO())
+        mon.observe(*_calib(rng, len(X)), inputs)
+        assert not mon.alarm and "input-ks" not in det.last.values
+    assert clip_summary([object()]) is None
+    err = io.StringIO()
+    assert open_drift(replace(calibrate_offload(s, 0.3), reference=old), DriftConfig(), K,
+                      err=err) is not None
+    assert "no input statistics" in err.getvalue()
+    with pytest.raises(DataError, match="'inputs'"):
+        check_reference(ref | {"inputs": {"mean": [0.0]}})
+    with pytest.raises(DataError, match="'inputs'"):
+        check_reference(ref | {"inputs": ref["inputs"] | {"std": [-1.0] * 12}})
+    mon = DriftMonitor(DriftDetector(ref, cfg), None, err := io.StringIO())
+    mon.observe(*_calib(rng, 5), np.zeros((5, 100, 3), np.float32))   # other channels
+    assert "input part off" in err.getvalue() and mon.detector.input_ks is None
+    det = DriftDetector(ref, cfg)   # wild clips: far from everything, never NaN
+    wild = np.stack([np.full((100, 6), 3e38), np.full((100, 6), np.nan)]).astype(np.float32)
+    DriftMonitor(det, None, io.StringIO()).observe([0.5, 0.5], [0, 0], wild)
+    assert det.novelty[-2] > 1e30 and det.novelty[-1] == np.inf
+
+
 def test_config_has_the_drift_table():
     cfg = load_config("configs/watch.toml")
     assert cfg.drift == DriftConfig()
@@ -192,45 +262,95 @@ def test_calibrate_writes_the_reference_and_classify_raises_the_alarm(tmp_path, 
     assert value(fams, "edgeswitch_edge_drift_statistic") > 0.73  # the default ks threshold
 
 
+def test_calibrate_on_clips_stores_input_statistics_and_classify_uses_them(tmp_path, bm_files,
+                                                                           basicmotions):
+    """Real CLI: `calibrate --data` (raw clips at hand) stores the input part, `--dmd` says it
+    cannot; `classify` on the same clips with the watch upside down raises the alarm from the
+    input part (the score threshold set out of reach), and the log names the part."""
+    b = make_bundle(tmp_path, bm_files, basicmotions, n_clips=80)
+    np.savez(tmp_path / "calib.npz", X=b["X"], ids=b["ids"],
+             classes=np.array(basicmotions.classes))   # unlabelled clips name the label set
+    r = run_cli("calibrate", "--data", tmp_path / "calib.npz", "--edge", b["edge"], "--switcher",
+                b["switcher"], "--split", "all", "--mode", "offload", "--rate", "0.5", "--out",
+                tmp_path / "op_in.json", "--quiet")
+    assert r.returncode == 0, r.stderr
+    ref = json.loads((tmp_path / "op_in.json").read_text())["reference"]
+    assert len(ref["inputs"]["clips"]) == 80 and len(ref["inputs"]["mean"]) == 12
+    r = run_cli("calibrate", "--dmd", b["dmd"], "--switcher", b["switcher"], "--mode",
+                "offload", "--rate", "0.5", "--out", tmp_path / "op_dmd.json", "--quiet")
+    assert r.returncode == 0 and "no input statistics" in r.stderr
+    assert "inputs" not in json.loads((tmp_path / "op_dmd.json").read_text())["reference"]
+    flip = np.diag([1.0, -1.0, -1.0])
+    X = b["X"]
+    X = np.concatenate([X[:, :, :3] @ flip, X[:, :, 3:] @ flip], axis=2).astype(np.float32)
+    np.savez(tmp_path / "flipped.npz", X=X, ids=b["ids"])
+    common = ["--edge", b["edge"], "--cloud", b["cloud"], "--switcher", b["switcher"], "--op",
+              tmp_path / "op_in.json", "--drift-window", "20", "--drift-every", "5",
+              "--drift-ks-threshold", "1", "--quiet"]
+    r = run_cli("classify", "--data", b["clips"], "--out", tmp_path / "a.jsonl", *common)
+    assert r.returncode == 0, r.stderr
+    assert "drift alarm" not in r.stderr
+    db = tmp_path / "log.sqlite"
+    r = run_cli("classify", "--data", tmp_path / "flipped.npz", "--out", tmp_path / "b.jsonl",
+                "--log", db, *common)
+    assert r.returncode == 0, r.stderr
+    assert "drift alarm raised at clip 20: input-ks" in r.stderr
+    state = json.loads(run_cli("log", db, "--drift", "--json").stdout)
+    assert state["state"] == "alarm" and state["history"][0]["statistic"] == "input-ks"
+    assert state["history"][0]["threshold"] == DriftConfig().input_threshold
+
+
 @pytest.mark.slow
-def test_watch_alarm_fires_on_another_device_and_is_rare_without():
+def test_watch_alarm_fires_on_a_turned_watch_and_another_device_and_is_rare_without():
     """The measurement of docs/results.md "Drift" at a smaller size (seeded, bounded): the
-    default pipeline's switcher, the reference of its calibration subject and the default
-    [drift] settings; streams of the held-out test subjects. Without a shift alarms stay rare;
-    when the clips start coming from another device (BasicMotions) at clip 400, the alarm
-    fires, within the documented delay. (A turned watch is not caught: see the docs.)"""
-    from benchmarks.drift import evaluate, load
+    default pipeline's switcher, the reference of its calibration subject (with its input
+    statistics) and the default [drift] settings; streams of the held-out test subjects.
+    Without a shift alarms stay rare; when the watch is turned 60 or 90 degrees, its x/y axes
+    swapped, or the clips come from another device (BasicMotions) from clip 400 on, the alarm
+    fires, within the documented delay. A 30-degree turn is caught in about half the streams
+    only (documented; held to a lower bound)."""
+    from benchmarks.drift import SHIFTS, evaluate, load, turn
     from edgeswitch.data import load_dataset
+    from edgeswitch.runtime.drift import clip_summary
 
     a = load()
     edge, sw = a.edge, a.dmd
 
     def score(X):
         out = edge.outputs(X)
-        return sw.trust(out).astype(float), out.label.astype(int)
+        return sw.trust(out).astype(float), out.label.astype(int), clip_summary(X)
 
-    cs, cl = score(a.splits.calib.X)
+    cs, cl, _ = score(a.splits.calib.X)
     ref = a.operating_point.reference
     assert ref["class_mix"] == pytest.approx(reference(cs, cl, len(edge.classes_))["class_mix"])
-    bs, bl = score(load_dataset("basicmotions").X.astype(np.float32))
+    assert len(ref["inputs"]["clips"]) == len(cs)      # build's calibrate had the clips
+    bs, bl, bsm = score(load_dataset("basicmotions").X.astype(np.float32))
     rng = np.random.default_rng(3)
     t = a.splits.test
-    test_sets, shifted = {}, {"basicmotions": {}}
+    test_sets, shifted = {}, {"basicmotions": {}, **{k: {} for k in SHIFTS}}
     for subj in dict.fromkeys(t.groups):
         m = t.groups == subj
-        test_sets[subj] = (*score(t.X[m]), t.ids[m])
+        s, lab, sm = score(t.X[m])
+        test_sets[subj] = (s, lab, t.ids[m], sm)
         pick = rng.integers(len(bs), size=int(m.sum()))
-        shifted["basicmotions"][subj] = (bs[pick], bl[pick])
+        shifted["basicmotions"][subj] = (bs[pick], bl[pick], bsm[pick])
+        for k, R in SHIFTS.items():
+            shifted[k][subj] = score(turn(t.X[m], R))
     res = evaluate(ref, DriftConfig(), test_sets, shifted, 8, 1000, 400, seed=2)
     assert res["no_shift"]["clips"] > 20_000
     assert res["no_shift"]["alarms_per_1000"] <= DOCUMENTED["no_shift_alarms_per_1000"]
-    assert res["basicmotions"]["detected"] >= DOCUMENTED["detected"]
-    assert res["basicmotions"]["delay_clips_median"] <= DOCUMENTED["delay_median"]
+    for k in ("basicmotions", "rot60", "rot90", "swap_xy"):
+        assert res[k]["detected"] >= DOCUMENTED["detected"], (k, res[k])
+        assert res[k]["delay_clips_median"] <= DOCUMENTED["delay_median"], (k, res[k])
+    assert res["rot60"]["fired_by"].get("inputs", 0) >= 0.9 * res["rot60"]["streams"]
+    assert res["rot30"]["detected"] >= DOCUMENTED["detected_rot30"], res["rot30"]
 
 
-# the bounds the slow test holds the measurement to (docs/results.md "Drift": 0.066 alarms
-# per 1,000 clips, 100% detected, median delay 160 clips; bounds rounded out for 27 streams)
-DOCUMENTED = {"no_shift_alarms_per_1000": 0.5, "detected": 0.9, "delay_median": 250}
+# the bounds the slow test holds the measurement to (docs/results.md "Drift": 0.074 alarms
+# per 1,000 clips; 100% detected at a median delay of 120-180 clips for 60 and 90 degrees,
+# swapped axes and another device; 46% for 30 degrees; bounds rounded out for 27 streams)
+DOCUMENTED = {"no_shift_alarms_per_1000": 0.5, "detected": 0.9, "delay_median": 250,
+              "detected_rot30": 0.2}
 
 
 @pytest.mark.slow

@@ -61,9 +61,10 @@ def cmd_train_switcher(args) -> int:
 
 
 def _calibration_inputs(args, cfg):
-    """(switcher, scores, disagreement or None, costs, (edge labels, classes)) from clips and
-    models, or from the DMD records of unlabelled calibration clips (--dmd: any modality, no
-    model run needed). The edge labels go into the drift reference."""
+    """(switcher, scores, disagreement or None, costs, (edge labels, classes, clips, ids))
+    from clips and models, or from the DMD records of unlabelled calibration clips (--dmd: any
+    modality, no model run needed, no clips). The edge labels and the clips (their input
+    statistics) go into the drift reference."""
     from edgeswitch.pipeline import Costs, check_clip_classes, measure_costs
 
     no_costs = Costs(0, 0, 1, 0, 0, 1)
@@ -81,8 +82,12 @@ def _calibration_inputs(args, cfg):
         if expected and expected != records.edge_model:
             raise EdgeSwitchError(f"switcher was trained on outputs of {expected}, the "
                                   f"records are from {records.edge_model}")
+        import sys
+
+        print("edgeswitch: calibrate --dmd: the drift reference has no input statistics (the "
+              "records hold no raw clips); a turned sensor goes unnoticed", file=sys.stderr)
         return sw, sw.trust(records.edge), records.edge_label != records.cloud_label, no_costs, \
-            (records.edge_label, len(records.classes))
+            (records.edge_label, len(records.classes), None, None)
     if not (args.data and args.edge):
         raise EdgeSwitchError("calibrate needs --data and --edge (or --dmd records)")
     clips, _, _ = load_split(args)
@@ -93,19 +98,21 @@ def _calibration_inputs(args, cfg):
     disagree = edge_out.label != cloud.predict(clips.X) if mode == "disagreement" else None
     costs = measure_costs(edge, sw, cloud, clips.X, cfg.latency_calls) if mode == "budget" \
         else no_costs
-    return sw, sw.trust(edge_out), disagree, costs, (edge_out.label, len(edge.classes_))
+    return sw, sw.trust(edge_out), disagree, costs, \
+        (edge_out.label, len(edge.classes_), clips.X, clips.ids)
 
 
 def cmd_calibrate(args) -> int:
     from edgeswitch.pipeline import calibrate
 
     cfg = resolve_config(args)
-    sw, scores, disagree, costs, (edge_labels, n_classes) = _calibration_inputs(args, cfg)
+    sw, scores, disagree, costs, (edge_labels, n_classes, X, ids) = _calibration_inputs(args,
+                                                                                       cfg)
     if cfg.calibration.mode != "disagreement":
         disagree = None
     # without DMD records at hand the candidate thresholds are fixed in advance: a fine grid
     grid_source = np.linspace(0, 1, 1001)
-    op = calibrate(cfg, scores, disagree, grid_source, costs, edge_labels, n_classes)
+    op = calibrate(cfg, scores, disagree, grid_source, costs, edge_labels, n_classes, X, ids)
     op.save(out_file(args.out))
     print(f"{op.mode}: threshold {op.threshold:.4f}, offloads {op.calib_offload_rate:.1%} "
           f"of {len(scores)} calibration clips; wrote {args.out}")

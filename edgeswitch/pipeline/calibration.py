@@ -9,7 +9,7 @@ import numpy as np
 from edgeswitch.config import RunConfig
 from edgeswitch.errors import EdgeSwitchError
 from edgeswitch.pipeline.costs import Costs
-from edgeswitch.runtime.drift import reference
+from edgeswitch.runtime.drift import recordings_of, reference
 from edgeswitch.switcher.calibrate import (
     OperatingPoint,
     calibrate_budget,
@@ -20,14 +20,19 @@ from edgeswitch.switcher.calibrate import (
 
 def calibrate(cfg: RunConfig, calib_scores: np.ndarray, calib_disagree: np.ndarray | None,
               pool_scores: np.ndarray, costs: Costs, calib_edge_labels: np.ndarray | None = None,
-              n_classes: int | None = None) -> OperatingPoint:
+              n_classes: int | None = None, calib_inputs: np.ndarray | None = None,
+              calib_ids=None) -> OperatingPoint:
     """The operating point; with the calibration clips' edge labels it also carries their
-    drift reference (score quantiles, edge class mix, agreement when the cloud answered)."""
+    drift reference (score quantiles, edge class mix, agreement when the cloud answered), and
+    with the clips themselves (`calib_inputs`, their `calib_ids` naming the recordings) the
+    input statistics a turned sensor moves (runtime.drift)."""
     op = _calibrate(cfg, calib_scores, calib_disagree, pool_scores, costs)
     if calib_edge_labels is None or n_classes is None:
         return op
+    recs = None if calib_ids is None else recordings_of(calib_ids)
     return replace(op, reference=reference(calib_scores, calib_edge_labels, n_classes,
-                                           calib_disagree))
+                                           calib_disagree, inputs=calib_inputs,
+                                           recordings=recs))
 
 
 def _calibrate(cfg: RunConfig, calib_scores: np.ndarray, calib_disagree: np.ndarray | None,

@@ -78,7 +78,7 @@ def build(cfg: RunConfig, out_dir: Path | None = None, cache_dir: Path | None = 
     if cfg.calibration.mode == "disagreement":  # the cloud labels calib, no human does
         calib_dis = calib_edge.label != cloud.predict(splits.calib.X)
     op = calibrate(cfg, calib_scores, calib_dis, dmd.trust(records.edge), costs,
-                   calib_edge.label, len(edge.classes_))
+                   calib_edge.label, len(edge.classes_), splits.calib.X, splits.calib.ids)
     step("calibrate", t)
     steps.close()
     return Artifacts(cfg, splits, edge, cloud, records, dmd, supervised, costs, op, timings,

@@ -168,8 +168,8 @@ def run_stream(hybrid: HybridClassifier, items: Iterable[StreamItem], out: TextI
                drift: DriftMonitor | None = None) -> StreamSummary:
     """Every item through `hybrid`, its JSON lines to `out`; `on_result` sees each call's
     result and rows (for an annotated video, a progress bar...); `drift` each answered clip's
-    switcher score and edge class (runtime.drift); `metrics` (runtime.metrics) moves after each
-    call, once its lines are written."""
+    switcher score, edge class and (an array's) input statistics (runtime.drift); `metrics`
+    (runtime.metrics) moves after each call, once its lines are written."""
     summary, t0 = StreamSummary(), time.perf_counter()
     lines = _Lines(out)
     where = getattr(out, "name", "the output")
@@ -221,7 +221,7 @@ def run_stream(hybrid: HybridClassifier, items: Iterable[StreamItem], out: TextI
         summary.reasons.update(str(r) for r in res.reason[res.offloaded & ~res.verified])
         if drift is not None:
             try:
-                drift.observe(res.score, res.edge.label)
+                drift.observe(res.score, res.edge.label, item.inputs)
             except LogWriteError as exc:  # the call's answers are in both already
                 raise stopped(str(exc)) from None
         if metrics is not None:
