@@ -222,8 +222,46 @@ def stream_exit(summary, command: str, wrote: str) -> int:
               + ("; ..." if summary.failed > len(summary.errors) else ""), file=sys.stderr)
         code = EXIT_CLIPS_FAILED
     if summary.cloud_never_answered():
-        print(f"edgeswitch: error: the cloud answered none of the {summary.offloaded} offloaded "
-              f"clips ({reasons}); the edge answer stands for all of them. Check --cloud-url, "
-              "the token (--token-file or $EDGESWITCH_TOKEN) and --model", file=sys.stderr)
-        code = EXIT_CLOUD_NEVER_ANSWERED
+        code = cloud_never_answered(summary.offloaded, reasons)
     return code
+
+
+def cloud_never_answered(offloaded: int, reasons) -> int:
+    """Say that every offload fell back (a run that did not do what was asked): exit 3."""
+    import sys
+
+    print(f"edgeswitch: error: the cloud answered none of the {offloaded} offloaded clips "
+          f"({reasons}); the edge answer stands for all of them. Check --cloud-url, the token "
+          "(--token-file or $EDGESWITCH_TOKEN) and --model", file=sys.stderr)
+    return EXIT_CLOUD_NEVER_ANSWERED
+
+
+# argparse value types: a bad value is argparse's one-line usage error, never a traceback
+def positive_int(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {n}")
+    return n
+
+
+def port_number(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
+    if not 0 <= n <= 65535:
+        raise argparse.ArgumentTypeError(f"a port is 0..65535 (0: any free one), got {n}")
+    return n
+
+
+def non_negative(text: str) -> float:
+    try:
+        s = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0 <= s < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be >= 0 seconds, got {text}")
+    return s

@@ -7,8 +7,8 @@ import json
 import signal
 from pathlib import Path
 
-from edgeswitch.cli.common import need_extra
-from edgeswitch.cli.serve import _banner_after_bind, _ready_file, port_number
+from edgeswitch.cli.common import need_extra, port_number
+from edgeswitch.cli.serve import _banner_after_bind, _ready_file
 from edgeswitch.errors import EdgeSwitchError
 
 LOOPBACK = ("127.0.0.1", "::1", "localhost")

@@ -15,28 +15,7 @@ import argparse
 import sys
 import time
 
-from edgeswitch.cli.common import need_extra
-
-
-def port_number(text: str) -> int:
-    """As cli.serve's (not imported: cli.serve imports this module)."""
-    try:
-        n = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
-    if not 0 <= n <= 65535:
-        raise argparse.ArgumentTypeError(f"a port is 0..65535 (0: any free one), got {n}")
-    return n
-
-
-def non_negative(text: str) -> float:
-    try:
-        s = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not 0 <= s < float("inf"):
-        raise argparse.ArgumentTypeError(f"must be >= 0 seconds, got {text}")
-    return s
+from edgeswitch.cli.common import need_extra, non_negative, port_number
 
 
 def metrics_args(p: argparse.ArgumentParser) -> None:

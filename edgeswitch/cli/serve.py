@@ -22,6 +22,8 @@ from edgeswitch.cli.common import (
     make_hybrid,
     need_extra,
     out_file,
+    port_number,
+    positive_int,
     refuse_unused,
     stream_exit,
 )
@@ -100,24 +102,6 @@ def _banner_after_bind(app, banner: Callable[[], str]) -> None:
     app.router.lifespan_context = lifespan
 
 
-def positive_int(text: str) -> int:
-    try:
-        n = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if n < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {n}")
-    return n
-
-
-def port_number(text: str) -> int:
-    try:
-        n = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
-    if not 0 <= n <= 65535:
-        raise argparse.ArgumentTypeError(f"a port is 0..65535 (0: any free one), got {n}")
-    return n
 
 
 def credentials_of(args):

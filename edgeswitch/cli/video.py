@@ -10,9 +10,9 @@ from dataclasses import replace
 from pathlib import Path
 
 from edgeswitch.cli.common import (
-    EXIT_CLOUD_NEVER_ANSWERED,
     EXIT_CODES,
     EXIT_OK,
+    cloud_never_answered,
     fusion_arg,
     need_extra,
     server_args,
@@ -290,11 +290,7 @@ def cmd_watch(args) -> int:
              if alerts is not None else "")
           + (f"; wrote {args.video_out}" if args.video_out else ""), file=sys.stderr)
     if summary.cloud_never_answered():
-        print(f"edgeswitch: error: the cloud answered none of the {summary.offloaded} offloaded "
-              f"clips ({m['fallback_reasons']}); the edge answer stands for all of them. Check "
-              "--cloud-url, the token (--token-file or $EDGESWITCH_TOKEN) and --model",
-              file=sys.stderr)
-        return EXIT_CLOUD_NEVER_ANSWERED
+        return cloud_never_answered(summary.offloaded, m["fallback_reasons"])
     return EXIT_OK
 
 
