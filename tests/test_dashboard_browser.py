@@ -87,6 +87,16 @@ def _shown(page) -> int:
     return int(value) if value is not None else 0
 
 
+def _wait_until(check, timeout_s: float) -> None:
+    """Poll `check()` from the test (bounded). Not page.wait_for_function: its string predicate
+    is evaluated with eval() in the page, which the dashboard's CSP (script-src 'self')
+    refuses whenever the predicate has to be polled."""
+    end = time.monotonic() + timeout_s
+    while not check():
+        assert time.monotonic() < end, f"not within {timeout_s} s"
+        time.sleep(0.05)
+
+
 def test_the_page_follows_a_classify_run(bm_files, basicmotions, tmp_path):
     sync_playwright = _browser()
     from edgeswitch.serving.server import ServerProcess
@@ -137,8 +147,7 @@ def test_the_page_follows_a_classify_run(bm_files, basicmotions, tmp_path):
 
             n, offloaded, fallbacks = _log_figures(log)
             assert n == N_CLIPS and 0 < offloaded < n and fallbacks > 0
-            page.wait_for_function(f"document.getElementById('clips').dataset.value == '{n}'",
-                                   timeout=UPDATE_S * 1000)
+            _wait_until(lambda: _shown(page) == n, UPDATE_S)
             page.wait_for_timeout(1500)  # one more poll: the page is settled
             assert page.inner_text("#clips") == str(n)
             assert page.inner_text("#offload-rate") == f"{100 * offloaded / n:.1f}%"
@@ -200,8 +209,7 @@ def test_the_page_sends_the_token_from_the_url_or_the_login_field(tmp_path):
             assert page.inner_text("#clips") == "–"
             page.fill("#token", "wrong")
             page.click("#login button")
-            page.wait_for_function("document.getElementById('login-error').textContent != ''",
-                                   timeout=10_000)
+            _wait_until(lambda: page.inner_text("#login-error") != "", 10)
             page.fill("#token", token)
             page.click("#login button")
             page.wait_for_selector("#status.live", timeout=15_000)
