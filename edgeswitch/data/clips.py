@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -86,6 +86,9 @@ class ClipBatch:
 
     `y` holds indices into `classes`; `y is None` means unlabelled (DMD pool, calibration set,
     a user's production data). `groups` decide splits: a group never spans two splits.
+    `streams` says which clips one device saw one after another (a recording, or a wearer's
+    day) and `t` when each clip starts, in seconds; without them every clip is its own stream
+    (see data/streams.py). A stream lies within one group, and never holds two clips at one time.
     """
 
     X: np.ndarray
@@ -96,6 +99,8 @@ class ClipBatch:
     name: str = "clips"
     sample_rate_hz: float | None = None
     meta: dict = field(default_factory=dict, compare=False)
+    streams: np.ndarray | None = None
+    t: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         X = check_clips(self.X, f"{self.name}.X")
@@ -130,6 +135,44 @@ class ClipBatch:
         if len(np.unique(ids)) != n:
             raise DataError(f"{self.name}: clip ids are not unique")
         object.__setattr__(self, "ids", ids)
+        self._check_streams(n)
+
+    def _check_streams(self, n: int) -> None:
+        streams = self.ids if self.streams is None else np.asarray(self.streams).astype(str)
+        if streams.shape != (n,):
+            raise DataError(f"{self.name}: streams has shape {streams.shape}, expected ({n},) "
+                            "(one stream id per clip)")
+        if self.t is None:
+            t = np.zeros(n)
+        else:
+            try:
+                t = np.asarray(self.t, dtype=np.float64)
+            except (TypeError, ValueError):
+                raise DataError(f"{self.name}: t must hold numbers (clip start, seconds)") \
+                    from None
+        if t.shape != (n,):
+            raise DataError(f"{self.name}: t has shape {t.shape}, expected ({n},)")
+        if not np.isfinite(t).all():
+            first = int(np.nonzero(~np.isfinite(t))[0][0])
+            raise DataError(f"{self.name}: t holds NaN or inf (first at clip {self.ids[first]!r})")
+        object.__setattr__(self, "streams", streams)
+        object.__setattr__(self, "t", t)
+        if self.streams_given:
+            check_streams(streams, t, self.groups, self.ids, self.name, in_order=False)
+
+    @property
+    def streams_given(self) -> bool:
+        """Whether any stream holds more than one clip (else every clip stands alone)."""
+        return len(np.unique(self.streams)) < len(self.streams)
+
+    def stream_order(self) -> np.ndarray:
+        """Clip indices stream by stream (streams in order of first appearance), each stream in
+        time order: the order in which a device meets the clips."""
+        _, first = np.unique(self.streams, return_index=True)
+        rank = np.empty(len(first), np.int64)
+        rank[np.argsort(first)] = np.arange(len(first))
+        _, inv = np.unique(self.streams, return_inverse=True)
+        return np.lexsort((self.t, rank[inv]))
 
     def __len__(self) -> int:
         return int(self.X.shape[0])
@@ -150,25 +193,44 @@ class ClipBatch:
     def subset(self, index: np.ndarray | Sequence[int], name: str | None = None) -> ClipBatch:
         """A new batch with the clips at `index` (integer indices or a boolean mask)."""
         idx = np.asarray(index)
-        return ClipBatch(
-            X=self.X[idx],
-            y=None if self.y is None else self.y[idx],
-            groups=self.groups[idx],
-            classes=self.classes,
-            ids=self.ids[idx],
-            name=name or self.name,
-            sample_rate_hz=self.sample_rate_hz,
-            meta=dict(self.meta),
-        )
+        return replace(self, X=self.X[idx], y=None if self.y is None else self.y[idx],
+                       groups=self.groups[idx], ids=self.ids[idx], name=name or self.name,
+                       meta=dict(self.meta), streams=self.streams[idx], t=self.t[idx])
 
     def without_labels(self) -> ClipBatch:
         """The same clips with the labels removed: what DMD and calibration are allowed to see."""
-        return ClipBatch(
-            X=self.X, y=None, groups=self.groups, classes=self.classes, ids=self.ids,
-            name=self.name, sample_rate_hz=self.sample_rate_hz, meta=dict(self.meta),
-        )
+        return replace(self, y=None, meta=dict(self.meta))
 
     def require_labels(self, purpose: str) -> np.ndarray:
         if self.y is None:
             raise DataError(f"{self.name}: {purpose} needs labels, but this batch is unlabelled")
         return self.y
+
+
+def check_streams(streams: np.ndarray, t: np.ndarray, groups: np.ndarray | None,
+                  ids: np.ndarray, name: str, in_order: bool = True) -> None:
+    """A stream lies in one group and holds no two clips at one time; with `in_order` (a file
+    as given), each stream's clips also come in time order. DataError names the stream."""
+    order = np.lexsort((np.arange(len(t)), t, streams))
+    s, tt = streams[order], t[order]
+    same = s[1:] == s[:-1]
+    dup = np.nonzero(same & (tt[1:] == tt[:-1]))[0]
+    if len(dup):
+        i, j = order[dup[0]], order[dup[0] + 1]
+        raise DataError(f"{name}: stream {s[dup[0]]!r} has two clips at t={tt[dup[0]]:g} s "
+                        f"({ids[i]!r} and {ids[j]!r}); each clip of a stream needs its own time")
+    if groups is not None:
+        split = np.nonzero(same & (groups[order][1:] != groups[order][:-1]))[0]
+        if len(split):
+            k = split[0]
+            raise DataError(f"{name}: stream {s[k]!r} spans groups {groups[order][k]!r} and "
+                            f"{groups[order][k + 1]!r}; a stream must lie within one group")
+    if in_order:
+        order = np.lexsort((np.arange(len(t)), streams))   # each stream in file order
+        back = np.nonzero((streams[order][1:] == streams[order][:-1])
+                          & (np.diff(t[order]) < 0))[0]
+        if len(back):
+            a, b = order[back[0]], order[back[0] + 1]
+            raise DataError(f"{name}: clips of stream {streams[a]!r} are out of time order: "
+                            f"{ids[b]!r} (t={t[b]:g} s) comes after {ids[a]!r} "
+                            f"(t={t[a]:g} s)")

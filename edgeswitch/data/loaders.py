@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import importlib.util
 import zipfile
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
 from edgeswitch.config import RunConfig
-from edgeswitch.data.clips import ClipBatch
+from edgeswitch.data.clips import ClipBatch, check_streams
 from edgeswitch.data.uea import read_arff, read_ts
 from edgeswitch.errors import DataError
 
@@ -48,13 +49,13 @@ def load_watch(window_s: float = _RUN.window_s, stride_s: float = _RUN.stride_s)
     """seglearn's smartwatch shoulder-rehabilitation set: 10 subjects, 7 exercises, 50 Hz IMU.
 
     Each of the 140 recordings is cut into windows; the subject is the group, so no subject's
-    windows ever land in two splits.
+    windows ever land in two splits, and each recording is a stream (its windows in time order).
     """
     path = _package_dir("seglearn") / "data" / "watch_dataset.npy"
     raw = np.load(path, allow_pickle=True).item()  # the file is a pickled dict from seglearn
     fs = 50.0
     window, stride = int(round(window_s * fs)), int(round(stride_s * fs))
-    X, y, groups, ids = [], [], [], []
+    X, y, groups, ids, streams, t = [], [], [], [], [], []
     for rec, (series, label, subject) in enumerate(zip(raw["X"], raw["y"], raw["subject"],
                                                        strict=True)):
         for start in sliding_windows(len(series), window, stride):
@@ -62,10 +63,13 @@ def load_watch(window_s: float = _RUN.window_s, stride_s: float = _RUN.stride_s)
             y.append(int(label))
             groups.append(f"subject{int(subject):02d}")
             ids.append(f"watch/rec{rec:03d}/{start:06d}")
+            streams.append(f"watch/rec{rec:03d}")
+            t.append(start / fs)
     return ClipBatch(
         X=np.stack(X), y=np.asarray(y), groups=np.asarray(groups),
         classes=tuple(raw["y_labels"]), ids=np.asarray(ids), name="watch", sample_rate_hz=fs,
         meta={"channels": list(raw["X_labels"]), "window_s": window_s, "stride_s": stride_s},
+        streams=np.asarray(streams), t=np.asarray(t),
     )
 
 
@@ -116,14 +120,18 @@ def load_npz(path: Path, classes: tuple[str, ...] | None = None) -> ClipBatch:
     classes = [str(c) for c in arrays["classes"]] if "classes" in arrays else []
     groups = arrays.get("groups")
     name = path.stem
+    timing = _stream_arrays(arrays, len(X), path)
     if y is None:
         classes = classes or default
         if not classes:
             raise DataError(f"{path}: unlabelled data needs a 'classes' array")
         ids = arrays.get("ids", np.asarray([f"{name}/{i:06d}" for i in range(len(X))]))
-        # without groups each clip is its own group; its id keeps it apart across files
-        return ClipBatch(X=X, y=None, groups=groups if groups is not None else ids,
-                         classes=tuple(classes), ids=ids, name=name)
+        # without groups each clip is its own group; its id keeps it apart across files, and
+        # a stream keeps its clips together
+        if groups is None:
+            groups = timing["streams"] if timing.get("streams") is not None else ids
+        return ClipBatch(X=X, y=None, groups=groups, classes=tuple(classes), ids=ids,
+                         name=name, **timing)
     if y.ndim != 1 or len(y) == 0:
         raise DataError(f"{path}: y must be a non-empty 1-D array, got shape {y.shape}")
     if np.issubdtype(y.dtype, np.integer):
@@ -136,11 +144,41 @@ def load_npz(path: Path, classes: tuple[str, ...] | None = None) -> ClipBatch:
         labels = np.asarray(classes, dtype=object)[y].astype(str)
     else:
         labels = y.astype(str)
+    if groups is None and timing.get("streams") is not None:
+        groups = timing["streams"]   # a split must not cut a stream
     batch = _from_string_labels(np.asarray(X), labels, classes, name, groups)
-    if "ids" in arrays:
-        batch = ClipBatch(X=batch.X, y=batch.y, groups=batch.groups, classes=batch.classes,
-                          ids=arrays["ids"], name=name)
-    return batch
+    return replace(batch, ids=arrays.get("ids", batch.ids), **timing)
+
+
+def _stream_arrays(arrays: dict, n: int, path: Path) -> dict:
+    """A file's optional `streams` and `t`, checked as the file gives them: one per clip, no
+    NaN, each stream's clips in time order with no two at one time."""
+    out: dict = {}
+    for key in ("streams", "t"):
+        if key in arrays:
+            a = np.asarray(arrays[key])
+            if a.shape != (n,):
+                raise DataError(f"{path}: '{key}' has shape {a.shape}, expected ({n},): one "
+                                f"entry per clip of X")
+            out[key] = a
+    if "t" in out:
+        if not np.issubdtype(out["t"].dtype, np.number):
+            raise DataError(f"{path}: 't' must hold numbers (clip start, seconds), got dtype "
+                            f"{out['t'].dtype}")
+        bad = ~np.isfinite(out["t"].astype(np.float64))
+        if bad.any():
+            raise DataError(f"{path}: 't' holds NaN or inf at clip index "
+                            f"{int(np.nonzero(bad)[0][0])} ({int(bad.sum())} clip(s))")
+    if "streams" in out:
+        streams = out["streams"].astype(str)
+        t = out["t"].astype(np.float64) if "t" in out else np.arange(n, dtype=np.float64)
+        ids = np.asarray(arrays.get("ids", np.arange(n))).astype(str)
+        check_streams(streams, t, None, ids, str(path), in_order=True)
+        out = {"streams": streams, "t": t}
+    elif "t" in out:
+        raise DataError(f"{path}: 't' without 'streams': say which stream each clip belongs "
+                        "to (or drop 't')")
+    return out
 
 
 def load_uea(path: Path) -> ClipBatch:

@@ -26,6 +26,8 @@ class DMDRecords:
     classes: tuple[str, ...]
     edge_model: str
     cloud_model: str
+    streams: np.ndarray | None = None   # [n] which stream each clip is in (None: not recorded)
+    t: np.ndarray | None = None         # [n] clip start within its stream, seconds
 
     def __post_init__(self) -> None:
         """Refuse records whose parts do not fit together, naming the field (a bad file or a
@@ -56,6 +58,18 @@ class DMDRecords:
                 not all(isinstance(c, str) for c in self.classes):
             raise DataError(f"DMD records: classes must be a tuple of {k} names (the "
                             f"probability columns), got {self.classes!r}")
+        for name in ("streams", "t"):
+            a = getattr(self, name)
+            if a is not None:
+                a = np.asarray(a, dtype=str if name == "streams" else np.float64)
+                if a.shape != (n,):
+                    raise DataError(f"DMD records: {name} must be [{n}] (one per clip id), got "
+                                    f"shape {list(a.shape)}")
+                object.__setattr__(self, name, a)
+        if (self.streams is None) != (self.t is None):
+            raise DataError("DMD records: streams and t go together")
+        if self.t is not None and not np.isfinite(self.t).all():
+            raise DataError("DMD records: t holds NaN or inf")
         for name in ("edge_model", "cloud_model"):  # "" where a log did not record it
             if not isinstance(getattr(self, name), str):
                 raise DataError(f"DMD records: {name} must be a name (str), got "
@@ -86,6 +100,16 @@ class DMDRecords:
         """Soft target: the cloud's probability for the class the edge chose."""
         return self.cloud_proba[np.arange(len(self)), self.edge_label]
 
+    def stream_order(self) -> np.ndarray:
+        """Record indices stream by stream, each in time order (records without streams: each
+        record its own stream, in record order)."""
+        if self.streams is None:
+            return np.arange(len(self))
+        _, first, inv = np.unique(self.streams, return_index=True, return_inverse=True)
+        rank = np.empty(len(first), np.int64)
+        rank[np.argsort(first)] = np.arange(len(first))
+        return np.lexsort((self.t, rank[inv]))
+
     def target(self, kind: str) -> np.ndarray:
         if kind == "hard":
             return self.agree.astype(np.float32)
@@ -115,6 +139,9 @@ class DMDRecords:
             "edge_model": pa.array([self.edge_model] * len(self), pa.string()),
             "cloud_model": pa.array([self.cloud_model] * len(self), pa.string()),
         })
+        if self.streams is not None:
+            table = table.append_column("stream", pa.array(self.streams.tolist(), pa.string()))
+            table = table.append_column("t", pa.array(self.t, pa.float64()))
         return table.replace_schema_metadata(
             {"edgeswitch.classes": json.dumps(list(self.classes))})
 
@@ -173,7 +200,27 @@ class DMDRecords:
             cloud_proba=_matrix(col("cloud_proba"), "cloud_proba", ids, where),
             classes=classes,
             edge_model=col("edge_model")[0].as_py(), cloud_model=col("cloud_model")[0].as_py(),
+            **_stream_columns(table, ids, where),
         )
+
+
+def _stream_columns(table, ids: list, where: str) -> dict:
+    """The optional `stream` and `t` columns (both or neither), checked."""
+    names = set(table.column_names)
+    if not ({"stream", "t"} & names):
+        return {}
+    if not {"stream", "t"} <= names:
+        raise DataError(f"{where}: has {'stream' if 'stream' in names else 't'} without "
+                        f"{'t' if 'stream' in names else 'stream'} (they go together)")
+    streams = table.column("stream").to_pylist()
+    _no_nulls(streams, "stream", ids, where)
+    t = table.column("t").to_pylist()
+    _no_nulls(t, "t", ids, where)
+    t = np.asarray(t, dtype=np.float64)
+    if not np.isfinite(t).all():
+        i = int(np.argmax(~np.isfinite(t)))
+        raise DataError(f"{where}: {_row(i, ids)}: t is NaN or inf")
+    return {"streams": np.asarray(streams, dtype=str), "t": t}
 
 
 def _row(i: int, ids: list) -> str:
@@ -229,8 +276,10 @@ def join(parts: list[DMDRecords]) -> DMDRecords:
                 (first.classes, first.edge_model, first.cloud_model):
             raise DataError("DMD records of different models or classes cannot be joined")
     cat = lambda name: np.concatenate([getattr(p, name) for p in parts])  # noqa: E731
+    timed = all(p.streams is not None for p in parts)
     return DMDRecords(cat("ids"), cat("groups"), cat("edge_proba"), cat("edge_embedding"),
-                      cat("cloud_proba"), first.classes, first.edge_model, first.cloud_model)
+                      cat("cloud_proba"), first.classes, first.edge_model, first.cloud_model,
+                      cat("streams") if timed else None, cat("t") if timed else None)
 
 
 def records_equal(a: DMDRecords, b: DMDRecords) -> bool:
@@ -238,5 +287,8 @@ def records_equal(a: DMDRecords, b: DMDRecords) -> bool:
     return (a.classes == b.classes and a.edge_model == b.edge_model
             and a.cloud_model == b.cloud_model and np.array_equal(a.ids, b.ids)
             and np.array_equal(a.groups, b.groups)
+            and all((getattr(a, k) is None) == (getattr(b, k) is None) and (
+                getattr(a, k) is None or np.array_equal(getattr(a, k), getattr(b, k)))
+                for k in ("streams", "t"))
             and all(np.array_equal(getattr(a, k), getattr(b, k))
                     for k in ("edge_proba", "edge_embedding", "cloud_proba")))

@@ -100,6 +100,8 @@ class UnitClips:
     X: Any                # model input: clips [n, T, C], or an object array of video clips
     ids: np.ndarray       # [n] str
     groups: np.ndarray    # [n] str
+    streams: np.ndarray | None = None   # [n] str, with t: the clips' streams and start times
+    t: np.ndarray | None = None
 
 
 @dataclass
@@ -297,7 +299,9 @@ def unit_records(job: Job, clips: UnitClips, edge_out: ModelOutput,
     records = DMDRecords(ids=ids[keep], groups=np.asarray(clips.groups)[keep],
                          edge_proba=edge_out.proba[keep], edge_embedding=edge_out.embedding[keep],
                          cloud_proba=answers.proba[keep], classes=who.classes,
-                         edge_model=who.edge_model, cloud_model=who.cloud_model)
+                         edge_model=who.edge_model, cloud_model=who.cloud_model,
+                         streams=None if clips.streams is None else np.asarray(clips.streams)[keep],
+                         t=None if clips.t is None else np.asarray(clips.t)[keep])
     failed = [[i, str(ids[i]), why] for i, why in sorted(reasons.items())]
     return records, failed
 

@@ -40,7 +40,7 @@ class MemorySource:
 
     def read(self, unit: Shard, classes: tuple[str, ...]) -> UnitClips:
         return UnitClips(self.clips.X, np.asarray(self.clips.ids),
-                         np.asarray(self.clips.groups))
+                         np.asarray(self.clips.groups), self.clips.streams, self.clips.t)
 
 
 @dataclass
@@ -73,7 +73,7 @@ class NpzSource:
         except DataError as exc:  # a file that cannot be read, or changed since the plan
             raise UnitUnreadable(str(exc)) from None
         return UnitClips(clips.X, np.asarray(clips.ids).astype(str),
-                         np.asarray(clips.groups).astype(str))
+                         np.asarray(clips.groups).astype(str), clips.streams, clips.t)
 
     def __getstate__(self) -> dict:  # a worker opens its own files
         return self.__dict__ | {"_reader": None}

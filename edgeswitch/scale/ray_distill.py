@@ -71,13 +71,16 @@ class EdgeWorker:
         except UnitUnreadable as exc:
             self.job.sink.fail(unit, str(exc))
             return row | {"failed": [str(exc)], "X": [b""], "clip_ids": [b""], "groups": [b""],
-                          "edge_proba": [b""], "edge_embedding": [b""]}
+                          "streams": [b""], "t": [b""], "edge_proba": [b""],
+                          "edge_embedding": [b""]}
         out = edge_step(self.edge, clips.X, self.job.batch_size)
         # sensor clips travel on to the cloud workers; videos are decoded again there,
         # since their frames are far larger than the file
         return row | {"failed": [""], "X": [pack(clips.X) if self.job.source.ship_clips
                                             else b""],
                       "clip_ids": [pack(clips.ids)], "groups": [pack(clips.groups)],
+                      "streams": [b"" if clips.streams is None else pack(clips.streams)],
+                      "t": [b"" if clips.t is None else pack(clips.t)],
                       "edge_proba": [pack(out.proba)], "edge_embedding": [pack(out.embedding)]}
 
 
@@ -94,13 +97,15 @@ class CloudWorker:
             return {"index": [unit.index], "path": [unit.path], "clips": [0],
                     "failed": [str(batch["failed"][0])], "failed_clips": ["[]"]}
         ids, groups = unpack(batch["clip_ids"][0]), unpack(batch["groups"][0])
+        streams, t = (unpack(batch[k][0]) if batch[k][0] else None for k in ("streams", "t"))
         X = unpack(batch["X"][0]) if self.job.source.ship_clips else \
             read_unit(self.job, unit).X
         edge_out = ModelOutput(proba=unpack(batch["edge_proba"][0]),
                                embedding=unpack(batch["edge_embedding"][0]))
         answers: CloudAnswers = cloud_step(self.cloud, X, self.job.batch_size,
                                            len(self.job.identity.classes))
-        records, failed = unit_records(self.job, UnitClips(X, ids, groups), edge_out, answers)
+        records, failed = unit_records(self.job, UnitClips(X, ids, groups, streams, t), edge_out,
+                                       answers)
         self.job.sink.write(unit, records, failed)
         return {"index": [unit.index], "path": [unit.path], "clips": [len(ids)], "failed": [""],
                 "failed_clips": [json.dumps(failed)]}

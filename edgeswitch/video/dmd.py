@@ -42,7 +42,9 @@ class VideoSource:
         if not clips:
             raise UnitUnreadable(f"{unit.path}: shorter than one clip")
         return UnitClips(model_input(clips), np.asarray([c.clip_id for c in clips]),
-                         np.asarray([c.source for c in clips]))
+                         np.asarray([c.source for c in clips]),
+                         np.asarray([c.source for c in clips]),     # a video is a stream
+                         np.asarray([c.start_s for c in clips], dtype=np.float64))
 
 
 @dataclass
