@@ -1,15 +1,24 @@
-"""Routers: one scoring method each, a registry by name.
+"""Routers: what decides, clip by clip, whether the edge answer stands. A registry by name.
 
-`trust(edge_output)` returns, per clip, how much to trust the edge answer; the hybrid offloads
-clips whose score falls below a threshold. Confidence baselines follow Sedna / BranchyNet;
-`dmd` and `supervised` are learned (any `Switcher` family); `oracle` knows the truth and marks the
-physical limit of routing for a model pair.
+Every router runs over **streams**: `start(n, k)` gives the state of n fresh streams, `step(state,
+edge)` scores each stream's next clip (`Step.trust`: low = offload first; `Step.kept`: the
+posterior answered when the clip stays on the device), and `observe(state, step, cloud, asked)`
+returns the state after the cloud's answers. The hybrid (runtime.hybrid) offloads a clip whose
+trust falls below the operating point's threshold; the benchmark runs the same objects over
+recorded streams at many thresholds at once (switcher.sweep).
+
+Per-clip routers (`ClipRouter`) carry nothing from clip to clip and implement one method,
+`trust(edge_output)`: the confidence baselines (Sedna / BranchyNet), `random`, a fitted DMD
+switcher (`switcher`), and `oracle`, which knows the truth and marks the physical limit of
+routing for a model pair. Stream routers (switcher.stream) carry the cloud's answers and the
+edge's recent evidence in their state.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable
+from dataclasses import dataclass, fields
 
 import numpy as np
 
@@ -31,34 +40,122 @@ def make_router(name: str, **kwargs) -> Router:
         raise DataError(f"router '{name}' cannot be built from {sorted(kwargs)}: {exc}") from None
 
 
+@dataclass
+class StreamState:
+    """What a router carries from one clip of a stream to the next, for n streams (rows).
+
+    `belief` is a stream router's log-probability over (regime, activity) `[n, J, K]` (J = 0
+    for per-clip routers); `age` counts the stream's clips since the cloud last answered (inf:
+    never), `last` is the class of that answer (-1: none), `seen` the clips routed so far.
+    """
+
+    belief: np.ndarray
+    age: np.ndarray
+    last: np.ndarray
+    seen: np.ndarray
+
+    @classmethod
+    def fresh(cls, n: int, k: int, regimes: int = 0) -> StreamState:
+        belief = np.full((n, regimes, k), -np.log(max(regimes * k, 1)))
+        return cls(belief, np.full(n, np.inf), np.full(n, -1, np.int64), np.zeros(n, np.int64))
+
+    def __len__(self) -> int:
+        return len(self.age)
+
+    def rows(self, index) -> StreamState:
+        """The states of the streams at `index` (a copy)."""
+        return StreamState(*(getattr(self, f.name)[index].copy() for f in fields(self)))
+
+    def put(self, index, other: StreamState) -> None:
+        """Write `other`'s rows into the rows at `index`."""
+        for f in fields(self):
+            getattr(self, f.name)[index] = getattr(other, f.name)
+
+    @classmethod
+    def concat(cls, states: list[StreamState]) -> StreamState:
+        return cls(*(np.concatenate([getattr(s, f.name) for s in states]) for f in fields(cls)))
+
+
+@dataclass(frozen=True)
+class Step:
+    """A router's view of each stream's next clip (rows as in the state)."""
+
+    trust: np.ndarray      # [n] trust in the kept answer; lower is offloaded first
+    kept: np.ndarray       # [n, K] the posterior answered when the clip stays on the device
+    belief: np.ndarray     # [n, J, K] the state after the edge's evidence, before the cloud's
+
+    @property
+    def kept_label(self) -> np.ndarray:
+        return self.kept.argmax(axis=1)
+
+
 class Router(ABC):
+    """One scoring method, `step`; per-clip routers subclass `ClipRouter` instead."""
+
     name: str = "router"
+    stateful: bool = True      # False: `step` reads nothing from the state (per-clip routers)
+    regimes: int = 0           # the state's J (stream routers)
+
+    def start(self, n: int, k: int) -> StreamState:
+        """The state of `n` fresh streams over `k` classes."""
+        return StreamState.fresh(n, k, self.regimes)
+
+    @abstractmethod
+    def step(self, state: StreamState, edge: ModelOutput) -> Step:
+        """Each stream's next clip (row i of `edge` is the next clip of stream i)."""
+
+    def answer(self, step: Step, after: StreamState, fused: np.ndarray) -> np.ndarray:
+        """`[n, K]`: the answer to an offloaded clip that the cloud answered, given the
+        per-clip fusion's `fused` posterior and the state after the cloud's answer (`after`).
+        Default: the fusion's (the same answers as every per-clip router)."""
+        return fused
+
+    def observe(self, state: StreamState, step: Step, cloud: np.ndarray | None,
+                asked: np.ndarray) -> StreamState:
+        """The state after this clip: `cloud [n, K]` holds the cloud's answers where `asked`
+        (rows elsewhere are ignored; None when nothing was asked)."""
+        answered = np.asarray(asked, bool)
+        last = state.last.copy()
+        if cloud is not None and answered.any():
+            last[answered] = np.asarray(cloud)[answered].argmax(axis=1)
+        return StreamState(step.belief, np.where(answered, 0.0, state.age + 1), last,
+                           state.seen + 1)
+
+
+class ClipRouter(Router):
+    """A router that judges each clip alone: `trust(edge_output) -> [n]`, and the edge's own
+    answer stands when a clip is kept."""
+
+    stateful = False
 
     @abstractmethod
     def trust(self, edge: ModelOutput) -> np.ndarray:
         """Trust in the edge answer per clip; lower scores are offloaded first."""
 
+    def step(self, state: StreamState, edge: ModelOutput) -> Step:
+        return Step(self.trust(edge), edge.proba, state.belief)
+
 
 @register("max_prob")
-class MaxProbRouter(Router):
+class MaxProbRouter(ClipRouter):
     def trust(self, edge: ModelOutput) -> np.ndarray:
         return confidence(edge.proba)[:, 0]
 
 
 @register("margin")
-class MarginRouter(Router):
+class MarginRouter(ClipRouter):
     def trust(self, edge: ModelOutput) -> np.ndarray:
         return confidence(edge.proba)[:, 1]
 
 
 @register("entropy")
-class EntropyRouter(Router):
+class EntropyRouter(ClipRouter):
     def trust(self, edge: ModelOutput) -> np.ndarray:
         return 1.0 - confidence(edge.proba)[:, 2]
 
 
 @register("random")
-class RandomRouter(Router):
+class RandomRouter(ClipRouter):
     def __init__(self, seed: int = 0) -> None:
         self.seed = seed
         self.rng = np.random.default_rng(seed)  # one stream: successive batches differ
@@ -68,7 +165,7 @@ class RandomRouter(Router):
 
 
 @register("switcher")
-class SwitcherRouter(Router):
+class SwitcherRouter(ClipRouter):
     """A fitted `Switcher` (DMD-trained, or the supervised ablation)."""
 
     def __init__(self, switcher: Switcher) -> None:
@@ -80,7 +177,7 @@ class SwitcherRouter(Router):
 
 
 @register("oracle")
-class OracleRouter(Router):
+class OracleRouter(ClipRouter):
     """Knows, for a fixed set of clips, whether each model is right.
 
     Offloads first where the edge is wrong and the cloud right (score 0), then where it makes

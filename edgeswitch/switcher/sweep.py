@@ -1,0 +1,127 @@
+"""Run a router over recorded streams: every clip's edge output, the cloud's answer and the
+answer an offload gets are known in advance, so many thresholds run at once.
+
+Clips of a stream go through the router in time order; a decision changes later states, so
+each threshold of a stream router is its own run (rows = threshold x stream, batched).
+A per-clip router carries nothing, and its whole path is one sort (`RankedPath`).
+Used by the benchmark and `evaluate` (curves, operating points) and by the stream router's
+own fit on unlabelled pool streams (switcher.stream).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import numpy as np
+
+from edgeswitch.evaluation.curves import RankedPath, SweptPath
+from edgeswitch.models.base import ModelOutput
+from edgeswitch.switcher.routers import Router
+
+
+def padded(streams: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Streams (clip indices in time order) as `[S, L]` indices and a validity mask."""
+    length = max((len(s) for s in streams), default=0)
+    idx = np.zeros((len(streams), length), np.int64)
+    valid = np.zeros((len(streams), length), bool)
+    for j, s in enumerate(streams):
+        idx[j, :len(s)] = s
+        valid[j, :len(s)] = True
+    return idx, valid
+
+
+def run_rows(router: Router, edge: ModelOutput, cloud: np.ndarray, answer: np.ndarray,
+             idx: np.ndarray, valid: np.ndarray,
+             decide: Callable[[np.ndarray, np.ndarray], np.ndarray]
+             ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Rows of clips (`idx [R, L]`, each row one stream in time order) through `router`;
+    `decide(trust, rows)` says which of the rows' current clips are offloaded. Offloaded clips
+    are answered by `answer` and the cloud's own posterior (`cloud`) goes into the state.
+    Returns offloaded, label and trust, each `[R, L]` (undefined where not `valid`)."""
+    R, L = idx.shape
+    k = edge.proba.shape[1]
+    state = router.start(R, k)
+    off = np.zeros((R, L), bool)
+    label = np.zeros((R, L), np.int64)
+    trust = np.zeros((R, L))
+    for t in range(L):
+        rows = np.nonzero(valid[:, t])[0]
+        if not len(rows):
+            continue
+        clips = idx[rows, t]
+        now = state.rows(rows)
+        step = router.step(now, ModelOutput(edge.proba[clips], edge.embedding[clips]))
+        o = np.asarray(decide(step.trust, rows), bool)
+        off[rows, t], trust[rows, t] = o, step.trust
+        after = router.observe(now, step, cloud[clips], o)
+        given = router.answer(step, after, answer[clips]).argmax(axis=1)
+        label[rows, t] = np.where(o, given, step.kept_label)
+        state.put(rows, after)
+    return off, label, trust
+
+
+def _flat(n: int, idx: np.ndarray, valid: np.ndarray, a: np.ndarray) -> np.ndarray:
+    """`[M * S, L]` per-row values -> `[M, n]` per clip (each clip is in one stream)."""
+    S = idx.shape[0]
+    M = a.shape[0] // S
+    out = np.zeros((M, n), a.dtype)
+    rows, cols = np.nonzero(valid)
+    for m in range(M):
+        out[m, idx[rows, cols]] = a[m * S + rows, cols]
+    return out
+
+
+def sweep(router: Router, edge: ModelOutput, cloud: np.ndarray, answer: np.ndarray,
+          streams: Sequence[np.ndarray], seed: int = 0, points: int = 64,
+          refine: int = 3, max_gap: float = 0.02) -> RankedPath | SweptPath:
+    """The router's path of hybrids over these streams, from no offload to all (see
+    evaluation.curves). A stream router is run at `points` thresholds (quantiles of its trust
+    with nothing offloaded, plus -inf and +inf), then at midpoints wherever two neighbouring
+    thresholds' offload rates differ by more than `max_gap`, up to `refine` rounds."""
+    n = len(edge)
+    answer_label = np.asarray(answer).argmax(axis=1)
+    if not router.stateful:
+        return RankedPath.from_scores(router.trust(edge), edge.label, answer_label, seed)
+    idx, valid = padded(streams)
+    S = len(streams)
+
+    def run(thresholds: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        big_idx, big_valid = np.tile(idx, (len(thresholds), 1)), np.tile(valid, (len(thresholds), 1))
+        th = np.repeat(thresholds, S)
+        off, lab, _ = run_rows(router, edge, cloud, answer, big_idx, big_valid,
+                               lambda trust, rows: trust < th[rows])
+        return _flat(n, idx, valid, off), _flat(n, idx, valid, lab)
+
+    _, _, trust = run_rows(router, edge, cloud, answer, idx, valid,
+                           lambda trust, rows: np.zeros(len(rows), bool))
+    levels = np.unique(np.quantile(trust[valid], np.linspace(0, 1, points)))
+    th = np.concatenate([[-np.inf], levels, [np.inf]])
+    off, lab = run(th)
+    for _ in range(refine):
+        order = np.argsort(th)
+        rates = off[order].mean(axis=1)
+        finite = np.isfinite(th[order][:-1]) & np.isfinite(th[order][1:])
+        gaps = np.nonzero((np.diff(rates) > max_gap) & finite)[0]
+        if not len(gaps):
+            break
+        new = (th[order][gaps] + th[order][gaps + 1]) / 2
+        o2, l2 = run(new)
+        th, off, lab = np.concatenate([th, new]), np.concatenate([off, o2]), \
+            np.concatenate([lab, l2])
+    return SweptPath(off, lab, th)
+
+
+def run_streams(router: Router, edge: ModelOutput, cloud: np.ndarray, answer: np.ndarray,
+                streams: Sequence[np.ndarray],
+                decide: Callable[[np.ndarray], np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """One deployed hybrid over the streams one after another, as a device would meet them:
+    `decide(trust)` (a threshold, or an adaptive controller with its own memory) sees the
+    clips in that order. Returns offloaded and label per clip `[n]`."""
+    n = len(edge)
+    off, label = np.zeros(n, bool), np.zeros(n, np.int64)
+    for s in streams:
+        idx, valid = padded([s])
+        o, lab, _ = run_rows(router, edge, cloud, answer, idx, valid,
+                             lambda trust, rows: decide(trust))
+        off[s], label[s] = o[0, :len(s)], lab[0, :len(s)]
+    return off, label
