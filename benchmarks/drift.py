@@ -295,7 +295,7 @@ def main() -> None:
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
     a = load()
-    edge, sw = a.edge, a.dmd
+    edge, sw = a.edge, a.switcher
 
     def score(X):
         out = edge.outputs(X)

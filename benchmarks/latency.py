@@ -41,7 +41,7 @@ def main() -> None:
     one = [X[i % n : i % n + 1] for i in range(args.calls)]
     edge_out = [a.edge.run_raw(x) for x in one]
     def new_hybrid() -> HybridClassifier:  # a fresh rate controller for each pass
-        return HybridClassifier(a.edge, SwitcherRouter(a.dmd), a.cloud, a.operating_point)
+        return HybridClassifier(a.edge, SwitcherRouter(a.switcher), a.cloud, a.operating_point)
 
     # the hybrid over the whole test stream in time order (as in demo), one clip per call and
     # every call timed; warm-up runs on another instance so it does not move this controller
@@ -61,7 +61,7 @@ def main() -> None:
     # one clip per call: what a device sees
     b1 = {
         "edge": measure(lambda i: a.edge.run_raw(one[i]), args.calls),
-        "switcher": measure(lambda i: a.dmd.trust(edge_out[i]), args.calls),
+        "switcher": measure(lambda i: a.switcher.trust(edge_out[i]), args.calls),
         "cloud": measure(lambda i: a.cloud.run_raw(one[i]), max(args.calls // 5, 20)),
         "hybrid": hybrid_ms,
         "edge_only_path": measure(lambda i: a.edge.outputs(one[i]), args.calls),
@@ -71,7 +71,7 @@ def main() -> None:
     bo = a.edge.run_raw(batch)
     batched = {
         "edge": measure(lambda i: a.edge.run_raw(batch), 50).median_ms / 256,
-        "switcher": measure(lambda i: a.dmd.trust(bo), 50).median_ms / 256,
+        "switcher": measure(lambda i: a.switcher.trust(bo), 50).median_ms / 256,
         "cloud": measure(lambda i: a.cloud.run_raw(batch), 10, warmup=2).median_ms / 256,
     }
     fresh = new_hybrid()
@@ -80,7 +80,7 @@ def main() -> None:
     batched["hybrid"] = (time.perf_counter() - t0) * 1e3 / n
 
     cloud_ms = b1["cloud"].median_ms
-    macs = {"edge": a.edge.macs_, "switcher": a.dmd.macs, "cloud": a.cloud.macs_}
+    macs = {"edge": a.edge.macs_, "switcher": a.switcher.macs, "cloud": a.cloud.macs_}
     rows = [
         ("edge", b1["edge"].median_ms, batched["edge"]),
         ("switcher", b1["switcher"].median_ms, batched["switcher"]),
@@ -98,7 +98,7 @@ def main() -> None:
         "hybrid_mean_one_clip_ms_expected": b1["edge_only_path"].median_ms
         + b1["switcher"].median_ms + offloaded.mean() * cloud_ms,
         "macs": macs,
-        "params": {"edge": a.edge.n_params_, "switcher": a.dmd.n_params,
+        "params": {"edge": a.edge.n_params_, "switcher": a.switcher.n_params,
                    "cloud": a.cloud.n_params_},
     }
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
@@ -113,7 +113,7 @@ def main() -> None:
               f"{bms / batched['cloud']:.3f} | {m if m else '-'} |")
     print(f"\nswitcher / edge: {b1['switcher'].median_ms / b1['edge'].median_ms:.1%} "
           f"(1 clip per call), {batched['switcher'] / batched['edge']:.1%} (batched), "
-          f"{a.dmd.macs / a.edge.macs_:.2%} (MACs)")
+          f"{a.switcher.macs / a.edge.macs_:.2%} (MACs)")
     print(f"edge / cloud: {b1['edge'].median_ms / cloud_ms:.1%} (1 clip), "
           f"params {a.edge.n_params_ / a.cloud.n_params_:.1%}")
     print(f"\nwrote {args.json}")

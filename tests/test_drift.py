@@ -314,7 +314,7 @@ def test_watch_alarm_fires_on_a_turned_watch_and_another_device_and_is_rare_with
     from edgeswitch.runtime.drift import clip_summary
 
     a = load()
-    edge, sw = a.edge, a.dmd
+    edge, sw = a.edge, a.switcher
 
     def score(X):
         out = edge.outputs(X)

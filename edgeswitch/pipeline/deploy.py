@@ -16,7 +16,7 @@ def save_bundle(a: Artifacts, out_dir: Path) -> dict[str, Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {"edge": a.edge.save(out_dir / "edge.onnx"),
              "cloud": a.cloud.save(out_dir / "cloud.onnx"),
-             "switcher": a.dmd.save(out_dir / "switcher.npz"),
+             "switcher": a.switcher.save(out_dir / "switcher.npz"),
              "operating_point": a.operating_point.save(out_dir / "operating_point.json")}
     fusion_path = out_dir / "fusion.json"
     if a.fusion is not None:
@@ -48,7 +48,7 @@ def serve_and_replay(a: Artifacts, out_dir: Path, transport: str = "http",
         Path(f"{log_path}{suffix}").unlink(missing_ok=True)
 
     def run_with(cloud, log: DecisionLog | None) -> dict:
-        hybrid = HybridClassifier(a.edge, SwitcherRouter(a.dmd), cloud, a.operating_point,
+        hybrid = HybridClassifier(a.edge, SwitcherRouter(a.switcher), cloud, a.operating_point,
                                   log=log, fusion=a.fusion)
         return replay(hybrid, a.splits.test, progress=progress)
 

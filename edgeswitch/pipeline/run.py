@@ -63,25 +63,25 @@ def build(cfg: RunConfig, out_dir: Path | None = None, cache_dir: Path | None = 
                                           progress=progress))
     t = step("DMD", t)
 
-    dmd = train_switcher(training, cfg, fusion=fusion)
+    switcher = train_switcher(training, cfg, fusion=fusion)
     pool_y = splits.hidden_labels["pool"]
     supervised = train_switcher(records, cfg, target=(records.edge_label == pool_y)
                                 .astype(np.float32), name="supervised")
     t = step("switcher", t)
 
-    costs = measure_costs(edge, dmd, cloud, splits.test.X, cfg.latency_calls)
+    costs = measure_costs(edge, switcher, cloud, splits.test.X, cfg.latency_calls)
     t = step("latency", t)
 
     calib_edge = edge.outputs(splits.calib.X)
-    calib_scores = dmd.trust(calib_edge)
+    calib_scores = switcher.trust(calib_edge)
     calib_dis = None
     if cfg.calibration.mode == "disagreement":  # the cloud labels calib, no human does
         calib_dis = calib_edge.label != cloud.predict(splits.calib.X)
-    op = calibrate(cfg, calib_scores, calib_dis, dmd.trust(records.edge), costs,
+    op = calibrate(cfg, calib_scores, calib_dis, switcher.trust(records.edge), costs,
                    calib_edge.label, len(edge.classes_), splits.calib.X, splits.calib.ids)
     step("calibrate", t)
     steps.close()
-    return Artifacts(cfg, splits, edge, cloud, records, dmd, supervised, costs, op, timings,
+    return Artifacts(cfg, splits, edge, cloud, records, switcher, supervised, costs, op, timings,
                      fusion)
 
 
@@ -95,7 +95,7 @@ def run(cfg: RunConfig, out_dir: Path | None = None, cache_dir: Path | None = No
     t_start = time.perf_counter()
     a = build(cfg, out_dir, cache_dir, progress, data)
     t = time.perf_counter()
-    shared = evaluate_clips(a.edge, a.cloud, {"dmd": a.dmd, "supervised": a.supervised},
+    shared = evaluate_clips(a.edge, a.cloud, {"dmd": a.switcher, "supervised": a.supervised},
                             a.operating_point, a.costs, a.splits.test, cfg.curve_points,
                             cfg.seed, a.fusion)
     a.timings["evaluate"] = round(time.perf_counter() - t, 3)

@@ -86,14 +86,17 @@ def check_clip_classes(clips: ClipBatch, model) -> None:
 
 @dataclass
 class Artifacts:
-    """Everything a run builds before evaluation: reusable by benchmarks and notebooks."""
+    """Everything a run builds before evaluation: reusable by benchmarks and notebooks.
+
+    `records` are the pool's DMD records; `switcher` is the DMD switcher trained on them (what
+    a deployment routes with); `supervised` is the labelled ablation."""
 
     cfg: RunConfig
     splits: Splits
     edge: object
     cloud: object
     records: DMDRecords
-    dmd: Switcher
+    switcher: Switcher
     supervised: Switcher
     costs: Costs
     operating_point: OperatingPoint
