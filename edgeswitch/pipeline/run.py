@@ -1,4 +1,4 @@
-"""`run(cfg)`, what `edgeswitch demo` calls: build every artifact, evaluate, deploy."""
+"""`run_method(cfg)`, what `edgeswitch demo` calls: build every artifact, evaluate, deploy."""
 
 from __future__ import annotations
 
@@ -85,9 +85,9 @@ def build(cfg: RunConfig, out_dir: Path | None = None, cache_dir: Path | None = 
                      fusion)
 
 
-def run(cfg: RunConfig, out_dir: Path | None = None, cache_dir: Path | None = None,
-        progress: bool = True, data: ClipBatch | None = None,
-        serve: str | None = None) -> dict:
+def run_method(cfg: RunConfig, out_dir: Path | None = None, cache_dir: Path | None = None,
+               progress: bool = True, data: ClipBatch | None = None,
+               serve: str | None = None) -> dict:
     """Run the whole method and return the results dict (see README for its schema).
 
     `serve` ("http" or "in-process", needs `out_dir`) also deploys the result and replays the
