@@ -73,7 +73,7 @@ def _finish(args, source, models, settings, to_file: bool) -> int:
     from edgeswitch.dmd.runner import run
     from edgeswitch.dmd.sinks import FolderSink, MemorySink
 
-    sink = MemorySink() if to_file else FolderSink(args.out)
+    sink = MemorySink() if to_file else FolderSink(args.out, dataset=args.data)
     engine = None
     if settings.engine == "ray":
         from edgeswitch.cli.common import need_extra
@@ -127,7 +127,7 @@ def _report_failures(failed_units: dict, failed_clips: dict) -> None:
 
 def _distill_file(args, sink, summary) -> int:
     """`--out FILE.parquet`: the run's records, written once."""
-    records = sink.records
+    records = replace(sink.records, dataset=args.data)  # its preset: the next steps' defaults
     path = records.to_parquet(out_file(args.out))
     _report_failures(sink.failed_units, sink.failed_clips)
     print(f"{len(records)} clips from {summary.shards - len(sink.failed_units)} of "

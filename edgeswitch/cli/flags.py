@@ -87,16 +87,17 @@ def flag_values(args: argparse.Namespace) -> dict[str, Any]:
             if dest.startswith(FLAG_PREFIX) and value is not None}
 
 
-def resolve_config(args: argparse.Namespace) -> config.RunConfig:
+def resolve_config(args: argparse.Namespace, dataset: str | None = None) -> config.RunConfig:
     """The run's config, made once per command line: the data set's preset (a step's --data
-    names the data set), then `--config FILE`, then the flags given. `--config` is optional on
-    every command that has it."""
-    cached = getattr(args, "_config", None)
-    if cached is None:
-        cached = config.load_config(getattr(args, "config", None), flag_values(args),
-                                    dataset=getattr(args, "data", None))
-        args._config = cached
-    return cached
+    names the data set; without --data, `dataset`: e.g. the one DMD records came from), then
+    `--config FILE`, then the flags given. `--config` is optional on every command that has
+    it."""
+    dataset = getattr(args, "data", None) or dataset
+    cache = args.__dict__.setdefault("_configs", {})  # one per data set (the preset differs)
+    if dataset not in cache:
+        cache[dataset] = config.load_config(getattr(args, "config", None), flag_values(args),
+                                            dataset=dataset)
+    return cache[dataset]
 
 
 def config_arg(p: argparse.ArgumentParser) -> None:

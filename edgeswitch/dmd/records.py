@@ -15,6 +15,8 @@ import numpy as np
 from edgeswitch.errors import DataError
 from edgeswitch.models.base import ModelOutput
 
+DATASET = b"edgeswitch.dataset"  # table metadata: the data set the clips came from
+
 
 @dataclass(frozen=True)
 class DMDRecords:
@@ -26,6 +28,8 @@ class DMDRecords:
     classes: tuple[str, ...]
     edge_model: str
     cloud_model: str
+    dataset: str = ""           # the data set the clips came from (what `--data` named): its
+                                # preset is the steps' defaults; "" where unknown (a log)
 
     def __post_init__(self) -> None:
         """Refuse records whose parts do not fit together, naming the field (a bad file or a
@@ -56,7 +60,7 @@ class DMDRecords:
                 not all(isinstance(c, str) for c in self.classes):
             raise DataError(f"DMD records: classes must be a tuple of {k} names (the "
                             f"probability columns), got {self.classes!r}")
-        for name in ("edge_model", "cloud_model"):  # "" where a log did not record it
+        for name in ("edge_model", "cloud_model", "dataset"):  # "" where a log did not record it
             if not isinstance(getattr(self, name), str):
                 raise DataError(f"DMD records: {name} must be a name (str), got "
                                 f"{getattr(self, name)!r}")
@@ -116,7 +120,7 @@ class DMDRecords:
             "cloud_model": pa.array([self.cloud_model] * len(self), pa.string()),
         })
         return table.replace_schema_metadata(
-            {"edgeswitch.classes": json.dumps(list(self.classes))})
+            {"edgeswitch.classes": json.dumps(list(self.classes)), DATASET: self.dataset})
 
     def to_parquet(self, path: str | Path) -> Path:
         """One file, written atomically (a temp file, then rename)."""
@@ -173,6 +177,7 @@ class DMDRecords:
             cloud_proba=_matrix(col("cloud_proba"), "cloud_proba", ids, where),
             classes=classes,
             edge_model=col("edge_model")[0].as_py(), cloud_model=col("cloud_model")[0].as_py(),
+            dataset=meta.get(DATASET, b"").decode(),  # files from before records named it: ""
         )
 
 
@@ -222,15 +227,18 @@ def _matrix(column, name: str, ids: list, where: str) -> np.ndarray:
 
 
 def join(parts: list[DMDRecords]) -> DMDRecords:
-    """Records sets one after the other (same models and classes), in one copy."""
+    """Records sets one after the other (same models and classes), in one copy. Their data
+    set is the parts' own if they share one, else unknown ("")."""
     first = parts[0]
     for other in parts[1:]:
         if (other.classes, other.edge_model, other.cloud_model) != \
                 (first.classes, first.edge_model, first.cloud_model):
             raise DataError("DMD records of different models or classes cannot be joined")
     cat = lambda name: np.concatenate([getattr(p, name) for p in parts])  # noqa: E731
+    datasets = {p.dataset for p in parts}
     return DMDRecords(cat("ids"), cat("groups"), cat("edge_proba"), cat("edge_embedding"),
-                      cat("cloud_proba"), first.classes, first.edge_model, first.cloud_model)
+                      cat("cloud_proba"), first.classes, first.edge_model, first.cloud_model,
+                      datasets.pop() if len(datasets) == 1 else "")
 
 
 def records_equal(a: DMDRecords, b: DMDRecords) -> bool:

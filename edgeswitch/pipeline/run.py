@@ -51,7 +51,8 @@ def build(cfg: RunConfig, out_dir: Path | None = None, cache_dir: Path | None = 
     check_same_classes(edge, cloud)
     t = step("train models", t)
 
-    records = distill(edge, cloud, splits.pool, cfg.distill.batch_size, progress=progress)
+    records = distill(edge, cloud, splits.pool, cfg.distill.batch_size, progress=progress,
+                      dataset=cfg.dataset)
     if out_dir is not None:
         records.to_parquet(Path(out_dir) / "dmd_pool.parquet")
     fusion = fit_fusion(cfg, records)   # on the pool's own clips, no labels
@@ -60,7 +61,7 @@ def build(cfg: RunConfig, out_dir: Path | None = None, cache_dir: Path | None = 
                           seed=cfg.seed)
     if views is not None:  # more DMD records from rotated views of the same unlabelled clips
         training = records.concat(distill(edge, cloud, views, cfg.distill.batch_size,
-                                          progress=progress))
+                                          progress=progress, dataset=cfg.dataset))
     t = step("DMD", t)
 
     switcher = train_switcher(training, cfg, fusion=fusion)
