@@ -298,6 +298,12 @@ class RefreshConfig:
                                               "unbiased sample)", ge=1)] = 10
 
 
+# the drift thresholds are constants, not fitted per deployment: say so wherever they show
+_WATCH_TUNED = ("a constant: tuned once on the watch data's one calibration subject by "
+                "benchmarks/drift.py; for other data or sensors set it from your own "
+                "calibration recordings replayed as streams")
+
+
 @dataclass(config=_STRICT)
 class DriftConfig:
     """Drift alarm of `classify` and `watch` (edgeswitch/runtime/drift.py): a sliding window
@@ -310,17 +316,17 @@ class DriftConfig:
                                                    "variation of the class mix; psi: population "
                                                    "stability index of both")] = "ks"
     ks_threshold: Annotated[Float, describe("ks: alarm when the larger distance exceeds this "
-                                            "(set on calibration data)", gt=0, le=1)] = 0.73
+                                            f"({_WATCH_TUNED})", gt=0, le=1)] = 0.73
     psi_threshold: Annotated[Float, describe("psi: alarm when the larger PSI exceeds this "
-                                             "(set on calibration data)", gt=0)] = 5.75
+                                             f"({_WATCH_TUNED})", gt=0)] = 5.75
     every: Annotated[StrictInt, describe("clips between checks", ge=1)] = 20
     clear_after: Annotated[StrictInt, describe("consecutive passing checks that clear an alarm",
                                                ge=1)] = 5
     input_threshold: Annotated[Float, describe("alarm when the one-sided KS distance of the "
                                                "clips' novelty (per-channel mean and std vs the "
-                                               "calibration clips) exceeds this (set on "
-                                               "calibration data; off without raw calibration "
-                                               "clips)", gt=0, le=1)] = 0.47
+                                               "calibration clips) exceeds this (off without "
+                                               f"raw calibration clips; {_WATCH_TUNED})",
+                                               gt=0, le=1)] = 0.47
 
 
 @dataclass(config=_STRICT)

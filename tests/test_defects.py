@@ -17,8 +17,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 
-from edgeswitch.cli.main import main
+from edgeswitch.cli.main import build_parser, main
 from edgeswitch.config import preset
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -71,3 +72,17 @@ def test_records_keep_their_data_set_through_parquet_and_joins(tmp_path):
     assert back.dataset == "basicmotions"
     assert records("watch").concat(records("watch")).dataset == "watch"
     assert records("watch").concat(records("other.npz")).dataset == ""  # mixed: no preset
+
+
+# --- watch --stop-after ------------------------------------------------------------------
+
+@pytest.mark.parametrize("n", ["0", "-3"])
+def test_watch_stop_after_below_one_is_refused(n, capsys):
+    with pytest.raises(SystemExit) as exc:
+        build_parser().parse_args(["watch", "video.mp4", "--stop-after", n])
+    assert exc.value.code == 2
+    assert "--stop-after" in capsys.readouterr().err
+
+
+def test_watch_stop_after_one_is_one():
+    assert build_parser().parse_args(["watch", "v.mp4", "--stop-after", "1"]).stop_after == 1

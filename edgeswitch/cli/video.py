@@ -15,6 +15,7 @@ from edgeswitch.cli.common import (
     cloud_never_answered,
     fusion_arg,
     need_extra,
+    positive_int,
     server_args,
 )
 from edgeswitch.cli.flags import config_arg, config_flags, resolve_config
@@ -323,8 +324,8 @@ def add_parsers(sub, add_common) -> None:
     config_flags(p, "drift", prefix="drift-")
     p.add_argument("--out", default="-", help="JSON lines file (default: stdout)")
     p.add_argument("--video-out", default=None, help="write an annotated video here (.mp4)")
-    p.add_argument("--stop-after", type=int, default=None, metavar="N",
-                   help="stop after N clips (default: at the end of the source)")
+    p.add_argument("--stop-after", type=positive_int, default=None, metavar="N",
+                   help="stop after N clips, N >= 1 (default: at the end of the source)")
     p.add_argument("--events", default=None, help="write fall events here, JSON lines (id, "
                    "start, end, peak probability, confirmed_by, clip ids)")
     p.add_argument("--alert-url", default=None, help="POST each confirmed fall event here "

@@ -102,3 +102,15 @@ class Artifacts:
     operating_point: OperatingPoint
     timings: dict
     fusion: Fusion | None = None
+
+    def hybrid(self, cloud=None, **kwargs):
+        """The hybrid `demo` deploys: the edge, the DMD switcher at the operating point, and
+        offloaded clips answered by the fusion (the cloud's answer where there is none).
+        `cloud`: a client (`RemoteCloud`, ...), default this run's cloud model in process;
+        `kwargs` go to `HybridClassifier` (log, shadow_rate)."""
+        from edgeswitch.runtime.hybrid import HybridClassifier
+        from edgeswitch.switcher.routers import SwitcherRouter
+
+        return HybridClassifier(self.edge, SwitcherRouter(self.switcher),
+                                self.cloud if cloud is None else cloud, self.operating_point,
+                                fusion=self.fusion, **kwargs)
