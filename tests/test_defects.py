@@ -86,3 +86,30 @@ def test_watch_stop_after_below_one_is_refused(n, capsys):
 
 def test_watch_stop_after_one_is_one():
     assert build_parser().parse_args(["watch", "v.mp4", "--stop-after", "1"]).stop_after == 1
+
+
+# --- watch --events without a fall class touches nothing --------------------------------
+
+def test_watch_events_without_a_fall_class_leaves_the_outputs_alone(tmp_path, capsys):
+    """Refused before any output is opened: --out and --events keep their contents and no
+    --log is created."""
+    pytest.importorskip("av", reason="needs the video extra")
+    from edgeswitch.data import ClipBatch
+    from edgeswitch.video.edge_models import PoseClassifier
+
+    rng = np.random.default_rng(0)
+    n = 16
+    seqs = ClipBatch(rng.normal(size=(n, 32, 60)).astype(np.float32), np.arange(n) % 2,
+                     np.arange(n).astype(str), ("sit", "walk"), np.arange(n).astype(str))
+    model = tmp_path / "pose.onnx"
+    PoseClassifier(epochs=1, width=4).fit(seqs).save(model)
+    out, events, log = tmp_path / "out.jsonl", tmp_path / "events.jsonl", tmp_path / "d.sqlite"
+    out.write_text("earlier run\n")
+    events.write_text("earlier events\n")
+    code = main(["watch", str(tmp_path / "missing.mp4"), "--edge", f"pose:{model}",
+                 "--events", str(events), "--out", str(out), "--log", str(log)])
+    assert code == 2
+    assert "'fall' class" in capsys.readouterr().err
+    assert out.read_text() == "earlier run\n"
+    assert events.read_text() == "earlier events\n"
+    assert not log.exists()

@@ -229,14 +229,22 @@ def cmd_watch(args) -> int:
     edge, cloud = video_models(args, need_cloud=False)
     opened: list = []
     try:
+        # everything that can refuse the run comes before the first output is opened: a
+        # refused run leaves --out, --events, --log and --video-out as they were
         router, op, fusion, routing = _watch_routing(args, edge)
         if cfg.vlm_crop:
             check_can_crop(edge)
+        if args.events is not None and "fall" not in edge.classes_:
+            raise EdgeSwitchError(f"--events needs a 'fall' class; the edge has "
+                                  f"{list(edge.classes_)}")
         # the hybrid runs the edge and the router only: this loop asks the cloud and logs
         hybrid = HybridClassifier(edge, router, NoCloud(edge.classes_), op, fusion=fusion)
         spec = clip_spec(args)
         live = "://" in args.source or args.source.isdigit()
         clock = Clock(pace=cfg.realtime) if (cfg.realtime or live) else None
+        alerts = _alerts(args, cfg)
+        exporter = start_metrics(args, edge.classes_, hybrid)  # None without --metrics-port
+        opened.append(exporter)
         out = _open(args.out, "--out")
         opened.append(out)
         events = _open(args.events, "--events")
@@ -244,7 +252,6 @@ def cmd_watch(args) -> int:
         log = DecisionLog(args.log, edge.classes_, model_identity(edge),
                           cloud.name if cloud is not None else "no-cloud") if args.log else None
         opened.append(log)
-        alerts = _alerts(args, cfg)
         video = AnnotatedVideo(args.video_out, spec) if args.video_out else None
         opened.append(video)
         where = (f"{cloud.name}, {cfg.cloud_workers} request(s) at once, queue of "
@@ -253,14 +260,9 @@ def cmd_watch(args) -> int:
         print(f"watch: edge {edge.name}; router: {routing}; cloud: {where}"
               + ("; paced at the source's frame rate" if cfg.realtime else ""),
               file=sys.stderr)
-        if events is not None and "fall" not in edge.classes_:
-            raise EdgeSwitchError(f"--events needs a 'fall' class; the edge has "
-                                  f"{list(edge.classes_)}")
         from edgeswitch.runtime.drift import open_drift
 
         drift = open_drift(op, full_cfg.drift, len(edge.classes_), log)
-        exporter = start_metrics(args, edge.classes_, hybrid)  # None without --metrics-port
-        opened.append(exporter)
         watch = Watch(hybrid, cloud, WatchOutputs(out, events, video, log, alerts,
                                                   exporter.metrics if exporter else None, drift),
                       cfg, clock, crop=cfg.vlm_crop)
