@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -113,3 +114,21 @@ def test_watch_events_without_a_fall_class_leaves_the_outputs_alone(tmp_path, ca
     assert out.read_text() == "earlier run\n"
     assert events.read_text() == "earlier events\n"
     assert not log.exists()
+
+
+# --- the drift thresholds say what they are ------------------------------------------------
+
+def test_drift_thresholds_are_documented_as_constants_not_fitted():
+    """They were tuned once on the watch data's calibration subject; nothing derives them per
+    deployment, so nothing may say they are "set on calibration data"."""
+    from edgeswitch.config import DriftConfig
+
+    for name in ("ks_threshold", "psi_threshold", "input_threshold"):
+        help_text = DriftConfig.__pydantic_fields__[name].description
+        assert "set on calibration data" not in help_text, name
+        assert "constant" in help_text and "watch" in help_text, name
+    for path in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md")),
+                 ROOT / "edgeswitch" / "runtime" / "drift.py"]:
+        text = " ".join(path.read_text().split())
+        assert not re.search(r"thresholds? (are |is )?set on (held-out )?calibration data",
+                             text, flags=re.I), path
