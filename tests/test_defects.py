@@ -132,3 +132,26 @@ def test_drift_thresholds_are_documented_as_constants_not_fitted():
         text = " ".join(path.read_text().split())
         assert not re.search(r"thresholds? (are |is )?set on (held-out )?calibration data",
                              text, flags=re.I), path
+
+
+# --- fewer latency calls than measure's warm-up ----------------------------------------------
+
+@pytest.fixture(scope="module")
+def small_run(basicmotions):
+    """`build` on BasicMotions with tiny models: Artifacts with a fitted fusion."""
+    from edgeswitch.pipeline import build
+
+    cfg = preset("basicmotions")
+    cfg.edge.epochs = cfg.cloud.epochs = 3
+    cfg.latency_calls = 3
+    a = build(cfg, progress=False, data=basicmotions)
+    assert a.fusion is not None  # the default config fuses: else this shows nothing
+    return a
+
+
+def test_costs_with_fewer_latency_calls_than_the_warm_up(small_run):
+    """`latency_calls` 3 (the schema allows >= 1) indexed past the clips it had cut (the
+    warm-up makes 10 calls, the cloud 20): an IndexError that stopped `build`."""
+    assert small_run.cfg.latency_calls == 3
+    costs = small_run.costs
+    assert min(costs.edge_ms, costs.switcher_ms, costs.cloud_ms) > 0
