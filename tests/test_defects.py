@@ -15,6 +15,8 @@
 from __future__ import annotations
 
 import re
+import runpy
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -155,3 +157,52 @@ def test_costs_with_fewer_latency_calls_than_the_warm_up(small_run):
     assert small_run.cfg.latency_calls == 3
     costs = small_run.costs
     assert min(costs.edge_ms, costs.switcher_ms, costs.cloud_ms) > 0
+
+
+# --- the hybrid of the README and of benchmarks/latency.py is the one demo deploys -------
+
+@pytest.fixture
+def hybrids(monkeypatch):
+    """Every HybridClassifier made while the test runs."""
+    from edgeswitch.runtime.hybrid import HybridClassifier
+
+    made = []
+    init = HybridClassifier.__init__
+
+    def spy(self, *args, **kwargs):
+        init(self, *args, **kwargs)
+        made.append(self)
+
+    monkeypatch.setattr(HybridClassifier, "__init__", spy)
+    return made
+
+
+def _python_blocks(text: str) -> list[str]:
+    return re.findall(r"```python\n(.*?)```", text, flags=re.S)
+
+
+def test_readme_python_snippet_deploys_the_fusion(small_run, hybrids, monkeypatch):
+    import edgeswitch.pipeline
+
+    monkeypatch.setattr(edgeswitch.pipeline, "build", lambda cfg, *a, **k: small_run)
+    blocks = [b for b in _python_blocks((ROOT / "README.md").read_text())
+              if "classify(" in b]
+    assert blocks, "README.md has no Python snippet that classifies"
+    for block in blocks:
+        hybrids.clear()
+        exec(compile(block, "README.md", "exec"), {})
+        assert hybrids, "the snippet made no HybridClassifier"
+        assert all(h.fusion is small_run.fusion for h in hybrids)
+
+
+def test_latency_benchmark_times_the_hybrid_with_the_fusion(small_run, hybrids, monkeypatch,
+                                                           tmp_path):
+    import edgeswitch.pipeline
+
+    monkeypatch.setattr(edgeswitch.pipeline, "build", lambda cfg, *a, **k: small_run)
+    monkeypatch.chdir(tmp_path)  # whatever it writes stays here
+    monkeypatch.setattr(sys, "argv", ["latency.py", "--dataset", "basicmotions", "--calls",
+                                      "25", "--json", str(tmp_path / "latency.json")])
+    runpy.run_path(str(ROOT / "benchmarks" / "latency.py"), run_name="__main__")
+    assert hybrids, "the benchmark made no HybridClassifier"
+    assert all(h.fusion is small_run.fusion for h in hybrids)
