@@ -134,7 +134,7 @@ def lag_run(seconds: float, threads: int) -> dict:
         cmd = [sys.executable, "-m", "edgeswitch", "watch", str(video), "--realtime",
                "--cloud-url", vlm.url, "--model", "slow", "--confidence", "1.0",
                "--cloud-workers", "2", "--cloud-queue", "8", "--drain-s", "20",
-               "--out", os.devnull, "--metrics", str(metrics)]
+               "--out", os.devnull, "--summary", str(metrics)]
         subprocess.run(cmd, check=True, capture_output=True, timeout=seconds + 120)
         m = json.loads(metrics.read_text())
     return {"command": shlex.join(["python", *cmd[1:4], "SYNTHETIC.mp4", *cmd[5:]]),

@@ -30,7 +30,7 @@ ENGINE = os.environ.get("EDGESWITCH_TEST_ENGINE", "fastapi")
 
 
 def _server(model, cfg, faults) -> ServerProcess:
-    return ServerProcess(model, cfg, faults=faults, engine=ENGINE,
+    return ServerProcess(model, cfg, faults=faults, server=ENGINE,
                          start_timeout_s=180 if ENGINE == "ray" else 60)
 
 

@@ -127,9 +127,9 @@ def close_hybrid(hybrid) -> None:
 # settings only a cloud server (--cloud-url) acts on, and only a VLM server
 REMOTE_KEYS = ("runtime.protocol", "runtime.deadline_ms", "runtime.retries", "runtime.backoff_ms",
                "runtime.backoff_max_ms", "runtime.breaker_failures", "runtime.breaker_reset_s",
-               "distill.deadline_ms", "video.deadline_ms")
+               "distill.cloud_timeout_ms", "video.vlm_deadline_ms")
 REMOTE_ARGS = ("model", "token_file", "ca_cert", "tls_client_cert", "tls_client_key")
-VLM_KEYS = ("video.deadline_ms", "video.vlm_frames", "video.constraint", "video.logprobs")
+VLM_KEYS = ("video.vlm_deadline_ms", "video.vlm_frames", "video.constraint", "video.logprobs")
 VLM_ARGS = ("prompt_file",)
 
 

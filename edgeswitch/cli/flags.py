@@ -100,6 +100,18 @@ def resolve_config(args: argparse.Namespace, dataset: str | None = None) -> conf
     return cache[dataset]
 
 
+class _Renamed(argparse.Action):
+    def __call__(self, parser, namespace, values, option_string=None):
+        parser.error(f"{option_string} was renamed: use {self.const}")
+
+
+def renamed_flag(p: argparse.ArgumentParser, old: str, new: str) -> None:
+    """A flag's old name, hidden from --help: given, it is argparse's usage error naming the
+    new one (not "unrecognized arguments")."""
+    p.add_argument(old, action=_Renamed, const=new, nargs="?", help=argparse.SUPPRESS,
+                   dest=f"renamed:{old}")
+
+
 def config_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", default=None,
                    help="TOML config file (see configs/watch.toml); flags given override it")
