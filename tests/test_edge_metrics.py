@@ -28,7 +28,7 @@ def bundle(tmp_path_factory, bm_files, basicmotions):
 def _hybrid(bundle, shadow_rate=0.0, adaptive=False):
     from edgeswitch.models import OnnxClassifier
     from edgeswitch.runtime.hybrid import HybridClassifier
-    from edgeswitch.switcher import LinearSwitcher, OperatingPoint
+    from edgeswitch.switcher import OperatingPoint, load_switcher
     from edgeswitch.switcher.routers import SwitcherRouter
 
     edge, cloud = OnnxClassifier(bundle["edge"]), OnnxClassifier(bundle["cloud"])
@@ -36,9 +36,9 @@ def _hybrid(bundle, shadow_rate=0.0, adaptive=False):
     if adaptive:
         from edgeswitch.switcher import calibrate_offload
 
-        sw = LinearSwitcher.load(bundle["switcher"])
+        sw = load_switcher(bundle["switcher"])
         op = calibrate_offload(sw.trust(edge.outputs(bundle["X"])), 0.3, adaptive=True)
-    return HybridClassifier(edge, SwitcherRouter(LinearSwitcher.load(bundle["switcher"])),
+    return HybridClassifier(edge, SwitcherRouter(load_switcher(bundle["switcher"])),
                             cloud, op, shadow_rate=shadow_rate), edge, cloud
 
 
