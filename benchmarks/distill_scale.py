@@ -30,14 +30,15 @@ from pathlib import Path
 
 import numpy as np
 
-from edgeswitch.config import DistillConfig, load_config
-from edgeswitch.data.clips import ClipBatch
-from edgeswitch.dmd import DMDRecords
-from edgeswitch.dmd.corpus import write_corpus
-from edgeswitch.dmd.records import records_equal
-from edgeswitch.models.cache import default_cache_dir
-from edgeswitch.pipeline import load_data, split_data, train_models
-from edgeswitch.scale.netns import RAY_ENV, LoopbackNetns
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the test kit: tests/
+
+from edgeswitch.config import DistillConfig, load_config  # noqa: E402
+from edgeswitch.data.clips import ClipBatch  # noqa: E402
+from edgeswitch.dmd import DMDRecords  # noqa: E402
+from edgeswitch.models.cache import default_cache_dir  # noqa: E402
+from edgeswitch.pipeline import load_data, split_data, train_models  # noqa: E402
+from tests.corpus import records_equal, write_corpus  # noqa: E402
+from tests.netns import RAY_ENV, LoopbackNetns  # noqa: E402
 
 
 def models_and_corpus(tmp: Path, reps: int, files: int, progress: bool) -> tuple[Path, Path,

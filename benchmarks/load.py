@@ -40,14 +40,16 @@ from pathlib import Path
 
 import numpy as np
 
-from edgeswitch.cloud.remote import RemoteCloud
-from edgeswitch.config import RuntimeConfig, ServeConfig, load_config
-from edgeswitch.evaluation.timing import tail_ms
-from edgeswitch.models import OnnxClassifier
-from edgeswitch.models.cache import default_cache_dir
-from edgeswitch.pipeline import load_data, split_data, train_models
-from edgeswitch.serving.metrics import scrape
-from edgeswitch.serving.server import ServerProcess
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the test kit: tests/
+
+from edgeswitch.cloud.remote import RemoteCloud  # noqa: E402
+from edgeswitch.config import RuntimeConfig, ServeConfig, load_config  # noqa: E402
+from edgeswitch.evaluation.timing import tail_ms  # noqa: E402
+from edgeswitch.models import OnnxClassifier  # noqa: E402
+from edgeswitch.models.cache import default_cache_dir  # noqa: E402
+from edgeswitch.pipeline import load_data, split_data, train_models  # noqa: E402
+from edgeswitch.serving.server import ServerProcess  # noqa: E402
+from tests.edge_run import scrape  # noqa: E402
 
 # name: (server, server config, extra serve-cloud flags); the first two are compared as a
 # ratio (first / second)

@@ -43,11 +43,13 @@ from pathlib import Path
 
 import numpy as np
 
-from edgeswitch.cloud.transports import DEADLINE_HEADER
-from edgeswitch.cloud.wire import encode_clips
-from edgeswitch.config import ServeConfig
-from edgeswitch.serving.metrics import scrape
-from edgeswitch.serving.server import ServerProcess
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the test kit: tests/
+
+from edgeswitch.cloud.transports import DEADLINE_HEADER  # noqa: E402
+from edgeswitch.cloud.wire import encode_clips  # noqa: E402
+from edgeswitch.config import ServeConfig  # noqa: E402
+from edgeswitch.serving.server import ServerProcess  # noqa: E402
+from tests.edge_run import scrape  # noqa: E402
 
 JSON = {"Content-Type": "application/json"}
 TIMEOUT_S = 10.0  # a request without an answer by then hung: reported, and the run fails

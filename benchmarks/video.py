@@ -36,9 +36,11 @@ from pathlib import Path
 
 import numpy as np
 
-from edgeswitch.config import VideoConfig
-from edgeswitch.evaluation.timing import tail_ms
-from edgeswitch.video.source import ClipSpec, iter_clips, iter_frames
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the test kit: tests/
+
+from edgeswitch.config import VideoConfig  # noqa: E402
+from edgeswitch.evaluation.timing import tail_ms  # noqa: E402
+from edgeswitch.video.source import ClipSpec, iter_clips, iter_frames  # noqa: E402
 
 REAL_TIME_FPS = 25.0
 
@@ -122,8 +124,9 @@ def lag_run(seconds: float, threads: int) -> dict:
     import subprocess
     import tempfile
 
-    from edgeswitch.video.synthetic import ADL, render_synthetic_video, synthetic_pose_sequence
+    from edgeswitch.video.synthetic import ADL, synthetic_pose_sequence
     from tests.fake_vlm import FakeVLM
+    from tests.synthetic_video import render_synthetic_video
 
     rng = np.random.default_rng(0)
     kinds = [ADL[i % len(ADL)] for i in range(int(np.ceil(seconds / 6)))]

@@ -61,7 +61,12 @@ def _config_flags(p: argparse.ArgumentParser):
 
 
 def test_every_flag_default_is_the_config_default():
-    from edgeswitch.cli.flags import FLAG_PREFIX, _default_text, field_default
+    from edgeswitch.cli.flags import FLAG_PREFIX, _default_text, _defaults
+
+    def field_default(key: str):
+        """The schema default of a dotted config key, as a flag's help shows it."""
+        table, _, name = key.rpartition(".")
+        return getattr(_defaults(table), name)
 
     seen = 0
     for name, p in _subcommands(build_parser()).items():

@@ -52,7 +52,7 @@ def test_train_switcher_without_data_takes_the_preset_of_the_records_data_set(tm
 def test_sharded_records_name_their_data_set(tmp_path, bm_files, basicmotions):
     """A sharded run's folder names the corpus it read, whichever part is read first."""
     from edgeswitch.dmd import DMDRecords
-    from edgeswitch.dmd.corpus import write_corpus
+    from tests.corpus import write_corpus
 
     corpus = tmp_path / "corpus"
     write_corpus(basicmotions.without_labels(), corpus, files=2)

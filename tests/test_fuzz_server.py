@@ -297,7 +297,7 @@ def test_fuzz_on_ray_serve():
     """This file's test against `serve-cloud --server ray`, 500 requests, and the poison burst
     and huge shapes of tests/test_isolation.py, inside a loopback-only network namespace (see
     tests/test_ray.py)."""
-    from edgeswitch.scale.netns import RAY_ENV, LoopbackNetns
+    from tests.netns import RAY_ENV, LoopbackNetns
 
     reason = LoopbackNetns.available()
     if reason:

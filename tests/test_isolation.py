@@ -304,7 +304,7 @@ def test_poison_burst_fails_only_the_poison_requests(bm_files, bm_models, basicm
 
         with ThreadPoolExecutor(64) as pool:
             replies = list(pool.map(send, range(200)))
-        from edgeswitch.serving.metrics import scrape
+        from tests.edge_run import scrape
         metrics = scrape(srv.url)
     statuses = [r.status_code for r in replies]
     assert statuses.count(200) == 180 and statuses.count(422) == 20, statuses

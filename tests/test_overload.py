@@ -19,9 +19,9 @@ from edgeswitch.config import RuntimeConfig, ServeConfig, from_values
 from edgeswitch.errors import EdgeSwitchError
 from edgeswitch.serving.app import create_app
 from edgeswitch.serving.batcher import DynamicBatcher
-from edgeswitch.serving.metrics import scrape
 from edgeswitch.serving.overload import Shed
 from edgeswitch.serving.server import ServerProcess
+from tests.edge_run import scrape
 
 CLASSES = ("a", "b", "c")
 # as in tests/test_service.py: EDGESWITCH_TEST_ENGINE=ray runs the server tests on Ray Serve

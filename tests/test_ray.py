@@ -18,13 +18,12 @@ import pytest
 from edgeswitch.cloud.spec import CloudSpec
 from edgeswitch.data.clips import ClipBatch
 from edgeswitch.dmd import DMDRecords
-from edgeswitch.dmd.corpus import write_corpus
-from edgeswitch.dmd.records import records_equal
 from edgeswitch.dmd.runner import run
 from edgeswitch.dmd.sinks import FolderSink
 from edgeswitch.dmd.sources import NpzSource, OnnxModels
 from edgeswitch.errors import DataError
-from edgeswitch.scale.netns import RAY_ENV, LoopbackNetns
+from tests.corpus import records_equal, write_corpus
+from tests.netns import RAY_ENV, LoopbackNetns
 
 pytestmark = [pytest.mark.slow, pytest.mark.ray]
 ROOT = Path(__file__).resolve().parents[1]

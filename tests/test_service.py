@@ -12,8 +12,8 @@ import pytest
 from edgeswitch.cloud.remote import RemoteCloud
 from edgeswitch.cloud.wire import encode_clips, encode_npy_data_url
 from edgeswitch.config import RuntimeConfig, ServeConfig
-from edgeswitch.serving.metrics import scrape
 from edgeswitch.serving.server import ServerProcess
+from tests.edge_run import scrape
 
 pytestmark = pytest.mark.slow
 TOKEN = "test-token-0123456789"

@@ -20,11 +20,9 @@ from edgeswitch.cloud.reasons import CloudFailure, FallbackReason  # noqa: E402
 from edgeswitch.config import RuntimeConfig  # noqa: E402
 from edgeswitch.errors import EdgeSwitchError, ModelError  # noqa: E402
 from edgeswitch.video.source import ClipSpec, VideoClip, iter_clips  # noqa: E402
-from edgeswitch.video.synthetic import (  # noqa: E402
-    render_synthetic_video,
-    synthetic_pose_sequence,
-)
+from edgeswitch.video.synthetic import synthetic_pose_sequence  # noqa: E402
 from edgeswitch.video.vlm import OpenAIVLM, VideoChat, VLMConfig  # noqa: E402
+from tests.synthetic_video import render_synthetic_video  # noqa: E402
 
 CLASSES = ("adl", "fall")
 

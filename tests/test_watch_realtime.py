@@ -16,8 +16,9 @@ import pytest
 pytest.importorskip("av", reason="needs the video extra")
 
 from edgeswitch.cli.main import main  # noqa: E402
-from edgeswitch.video.synthetic import render_synthetic_video, synthetic_pose_sequence  # noqa: E402
+from edgeswitch.video.synthetic import synthetic_pose_sequence  # noqa: E402
 from tests.fake_vlm import FakeVLM  # noqa: E402
+from tests.synthetic_video import render_synthetic_video  # noqa: E402
 from tests.test_alerts import Receiver, free_port  # noqa: E402
 
 pytestmark = pytest.mark.slow

@@ -115,9 +115,3 @@ def renamed_flag(p: argparse.ArgumentParser, old: str, new: str) -> None:
 def config_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", default=None,
                    help="TOML config file (see configs/watch.toml); flags given override it")
-
-
-def field_default(key: str) -> Any:
-    """The schema default of a dotted config key, as a flag's help shows it."""
-    table, _, name = key.rpartition(".")
-    return getattr(_defaults(table), name)

@@ -239,12 +239,3 @@ def join(parts: list[DMDRecords]) -> DMDRecords:
     return DMDRecords(cat("ids"), cat("groups"), cat("edge_proba"), cat("edge_embedding"),
                       cat("cloud_proba"), first.classes, first.edge_model, first.cloud_model,
                       datasets.pop() if len(datasets) == 1 else "")
-
-
-def records_equal(a: DMDRecords, b: DMDRecords) -> bool:
-    """Bit-identical records (ids, groups, every array, classes and model names)."""
-    return (a.classes == b.classes and a.edge_model == b.edge_model
-            and a.cloud_model == b.cloud_model and np.array_equal(a.ids, b.ids)
-            and np.array_equal(a.groups, b.groups)
-            and all(np.array_equal(getattr(a, k), getattr(b, k))
-                    for k in ("edge_proba", "edge_embedding", "cloud_proba")))
