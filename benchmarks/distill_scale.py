@@ -29,6 +29,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
+from _results import output_args, write_results  # benchmarks/_results.py
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the test kit: tests/
 
@@ -86,7 +87,7 @@ def main() -> int:
     ap.add_argument("--shard-size", type=int, default=1024)
     ap.add_argument("--batch-size", type=int, default=DistillConfig().batch_size)
     ap.add_argument("--timeout", type=float, default=900, help="seconds per run, at most")
-    ap.add_argument("--json", default="benchmarks/results/distill_scale.json")
+    output_args(ap, "distill_scale.json")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="edgeswitch-distill-") as tmp:
         tmp = Path(tmp)
@@ -111,8 +112,7 @@ def main() -> int:
                        "python": platform.python_version()},
            "command": shlex.join(["python", *sys.argv]),
            "timestamp": datetime.now(UTC).isoformat(timespec="seconds")}
-    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.json).write_text(json.dumps(out, indent=1))
+    write_results(args, out, "distill_scale.json")
     print(f"\n{n} clips ({args.reps} x the smartwatch set), {runs[0]['shards']} shards of "
           f"{args.shard_size}, {os.cpu_count()} cores\n")
     print("| engine | workers | wall s | ray start s | clips/s (excl. start) | identical |")

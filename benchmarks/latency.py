@@ -2,21 +2,20 @@
 
 One process, one run: compare the figures as ratios (the machines are shared and noisy).
 Models come from the demo's cache (trained on first use). Prints a Markdown table for
-docs/benchmarks.md and writes the raw figures as JSON.
+docs/benchmarks.md; --json PATH / --save write the raw figures as JSON.
 
-    python benchmarks/latency.py [--dataset watch] [--calls 500] [--json PATH]
+    python benchmarks/latency.py [--dataset watch] [--calls 500] [--json PATH] [--save]
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import time
-from pathlib import Path
 
 import numpy as np
+from _results import output_args, write_results  # benchmarks/_results.py
 
 from edgeswitch.config import load_config
 from edgeswitch.evaluation.timing import Latency, measure
@@ -30,7 +29,7 @@ def main() -> None:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--dataset", default="watch")
     ap.add_argument("--calls", type=int, default=500, help="timed calls per part")
-    ap.add_argument("--json", default="benchmarks/results/latency.json")
+    output_args(ap, "latency.json")
     args = ap.parse_args()
 
     cfg = load_config(None, dataset=args.dataset)
@@ -101,8 +100,7 @@ def main() -> None:
         "params": {"edge": a.edge.n_params_, "switcher": a.switcher.n_params,
                    "cloud": a.cloud.n_params_},
     }
-    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.json).write_text(json.dumps(out, indent=1))
+    write_results(args, out, "latency.json")
 
     print("| part | ms/clip, 1 clip per call | x cloud | ms/clip, batch of 256 | x cloud "
           "| MACs/clip |")

@@ -18,13 +18,12 @@ compare the two settings as ratios, not as absolute capacity. Writes JSON, print
 exits non-zero if any request failed.
 
     python benchmarks/load.py [--compare batching|servers] [--dataset watch] [--clients 16]
-                              [--seconds 10] [--json PATH]
+                              [--seconds 10] [--json PATH] [--save]
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import secrets
@@ -39,6 +38,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
+from _results import output_args, write_results  # benchmarks/_results.py
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the test kit: tests/
 
@@ -260,11 +260,8 @@ def parse_args() -> argparse.Namespace:
                     help="cap per client and setting (bounds a run whatever the speed)")
     ap.add_argument("--deadline-ms", type=float, default=2000.0,
                     help="client deadline per request; a late answer is an error")
-    ap.add_argument("--json", default=None, help="default: benchmarks/results/load.json, or "
-                    "load_servers.json with --compare servers")
+    output_args(ap, "load.json (load_servers.json with --compare servers)")
     args = ap.parse_args()
-    args.json = args.json or ("benchmarks/results/load.json" if args.compare == "batching"
-                              else "benchmarks/results/load_servers.json")
     if args.clients < 1 or args.seconds <= 0 or args.max_requests < 1:
         ap.error("--clients and --max-requests must be >= 1, --seconds > 0")
     return args
@@ -309,10 +306,8 @@ def main() -> int:
         "command": shlex.join(["python", *sys.argv]),
         "timestamp": datetime.now(UTC).isoformat(timespec="seconds"),
     }
-    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.json).write_text(json.dumps(out, indent=1))
     print_table(results, next(iter(ratios.values())), args)
-    print(f"\nwrote {args.json}")
+    write_results(args, out, "load.json" if args.compare == "batching" else "load_servers.json")
     return 1 if any(r["errors"] for r in results) else 0
 
 

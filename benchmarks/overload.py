@@ -21,7 +21,7 @@ Clients are aiohttp in this process (httpx queues 64+ concurrent requests client
 seconds), on the same machine as the server: compare figures within one run.
 
     python benchmarks/overload.py [--scenario both|overload|cancel] [--seconds 10]
-                                  [--json benchmarks/results/overload.json]
+                                  [--json PATH] [--save]
 """
 
 from __future__ import annotations
@@ -42,6 +42,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
+from _results import output_args, write_results  # benchmarks/_results.py
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the test kit: tests/
 
@@ -311,7 +312,7 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--give-up-ms", type=float, default=50.0, help="cancel: client timeout")
     ap.add_argument("--run-ms", type=float, default=150.0, help="cancel: slow backend run")
     ap.add_argument("--cancel-rate", type=float, default=40.0, help="cancel: requests/s")
-    ap.add_argument("--json", default="benchmarks/results/overload.json")
+    output_args(ap, "overload.json")
     ap.add_argument("--serve-slow", help=argparse.SUPPRESS)  # child mode
     ap.add_argument("--ready-file", help=argparse.SUPPRESS)
     return ap.parse_args()
@@ -339,8 +340,7 @@ def main() -> int:
                         "load_avg_1m_at_end": os.getloadavg()[0]},
             "command": shlex.join(["python", *sys.argv]),
             "timestamp": datetime.now(UTC).isoformat(timespec="seconds")}
-    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.json).write_text(json.dumps(out, indent=1, default=str))
+    write_results(args, out, "overload.json")
     print(json.dumps({k: v for k, v in out.items() if k in ("overload", "cancel")}, indent=1,
                      default=str))
     print(f"wrote {args.json}")

@@ -35,6 +35,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
+from _results import output_args, write_results  # benchmarks/_results.py
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the test kit: tests/
 
@@ -152,7 +153,7 @@ def main() -> int:
     ap.add_argument("--fps-cap", type=float, default=VideoConfig().fps_cap)
     ap.add_argument("--threads", type=int, default=1, help="MoveNet and ONNX threads")
     ap.add_argument("--repeat", type=int, default=3, help="end-to-end passes over the file")
-    ap.add_argument("--json", default="benchmarks/results/video.json")
+    output_args(ap, "video.json")
     ap.add_argument("--loop-ab", type=int, default=0, metavar="N",
                     help="also time N passes each of the plain per-clip hybrid loop and "
                     "watch's loop, alternating in this process, in CPU seconds (0: skip)")
@@ -242,8 +243,7 @@ def main() -> int:
         "command": shlex.join(["python", *sys.argv]),
         "timestamp": datetime.now(UTC).isoformat(timespec="seconds"),
     }
-    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.json).write_text(json.dumps(result, indent=1))
+    write_results(args, result, "video.json")
     p = result["pose_ms_per_frame"]
     print(f"\nbikes.mp4 {w}x{h}, {n_frames} frames at 25 fps; pose on <= {args.fps_cap:g} fps; "
           f"{args.threads} thread(s); {os.cpu_count()} cores\n")

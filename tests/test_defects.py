@@ -201,8 +201,28 @@ def test_latency_benchmark_times_the_hybrid_with_the_fusion(small_run, hybrids, 
 
     monkeypatch.setattr(edgeswitch.pipeline, "build", lambda cfg, *a, **k: small_run)
     monkeypatch.chdir(tmp_path)  # whatever it writes stays here
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))  # as `python benchmarks/x.py` has it
     monkeypatch.setattr(sys, "argv", ["latency.py", "--dataset", "basicmotions", "--calls",
-                                      "25", "--json", str(tmp_path / "latency.json")])
+                                      "25"])
+    committed = ROOT / "benchmarks" / "results" / "latency.json"
+    before = committed.read_bytes()
     runpy.run_path(str(ROOT / "benchmarks" / "latency.py"), run_name="__main__")
     assert hybrids, "the benchmark made no HybridClassifier"
     assert all(h.fusion is small_run.fusion for h in hybrids)
+    # a plain run writes no results file (it wrote benchmarks/results/latency.json)
+    assert list(tmp_path.iterdir()) == [] and committed.read_bytes() == before
+
+
+# --- a benchmark writes its committed results only when asked ----------------------------
+
+def test_no_benchmark_writes_its_committed_results_unless_asked():
+    """Every benchmark that writes JSON does so through benchmarks/_results.py: --json PATH or
+    --save; none defaults a path into benchmarks/results/."""
+    writers = []
+    for path in sorted((ROOT / "benchmarks").glob("*.py")):
+        text = path.read_text()
+        assert not re.search(r"default=[\"']benchmarks/results/", text), path.name
+        if "benchmarks/results" in text or "write_results" in text:
+            writers.append(path.name)
+            assert "output_args(ap" in text and "write_results(args" in text, path.name
+    assert {"latency.py", "video.py", "load.py"} <= set(writers)
