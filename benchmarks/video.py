@@ -239,7 +239,8 @@ def main() -> int:
                        "ms_per_clip": 1000 * min(passes) / n_clips},
         "sent_bytes_per_clip": sent, "real_time_with_2s_cloud": lag, "loop_ab": ab,
         "machine": {"platform": platform.platform(), "cpu_count": os.cpu_count(),
-                    "python": platform.python_version()},
+                    "python": platform.python_version(),
+                    "load_avg_1m_at_end": os.getloadavg()[0]},  # a busy machine runs slower
         "command": shlex.join(["python", *sys.argv]),
         "timestamp": datetime.now(UTC).isoformat(timespec="seconds"),
     }
@@ -256,7 +257,7 @@ def main() -> int:
     print(f"| end to end (watch loop, edge only) | {result['end_to_end']['ms_per_clip']:.1f} | "
           f"clip |")
     print(f"\nend to end: {e2e_fps:.0f} input frames/s = {e2e_fps / REAL_TIME_FPS:.1f}x real "
-          f"time; {n_frames / min(cpu):.0f} input frames per CPU-second; wrote {args.json}")
+          f"time; {n_frames / min(cpu):.0f} input frames per CPU-second")
     print("\n| sent per offloaded clip | bytes (mean over clips) |")
     print("|---|---:|")
     for name, b in sent.items():
