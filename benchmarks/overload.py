@@ -1,4 +1,4 @@
-"""Overload and cancellation of the cloud server (issue 12): shed load instead of stalling, and
+"""Overload and cancellation of the cloud server: shed load instead of stalling, and
 run no model for clients that gave up.
 
 `overload`: `edgeswitch serve-cloud` with a slow-ish model (`--fault sleep:S`: every model

@@ -196,7 +196,7 @@ def fusion_arg(p: argparse.ArgumentParser) -> None:
                    "fusion.json beside --switcher when there is one; 'none': the cloud answers)")
 
 
-# exit codes of a run over a stream of clips (classify, watch); also in README and --help
+# exit codes of a run over a stream of clips (classify, watch); also in --help and docs
 EXIT_OK, EXIT_CLIPS_FAILED, EXIT_ERROR, EXIT_CLOUD_NEVER_ANSWERED = 0, 1, 2, 3
 EXIT_CODES = ("exit codes: 0 every clip answered; 1 some clips failed (an error record each in "
               "the output, the rest answered); 2 an error stopped the run (bad input, an output "

@@ -89,7 +89,7 @@ def build(cfg: RunConfig, out_dir: Path | None = None, cache_dir: Path | None = 
 def run_method(cfg: RunConfig, out_dir: Path | None = None, cache_dir: Path | None = None,
                progress: bool = True, data: ClipBatch | None = None,
                serve: str | None = None) -> dict:
-    """Run the whole method and return the results dict (see README for its schema).
+    """Run the whole method and return the results dict (its schema: docs/formats.md).
 
     `serve` ("http" or "in-process", needs `out_dir`) also deploys the result and replays the
     test clips through it (see `serve_and_replay`)."""
