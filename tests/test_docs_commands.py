@@ -71,7 +71,9 @@ def _code(text: str) -> tuple[list[str], list[str]]:
         if i % 2:  # a fenced block
             lines += re.sub(r"\s*\\\n\s*", " ", part).splitlines()
         else:
-            spans += re.findall(r"`([^`\n]+)`", part)
+            # a span may wrap onto the next line (not across a paragraph)
+            spans += [" ".join(m.split()) for m in re.findall(r"`([^`]+)`", part)
+                      if "\n\n" not in m]
     return lines, spans
 
 
