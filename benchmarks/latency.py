@@ -12,16 +12,20 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
-from _results import output_args, write_results  # benchmarks/_results.py
 
-from edgeswitch.config import load_config
-from edgeswitch.evaluation.timing import Latency, measure
-from edgeswitch.models.cache import default_cache_dir
-from edgeswitch.pipeline import build
-from edgeswitch.runtime import HybridClassifier
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/, tests/
+
+from benchmarks._results import output_args, write_results  # noqa: E402
+from edgeswitch.config import load_config  # noqa: E402
+from edgeswitch.evaluation.timing import Latency, measure  # noqa: E402
+from edgeswitch.models.cache import default_cache_dir  # noqa: E402
+from edgeswitch.pipeline import build  # noqa: E402
+from edgeswitch.runtime import HybridClassifier  # noqa: E402
 
 
 def main() -> None:

@@ -41,7 +41,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
-from _results import output_args, write_results  # benchmarks/_results.py
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/, tests/
+
+from benchmarks._results import output_args, write_results  # noqa: E402
 
 FAULTS = ("sleep:0.2@0.05", "http500@0.03", "malformed@0.02")
 GIVE_UP_S = 0.05        # the "abandon" requests' client timeout

@@ -35,10 +35,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
-from _results import output_args, write_results  # benchmarks/_results.py
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the test kit: tests/
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/, tests/
 
+from benchmarks._results import output_args, write_results  # noqa: E402
 from edgeswitch.config import VideoConfig  # noqa: E402
 from edgeswitch.evaluation.timing import tail_ms  # noqa: E402
 from edgeswitch.video.source import ClipSpec, iter_clips, iter_frames  # noqa: E402

@@ -201,7 +201,6 @@ def test_latency_benchmark_times_the_hybrid_with_the_fusion(small_run, hybrids, 
 
     monkeypatch.setattr(edgeswitch.pipeline, "build", lambda cfg, *a, **k: small_run)
     monkeypatch.chdir(tmp_path)  # whatever it writes stays here
-    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))  # as `python benchmarks/x.py` has it
     monkeypatch.setattr(sys, "argv", ["latency.py", "--dataset", "basicmotions", "--calls",
                                       "25"])
     committed = ROOT / "benchmarks" / "results" / "latency.json"
