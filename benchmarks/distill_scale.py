@@ -30,14 +30,16 @@ from pathlib import Path
 
 import numpy as np
 
-from edgeswitch.config import DistillConfig, load_config
-from edgeswitch.data.clips import ClipBatch
-from edgeswitch.dmd import DMDRecords
-from edgeswitch.dmd.corpus import write_corpus
-from edgeswitch.dmd.records import records_equal
-from edgeswitch.models.cache import default_cache_dir
-from edgeswitch.pipeline import load_data, split_data, train_models
-from edgeswitch.scale.netns import RAY_ENV, LoopbackNetns
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/, tests/
+
+from benchmarks._results import output_args, write_results  # noqa: E402
+from edgeswitch.config import DistillConfig, load_config  # noqa: E402
+from edgeswitch.data.clips import ClipBatch  # noqa: E402
+from edgeswitch.dmd import DMDRecords  # noqa: E402
+from edgeswitch.models.cache import default_cache_dir  # noqa: E402
+from edgeswitch.pipeline import load_data, split_data, train_models  # noqa: E402
+from tests.corpus import records_equal, write_corpus  # noqa: E402
+from tests.netns import RAY_ENV, LoopbackNetns  # noqa: E402
 
 
 def models_and_corpus(tmp: Path, reps: int, files: int, progress: bool) -> tuple[Path, Path,
@@ -85,7 +87,7 @@ def main() -> int:
     ap.add_argument("--shard-size", type=int, default=1024)
     ap.add_argument("--batch-size", type=int, default=DistillConfig().batch_size)
     ap.add_argument("--timeout", type=float, default=900, help="seconds per run, at most")
-    ap.add_argument("--json", default="benchmarks/results/distill_scale.json")
+    output_args(ap, "distill_scale.json")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="edgeswitch-distill-") as tmp:
         tmp = Path(tmp)
@@ -110,8 +112,7 @@ def main() -> int:
                        "python": platform.python_version()},
            "command": shlex.join(["python", *sys.argv]),
            "timestamp": datetime.now(UTC).isoformat(timespec="seconds")}
-    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.json).write_text(json.dumps(out, indent=1))
+    write_results(args, out, "distill_scale.json")
     print(f"\n{n} clips ({args.reps} x the smartwatch set), {runs[0]['shards']} shards of "
           f"{args.shard_size}, {os.cpu_count()} cores\n")
     print("| engine | workers | wall s | ray start s | clips/s (excl. start) | identical |")

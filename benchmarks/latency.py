@@ -2,28 +2,30 @@
 
 One process, one run: compare the figures as ratios (the machines are shared and noisy).
 Models come from the demo's cache (trained on first use). Prints a Markdown table for
-docs/benchmarks.md and writes the raw figures as JSON.
+docs/benchmarks.md; --json PATH / --save write the raw figures as JSON.
 
-    python benchmarks/latency.py [--dataset watch] [--calls 500] [--json PATH]
+    python benchmarks/latency.py [--dataset watch] [--calls 500] [--json PATH] [--save]
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-from edgeswitch.config import load_config
-from edgeswitch.evaluation.timing import Latency, measure
-from edgeswitch.models.cache import default_cache_dir
-from edgeswitch.pipeline import build
-from edgeswitch.runtime import HybridClassifier
-from edgeswitch.switcher.routers import SwitcherRouter
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/, tests/
+
+from benchmarks._results import output_args, write_results  # noqa: E402
+from edgeswitch.config import load_config  # noqa: E402
+from edgeswitch.evaluation.timing import Latency, measure  # noqa: E402
+from edgeswitch.models.cache import default_cache_dir  # noqa: E402
+from edgeswitch.pipeline import build  # noqa: E402
+from edgeswitch.runtime import HybridClassifier  # noqa: E402
 
 
 def main() -> None:
@@ -31,7 +33,7 @@ def main() -> None:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--dataset", default="watch")
     ap.add_argument("--calls", type=int, default=500, help="timed calls per part")
-    ap.add_argument("--json", default="benchmarks/results/latency.json")
+    output_args(ap, "latency.json")
     args = ap.parse_args()
 
     cfg = load_config(None, dataset=args.dataset)
@@ -40,8 +42,9 @@ def main() -> None:
     n = len(X)
     one = [X[i % n : i % n + 1] for i in range(args.calls)]
     edge_out = [a.edge.run_raw(x) for x in one]
+    m = len(one)  # measure's warm-up and the cloud's 20 calls may outnumber --calls: cycle
     def new_hybrid() -> HybridClassifier:  # a fresh rate controller for each pass
-        return HybridClassifier(a.edge, SwitcherRouter(a.dmd), a.cloud, a.operating_point)
+        return a.hybrid()  # what demo deploys: the fusion answers offloaded clips
 
     # the hybrid over the whole test stream in time order (as in demo), one clip per call and
     # every call timed; warm-up runs on another instance so it does not move this controller
@@ -60,18 +63,18 @@ def main() -> None:
 
     # one clip per call: what a device sees
     b1 = {
-        "edge": measure(lambda i: a.edge.run_raw(one[i]), args.calls),
-        "switcher": measure(lambda i: a.dmd.trust(edge_out[i]), args.calls),
-        "cloud": measure(lambda i: a.cloud.run_raw(one[i]), max(args.calls // 5, 20)),
+        "edge": measure(lambda i: a.edge.run_raw(one[i % m]), args.calls),
+        "switcher": measure(lambda i: a.switcher.trust(edge_out[i % m]), args.calls),
+        "cloud": measure(lambda i: a.cloud.run_raw(one[i % m]), max(args.calls // 5, 20)),
         "hybrid": hybrid_ms,
-        "edge_only_path": measure(lambda i: a.edge.outputs(one[i]), args.calls),
+        "edge_only_path": measure(lambda i: a.edge.outputs(one[i % m]), args.calls),
     }
     # per clip inside a batch of 256: throughput view, framework overhead amortised
     batch = X[np.arange(256) % n]
     bo = a.edge.run_raw(batch)
     batched = {
         "edge": measure(lambda i: a.edge.run_raw(batch), 50).median_ms / 256,
-        "switcher": measure(lambda i: a.dmd.trust(bo), 50).median_ms / 256,
+        "switcher": measure(lambda i: a.switcher.trust(bo), 50).median_ms / 256,
         "cloud": measure(lambda i: a.cloud.run_raw(batch), 10, warmup=2).median_ms / 256,
     }
     fresh = new_hybrid()
@@ -80,7 +83,7 @@ def main() -> None:
     batched["hybrid"] = (time.perf_counter() - t0) * 1e3 / n
 
     cloud_ms = b1["cloud"].median_ms
-    macs = {"edge": a.edge.macs_, "switcher": a.dmd.macs, "cloud": a.cloud.macs_}
+    macs = {"edge": a.edge.macs_, "switcher": a.switcher.macs, "cloud": a.cloud.macs_}
     rows = [
         ("edge", b1["edge"].median_ms, batched["edge"]),
         ("switcher", b1["switcher"].median_ms, batched["switcher"]),
@@ -98,11 +101,10 @@ def main() -> None:
         "hybrid_mean_one_clip_ms_expected": b1["edge_only_path"].median_ms
         + b1["switcher"].median_ms + offloaded.mean() * cloud_ms,
         "macs": macs,
-        "params": {"edge": a.edge.n_params_, "switcher": a.dmd.n_params,
+        "params": {"edge": a.edge.n_params_, "switcher": a.switcher.n_params,
                    "cloud": a.cloud.n_params_},
     }
-    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.json).write_text(json.dumps(out, indent=1))
+    write_results(args, out, "latency.json")
 
     print("| part | ms/clip, 1 clip per call | x cloud | ms/clip, batch of 256 | x cloud "
           "| MACs/clip |")
@@ -113,7 +115,7 @@ def main() -> None:
               f"{bms / batched['cloud']:.3f} | {m if m else '-'} |")
     print(f"\nswitcher / edge: {b1['switcher'].median_ms / b1['edge'].median_ms:.1%} "
           f"(1 clip per call), {batched['switcher'] / batched['edge']:.1%} (batched), "
-          f"{a.dmd.macs / a.edge.macs_:.2%} (MACs)")
+          f"{a.switcher.macs / a.edge.macs_:.2%} (MACs)")
     print(f"edge / cloud: {b1['edge'].median_ms / cloud_ms:.1%} (1 clip), "
           f"params {a.edge.n_params_ / a.cloud.n_params_:.1%}")
     print(f"\nwrote {args.json}")

@@ -1,8 +1,8 @@
 """Load on the cloud HTTP server: batching on vs off, or the FastAPI server vs Ray Serve.
 
 `--compare batching` (default): batching on (the ServeConfig defaults), off (max_batch=1), and
-on with a 5 ms wait for batches to fill. `--compare engines`: `serve-cloud --engine fastapi`
-vs `--engine ray` (Ray Serve: one model replica and the same API), both with the default
+on with a 5 ms wait for batches to fill. `--compare servers`: `serve-cloud --server fastapi`
+vs `--server ray` (Ray Serve: one model replica and the same API), both with the default
 ServeConfig; this mode runs itself inside a loopback-only network namespace (needs root), since
 Ray binds to the machine's address otherwise.
 
@@ -17,14 +17,13 @@ Clients and server share one machine (and the clients share one Python process, 
 compare the two settings as ratios, not as absolute capacity. Writes JSON, prints a table, and
 exits non-zero if any request failed.
 
-    python benchmarks/load.py [--compare batching|engines] [--dataset watch] [--clients 16]
-                              [--seconds 10] [--json PATH]
+    python benchmarks/load.py [--compare batching|servers] [--dataset watch] [--clients 16]
+                              [--seconds 10] [--json PATH] [--save]
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import secrets
@@ -40,23 +39,26 @@ from pathlib import Path
 
 import numpy as np
 
-from edgeswitch.cloud.remote import RemoteCloud
-from edgeswitch.config import RuntimeConfig, ServeConfig, load_config
-from edgeswitch.evaluation.timing import tail_ms
-from edgeswitch.models import OnnxClassifier
-from edgeswitch.models.cache import default_cache_dir
-from edgeswitch.pipeline import load_data, split_data, train_models
-from edgeswitch.serving.metrics import scrape
-from edgeswitch.serving.server import ServerProcess
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/, tests/
 
-# name: (engine, server config, extra serve-cloud flags); the first two are compared as a
+from benchmarks._results import output_args, write_results  # noqa: E402
+from edgeswitch.cloud.remote import RemoteCloud  # noqa: E402
+from edgeswitch.config import RuntimeConfig, ServeConfig, load_config  # noqa: E402
+from edgeswitch.evaluation.timing import tail_ms  # noqa: E402
+from edgeswitch.models import OnnxClassifier  # noqa: E402
+from edgeswitch.models.cache import default_cache_dir  # noqa: E402
+from edgeswitch.pipeline import load_data, split_data, train_models  # noqa: E402
+from edgeswitch.serving.server import ServerProcess  # noqa: E402
+from tests.edge_run import scrape  # noqa: E402
+
+# name: (server, server config, extra serve-cloud flags); the first two are compared as a
 # ratio (first / second)
 SETTINGS = {
     # the default first (batches what queued while the model ran, no added wait)
     "batching": {"batching on": ("fastapi", ServeConfig(), ()),
                  "batching off": ("fastapi", ServeConfig(max_batch=1), ()),
                  "batching on, wait 5 ms": ("fastapi", ServeConfig(max_wait_ms=5), ())},
-    "engines": {"ray serve": ("ray", ServeConfig(), ()),
+    "servers": {"ray serve": ("ray", ServeConfig(), ()),
                 "fastapi": ("fastapi", ServeConfig(), ()),
                 "ray serve, 2 replicas": ("ray", ServeConfig(), ("--replicas", "2"))},
 }
@@ -195,11 +197,11 @@ def summarize(runs: list[ClientRun], window: Window, batches: tuple[float, float
     }
 
 
-def bench_setting(name: str, engine: str, serve: ServeConfig, extra: tuple[str, ...],
+def bench_setting(name: str, server_kind: str, serve: ServeConfig, extra: tuple[str, ...],
                   model_path: Path, classes: tuple[str, ...], X: np.ndarray,
                   expected: np.ndarray, args: argparse.Namespace) -> dict:
     token = secrets.token_urlsafe(24)
-    with ServerProcess(model_path, serve, token=token, engine=engine, extra_args=extra,
+    with ServerProcess(model_path, serve, token=token, server=server_kind, extra_args=extra,
                        start_timeout_s=180) as server:
         runs, window = run_clients(server.url, token, classes, X, expected, args)
         after = scrape_batches(server.url, token)
@@ -207,7 +209,7 @@ def bench_setting(name: str, engine: str, serve: ServeConfig, extra: tuple[str, 
     batches = (after[0] - before[0], after[1] - before[1])
     if "--replicas" in extra:  # /metrics is per replica: two scrapes may see different ones
         batches = (0.0, 0.0)   # so no batch figure rather than a wrong one
-    return {"setting": name, "engine": engine, "serve": asdict(serve), "flags": list(extra),
+    return {"setting": name, "server": server_kind, "serve": asdict(serve), "flags": list(extra),
             **summarize(runs, window, batches)}
 
 
@@ -248,7 +250,7 @@ def print_table(results: list[dict], ratios: dict, args: argparse.Namespace) -> 
 def parse_args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--compare", choices=("batching", "engines"), default="batching",
+    ap.add_argument("--compare", choices=("batching", "servers"), default="batching",
                     help="batching on/off (FastAPI), or FastAPI vs Ray Serve")
     ap.add_argument("--dataset", default="watch", choices=("watch", "basicmotions"),
                     help="basicmotions: small model, for a quick run")
@@ -258,11 +260,8 @@ def parse_args() -> argparse.Namespace:
                     help="cap per client and setting (bounds a run whatever the speed)")
     ap.add_argument("--deadline-ms", type=float, default=2000.0,
                     help="client deadline per request; a late answer is an error")
-    ap.add_argument("--json", default=None, help="default: benchmarks/results/load.json, or "
-                    "load_engines.json with --compare engines")
+    output_args(ap, "load.json (load_servers.json with --compare servers)")
     args = ap.parse_args()
-    args.json = args.json or ("benchmarks/results/load.json" if args.compare == "batching"
-                              else "benchmarks/results/load_engines.json")
     if args.clients < 1 or args.seconds <= 0 or args.max_requests < 1:
         ap.error("--clients and --max-requests must be >= 1, --seconds > 0")
     return args
@@ -281,16 +280,16 @@ def in_netns() -> int:
 
 def main() -> int:
     args = parse_args()
-    if args.compare == "engines" and not os.environ.get(IN_NETNS):
+    if args.compare == "servers" and not os.environ.get(IN_NETNS):
         return in_netns()
     settings = SETTINGS[args.compare]
     with tempfile.TemporaryDirectory(prefix="edgeswitch-load-") as tmp:
         cloud, model_path, X = cloud_model(args.dataset, Path(tmp), sys.stderr.isatty())
         # the in-process answers, to check that each served reply is for the clip it asked about
         expected = cloud.predict_proba(X)
-        results = [bench_setting(name, engine, serve, extra, model_path, tuple(cloud.classes_),
+        results = [bench_setting(name, kind, serve, extra, model_path, tuple(cloud.classes_),
                                  X, expected, args)
-                   for name, (engine, serve, extra) in settings.items()]
+                   for name, (kind, serve, extra) in settings.items()]
     ratios = {f"{results[0]['setting']} / {results[1]['setting']}":
               compare(results[0], results[1])}
     ratios[f"{results[2]['setting']} / {results[1]['setting']}"] = compare(results[2],
@@ -307,10 +306,8 @@ def main() -> int:
         "command": shlex.join(["python", *sys.argv]),
         "timestamp": datetime.now(UTC).isoformat(timespec="seconds"),
     }
-    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.json).write_text(json.dumps(out, indent=1))
     print_table(results, next(iter(ratios.values())), args)
-    print(f"\nwrote {args.json}")
+    write_results(args, out, "load.json" if args.compare == "batching" else "load_servers.json")
     return 1 if any(r["errors"] for r in results) else 0
 
 

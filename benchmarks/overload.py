@@ -1,4 +1,4 @@
-"""Overload and cancellation of the cloud server (issue 12): shed load instead of stalling, and
+"""Overload and cancellation of the cloud server: shed load instead of stalling, and
 run no model for clients that gave up.
 
 `overload`: `edgeswitch serve-cloud` with a slow-ish model (`--fault sleep:S`: every model
@@ -21,7 +21,7 @@ Clients are aiohttp in this process (httpx queues 64+ concurrent requests client
 seconds), on the same machine as the server: compare figures within one run.
 
     python benchmarks/overload.py [--scenario both|overload|cancel] [--seconds 10]
-                                  [--json benchmarks/results/overload.json]
+                                  [--json PATH] [--save]
 """
 
 from __future__ import annotations
@@ -43,11 +43,14 @@ from pathlib import Path
 
 import numpy as np
 
-from edgeswitch.cloud.transports import DEADLINE_HEADER
-from edgeswitch.cloud.wire import encode_clips
-from edgeswitch.config import ServeConfig
-from edgeswitch.serving.metrics import scrape
-from edgeswitch.serving.server import ServerProcess
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/, tests/
+
+from benchmarks._results import output_args, write_results  # noqa: E402
+from edgeswitch.cloud.transports import DEADLINE_HEADER  # noqa: E402
+from edgeswitch.cloud.wire import encode_clips  # noqa: E402
+from edgeswitch.config import ServeConfig  # noqa: E402
+from edgeswitch.serving.server import ServerProcess  # noqa: E402
+from tests.edge_run import scrape  # noqa: E402
 
 JSON = {"Content-Type": "application/json"}
 TIMEOUT_S = 10.0  # a request without an answer by then hung: reported, and the run fails
@@ -309,7 +312,7 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--give-up-ms", type=float, default=50.0, help="cancel: client timeout")
     ap.add_argument("--run-ms", type=float, default=150.0, help="cancel: slow backend run")
     ap.add_argument("--cancel-rate", type=float, default=40.0, help="cancel: requests/s")
-    ap.add_argument("--json", default="benchmarks/results/overload.json")
+    output_args(ap, "overload.json")
     ap.add_argument("--serve-slow", help=argparse.SUPPRESS)  # child mode
     ap.add_argument("--ready-file", help=argparse.SUPPRESS)
     return ap.parse_args()
@@ -337,8 +340,7 @@ def main() -> int:
                         "load_avg_1m_at_end": os.getloadavg()[0]},
             "command": shlex.join(["python", *sys.argv]),
             "timestamp": datetime.now(UTC).isoformat(timespec="seconds")}
-    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.json).write_text(json.dumps(out, indent=1, default=str))
+    write_results(args, out, "overload.json")
     print(json.dumps({k: v for k, v in out.items() if k in ("overload", "cancel")}, indent=1,
                      default=str))
     print(f"wrote {args.json}")

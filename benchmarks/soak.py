@@ -18,7 +18,7 @@ peaks). Every reply is classed as expected (with what the fault injection explai
 status >= 500 other than the injected 500 (or a 503 with Retry-After, a server shedding load)
 is unexpected, and so is a dropped connection on a request the client did not give up on.
 
-    python benchmarks/soak.py [--seconds 150] [--clients 6] [--rounds 3] [--json PATH]
+    python benchmarks/soak.py [--seconds 150] [--clients 6] [--rounds 3] [--json PATH] [--save]
 
 Prints the figures; exits non-zero when a check fails (fd or thread growth, RSS growth >= 10%,
 an unexpected reply). tests/test_soak.py runs the same soak with the test suite's model.
@@ -27,7 +27,6 @@ an unexpected reply). tests/test_soak.py runs the same soak with the test suite'
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import random
@@ -42,6 +41,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/, tests/
+
+from benchmarks._results import output_args, write_results  # noqa: E402
 
 FAULTS = ("sleep:0.2@0.05", "http500@0.03", "malformed@0.02")
 GIVE_UP_S = 0.05        # the "abandon" requests' client timeout
@@ -422,7 +425,7 @@ def main() -> int:
     ap.add_argument("--clients", type=int, default=6, help="concurrent client threads")
     ap.add_argument("--rounds", type=int, default=3, help="load rounds after the warm-up")
     ap.add_argument("--dataset", default="watch", choices=("watch", "basicmotions"))
-    ap.add_argument("--json", default="benchmarks/results/soak.json")
+    output_args(ap, "soak.json")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="edgeswitch-soak-model-") as tmp:
         cloud, path, X = cloud_model(args.dataset, Path(tmp))
@@ -434,10 +437,8 @@ def main() -> int:
                         "python": platform.python_version()},
             "command": shlex.join(["python", *sys.argv]),
             "timestamp": datetime.now(UTC).isoformat(timespec="seconds")}
-    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.json).write_text(json.dumps(res, indent=1))
+    write_results(args, res, "soak.json")
     print(report(res))
-    print(f"wrote {args.json}")
     return 0 if res["ok"] else 1
 
 

@@ -36,9 +36,12 @@ from pathlib import Path
 
 import numpy as np
 
-from edgeswitch.config import VideoConfig
-from edgeswitch.evaluation.timing import tail_ms
-from edgeswitch.video.source import ClipSpec, iter_clips, iter_frames
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/, tests/
+
+from benchmarks._results import output_args, write_results  # noqa: E402
+from edgeswitch.config import VideoConfig  # noqa: E402
+from edgeswitch.evaluation.timing import tail_ms  # noqa: E402
+from edgeswitch.video.source import ClipSpec, iter_clips, iter_frames  # noqa: E402
 
 REAL_TIME_FPS = 25.0
 
@@ -122,8 +125,9 @@ def lag_run(seconds: float, threads: int) -> dict:
     import subprocess
     import tempfile
 
-    from edgeswitch.video.synthetic import ADL, render_synthetic_video, synthetic_pose_sequence
+    from edgeswitch.video.synthetic import ADL, synthetic_pose_sequence
     from tests.fake_vlm import FakeVLM
+    from tests.synthetic_video import render_synthetic_video
 
     rng = np.random.default_rng(0)
     kinds = [ADL[i % len(ADL)] for i in range(int(np.ceil(seconds / 6)))]
@@ -134,7 +138,7 @@ def lag_run(seconds: float, threads: int) -> dict:
         cmd = [sys.executable, "-m", "edgeswitch", "watch", str(video), "--realtime",
                "--cloud-url", vlm.url, "--model", "slow", "--confidence", "1.0",
                "--cloud-workers", "2", "--cloud-queue", "8", "--drain-s", "20",
-               "--out", os.devnull, "--metrics", str(metrics)]
+               "--out", os.devnull, "--summary", str(metrics)]
         subprocess.run(cmd, check=True, capture_output=True, timeout=seconds + 120)
         m = json.loads(metrics.read_text())
     return {"command": shlex.join(["python", *cmd[1:4], "SYNTHETIC.mp4", *cmd[5:]]),
@@ -149,7 +153,7 @@ def main() -> int:
     ap.add_argument("--fps-cap", type=float, default=VideoConfig().fps_cap)
     ap.add_argument("--threads", type=int, default=1, help="MoveNet and ONNX threads")
     ap.add_argument("--repeat", type=int, default=3, help="end-to-end passes over the file")
-    ap.add_argument("--json", default="benchmarks/results/video.json")
+    output_args(ap, "video.json")
     ap.add_argument("--loop-ab", type=int, default=0, metavar="N",
                     help="also time N passes each of the plain per-clip hybrid loop and "
                     "watch's loop, alternating in this process, in CPU seconds (0: skip)")
@@ -235,12 +239,12 @@ def main() -> int:
                        "ms_per_clip": 1000 * min(passes) / n_clips},
         "sent_bytes_per_clip": sent, "real_time_with_2s_cloud": lag, "loop_ab": ab,
         "machine": {"platform": platform.platform(), "cpu_count": os.cpu_count(),
-                    "python": platform.python_version()},
+                    "python": platform.python_version(),
+                    "load_avg_1m_at_end": os.getloadavg()[0]},  # a busy machine runs slower
         "command": shlex.join(["python", *sys.argv]),
         "timestamp": datetime.now(UTC).isoformat(timespec="seconds"),
     }
-    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.json).write_text(json.dumps(result, indent=1))
+    write_results(args, result, "video.json")
     p = result["pose_ms_per_frame"]
     print(f"\nbikes.mp4 {w}x{h}, {n_frames} frames at 25 fps; pose on <= {args.fps_cap:g} fps; "
           f"{args.threads} thread(s); {os.cpu_count()} cores\n")
@@ -253,7 +257,7 @@ def main() -> int:
     print(f"| end to end (watch loop, edge only) | {result['end_to_end']['ms_per_clip']:.1f} | "
           f"clip |")
     print(f"\nend to end: {e2e_fps:.0f} input frames/s = {e2e_fps / REAL_TIME_FPS:.1f}x real "
-          f"time; {n_frames / min(cpu):.0f} input frames per CPU-second; wrote {args.json}")
+          f"time; {n_frames / min(cpu):.0f} input frames per CPU-second")
     print("\n| sent per offloaded clip | bytes (mean over clips) |")
     print("|---|---:|")
     for name, b in sent.items():

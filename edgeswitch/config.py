@@ -134,7 +134,9 @@ class RuntimeConfig:
     protocol: Annotated[Literal["native", "openai"],
                         describe("native /v1/classify or OpenAI chat completions")] = "native"
     deadline_ms: Annotated[Float, describe("per clip, from arrival to answer: past it the edge "
-                                           "answer stands, unverified", gt=0)] = 500.0
+                                           "answer stands, unverified (a sensor cloud; a VLM "
+                                           "has [video] vlm_deadline_ms, a DMD run [distill] "
+                                           "cloud_timeout_ms)", gt=0)] = 500.0
     retries: Annotated[StrictInt, describe("extra attempts, only while the deadline allows",
                                            ge=0)] = 2
     backoff_ms: Annotated[Float, describe("first retry waits up to this (full jitter)",
@@ -164,9 +166,10 @@ class ServeConfig:
     max_body_mb: Annotated[Float, describe("largest request body, else HTTP 413", gt=0)] = 16.0
     max_clips: Annotated[StrictInt, describe("most clips per request", ge=1)] = 1024
     threads: Annotated[StrictInt, describe("onnxruntime threads per model run", ge=1)] = 1
-    engine: Annotated[Literal["fastapi", "ray"],
+    server: Annotated[Literal["fastapi", "ray"],
                       describe("fastapi: uvicorn in this process; ray: a Ray Serve application "
-                               "with model replicas and the same HTTP API")] = "fastapi"
+                               "with model replicas and the same HTTP API (on the [ray] "
+                               "cluster)")] = "fastapi"
     replicas: Annotated[StrictInt, describe("ray: model replicas (the minimum when "
                                             "autoscaling)", ge=1)] = 1
     max_replicas: Annotated[StrictInt, describe("ray: autoscale up to this many replicas on "
@@ -178,8 +181,6 @@ class ServeConfig:
     max_ongoing: Annotated[StrictInt, describe("ray: requests one replica holds at once, so "
                                                "batches can fill (Ray's own default, 5, caps "
                                                "a batch at 5 requests)", ge=1)] = 64
-    ray_address: Annotated[StrictStr, describe("ray: a running cluster (auto, HOST:6379); "
-                                               "empty: start a local one")] = ""
     max_queue_requests: Annotated[StrictInt, describe(
         "overload: most model requests (classify, chat) the server holds at once, queued or "
         "running; beyond it HTTP 503 with Retry-After, before the body is read (ray: the "
@@ -205,17 +206,25 @@ class DistillConfig:
     """DMD runs (`edgeswitch distill`; see edgeswitch/dmd/)."""
 
     engine: Annotated[Literal["local", "ray"],
-                      describe("local: this process; ray: Ray Data actor pools")] = "local"
+                      describe("local: this process; ray: Ray Data actor pools (on the [ray] "
+                               "cluster)")] = "local"
     shard_size: Annotated[StrictInt, describe("clips per shard: the unit of resume", ge=1)] = 2048
     batch_size: Annotated[StrictInt, describe("clips per model call or HTTP request",
                                               ge=1)] = 256
-    deadline_ms: Annotated[Float, describe("per clip: how long a DMD run waits for a slow cloud "
-                                           "(offline work; [runtime] deadline_ms is the live "
-                                           "one)", gt=0)] = 60_000.0
+    cloud_timeout_ms: Annotated[Float, describe("how long a DMD run waits for the cloud's answer "
+                                                "to a request, retries included, before the "
+                                                "cloud counts as down (offline work: a slow "
+                                                "cloud is waited for)", gt=0)] = 60_000.0
     workers: Annotated[StrictInt, describe("ray: actors per pool (edge and cloud)", ge=1)] = 2
     cpus_per_worker: Annotated[Float, describe("ray: CPUs each actor reserves", gt=0)] = 1.0
-    ray_address: Annotated[StrictStr, describe("ray: a running cluster (auto, HOST:6379); "
-                                               "empty: start a local one")] = ""
+
+
+@dataclass(config=_STRICT)
+class RayConfig:
+    """The Ray cluster of `serve-cloud --server ray` and `distill --engine ray`."""
+
+    address: Annotated[StrictStr, describe("a running cluster to join (auto, HOST:6379); "
+                                           "empty: start a local one")] = ""
 
 
 @dataclass(config=_STRICT)
@@ -230,9 +239,11 @@ class VideoConfig:
                                        gt=0)] = 8.0
     size: Annotated[StrictStr, describe("resize frames to WxH, e.g. 640x360 (empty: as "
                                         "decoded)", pattern=r"^(|\d+x\d+)$")] = ""
-    deadline_ms: Annotated[Float, describe("watch: per clip, how long a VLM cloud (--cloud-url) "
-                                           "is waited for before the edge answer stands (a VLM "
-                                           "is slow)", gt=0)] = 60_000.0
+    vlm_deadline_ms: Annotated[Float, describe("watch: per clip, how long a VLM cloud "
+                                               "(--cloud-url) is waited for before the edge "
+                                               "answer stands (a VLM is slow; [runtime] "
+                                               "deadline_ms is a sensor cloud's)",
+                                               gt=0)] = 60_000.0
     vlm_frames: Annotated[StrictInt, describe("VLM cloud: images sent per clip", ge=1)] = 4
     constraint: Annotated[VlmConstraint,
                           describe("VLM cloud: how the answer is constrained (guided_choice "
@@ -298,6 +309,12 @@ class RefreshConfig:
                                               "unbiased sample)", ge=1)] = 10
 
 
+# the drift thresholds are constants, not fitted per deployment: say so wherever they show
+_WATCH_TUNED = ("a constant: tuned once on the watch data's one calibration subject by "
+                "benchmarks/drift.py; for other data or sensors set it from your own "
+                "calibration recordings replayed as streams")
+
+
 @dataclass(config=_STRICT)
 class DriftConfig:
     """Drift alarm of `classify` and `watch` (edgeswitch/runtime/drift.py): a sliding window
@@ -310,17 +327,17 @@ class DriftConfig:
                                                    "variation of the class mix; psi: population "
                                                    "stability index of both")] = "ks"
     ks_threshold: Annotated[Float, describe("ks: alarm when the larger distance exceeds this "
-                                            "(set on calibration data)", gt=0, le=1)] = 0.73
+                                            f"({_WATCH_TUNED})", gt=0, le=1)] = 0.73
     psi_threshold: Annotated[Float, describe("psi: alarm when the larger PSI exceeds this "
-                                             "(set on calibration data)", gt=0)] = 5.75
+                                             f"({_WATCH_TUNED})", gt=0)] = 5.75
     every: Annotated[StrictInt, describe("clips between checks", ge=1)] = 20
     clear_after: Annotated[StrictInt, describe("consecutive passing checks that clear an alarm",
                                                ge=1)] = 5
     input_threshold: Annotated[Float, describe("alarm when the one-sided KS distance of the "
                                                "clips' novelty (per-channel mean and std vs the "
-                                               "calibration clips) exceeds this (set on "
-                                               "calibration data; off without raw calibration "
-                                               "clips)", gt=0, le=1)] = 0.47
+                                               "calibration clips) exceeds this (off without "
+                                               f"raw calibration clips; {_WATCH_TUNED})",
+                                               gt=0, le=1)] = 0.47
 
 
 @dataclass(config=_STRICT)
@@ -346,6 +363,7 @@ class RunConfig:
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
     serve: ServeConfig = field(default_factory=ServeConfig)
     distill: DistillConfig = field(default_factory=DistillConfig)
+    ray: RayConfig = field(default_factory=RayConfig)
     video: VideoConfig = field(default_factory=VideoConfig)
     pose: PoseConfig = field(default_factory=PoseConfig)
     refresh: RefreshConfig = field(default_factory=RefreshConfig)
@@ -414,6 +432,14 @@ def _nest(dotted: dict[str, Any]) -> dict:
     return out
 
 
+# keys that were renamed: a file or caller that still gives one gets the new name in the error
+RENAMED = {"distill.deadline_ms": "distill.cloud_timeout_ms",
+           "video.deadline_ms": "video.vlm_deadline_ms",
+           "serve.engine": "serve.server",
+           "serve.ray_address": "ray.address",
+           "distill.ray_address": "ray.address"}
+
+
 @functools.cache
 def _adapter(cls) -> TypeAdapter:
     return TypeAdapter(cls)
@@ -429,6 +455,8 @@ def from_values(cls, values: dict, source: str = ""):
         for err in exc.errors():
             key = ".".join(str(p) for p in err["loc"]) or "(top level)"
             msg = err["msg"].replace("Unexpected keyword argument", "unknown key")
+            if err["type"] == "unexpected_keyword_argument" and key in RENAMED:
+                msg = f"renamed: it is now {RENAMED[key]}"
             got = f" (got {err['input']!r})" if "input" in err and err["type"] != \
                 "unexpected_keyword_argument" and not isinstance(err["input"], dict) else ""
             problems.append(f"{key}: {msg}{got}")

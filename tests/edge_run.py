@@ -1,5 +1,6 @@
 """An edge run (`classify` or `watch` with `--metrics-port 0`) as a real process, and a
-Prometheus scrape of it: for the edge metrics and Grafana tests."""
+Prometheus scrape of it or of a cloud server: for the metrics, Grafana and server tests (and the
+load benchmarks)."""
 
 from __future__ import annotations
 
@@ -76,3 +77,13 @@ def value(fams: dict, sample: str, **labels) -> float:
                 total, seen = total + s.value, True
     assert seen, f"no sample {sample} {labels}"
     return total
+
+
+def scrape(server_url: str, token: str | None = None) -> dict[str, float]:
+    """A server's `/metrics`, each sample name summed over its labels (e.g.
+    `edgeswitch_batch_size_count`: model runs so far; `edgeswitch_errors_total`: all errors)."""
+    totals: dict[str, float] = {}
+    for fam in families(server_url.rstrip("/") + "/metrics", token).values():
+        for sample in fam.samples:
+            totals[sample.name] = totals.get(sample.name, 0.0) + sample.value
+    return totals

@@ -64,11 +64,11 @@ def test_every_route_and_handler_is_registered_once():
 
     from edgeswitch.cloud.wire import WireError
     from edgeswitch.serving import errors
-    from edgeswitch.serving.app import ENDPOINTS, ROUTERS, create_app
+    from edgeswitch.serving.app import API_ROUTERS, ENDPOINTS, create_app
 
     expected = [("/healthz", "GET"), ("/metrics", "GET"), ("/v1/chat/completions", "POST"),
                 ("/v1/classify", "POST"), ("/v1/models", "GET")]
-    ours = [(r.path, m) for router in ROUTERS for r in router.routes for m in r.methods]
+    ours = [(r.path, m) for router in API_ROUTERS for r in router.routes for m in r.methods]
     assert sorted(ours) == expected  # each route in exactly one module, once
     assert ENDPOINTS == {path for path, _ in expected}  # the metrics' endpoint labels
     app = create_app(Toy(), token="t")

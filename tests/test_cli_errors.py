@@ -1,4 +1,4 @@
-"""The CLI never shows a traceback or a false success: each case of issue 12 gets a clear
+"""The CLI never shows a traceback or a false success: each failure case gets a clear
 message and a non-zero exit where the run did not do what was asked (real subprocesses)."""
 
 from __future__ import annotations

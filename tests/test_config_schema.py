@@ -61,7 +61,12 @@ def _config_flags(p: argparse.ArgumentParser):
 
 
 def test_every_flag_default_is_the_config_default():
-    from edgeswitch.cli.flags import FLAG_PREFIX, _default_text, field_default
+    from edgeswitch.cli.flags import FLAG_PREFIX, _default_text, _defaults
+
+    def field_default(key: str):
+        """The schema default of a dotted config key, as a flag's help shows it."""
+        table, _, name = key.rpartition(".")
+        return getattr(_defaults(table), name)
 
     seen = 0
     for name, p in _subcommands(build_parser()).items():
@@ -75,12 +80,8 @@ def test_every_flag_default_is_the_config_default():
 
 
 # Flags that name the same setting of different tables: each command has one of them, and it
-# means the same thing there (the deadline of its cloud calls, the engine it runs on, the
-# cluster that engine joins, the epochs of the model it trains).
+# means the same thing there (the epochs of the model it trains).
 SHARED_FLAGS = {
-    "--deadline-ms": {"runtime.deadline_ms", "distill.deadline_ms", "video.deadline_ms"},
-    "--engine": {"distill.engine", "serve.engine"},
-    "--ray-address": {"distill.ray_address", "serve.ray_address"},
     "--epochs": {"switcher.epochs", "pose.epochs"},
 }
 
@@ -92,6 +93,8 @@ def test_flags_have_one_meaning_each():
     meaning: dict[str, set[str]] = {}
     for p in _subcommands(build_parser()).values():
         for action in p._actions:
+            if action.help == argparse.SUPPRESS:  # an old name that only says the new one
+                continue
             for opt in action.option_strings:
                 meaning.setdefault(opt, set()).add(action.dest.removeprefix("cfg:"))
     clashes = {o: d for o, d in meaning.items() if len(d) > 1}
@@ -218,9 +221,9 @@ def test_a_flag_the_run_would_ignore_is_refused(tmp_path, bm_files, capsys):
     from edgeswitch.cli.video import video_cloud_args
 
     common = ["--edge", str(bm_files["edge"]), "--cloud", str(bm_files["cloud"])]
-    assert main(["distill", "--data", "basicmotions", *common, "--deadline-ms", "100",
+    assert main(["distill", "--data", "basicmotions", *common, "--cloud-timeout-ms", "100",
                  "--out", str(tmp_path / "d.parquet")]) == 2
-    assert "--deadline-ms applies to --cloud-url only" in capsys.readouterr().err
+    assert "--cloud-timeout-ms applies to --cloud-url only" in capsys.readouterr().err
     assert main(["distill", "--data", "basicmotions", *common, "--clip-s", "2",
                  "--out", str(tmp_path / "d.parquet")]) == 2
     assert "--clip-s applies to video input only" in capsys.readouterr().err

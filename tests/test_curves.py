@@ -9,7 +9,7 @@ from edgeswitch.evaluation.curves import (
     router_curve,
     trapezoid_auc,
 )
-from edgeswitch.evaluation.metrics import accuracy, macro_f1
+from edgeswitch.evaluation.quality import accuracy, macro_f1
 from edgeswitch.switcher.routers import oracle_scores
 
 

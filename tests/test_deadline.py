@@ -21,9 +21,9 @@ from edgeswitch.cloud.wire import encode_clips
 from edgeswitch.config import RuntimeConfig, ServeConfig
 from edgeswitch.serving.app import create_app
 from edgeswitch.serving.batcher import DynamicBatcher
-from edgeswitch.serving.metrics import scrape
 from edgeswitch.serving.overload import TICKET, Shed, Ticket, parse_deadline
 from edgeswitch.serving.server import ServerProcess, bind_socket
+from tests.edge_run import scrape
 
 CLASSES = ("a", "b", "c")
 

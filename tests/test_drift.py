@@ -314,7 +314,7 @@ def test_watch_alarm_fires_on_a_turned_watch_and_another_device_and_is_rare_with
     from edgeswitch.runtime.drift import clip_summary
 
     a = load()
-    edge, sw = a.edge, a.dmd
+    edge, sw = a.edge, a.switcher
 
     def score(X):
         out = edge.outputs(X)
@@ -359,7 +359,8 @@ def test_watch_feeds_the_detector_and_logs_the_alarm(tmp_path, trained):  # noqa
     """`watch` with an operating point that has a reference: every clip reaches the detector
     (a threshold no window can pass raises the alarm at the first check, clip 20) and the
     alarm lands in the log `watch` writes."""
-    from edgeswitch.video.synthetic import render_synthetic_video, synthetic_pose_sequence
+    from edgeswitch.video.synthetic import synthetic_pose_sequence
+    from tests.synthetic_video import render_synthetic_video
 
     d = trained["dir"]
     assert json.loads((d / "op.json").read_text())["reference"] is not None

@@ -28,7 +28,7 @@ def bundle(tmp_path_factory, bm_files, basicmotions):
 def _hybrid(bundle, shadow_rate=0.0, adaptive=False):
     from edgeswitch.models import OnnxClassifier
     from edgeswitch.runtime.hybrid import HybridClassifier
-    from edgeswitch.switcher import LinearSwitcher, OperatingPoint
+    from edgeswitch.switcher import OperatingPoint, load_switcher
     from edgeswitch.switcher.routers import SwitcherRouter
 
     edge, cloud = OnnxClassifier(bundle["edge"]), OnnxClassifier(bundle["cloud"])
@@ -36,9 +36,9 @@ def _hybrid(bundle, shadow_rate=0.0, adaptive=False):
     if adaptive:
         from edgeswitch.switcher import calibrate_offload
 
-        sw = LinearSwitcher.load(bundle["switcher"])
+        sw = load_switcher(bundle["switcher"])
         op = calibrate_offload(sw.trust(edge.outputs(bundle["X"])), 0.3, adaptive=True)
-    return HybridClassifier(edge, SwitcherRouter(LinearSwitcher.load(bundle["switcher"])),
+    return HybridClassifier(edge, SwitcherRouter(load_switcher(bundle["switcher"])),
                             cloud, op, shadow_rate=shadow_rate), edge, cloud
 
 
@@ -248,7 +248,7 @@ def test_curl_metrics_during_a_classify_run(bundle, tmp_path):
 def test_watch_metrics_port_against_its_lines(tmp_path):
     """`watch --realtime` on a SYNTHETIC fall video with an OpenAI-compatible cloud on
     loopback (tests/fake_vlm.py): the scraped counters equal what its JSON lines, its fall
-    events and its own `--metrics` JSON say."""
+    events and its own `--summary` JSON say."""
     pytest.importorskip("av", reason="needs the video extra")
     from tests.fake_vlm import FakeVLM
     from tests.test_watch_realtime import fall_video
@@ -257,7 +257,7 @@ def test_watch_metrics_port_against_its_lines(tmp_path):
     out, events, summary = tmp_path / "out.jsonl", tmp_path / "ev.jsonl", tmp_path / "m.json"
     with FakeVLM() as vlm:
         args = ["watch", video, "--realtime", "--cloud-url", vlm.url, "--model", "json",
-                "--events", events, "--out", out, "--metrics", summary,
+                "--events", events, "--out", out, "--summary", summary,
                 "--metrics-linger-s", "60"]
         with edge_process(args, tmp_path) as (proc, url, err):
             wait_for("metrics stay on", err, proc, timeout=180)
@@ -279,6 +279,6 @@ def test_watch_metrics_port_against_its_lines(tmp_path):
     assert value(fams, "edgeswitch_edge_lag_seconds_count") == len(clips)  # paced: every line
     assert value(fams, "edgeswitch_edge_fall_events_total") == len(jsonl(events)) == 1
     assert value(fams, "edgeswitch_edge_queue_depth") == 0  # drained
-    m = json.loads(summary.read_text())  # --metrics FILE is still written, and agrees
+    m = json.loads(summary.read_text())  # --summary FILE is still written, and agrees
     assert m["clips"] == 27 and m["offloaded"] == len(updates)
     assert proc.returncode == 0, err.read_text()

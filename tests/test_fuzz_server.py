@@ -241,7 +241,7 @@ def test_generated_requests_get_no_5xx_and_drop_no_connection(bm_files, bm_model
     X = basicmotions.X[:40]
     expected = cloud.predict_proba(X)
     cfg = ServeConfig(max_body_mb=0.25, max_clips=64, max_batch=32, max_wait_ms=2)
-    with ServerProcess(bm_files["cloud"], cfg, token=TOKEN, engine=ENGINE,
+    with ServerProcess(bm_files["cloud"], cfg, token=TOKEN, server=ENGINE,
                        start_timeout_s=180 if ENGINE == "ray" else 60) as srv:
         t0 = time.monotonic()
         tally = fuzz(srv.url, X, expected, cloud.classes_, cloud.name, N_REQUESTS)
@@ -267,7 +267,7 @@ def test_generated_requests_get_no_5xx_and_drop_no_connection(bm_files, bm_model
 @pytest.fixture(scope="module")
 def live_server(bm_files):
     cfg = ServeConfig(max_body_mb=0.25, max_clips=64, max_batch=32, max_wait_ms=2)
-    with ServerProcess(bm_files["cloud"], cfg, token=TOKEN, engine=ENGINE,
+    with ServerProcess(bm_files["cloud"], cfg, token=TOKEN, server=ENGINE,
                        start_timeout_s=180 if ENGINE == "ray" else 60) as srv:
         yield srv
 
@@ -294,10 +294,10 @@ def test_schemathesis_against_a_real_server(case, live_server):
 
 @pytest.mark.ray
 def test_fuzz_on_ray_serve():
-    """This file's test against `serve-cloud --engine ray`, 500 requests, and the poison burst
+    """This file's test against `serve-cloud --server ray`, 500 requests, and the poison burst
     and huge shapes of tests/test_isolation.py, inside a loopback-only network namespace (see
     tests/test_ray.py)."""
-    from edgeswitch.scale.netns import RAY_ENV, LoopbackNetns
+    from tests.netns import RAY_ENV, LoopbackNetns
 
     reason = LoopbackNetns.available()
     if reason:

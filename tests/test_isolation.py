@@ -21,7 +21,7 @@ from edgeswitch.errors import DataError
 from edgeswitch.models.base import ModelOutput
 from tests.test_app import Toy
 
-# the slow tests below run against `serve-cloud --engine ray` too (tests/test_fuzz_server.py
+# the slow tests below run against `serve-cloud --server ray` too (tests/test_fuzz_server.py
 # runs them inside a loopback-only namespace with EDGESWITCH_TEST_ENGINE=ray)
 ENGINE = os.environ.get("EDGESWITCH_TEST_ENGINE", "fastapi")
 POISON = 7.0  # a clip whose first value is this is one the backends below cannot digest
@@ -258,7 +258,7 @@ def test_huge_shapes_keep_the_keep_alive_connection_usable(bm_files, bm_models, 
 
     cloud, X = bm_models[1], basicmotions.X[:2]
     bad_shapes = ([0, 9223372036854775808, 6], [0, 10**30, 6], [0, 2**40, 2**40])
-    with ServerProcess(bm_files["cloud"], ServeConfig(max_body_mb=1), engine=ENGINE,
+    with ServerProcess(bm_files["cloud"], ServeConfig(max_body_mb=1), server=ENGINE,
                        start_timeout_s=180) as srv, \
             httpx.Client(base_url=srv.url, timeout=10) as client:
         ports = set()
@@ -296,7 +296,7 @@ def test_poison_burst_fails_only_the_poison_requests(bm_files, bm_models, basicm
         X[i, 5, i % X.shape[2]] = v
     expected = cloud.predict_proba(np.delete(X, list(bad), axis=0))
     with ServerProcess(bm_files["cloud"], ServeConfig(max_batch=32, max_wait_ms=5),
-                       engine=ENGINE, start_timeout_s=180) as srv, \
+                       server=ENGINE, start_timeout_s=180) as srv, \
             httpx.Client(base_url=srv.url, timeout=30,
                          limits=httpx.Limits(max_connections=200)) as client:
         def send(i):
@@ -304,7 +304,7 @@ def test_poison_burst_fails_only_the_poison_requests(bm_files, bm_models, basicm
 
         with ThreadPoolExecutor(64) as pool:
             replies = list(pool.map(send, range(200)))
-        from edgeswitch.serving.metrics import scrape
+        from tests.edge_run import scrape
         metrics = scrape(srv.url)
     statuses = [r.status_code for r in replies]
     assert statuses.count(200) == 180 and statuses.count(422) == 20, statuses

@@ -168,8 +168,9 @@ def watch_bundle(tmp_path_factory):
     with the loopback VLM), the VLM itself, and a 2-minute video: what `watch` needs."""
     pytest.importorskip("av", reason="needs the video extra")
     from edgeswitch.cli.main import main
-    from edgeswitch.video.synthetic import render_synthetic_video, synthetic_pose_sequence
+    from edgeswitch.video.synthetic import synthetic_pose_sequence
     from tests.fake_vlm import FakeVLM
+    from tests.synthetic_video import render_synthetic_video
     from tests.test_video_pipeline import CLIP, synthetic_videos
 
     d = tmp_path_factory.mktemp("watch")

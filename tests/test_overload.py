@@ -19,9 +19,9 @@ from edgeswitch.config import RuntimeConfig, ServeConfig, from_values
 from edgeswitch.errors import EdgeSwitchError
 from edgeswitch.serving.app import create_app
 from edgeswitch.serving.batcher import DynamicBatcher
-from edgeswitch.serving.metrics import scrape
 from edgeswitch.serving.overload import Shed
 from edgeswitch.serving.server import ServerProcess
+from tests.edge_run import scrape
 
 CLASSES = ("a", "b", "c")
 # as in tests/test_service.py: EDGESWITCH_TEST_ENGINE=ray runs the server tests on Ray Serve
@@ -30,7 +30,7 @@ ENGINE = os.environ.get("EDGESWITCH_TEST_ENGINE", "fastapi")
 
 
 def _server(model, cfg, faults) -> ServerProcess:
-    return ServerProcess(model, cfg, faults=faults, engine=ENGINE,
+    return ServerProcess(model, cfg, faults=faults, server=ENGINE,
                          start_timeout_s=180 if ENGINE == "ray" else 60)
 
 

@@ -1,4 +1,4 @@
-"""Ray for real: `distill --engine ray` and `serve-cloud --engine ray`, each run inside a
+"""Ray for real: `distill --engine ray` and `serve-cloud --server ray`, each run inside a
 network namespace this test creates, whose only interface is loopback (Ray binds to the
 machine's address otherwise). Needs root and iproute2, as on the CI machine."""
 
@@ -18,13 +18,12 @@ import pytest
 from edgeswitch.cloud.spec import CloudSpec
 from edgeswitch.data.clips import ClipBatch
 from edgeswitch.dmd import DMDRecords
-from edgeswitch.dmd.corpus import write_corpus
-from edgeswitch.dmd.records import records_equal
 from edgeswitch.dmd.runner import run
 from edgeswitch.dmd.sinks import FolderSink
 from edgeswitch.dmd.sources import NpzSource, OnnxModels
 from edgeswitch.errors import DataError
-from edgeswitch.scale.netns import RAY_ENV, LoopbackNetns
+from tests.corpus import records_equal, write_corpus
+from tests.netns import RAY_ENV, LoopbackNetns
 
 pytestmark = [pytest.mark.slow, pytest.mark.ray]
 ROOT = Path(__file__).resolve().parents[1]
@@ -165,7 +164,7 @@ def test_a_failing_cloud_ends_the_ray_run_with_its_reason(corpus, bm_files, tmp_
 
 
 def test_service_api_tests_pass_on_ray_serve():
-    """tests/test_service.py, unchanged, against `serve-cloud --engine ray`."""
+    """tests/test_service.py, unchanged, against `serve-cloud --server ray`."""
     with LoopbackNetns() as ns:
         r = subprocess.run(ns.wrap([sys.executable, "-m", "pytest", "-q", "-p",
                                     "no:cacheprovider", "-m", "slow",

@@ -14,13 +14,12 @@ import pytest
 from edgeswitch.cloud.client import CloudReply, InProcessCloud
 from edgeswitch.config import DistillConfig
 from edgeswitch.dmd import DMDRecords, distill
-from edgeswitch.dmd.corpus import write_corpus
 from edgeswitch.dmd.parts import clip_failures, failures
-from edgeswitch.dmd.records import records_equal
 from edgeswitch.dmd.runner import CloudDownError, run
 from edgeswitch.dmd.sinks import FolderSink, MemorySink
 from edgeswitch.dmd.sources import LiveModels, MemorySource, NpzSource
 from edgeswitch.errors import DataError, EdgeSwitchError
+from tests.corpus import records_equal, write_corpus
 
 
 class _Cloud:

@@ -12,19 +12,19 @@ import pytest
 from edgeswitch.cloud.remote import RemoteCloud
 from edgeswitch.cloud.wire import encode_clips, encode_npy_data_url
 from edgeswitch.config import RuntimeConfig, ServeConfig
-from edgeswitch.serving.metrics import scrape
 from edgeswitch.serving.server import ServerProcess
+from tests.edge_run import scrape
 
 pytestmark = pytest.mark.slow
 TOKEN = "test-token-0123456789"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
-# The same tests run against `serve-cloud --engine ray` (Ray Serve): tests/test_ray.py runs this
+# The same tests run against `serve-cloud --server ray` (Ray Serve): tests/test_ray.py runs this
 # file inside a loopback-only network namespace with EDGESWITCH_TEST_ENGINE=ray.
 ENGINE = os.environ.get("EDGESWITCH_TEST_ENGINE", "fastapi")
 
 
 def _server(model, cfg=None, **kwargs) -> ServerProcess:
-    return ServerProcess(model, cfg, engine=ENGINE, start_timeout_s=180 if ENGINE == "ray"
+    return ServerProcess(model, cfg, server=ENGINE, start_timeout_s=180 if ENGINE == "ray"
                          else 60, **kwargs)
 
 

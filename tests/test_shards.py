@@ -12,14 +12,14 @@ from edgeswitch.cli.main import main
 from edgeswitch.cloud.spec import CloudSpec
 from edgeswitch.data.files import corpus_files
 from edgeswitch.dmd import DMDRecords, distill
-from edgeswitch.dmd.corpus import plan_shards, write_corpus
+from edgeswitch.dmd.corpus import plan_shards
 from edgeswitch.dmd.parts import MANIFEST
-from edgeswitch.dmd.records import records_equal
 from edgeswitch.dmd.runner import run
 from edgeswitch.dmd.sinks import FolderSink
 from edgeswitch.dmd.sources import NpzSource, OnnxModels
 from edgeswitch.errors import DataError, EdgeSwitchError
 from edgeswitch.models import OnnxClassifier
+from tests.corpus import records_equal, write_corpus
 
 read_dataset = DMDRecords.from_parquet  # a folder: the sharded run's records, checked
 

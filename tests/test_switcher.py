@@ -7,7 +7,7 @@ from edgeswitch.cloud.client import InProcessCloud
 from edgeswitch.errors import DataError, ModelError, NotFittedError
 from edgeswitch.models.base import ModelOutput
 from edgeswitch.runtime import HybridClassifier
-from edgeswitch.switcher import MLPSwitcher, OperatingPoint, make_router
+from edgeswitch.switcher import MLPSwitcher, OperatingPoint, load_switcher, make_router
 from edgeswitch.switcher.features import confidence, switcher_features
 from tests.synthetic import edge_outputs
 
@@ -35,7 +35,7 @@ def test_switcher_learns_agreement_and_roundtrips(tmp_path):
     assert s.shape == (len(t_agree),) and np.all((s >= 0) & (s <= 1))
     assert np.mean((s > 0.5) == (t_agree > 0.5)) > 0.9
     assert sw.predict_proba(test).shape == (len(s), 2)
-    loaded = MLPSwitcher.load(sw.save(tmp_path / "sw.npz"))
+    loaded = load_switcher(sw.save(tmp_path / "sw.npz"))
     np.testing.assert_allclose(loaded.trust(test), s, rtol=1e-6)
     assert loaded.target == "hard" and loaded.n_params == sw.n_params
     assert sw.macs < 5000  # two small matrices, whatever the data
@@ -56,7 +56,7 @@ def test_switcher_refuses_bad_input(tmp_path):
     bad = tmp_path / "bad.npz"
     bad.write_bytes(b"nope")
     with pytest.raises(ModelError, match="not an edgeswitch switcher"):
-        MLPSwitcher.load(bad)
+        load_switcher(bad)
 
 
 def test_router_registry():

@@ -23,10 +23,10 @@ from edgeswitch.video.source import ClipSpec, iter_clips  # noqa: E402
 from edgeswitch.video.synthetic import (  # noqa: E402
     ADL,
     FALLS,
-    render_synthetic_video,
     synthetic_pose_dataset,
     synthetic_pose_sequence,
 )
+from tests.synthetic_video import render_synthetic_video  # noqa: E402
 
 
 def person(x: float, score: float = 0.9) -> Person:

@@ -20,12 +20,8 @@ pytest.importorskip("av", reason="needs the video extra")
 
 from edgeswitch.cli.main import main  # noqa: E402
 from edgeswitch.dmd import DMDRecords  # noqa: E402
-from edgeswitch.video.synthetic import (  # noqa: E402
-    ADL,
-    FALLS,
-    render_synthetic_video,
-    synthetic_pose_sequence,
-)
+from edgeswitch.video.synthetic import ADL, FALLS, synthetic_pose_sequence  # noqa: E402
+from tests.synthetic_video import render_synthetic_video  # noqa: E402
 
 pytestmark = pytest.mark.slow
 CLIP = ["--clip-s", "4", "--stride-s", "1", "--frames", "32", "--fps-cap", "8"]

@@ -20,11 +20,9 @@ from edgeswitch.cloud.reasons import CloudFailure, FallbackReason  # noqa: E402
 from edgeswitch.config import RuntimeConfig  # noqa: E402
 from edgeswitch.errors import EdgeSwitchError, ModelError  # noqa: E402
 from edgeswitch.video.source import ClipSpec, VideoClip, iter_clips  # noqa: E402
-from edgeswitch.video.synthetic import (  # noqa: E402
-    render_synthetic_video,
-    synthetic_pose_sequence,
-)
+from edgeswitch.video.synthetic import synthetic_pose_sequence  # noqa: E402
 from edgeswitch.video.vlm import OpenAIVLM, VideoChat, VLMConfig  # noqa: E402
+from tests.synthetic_video import render_synthetic_video  # noqa: E402
 
 CLASSES = ("adl", "fall")
 
@@ -284,10 +282,12 @@ def test_watch_and_distill_give_the_vlm_the_runtime_flags_and_ca_cert():
     parser = build_parser()
     head = {"watch": ["watch", "cam.mp4", "--switcher", "s.npz", "--op", "op.json"],
             "distill": ["distill", "--data", "videos/", "--edge", "nfd"]}
+    deadline_flag = {"watch": "--vlm-deadline-ms", "distill": "--cloud-timeout-ms"}
     for command, argv in head.items():
         vlm = ["--cloud-url", "https://vlm:8000/v1", "--model", "m"]
+        deadline = deadline_flag[command]
         kwargs = video_cloud_args(parser.parse_args(
-            argv + vlm + ["--deadline-ms", "250", "--retries", "1", "--breaker-failures", "2",
+            argv + vlm + [deadline, "250", "--retries", "1", "--breaker-failures", "2",
                           "--ca-cert", "ca.pem"]))
         runtime = kwargs["runtime"]
         assert (runtime.protocol, runtime.deadline_ms, runtime.retries,
@@ -295,10 +295,10 @@ def test_watch_and_distill_give_the_vlm_the_runtime_flags_and_ca_cert():
         assert kwargs["ca_cert"] == "ca.pem"
         default = video_cloud_args(parser.parse_args(argv + vlm))["runtime"]
         assert default.deadline_ms == 60_000  # a VLM is slow: [video] / [distill], not 500 ms
-        assert video_cloud_args(parser.parse_args(argv + vlm + ["--deadline-ms", "120000"])
+        assert video_cloud_args(parser.parse_args(argv + vlm + [deadline, "120000"])
                                 )["runtime"].deadline_ms == 120_000
-        with pytest.raises(EdgeSwitchError, match="--deadline-ms applies to --cloud-url only"):
+        with pytest.raises(EdgeSwitchError, match=f"{deadline} applies to --cloud-url only"):
             video_cloud_args(parser.parse_args(argv + ["--cloud", "yolo-fall",
-                                                       "--deadline-ms", "100"]))
+                                                       deadline, "100"]))
     with pytest.raises(EdgeSwitchError, match="OpenAI chat protocol"):
         video_cloud_args(parser.parse_args(head["distill"] + vlm + ["--protocol", "native"]))

@@ -43,7 +43,7 @@ def test_watch_a_folder_names_a_broken_file_and_goes_on(tmp_path, capsys):
         (folder / name).write_bytes((SAMPLES / name).read_bytes())
     (folder / "broken.mp4").write_bytes(b"not a video")
     events, metrics = tmp_path / "events.jsonl", tmp_path / "m.json"
-    assert main(["watch", f"{folder}/", "--events", str(events), "--metrics",
+    assert main(["watch", f"{folder}/", "--events", str(events), "--summary",
                  str(metrics)]) == 0
     out = capsys.readouterr()
     rows = [json.loads(line) for line in out.out.splitlines()]

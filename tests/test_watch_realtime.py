@@ -16,8 +16,9 @@ import pytest
 pytest.importorskip("av", reason="needs the video extra")
 
 from edgeswitch.cli.main import main  # noqa: E402
-from edgeswitch.video.synthetic import render_synthetic_video, synthetic_pose_sequence  # noqa: E402
+from edgeswitch.video.synthetic import synthetic_pose_sequence  # noqa: E402
 from tests.fake_vlm import FakeVLM  # noqa: E402
+from tests.synthetic_video import render_synthetic_video  # noqa: E402
 from tests.test_alerts import Receiver, free_port  # noqa: E402
 
 pytestmark = pytest.mark.slow
@@ -71,7 +72,7 @@ def test_a_2s_cloud_never_delays_the_edge_at_real_time(tmp_path):
                     "--confidence", "1.0",  # every clip to the cloud: the queue must shed
                     "--cloud-workers", "1", "--cloud-queue", "4", "--drain-s", "15",
                     "--events", str(tmp_path / "events.jsonl"), "--alert-url", receiver.url,
-                    "--alert-timeout-s", "1", "--out", str(out), "--metrics", str(metrics))
+                    "--alert-timeout-s", "1", "--out", str(out), "--summary", str(metrics))
     assert res.returncode == 0, res.stderr
     rows, m = lines(out), json.loads(metrics.read_text())
     clips = [r for r in rows if r["kind"] == "clip"]
@@ -133,7 +134,7 @@ def test_with_the_alert_receiver_down_the_stream_keeps_real_time(fall, tmp_path)
         res = watch(str(video), "--realtime", "--cloud-url", vlm.url, "--model", "json",
                     "--events", str(tmp_path / "events.jsonl"),
                     "--alert-url", f"http://127.0.0.1:{free_port()}/down",  # nobody there
-                    "--out", str(out), "--metrics", str(metrics))
+                    "--out", str(out), "--summary", str(metrics))
     assert res.returncode == 0, res.stderr
     lag = [r["lag_ms"] for r in lines(out) if r["kind"] == "clip"]
     print(f"receiver down: lag ms p99 {np.percentile(lag, 99):.0f} max {max(lag):.0f}")
@@ -153,7 +154,7 @@ def test_vlm_crop_and_size_narrow_what_leaves_the_device(fall, tmp_path):
         out, metrics = tmp_path / f"{name}.jsonl", tmp_path / f"{name}.json"
         with FakeVLM() as vlm:
             assert main(["watch", str(video), "--cloud-url", vlm.url, "--model", "json",
-                         "--confidence", "1.0", "--out", str(out), "--metrics", str(metrics),
+                         "--confidence", "1.0", "--out", str(out), "--summary", str(metrics),
                          *extra]) == 0
             seen = list(vlm.seen)
         images = [Image.open(io.BytesIO(base64.b64decode(p["image_url"]["url"].split(",")[1])))

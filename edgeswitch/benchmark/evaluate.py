@@ -17,7 +17,7 @@ import numpy as np
 from edgeswitch.benchmark.outputs import PARTS, FoldOutputs
 from edgeswitch.config import RunConfig
 from edgeswitch.evaluation.curves import accuracy_by_k, offload_order, trapezoid_auc
-from edgeswitch.evaluation.metrics import macro_f1
+from edgeswitch.evaluation.quality import macro_f1
 from edgeswitch.models.base import ModelOutput
 from edgeswitch.switcher.calibrate import calibrate_offload
 from edgeswitch.switcher.features import confidence

@@ -127,9 +127,9 @@ def close_hybrid(hybrid) -> None:
 # settings only a cloud server (--cloud-url) acts on, and only a VLM server
 REMOTE_KEYS = ("runtime.protocol", "runtime.deadline_ms", "runtime.retries", "runtime.backoff_ms",
                "runtime.backoff_max_ms", "runtime.breaker_failures", "runtime.breaker_reset_s",
-               "distill.deadline_ms", "video.deadline_ms")
+               "distill.cloud_timeout_ms", "video.vlm_deadline_ms")
 REMOTE_ARGS = ("model", "token_file", "ca_cert", "tls_client_cert", "tls_client_key")
-VLM_KEYS = ("video.deadline_ms", "video.vlm_frames", "video.constraint", "video.logprobs")
+VLM_KEYS = ("video.vlm_deadline_ms", "video.vlm_frames", "video.constraint", "video.logprobs")
 VLM_ARGS = ("prompt_file",)
 
 
@@ -196,7 +196,7 @@ def fusion_arg(p: argparse.ArgumentParser) -> None:
                    "fusion.json beside --switcher when there is one; 'none': the cloud answers)")
 
 
-# exit codes of a run over a stream of clips (classify, watch); also in README and --help
+# exit codes of a run over a stream of clips (classify, watch); also in --help and docs
 EXIT_OK, EXIT_CLIPS_FAILED, EXIT_ERROR, EXIT_CLOUD_NEVER_ANSWERED = 0, 1, 2, 3
 EXIT_CODES = ("exit codes: 0 every clip answered; 1 some clips failed (an error record each in "
               "the output, the rest answered); 2 an error stopped the run (bad input, an output "

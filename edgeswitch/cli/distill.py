@@ -25,7 +25,7 @@ from edgeswitch.cli.common import (
     out_file,
     refuse_unused,
 )
-from edgeswitch.cli.flags import config_flags, resolve_config
+from edgeswitch.cli.flags import config_flags, renamed_flag, resolve_config
 from edgeswitch.config import VideoConfig
 from edgeswitch.errors import EdgeSwitchError
 
@@ -35,8 +35,9 @@ def _cloud_spec(args):
     from edgeswitch.cloud.tokens import resolve_token
 
     cfg = resolve_config(args)
-    # DMD is offline work: a slow cloud is waited for ([distill] deadline_ms, not [runtime]'s)
-    runtime = replace(cfg.runtime, deadline_ms=cfg.distill.deadline_ms)
+    # DMD is offline work: a slow cloud is waited for ([distill] cloud_timeout_ms, not the
+    # live deadline of [runtime])
+    runtime = replace(cfg.runtime, deadline_ms=cfg.distill.cloud_timeout_ms)
     return CloudSpec(model=args.cloud, url=args.cloud_url, served_model=args.model,
                      token=resolve_token(args.token_file) if args.cloud_url else None,
                      ca_cert=args.ca_cert, client_cert=args.tls_client_cert,
@@ -73,14 +74,14 @@ def _finish(args, source, models, settings, to_file: bool) -> int:
     from edgeswitch.dmd.runner import run
     from edgeswitch.dmd.sinks import FolderSink, MemorySink
 
-    sink = MemorySink() if to_file else FolderSink(args.out)
+    sink = MemorySink() if to_file else FolderSink(args.out, dataset=args.data)
     engine = None
     if settings.engine == "ray":
         from edgeswitch.cli.common import need_extra
         from edgeswitch.scale.ray_distill import RayEngine
 
         need_extra("ray", "ray")
-        engine = RayEngine(settings.workers, settings.ray_address or None,
+        engine = RayEngine(settings.workers, resolve_config(args).ray.address or None,
                            settings.cpus_per_worker)
     summary = run(source, models, sink, settings.batch_size, engine, progress=not args.quiet)
     if to_file:
@@ -127,7 +128,7 @@ def _report_failures(failed_units: dict, failed_clips: dict) -> None:
 
 def _distill_file(args, sink, summary) -> int:
     """`--out FILE.parquet`: the run's records, written once."""
-    records = sink.records
+    records = replace(sink.records, dataset=args.data)  # its preset: the next steps' defaults
     path = records.to_parquet(out_file(args.out))
     _report_failures(sink.failed_units, sink.failed_clips)
     print(f"{len(records)} clips from {summary.shards - len(sink.failed_units)} of "
@@ -182,6 +183,8 @@ def add_parser(sub, add_common) -> None:
     p.add_argument("--out", default="dmd.parquet",
                    help="a .parquet file, or a folder for a sharded, resumable run")
     config_flags(p, "distill")
+    config_flags(p, "ray", prefix="ray-")
+    renamed_flag(p, "--deadline-ms", "--cloud-timeout-ms")
     config_flags(p, "runtime", only=("protocol",))
     p.add_argument("--json", action="store_true", help="print a JSON summary (sharded runs)")
     from edgeswitch.cli.video import vlm_args

@@ -87,24 +87,31 @@ def flag_values(args: argparse.Namespace) -> dict[str, Any]:
             if dest.startswith(FLAG_PREFIX) and value is not None}
 
 
-def resolve_config(args: argparse.Namespace) -> config.RunConfig:
+def resolve_config(args: argparse.Namespace, dataset: str | None = None) -> config.RunConfig:
     """The run's config, made once per command line: the data set's preset (a step's --data
-    names the data set), then `--config FILE`, then the flags given. `--config` is optional on
-    every command that has it."""
-    cached = getattr(args, "_config", None)
-    if cached is None:
-        cached = config.load_config(getattr(args, "config", None), flag_values(args),
-                                    dataset=getattr(args, "data", None))
-        args._config = cached
-    return cached
+    names the data set; without --data, `dataset`: e.g. the one DMD records came from), then
+    `--config FILE`, then the flags given. `--config` is optional on every command that has
+    it."""
+    dataset = getattr(args, "data", None) or dataset
+    cache = args.__dict__.setdefault("_configs", {})  # one per data set (the preset differs)
+    if dataset not in cache:
+        cache[dataset] = config.load_config(getattr(args, "config", None), flag_values(args),
+                                            dataset=dataset)
+    return cache[dataset]
+
+
+class _Renamed(argparse.Action):
+    def __call__(self, parser, namespace, values, option_string=None):
+        parser.error(f"{option_string} was renamed: use {self.const}")
+
+
+def renamed_flag(p: argparse.ArgumentParser, old: str, new: str) -> None:
+    """A flag's old name, hidden from --help: given, it is argparse's usage error naming the
+    new one (not "unrecognized arguments")."""
+    p.add_argument(old, action=_Renamed, const=new, nargs="?", help=argparse.SUPPRESS,
+                   dest=f"renamed:{old}")
 
 
 def config_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", default=None,
                    help="TOML config file (see configs/watch.toml); flags given override it")
-
-
-def field_default(key: str) -> Any:
-    """The schema default of a dotted config key, as a flag's help shows it."""
-    table, _, name = key.rpartition(".")
-    return getattr(_defaults(table), name)

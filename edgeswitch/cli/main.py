@@ -28,7 +28,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from edgeswitch.cli.common import model_cache
     from edgeswitch.cli.flags import resolve_config
     from edgeswitch.evaluation.report import text_table, write_all
-    from edgeswitch.pipeline import run
+    from edgeswitch.pipeline import run_method
 
     cfg = resolve_config(args)
     out = Path(args.out)
@@ -38,8 +38,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
         for module in ("fastapi", "uvicorn", "httpx"):
             need_extra(module, "serve")
-    results = run(cfg, out_dir=out, cache_dir=cache, progress=not args.quiet,
-                  serve="in-process" if args.in_process else "http")
+    results = run_method(cfg, out_dir=out, cache_dir=cache, progress=not args.quiet,
+                         serve="in-process" if args.in_process else "http")
     paths = write_all(results, out)
     print(text_table(results))
     from edgeswitch.switcher.calibrate import OperatingPoint, certification_warning

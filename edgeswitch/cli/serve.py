@@ -27,7 +27,7 @@ from edgeswitch.cli.common import (
     refuse_unused,
     stream_exit,
 )
-from edgeswitch.cli.flags import config_arg, config_flags, resolve_config
+from edgeswitch.cli.flags import config_arg, config_flags, renamed_flag, resolve_config
 from edgeswitch.cli.metrics import linger, metrics_args, start_metrics
 from edgeswitch.errors import EdgeSwitchError
 
@@ -39,7 +39,8 @@ def cmd_serve_cloud(args) -> int:
     from edgeswitch.serving.app import Fault, create_app
     from edgeswitch.serving.server import check_tls, serve
 
-    cfg = resolve_config(args).serve
+    full_cfg = resolve_config(args)
+    cfg = full_cfg.serve
     token = credentials_of(args)
     check_tls(args.ssl_certfile, args.ssl_keyfile, args.tls_ca)
     faults = tuple(Fault.parse(f) for f in args.fault)
@@ -54,21 +55,22 @@ def cmd_serve_cloud(args) -> int:
 
     def banner(port) -> str:
         return (f"serving {model.name} ({len(model.classes_)} classes) on {scheme}://"
-                f"{args.host}:{port} with {cfg.engine} (batch {cfg.max_batch}, wait "
+                f"{args.host}:{port} with {cfg.server} (batch {cfg.max_batch}, wait "
                 f"{cfg.max_wait_ms} ms, auth "
                 f"{f'on, {len(token.devices)} devices' if token else 'off'}"
                 f"{', client certificates required' if args.tls_ca else ''})")
 
-    if cfg.engine == "ray":
+    if cfg.server == "ray":
         need_extra("ray", "ray")
         if args.tls_ca:
             raise EdgeSwitchError("--tls-ca (client certificates) is not supported with "
-                                  "--engine ray; use the fastapi engine")
+                                  "--server ray; use --server fastapi")
         from edgeswitch.scale.ray_serve import serve_ray
 
         serve_ray(args.cloud, cfg, args.host, args.port, token, faults, args.model,
                   args.ssl_certfile, args.ssl_keyfile, args.ready_file,
-                  on_ready=lambda port: print(banner(port), file=sys.stderr, flush=True))
+                  on_ready=lambda port: print(banner(port), file=sys.stderr, flush=True),
+                  ray_address=full_cfg.ray.address or None)
         return 0
     app = create_app(model, cfg, token=token, faults=faults, model_id=args.model)
     with _ready_file(args.ready_file) as ready:
@@ -244,6 +246,8 @@ def add_parsers(sub, add_common) -> None:
                    "stderr (default), a file, or 'off'")
     config_arg(p)
     config_flags(p, "serve")
+    config_flags(p, "ray", prefix="ray-")
+    renamed_flag(p, "--engine", "--server")
     p.add_argument("--fault", action="append", default=[], metavar="KIND[:S][@RATE]",
                    help="inject faults to test edge resilience: sleep:S, http500, malformed, "
                    "wrong_classes; @RATE = share of requests hit (default 1). Repeatable.")

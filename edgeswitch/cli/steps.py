@@ -39,13 +39,27 @@ def cmd_train_models(args) -> int:
     return 0
 
 
-def cmd_train_switcher(args) -> int:
+def records_config(args):
+    """(the DMD records of --dmd, the step's config): without --data, the preset is that of
+    the data set the records came from (`distill --data` names it in them)."""
     from edgeswitch.dmd import DMDRecords
+
+    resolve_config(args)  # a bad setting is named before any file is read
+    records = DMDRecords.from_parquet(args.dmd)
+    if not records.dataset and not getattr(args, "data", None):
+        import sys
+
+        print(f"edgeswitch: {args.dmd}: the records do not name their data set (written by an "
+              "older version, or exported from a decision log): defaults from the preset of "
+              "--config's data set (watch if it names none)", file=sys.stderr)
+    return records, resolve_config(args, dataset=records.dataset or None)
+
+
+def cmd_train_switcher(args) -> int:
     from edgeswitch.pipeline import fit_fusion, train_switcher
 
-    cfg = resolve_config(args)
+    records, cfg = records_config(args)
     sc = cfg.switcher
-    records = DMDRecords.from_parquet(args.dmd)
     fusion = fit_fusion(cfg, records)
     sw = train_switcher(records, cfg, fusion=fusion)
     out = out_file(args.out)
@@ -60,23 +74,21 @@ def cmd_train_switcher(args) -> int:
     return 0
 
 
-def _calibration_inputs(args, cfg):
+def _calibration_inputs(args, cfg, records):
     """(switcher, scores, disagreement or None, costs, (edge labels, classes, clips, ids))
     from clips and models, or from the DMD records of unlabelled calibration clips (--dmd: any
-    modality, no model run needed, no clips). The edge labels and the clips (their input
-    statistics) go into the drift reference."""
+    modality, no model run needed, no clips: `records`). The edge labels and the clips (their
+    input statistics) go into the drift reference."""
     from edgeswitch.pipeline import Costs, check_clip_classes, measure_costs
 
     no_costs = Costs(0, 0, 1, 0, 0, 1)
     mode = cfg.calibration.mode
-    if args.dmd:
-        from edgeswitch.dmd import DMDRecords
+    if records is not None:
         from edgeswitch.switcher import load_switcher
 
         if mode == "budget":
             raise EdgeSwitchError("budget mode times the models on clips; with --dmd use "
                                   "offload or disagreement")
-        records = DMDRecords.from_parquet(args.dmd)
         sw = load_switcher(args.switcher)
         expected = sw.meta.get("edge_model")
         if expected and expected != records.edge_model:
@@ -105,9 +117,9 @@ def _calibration_inputs(args, cfg):
 def cmd_calibrate(args) -> int:
     from edgeswitch.pipeline import calibrate
 
-    cfg = resolve_config(args)
-    sw, scores, disagree, costs, (edge_labels, n_classes, X, ids) = _calibration_inputs(args,
-                                                                                       cfg)
+    records, cfg = records_config(args) if args.dmd else (None, resolve_config(args))
+    sw, scores, disagree, costs, (edge_labels, n_classes, X, ids) = \
+        _calibration_inputs(args, cfg, records)
     if cfg.calibration.mode != "disagreement":
         disagree = None
     # without DMD records at hand the candidate thresholds are fixed in advance: a fine grid
@@ -163,8 +175,9 @@ def add_parsers(sub, add_common) -> None:
                        "(agreement), 'soft' (the answer's probability of the edge's class) or "
                        "'gain' (one minus the expected gain of offloading). With fusion on, "
                        "also fits the fusion on the records (no labels) and writes fusion.json "
-                       "beside the switcher. Defaults come from the config's [switcher] and "
-                       "[fusion] tables (configs/watch.toml); flags override them.")
+                       "beside the switcher. Defaults: the preset of the data set the records "
+                       "came from (distill --data names it in them), then the config's "
+                       "[switcher] and [fusion] tables (configs/watch.toml), then the flags.")
     p.add_argument("--dmd", required=True, help="DMD records (.parquet file or sharded folder)")
     config_arg(p)
     config_flags(p, "switcher")

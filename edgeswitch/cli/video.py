@@ -15,9 +15,10 @@ from edgeswitch.cli.common import (
     cloud_never_answered,
     fusion_arg,
     need_extra,
+    positive_int,
     server_args,
 )
-from edgeswitch.cli.flags import config_arg, config_flags, resolve_config
+from edgeswitch.cli.flags import config_arg, config_flags, renamed_flag, resolve_config
 from edgeswitch.cli.metrics import linger, metrics_args, start_metrics
 from edgeswitch.config import VideoConfig
 from edgeswitch.errors import EdgeSwitchError
@@ -25,7 +26,8 @@ from edgeswitch.errors import EdgeSwitchError
 
 def vlm_args(p: argparse.ArgumentParser, watch: bool) -> None:
     """A VLM cloud's settings: [video] of the config, [runtime]'s retries and breaker, and the
-    prompt file. A DMD run's deadline is [distill]'s, so only `watch` has [video]'s."""
+    prompt file. A DMD run waits [distill] cloud_timeout_ms, so only `watch` has [video]
+    vlm_deadline_ms."""
     fields = None if watch else tuple(f for f in VideoConfig.__dataclass_fields__
                                       if f not in WATCH_ONLY)
     config_flags(p, "video", only=fields,
@@ -35,8 +37,8 @@ def vlm_args(p: argparse.ArgumentParser, watch: bool) -> None:
                    help="VLM prompt template ({n}, {seconds}, {labels}, {descriptions})")
 
 
-# [video] settings only `watch` acts on (a DMD run has [distill]'s deadline, no queue)
-WATCH_ONLY = ("deadline_ms", "vlm_crop", "confidence", "realtime", "cloud_workers",
+# [video] settings only `watch` acts on (a DMD run has [distill]'s timeout, no queue)
+WATCH_ONLY = ("vlm_deadline_ms", "vlm_crop", "confidence", "realtime", "cloud_workers",
               "cloud_queue", "drain_s", "event_on", "event_off", "event_gap", "alert_retries",
               "alert_timeout_s")
 # ... and of those, the ones only a VLM cloud (--cloud-url) acts on
@@ -53,7 +55,8 @@ def clip_spec(args):
 def video_cloud_args(args) -> dict | None:
     """Keyword arguments of video.registry.video_cloud from --cloud / --cloud-url. A VLM gets
     the runtime of every remote cloud ([runtime] of --config, then the flags), with the
-    deadline of a DMD run ([distill] deadline_ms) or of `watch` ([video] deadline_ms)."""
+    timeout of a DMD run ([distill] cloud_timeout_ms) or the deadline of `watch` ([video]
+    vlm_deadline_ms) as its deadline."""
     from edgeswitch.cli.common import REMOTE_ARGS, REMOTE_KEYS, VLM_ARGS, VLM_KEYS, refuse_unused
     from edgeswitch.cli.flags import flag_values
     from edgeswitch.cloud.tokens import resolve_token
@@ -66,8 +69,8 @@ def video_cloud_args(args) -> dict | None:
         if getattr(args, "tls_client_cert", None) or getattr(args, "tls_client_key", None):
             raise EdgeSwitchError("--tls-client-cert/--tls-client-key apply to sensor clouds "
                                   "only; a VLM --cloud-url takes --ca-cert and a token")
-        deadline = cfg.distill.deadline_ms if args.command == "distill" else \
-            cfg.video.deadline_ms
+        deadline = cfg.distill.cloud_timeout_ms if args.command == "distill" else \
+            cfg.video.vlm_deadline_ms
         vlm = {"frames": cfg.video.vlm_frames, "constraint": cfg.video.constraint,
                "logprobs": cfg.video.logprobs, "max_side": cfg.video.vlm_size}
         if args.prompt_file:
@@ -228,14 +231,22 @@ def cmd_watch(args) -> int:
     edge, cloud = video_models(args, need_cloud=False)
     opened: list = []
     try:
+        # everything that can refuse the run comes before the first output is opened: a
+        # refused run leaves --out, --events, --log and --video-out as they were
         router, op, fusion, routing = _watch_routing(args, edge)
         if cfg.vlm_crop:
             check_can_crop(edge)
+        if args.events is not None and "fall" not in edge.classes_:
+            raise EdgeSwitchError(f"--events needs a 'fall' class; the edge has "
+                                  f"{list(edge.classes_)}")
         # the hybrid runs the edge and the router only: this loop asks the cloud and logs
         hybrid = HybridClassifier(edge, router, NoCloud(edge.classes_), op, fusion=fusion)
         spec = clip_spec(args)
         live = "://" in args.source or args.source.isdigit()
         clock = Clock(pace=cfg.realtime) if (cfg.realtime or live) else None
+        alerts = _alerts(args, cfg)
+        exporter = start_metrics(args, edge.classes_, hybrid)  # None without --metrics-port
+        opened.append(exporter)
         out = _open(args.out, "--out")
         opened.append(out)
         events = _open(args.events, "--events")
@@ -243,7 +254,6 @@ def cmd_watch(args) -> int:
         log = DecisionLog(args.log, edge.classes_, model_identity(edge),
                           cloud.name if cloud is not None else "no-cloud") if args.log else None
         opened.append(log)
-        alerts = _alerts(args, cfg)
         video = AnnotatedVideo(args.video_out, spec) if args.video_out else None
         opened.append(video)
         where = (f"{cloud.name}, {cfg.cloud_workers} request(s) at once, queue of "
@@ -252,14 +262,9 @@ def cmd_watch(args) -> int:
         print(f"watch: edge {edge.name}; router: {routing}; cloud: {where}"
               + ("; paced at the source's frame rate" if cfg.realtime else ""),
               file=sys.stderr)
-        if events is not None and "fall" not in edge.classes_:
-            raise EdgeSwitchError(f"--events needs a 'fall' class; the edge has "
-                                  f"{list(edge.classes_)}")
         from edgeswitch.runtime.drift import open_drift
 
         drift = open_drift(op, full_cfg.drift, len(edge.classes_), log)
-        exporter = start_metrics(args, edge.classes_, hybrid)  # None without --metrics-port
-        opened.append(exporter)
         watch = Watch(hybrid, cloud, WatchOutputs(out, events, video, log, alerts,
                                                   exporter.metrics if exporter else None, drift),
                       cfg, clock, crop=cfg.vlm_crop)
@@ -274,11 +279,11 @@ def cmd_watch(args) -> int:
         if cloud is not None and hasattr(cloud, "close"):
             cloud.close()
     m = summary.metrics()
-    if args.metrics:
+    if args.summary:
         try:
-            Path(args.metrics).write_text(json.dumps(m, indent=1) + "\n")
+            Path(args.summary).write_text(json.dumps(m, indent=1) + "\n")
         except OSError as exc:
-            raise EdgeSwitchError(f"cannot write --metrics {args.metrics}: {exc.strerror}") \
+            raise EdgeSwitchError(f"cannot write --summary {args.summary}: {exc.strerror}") \
                 from None
     lag = m["lag_ms"]
     print(f"watch: {summary.clips} clips in {summary.seconds:.1f} s, stopped at "
@@ -321,10 +326,11 @@ def add_parsers(sub, add_common) -> None:
     config_arg(p)
     vlm_args(p, watch=True)
     config_flags(p, "drift", prefix="drift-")
+    renamed_flag(p, "--deadline-ms", "--vlm-deadline-ms")
     p.add_argument("--out", default="-", help="JSON lines file (default: stdout)")
     p.add_argument("--video-out", default=None, help="write an annotated video here (.mp4)")
-    p.add_argument("--stop-after", type=int, default=None, metavar="N",
-                   help="stop after N clips (default: at the end of the source)")
+    p.add_argument("--stop-after", type=positive_int, default=None, metavar="N",
+                   help="stop after N clips, N >= 1 (default: at the end of the source)")
     p.add_argument("--events", default=None, help="write fall events here, JSON lines (id, "
                    "start, end, peak probability, confirmed_by, clip ids)")
     p.add_argument("--alert-url", default=None, help="POST each confirmed fall event here "
@@ -333,9 +339,11 @@ def add_parsers(sub, add_common) -> None:
                    "--alert-url (default: $EDGESWITCH_ALERT_TOKEN)")
     p.add_argument("--alert-cmd", default=None, help="run this command for each confirmed "
                    "fall event, the event's JSON on its stdin")
-    p.add_argument("--metrics", default=None, help="write the run's metrics here (JSON: lag, "
-                   "cloud outcomes, queue, bytes sent per offloaded clip)")
-    metrics_args(p)  # --metrics-port: Prometheus while it runs (--metrics: a JSON at the end)
+    p.add_argument("--summary", default=None, metavar="FILE",
+                   help="write the run's summary here at the end (JSON: lag, cloud outcomes, "
+                   "queue, bytes sent per offloaded clip)")
+    renamed_flag(p, "--metrics", "--summary")
+    metrics_args(p)  # --metrics-port: Prometheus while it runs (--summary: a JSON at the end)
     add_common(p)
     p.set_defaults(func=cmd_watch)
 

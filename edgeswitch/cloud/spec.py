@@ -20,9 +20,9 @@ class CloudSpec:
     ca_cert: str | None = None        # CA or self-signed certificate to trust (https)
     client_cert: str | None = None    # mutual TLS: this client's certificate and key (PEM)
     client_key: str | None = None
-    # a DMD worker's cloud: the deadline of a DMD run ([distill] deadline_ms)
+    # a DMD worker's cloud: the timeout of a DMD run ([distill] cloud_timeout_ms)
     runtime: RuntimeConfig = field(default_factory=lambda: RuntimeConfig(
-        deadline_ms=DistillConfig().deadline_ms))
+        deadline_ms=DistillConfig().cloud_timeout_ms))
 
     def __post_init__(self) -> None:
         if (self.model is None) == (self.url is None):

@@ -150,18 +150,3 @@ class ShardReader:
             raise DataError(f"{shard.path}: clip ids of clips {shard.start}..{shard.stop} "
                             "differ from the plan; the file changed during the run")
         return clips
-
-
-def write_corpus(clips: ClipBatch, out: str | Path, files: int) -> list[Path]:
-    """Split clips into `files` unlabelled `.npz` files (ids, groups, classes, X): a corpus as
-    devices would upload it. Labels are dropped."""
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for i, idx in enumerate(np.array_split(np.arange(len(clips)), files)):
-        p = out / f"clips-{i:04d}.npz"
-        np.savez(p, X=clips.X[idx].astype(np.float32), ids=np.asarray(clips.ids)[idx].astype(str),
-                 groups=np.asarray(clips.groups)[idx].astype(str),
-                 classes=np.asarray(clips.classes, dtype=str))
-        paths.append(p)
-    return paths

@@ -8,6 +8,7 @@ label-free view of the batch, so labelled and unlabelled pools give identical re
 from __future__ import annotations
 
 import warnings
+from dataclasses import replace
 
 from edgeswitch.cloud.client import CloudClient
 from edgeswitch.data.clips import ClipBatch
@@ -19,17 +20,19 @@ from edgeswitch.models.base import ClipClassifier
 
 
 def distill(edge: ClipClassifier, cloud: ClipClassifier | CloudClient, clips: ClipBatch,
-            batch_size: int | None = None, progress: bool = False) -> DMDRecords:
+            batch_size: int | None = None, progress: bool = False,
+            dataset: str = "") -> DMDRecords:
     """Edge and cloud outputs for every clip of an unlabelled pool, as DMD records
-    (`batch_size` None: `DistillConfig.batch_size`). A cloud that does not answer raises
-    `runner.CloudDownError`; see the runner's failure policy."""
+    (`batch_size` None: `DistillConfig.batch_size`) that name `dataset`, the data set the clips
+    came from. A cloud that does not answer raises `runner.CloudDownError`; see the runner's
+    failure policy."""
     sink = MemorySink()
     run(MemorySource(clips), LiveModels(edge, cloud), sink, batch_size, progress=progress)
     if sink.failed_clips:  # the policy reports them; this API returns records only
         warnings.warn(f"DMD: {len(sink.failed_clips)} clips without a usable cloud answer "
                       f"are left out, e.g. {next(iter(sink.failed_clips.items()))}",
                       stacklevel=2)
-    return sink.records
+    return replace(sink.records, dataset=dataset)
 
 
 def agreement_by_class(records: DMDRecords) -> dict[str, dict[str, float]]:

@@ -15,6 +15,8 @@ import numpy as np
 from edgeswitch.errors import DataError
 from edgeswitch.models.base import ModelOutput
 
+DATASET = b"edgeswitch.dataset"  # table metadata: the data set the clips came from
+
 
 @dataclass(frozen=True)
 class DMDRecords:
@@ -26,6 +28,8 @@ class DMDRecords:
     classes: tuple[str, ...]
     edge_model: str
     cloud_model: str
+    dataset: str = ""           # the data set the clips came from (what `--data` named): its
+                                # preset is the steps' defaults; "" where unknown (a log)
     streams: np.ndarray | None = None   # [n] which stream each clip is in (None: not recorded)
     t: np.ndarray | None = None         # [n] clip start within its stream, seconds
 
@@ -70,7 +74,7 @@ class DMDRecords:
             raise DataError("DMD records: streams and t go together")
         if self.t is not None and not np.isfinite(self.t).all():
             raise DataError("DMD records: t holds NaN or inf")
-        for name in ("edge_model", "cloud_model"):  # "" where a log did not record it
+        for name in ("edge_model", "cloud_model", "dataset"):  # "" where a log did not record it
             if not isinstance(getattr(self, name), str):
                 raise DataError(f"DMD records: {name} must be a name (str), got "
                                 f"{getattr(self, name)!r}")
@@ -143,7 +147,7 @@ class DMDRecords:
             table = table.append_column("stream", pa.array(self.streams.tolist(), pa.string()))
             table = table.append_column("t", pa.array(self.t, pa.float64()))
         return table.replace_schema_metadata(
-            {"edgeswitch.classes": json.dumps(list(self.classes))})
+            {"edgeswitch.classes": json.dumps(list(self.classes)), DATASET: self.dataset})
 
     def to_parquet(self, path: str | Path) -> Path:
         """One file, written atomically (a temp file, then rename)."""
@@ -200,6 +204,7 @@ class DMDRecords:
             cloud_proba=_matrix(col("cloud_proba"), "cloud_proba", ids, where),
             classes=classes,
             edge_model=col("edge_model")[0].as_py(), cloud_model=col("cloud_model")[0].as_py(),
+            dataset=meta.get(DATASET, b"").decode(),  # files from before records named it: ""
             **_stream_columns(table, ids, where),
         )
 
@@ -269,7 +274,8 @@ def _matrix(column, name: str, ids: list, where: str) -> np.ndarray:
 
 
 def join(parts: list[DMDRecords]) -> DMDRecords:
-    """Records sets one after the other (same models and classes), in one copy."""
+    """Records sets one after the other (same models and classes), in one copy. Their data
+    set is the parts' own if they share one, else unknown ("")."""
     first = parts[0]
     for other in parts[1:]:
         if (other.classes, other.edge_model, other.cloud_model) != \
@@ -277,18 +283,8 @@ def join(parts: list[DMDRecords]) -> DMDRecords:
             raise DataError("DMD records of different models or classes cannot be joined")
     cat = lambda name: np.concatenate([getattr(p, name) for p in parts])  # noqa: E731
     timed = all(p.streams is not None for p in parts)
+    datasets = {p.dataset for p in parts}
     return DMDRecords(cat("ids"), cat("groups"), cat("edge_proba"), cat("edge_embedding"),
                       cat("cloud_proba"), first.classes, first.edge_model, first.cloud_model,
+                      datasets.pop() if len(datasets) == 1 else "",
                       cat("streams") if timed else None, cat("t") if timed else None)
-
-
-def records_equal(a: DMDRecords, b: DMDRecords) -> bool:
-    """Bit-identical records (ids, groups, every array, classes and model names)."""
-    return (a.classes == b.classes and a.edge_model == b.edge_model
-            and a.cloud_model == b.cloud_model and np.array_equal(a.ids, b.ids)
-            and np.array_equal(a.groups, b.groups)
-            and all((getattr(a, k) is None) == (getattr(b, k) is None) and (
-                getattr(a, k) is None or np.array_equal(getattr(a, k), getattr(b, k)))
-                for k in ("streams", "t"))
-            and all(np.array_equal(getattr(a, k), getattr(b, k))
-                    for k in ("edge_proba", "edge_embedding", "cloud_proba")))

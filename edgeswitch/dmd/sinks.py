@@ -20,7 +20,7 @@ import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 from edgeswitch.dmd.corpus import Shard
@@ -67,8 +67,9 @@ class FolderSink:
     """A folder of Parquet parts with a manifest: atomic, resumable, one writer at a time.
     It pickles (Ray's workers write the parts); the lock stays with the driver."""
 
-    def __init__(self, out: str | Path) -> None:
+    def __init__(self, out: str | Path, dataset: str = "") -> None:
         self.out = Path(out)
+        self.dataset = dataset  # the data set every part's records name
         if self.out.suffix == ".parquet" or (self.out.exists() and not self.out.is_dir()):
             raise EdgeSwitchError(f"--out {self.out}: a sharded run writes a folder, not a file")
 
@@ -105,7 +106,7 @@ class FolderSink:
         """The unit's part; clips without a cloud answer are listed in its metadata."""
         import pyarrow.parquet as pq
 
-        table = records.to_table()
+        table = replace(records, dataset=self.dataset).to_table()
         if failed:
             meta = dict(table.schema.metadata or {})
             meta[FAILED_CLIPS] = json.dumps(failed)

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from edgeswitch.evaluation.metrics import macro_f1
+from edgeswitch.evaluation.quality import macro_f1
 
 
 def offload_order(scores: np.ndarray, seed: int = 0) -> np.ndarray:

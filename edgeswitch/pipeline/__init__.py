@@ -5,7 +5,7 @@ costs.py        each part's latency (the budget calibration and the report need 
 calibration.py  the operating point a config's [calibration] table asks for
 evaluate.py     every router's curve and the hybrid at its operating point, on labelled clips
 deploy.py       the bundle a device needs, and a replay of the test clips through it over HTTP
-run.py          `run(cfg)`: all of it, what `edgeswitch demo` calls
+run.py          `run_method(cfg)`: all of it, what `edgeswitch demo` calls
 logged.py       a decision log as weighted switcher data (the offload bias corrected)
 refresh.py      `edgeswitch refresh`: a new switcher from the log, written only if better
 """
@@ -13,7 +13,7 @@ refresh.py      `edgeswitch refresh`: a new switcher from the log, written only 
 from edgeswitch.pipeline.calibration import calibrate
 from edgeswitch.pipeline.costs import Costs, measure_costs
 from edgeswitch.pipeline.evaluate import evaluate_clips
-from edgeswitch.pipeline.run import build, run
+from edgeswitch.pipeline.run import build, run_method
 from edgeswitch.pipeline.steps import (
     Artifacts,
     check_clip_classes,
@@ -26,5 +26,5 @@ from edgeswitch.pipeline.steps import (
 )
 
 __all__ = ["Artifacts", "Costs", "build", "calibrate", "check_clip_classes", "estimator",
-           "evaluate_clips", "fit_fusion", "load_data", "measure_costs", "run", "split_data",
-           "train_models", "train_switcher"]
+           "evaluate_clips", "fit_fusion", "load_data", "measure_costs", "run_method",
+           "split_data", "train_models", "train_switcher"]

@@ -27,12 +27,13 @@ def measure_costs(edge, switcher: Switcher, cloud, clips: np.ndarray, calls: int
     edge.outputs(clips[:1])   # validate once (shape, dtype): the timed calls skip validation
     cloud.outputs(clips[:1])
     n = len(clips)
-    one = [clips[i % n : i % n + 1] for i in range(max(calls, 1))]
+    one = [clips[i % n : i % n + 1] for i in range(min(n, max(calls, 20)))]
     edge_out = [edge.run_raw(x) for x in one]
+    m = len(one)  # measure's warm-up and the cloud's 20 calls may outnumber `calls`: cycle
     b1 = {
-        "edge": measure(lambda i: edge.run_raw(one[i]), calls).median_ms,
-        "switcher": measure(lambda i: switcher.trust(edge_out[i]), calls).median_ms,
-        "cloud": measure(lambda i: cloud.run_raw(one[i]), max(calls // 5, 20)).median_ms,
+        "edge": measure(lambda i: edge.run_raw(one[i % m]), calls).median_ms,
+        "switcher": measure(lambda i: switcher.trust(edge_out[i % m]), calls).median_ms,
+        "cloud": measure(lambda i: cloud.run_raw(one[i % m]), max(calls // 5, 20)).median_ms,
     }
     batch = clips[np.arange(256) % n]
     batch_out = edge.run_raw(batch)

@@ -8,7 +8,6 @@ import numpy as np
 
 from edgeswitch.errors import EdgeSwitchError
 from edgeswitch.pipeline.steps import Artifacts
-from edgeswitch.switcher.routers import SwitcherRouter
 
 
 def save_bundle(a: Artifacts, out_dir: Path) -> dict[str, Path]:
@@ -16,7 +15,7 @@ def save_bundle(a: Artifacts, out_dir: Path) -> dict[str, Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {"edge": a.edge.save(out_dir / "edge.onnx"),
              "cloud": a.cloud.save(out_dir / "cloud.onnx"),
-             "switcher": a.dmd.save(out_dir / "switcher.npz"),
+             "switcher": a.switcher.save(out_dir / "switcher.npz"),
              "operating_point": a.operating_point.save(out_dir / "operating_point.json")}
     fusion_path = out_dir / "fusion.json"
     if a.fusion is not None:
@@ -37,7 +36,6 @@ def serve_and_replay(a: Artifacts, out_dir: Path, transport: str = "http",
     from edgeswitch.cloud.client import InProcessCloud
     from edgeswitch.models.base import model_identity
     from edgeswitch.runtime.decision_log import DecisionLog
-    from edgeswitch.runtime.hybrid import HybridClassifier
     from edgeswitch.runtime.replay import replay
 
     if transport not in ("http", "in-process"):
@@ -48,9 +46,7 @@ def serve_and_replay(a: Artifacts, out_dir: Path, transport: str = "http",
         Path(f"{log_path}{suffix}").unlink(missing_ok=True)
 
     def run_with(cloud, log: DecisionLog | None) -> dict:
-        hybrid = HybridClassifier(a.edge, SwitcherRouter(a.dmd), cloud, a.operating_point,
-                                  log=log, fusion=a.fusion)
-        return replay(hybrid, a.splits.test, progress=progress)
+        return replay(a.hybrid(cloud, log=log), a.splits.test, progress=progress)
 
     local_cloud = InProcessCloud(a.cloud)
     if transport == "in-process":

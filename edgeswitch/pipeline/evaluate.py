@@ -7,7 +7,7 @@ import numpy as np
 from edgeswitch.data import ClipBatch
 from edgeswitch.dmd import DMDRecords
 from edgeswitch.evaluation.curves import router_curve
-from edgeswitch.evaluation.metrics import accuracy, macro_f1
+from edgeswitch.evaluation.quality import accuracy, macro_f1
 from edgeswitch.models.base import ModelOutput, check_same_classes
 from edgeswitch.pipeline.costs import Costs
 from edgeswitch.pipeline.steps import check_clip_classes

@@ -1,4 +1,4 @@
-"""`run(cfg)`, what `edgeswitch demo` calls: build every artifact, evaluate, deploy."""
+"""`run_method(cfg)`, what `edgeswitch demo` calls: build every artifact, evaluate, deploy."""
 
 from __future__ import annotations
 
@@ -51,7 +51,8 @@ def build(cfg: RunConfig, out_dir: Path | None = None, cache_dir: Path | None = 
     check_same_classes(edge, cloud)
     t = step("train models", t)
 
-    records = distill(edge, cloud, splits.pool, cfg.distill.batch_size, progress=progress)
+    records = distill(edge, cloud, splits.pool, cfg.distill.batch_size, progress=progress,
+                      dataset=cfg.dataset)
     if out_dir is not None:
         records.to_parquet(Path(out_dir) / "dmd_pool.parquet")
     fusion = fit_fusion(cfg, records)   # on the pool's own clips, no labels
@@ -60,42 +61,42 @@ def build(cfg: RunConfig, out_dir: Path | None = None, cache_dir: Path | None = 
                           seed=cfg.seed)
     if views is not None:  # more DMD records from rotated views of the same unlabelled clips
         training = records.concat(distill(edge, cloud, views, cfg.distill.batch_size,
-                                          progress=progress))
+                                          progress=progress, dataset=cfg.dataset))
     t = step("DMD", t)
 
-    dmd = train_switcher(training, cfg, fusion=fusion)
+    switcher = train_switcher(training, cfg, fusion=fusion)
     pool_y = splits.hidden_labels["pool"]
     supervised = train_switcher(records, cfg, target=(records.edge_label == pool_y)
                                 .astype(np.float32), name="supervised")
     t = step("switcher", t)
 
-    costs = measure_costs(edge, dmd, cloud, splits.test.X, cfg.latency_calls)
+    costs = measure_costs(edge, switcher, cloud, splits.test.X, cfg.latency_calls)
     t = step("latency", t)
 
     calib_edge = edge.outputs(splits.calib.X)
-    calib_scores = dmd.trust(calib_edge)
+    calib_scores = switcher.trust(calib_edge)
     calib_dis = None
     if cfg.calibration.mode == "disagreement":  # the cloud labels calib, no human does
         calib_dis = calib_edge.label != cloud.predict(splits.calib.X)
-    op = calibrate(cfg, calib_scores, calib_dis, dmd.trust(records.edge), costs,
+    op = calibrate(cfg, calib_scores, calib_dis, switcher.trust(records.edge), costs,
                    calib_edge.label, len(edge.classes_), splits.calib.X, splits.calib.ids)
     step("calibrate", t)
     steps.close()
-    return Artifacts(cfg, splits, edge, cloud, records, dmd, supervised, costs, op, timings,
+    return Artifacts(cfg, splits, edge, cloud, records, switcher, supervised, costs, op, timings,
                      fusion)
 
 
-def run(cfg: RunConfig, out_dir: Path | None = None, cache_dir: Path | None = None,
-        progress: bool = True, data: ClipBatch | None = None,
-        serve: str | None = None) -> dict:
-    """Run the whole method and return the results dict (see README for its schema).
+def run_method(cfg: RunConfig, out_dir: Path | None = None, cache_dir: Path | None = None,
+               progress: bool = True, data: ClipBatch | None = None,
+               serve: str | None = None) -> dict:
+    """Run the whole method and return the results dict (its schema: docs/formats.md).
 
     `serve` ("http" or "in-process", needs `out_dir`) also deploys the result and replays the
     test clips through it (see `serve_and_replay`)."""
     t_start = time.perf_counter()
     a = build(cfg, out_dir, cache_dir, progress, data)
     t = time.perf_counter()
-    shared = evaluate_clips(a.edge, a.cloud, {"dmd": a.dmd, "supervised": a.supervised},
+    shared = evaluate_clips(a.edge, a.cloud, {"dmd": a.switcher, "supervised": a.supervised},
                             a.operating_point, a.costs, a.splits.test, cfg.curve_points,
                             cfg.seed, a.fusion)
     a.timings["evaluate"] = round(time.perf_counter() - t, 3)

@@ -86,16 +86,31 @@ def check_clip_classes(clips: ClipBatch, model) -> None:
 
 @dataclass
 class Artifacts:
-    """Everything a run builds before evaluation: reusable by benchmarks and notebooks."""
+    """Everything a run builds before evaluation: reusable by benchmarks and notebooks.
+
+    `records` are the pool's DMD records; `switcher` is the DMD switcher trained on them (what
+    a deployment routes with); `supervised` is the labelled ablation."""
 
     cfg: RunConfig
     splits: Splits
     edge: object
     cloud: object
     records: DMDRecords
-    dmd: Switcher
+    switcher: Switcher
     supervised: Switcher
     costs: Costs
     operating_point: OperatingPoint
     timings: dict
     fusion: Fusion | None = None
+
+    def hybrid(self, cloud=None, **kwargs):
+        """The hybrid `demo` deploys: the edge, the DMD switcher at the operating point, and
+        offloaded clips answered by the fusion (the cloud's answer where there is none).
+        `cloud`: a client (`RemoteCloud`, ...), default this run's cloud model in process;
+        `kwargs` go to `HybridClassifier` (log, shadow_rate)."""
+        from edgeswitch.runtime.hybrid import HybridClassifier
+        from edgeswitch.switcher.routers import SwitcherRouter
+
+        return HybridClassifier(self.edge, SwitcherRouter(self.switcher),
+                                self.cloud if cloud is None else cloud, self.operating_point,
+                                fusion=self.fusion, **kwargs)

@@ -91,11 +91,6 @@ class AsyncCloud:
         with self._cv:
             return len(self._queue)
 
-    @property
-    def in_flight(self) -> int:
-        with self._cv:
-            return len(self._running)
-
     def _serve(self) -> None:
         while True:
             with self._cv:

@@ -28,10 +28,11 @@ An alarm is raised when a part exceeds its threshold and cleared after `clear_af
 consecutive checks below it. Clips of one stream are not independent (consecutive windows of
 one recording overlap, one recording is one activity) and successive windows overlap, so a
 test's nominal p-value is not a false-alarm rate (a chi-square test of the class mix of 200
-clips from six recordings rejects almost always): distances are used, their thresholds are set
-on held-out calibration data replayed as streams, and the false-alarm rate they give is
-measured (benchmarks/drift.py, docs/results.md "Drift"). It reads scores, edge labels and the
-clips, never labels.
+clips from six recordings rejects almost always): distances are used. Their thresholds are
+constants of the `[drift]` config table, not fitted per deployment: the defaults were tuned
+once, on the watch data's one calibration subject replayed as streams, and the false-alarm rate
+they give on other subjects is measured (benchmarks/drift.py, docs/results.md "Drift"); other
+data or sensors need their own. It reads scores, edge labels and the clips, never labels.
 """
 
 from __future__ import annotations

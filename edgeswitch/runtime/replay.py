@@ -11,7 +11,7 @@ import time
 import numpy as np
 
 from edgeswitch.data.clips import ClipBatch
-from edgeswitch.evaluation.metrics import accuracy, macro_f1
+from edgeswitch.evaluation.quality import accuracy, macro_f1
 from edgeswitch.evaluation.timing import tail_ms
 from edgeswitch.runtime.hybrid import HybridClassifier
 

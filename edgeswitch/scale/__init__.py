@@ -1,3 +1,2 @@
-"""Scale-out on Ray: sharded DMD on Ray Data (`distill --engine ray`), the cloud server on
-Ray Serve (`serve-cloud --engine ray`), and the loopback-only network namespace of the Ray
-tests."""
+"""Scale-out on Ray: sharded DMD on Ray Data (`distill --engine ray`) and the cloud server on
+Ray Serve (`serve-cloud --server ray`), on the [ray] cluster."""

@@ -1,4 +1,5 @@
-"""Joining a Ray cluster, or starting a local one for this process: shared by both Ray engines."""
+"""Joining a Ray cluster ([ray] address), or starting a local one for this process: shared by
+`distill --engine ray` and `serve-cloud --server ray`."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""`edgeswitch serve-cloud --engine ray`: the cloud model as a Ray Serve application.
+"""`edgeswitch serve-cloud --server ray`: the cloud model as a Ray Serve application.
 
 One deployment, `CloudService`: each replica serves exactly the HTTP API of the FastAPI server
 (the same `create_app`: auth, size limits, errors, the OpenAI subset and /metrics are the same
@@ -155,10 +155,12 @@ def serve_ray(model_path: str | Path, cfg: ServeConfig, host: str, port: int,
               token: Credentials | str | None = None, faults: tuple = (),
               model_id: str | None = None, ssl_certfile: str | None = None,
               ssl_keyfile: str | None = None, ready_file: str | None = None,
-              on_ready: Callable[[int], None] | None = None) -> None:
+              on_ready: Callable[[int], None] | None = None,
+              ray_address: str | None = None) -> None:
     """Run the application until SIGINT/SIGTERM. Starts a local Ray cluster unless
-    `cfg.ray_address` names a running one; `port=0` picks a free port. `on_ready(port)` is
-    called once the application serves (the CLI prints its banner there)."""
+    `ray_address` ([ray] address) names a running one; `port=0` picks a free port.
+    `on_ready(port)` is called once the application serves (the CLI prints its banner
+    there)."""
     import ray
 
     if port == 0:
@@ -168,7 +170,7 @@ def serve_ray(model_path: str | Path, cfg: ServeConfig, host: str, port: int,
             port = s.getsockname()[1]
     from edgeswitch.scale.cluster import start_ray
 
-    start_ray(cfg.ray_address or None, max(cfg.max_replicas, cfg.replicas) * cfg.cpus_per_replica)
+    start_ray(ray_address, max(cfg.max_replicas, cfg.replicas) * cfg.cpus_per_replica)
     http = {"host": host, "port": port}
     if ssl_certfile:
         http |= {"ssl_certfile": ssl_certfile, "ssl_keyfile": ssl_keyfile}

@@ -12,7 +12,7 @@
 - inference: one request's model run, checked, with faults and backend failures answered;
 - faults: `Fault` (`--fault KIND[:SECONDS][@RATE]`) and the injector;
 - batcher: dynamic batching of concurrent requests into one model run;
-- metrics: the Prometheus metrics, and `scrape` for clients of `/metrics`;
+- metrics: the Prometheus metrics;
 - server: run an app under uvicorn, here (`serve`) or as a child process (`ServerProcess`).
 
 Nothing is imported here, so `serving.server` and `serving.metrics` work without FastAPI.

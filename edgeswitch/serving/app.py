@@ -40,8 +40,9 @@ from edgeswitch.serving.state import Runner, ServingState, state_of
 
 __all__ = ["Fault", "create_app"]  # Fault: the CLI parses --fault with it
 
-ROUTERS = (ops.router, openai.router, native.router)
-ENDPOINTS = frozenset(route.path for router in ROUTERS for route in router.routes)
+# the FastAPI routers of the route modules (not switcher.routers.ROUTERS, the offload routers)
+API_ROUTERS = (ops.router, openai.router, native.router)
+ENDPOINTS = frozenset(route.path for router in API_ROUTERS for route in router.routes)
 MODEL_PATHS = ("/v1/classify", "/v1/chat/completions")  # the work Admission bounds
 
 
@@ -58,7 +59,7 @@ def create_app(model, cfg: ServeConfig | None = None, token: str | Credentials |
                   middleware=middleware(state, token))
     app.state.serving = state
     register_handlers(app)
-    for router in ROUTERS:
+    for router in API_ROUTERS:
         app.include_router(router)
     return app
 

@@ -37,19 +37,3 @@ class ServerMetrics:
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
-
-
-def scrape(url: str, token: str | None = None) -> dict[str, float]:
-    """A server's `/metrics`, each sample name summed over its labels (e.g.
-    `edgeswitch_batch_size_count`: model runs so far; `edgeswitch_errors_total`: all errors)."""
-    import httpx
-    from prometheus_client.parser import text_string_to_metric_families
-
-    headers = {"Authorization": f"Bearer {token}"} if token else {}
-    r = httpx.get(url.rstrip("/") + "/metrics", headers=headers, timeout=5)
-    r.raise_for_status()
-    totals: dict[str, float] = {}
-    for family in text_string_to_metric_families(r.text):
-        for sample in family.samples:
-            totals[sample.name] = totals.get(sample.name, 0.0) + sample.value
-    return totals

@@ -85,14 +85,14 @@ class ServerProcess:
     def __init__(self, model_path: str | Path, cfg: ServeConfig | None = None,
                  token: str | None = None, host: str = "127.0.0.1", port: int = 0,
                  faults: tuple[str, ...] = (), tls: tuple[str, str] | None = None,
-                 start_timeout_s: float = 60.0, engine: str | None = None,
+                 start_timeout_s: float = 60.0, server: str | None = None,
                  extra_args: tuple[str, ...] = (), token_file: str | Path | None = None,
                  tls_ca: str | None = None,
                  client_cert: tuple[str, str] | None = None) -> None:
         self.model_path = str(model_path)
         self.cfg = cfg or ServeConfig()
-        if engine is not None:  # a shorthand for cfg.engine
-            self.cfg = replace(self.cfg, engine=engine)
+        if server is not None:  # a shorthand for cfg.server
+            self.cfg = replace(self.cfg, server=server)
         self.token, self.host, self.port = token, host, port
         self.faults, self.tls = tuple(faults), tls
         self.start_timeout_s = start_timeout_s

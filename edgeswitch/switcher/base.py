@@ -151,11 +151,6 @@ class Switcher:
         for key, value in (fitted or {}).items():
             setattr(self, key, value)
 
-    @classmethod
-    def load(cls, path: str | Path) -> Switcher:
-        """Any switcher file (its family is read from it)."""
-        return load_switcher(path)
-
 
 def load_switcher(path: str | Path) -> Switcher:
     """Any switcher file, of any registered family (edgeswitch.switcher registers them all)."""

@@ -22,7 +22,7 @@ import numpy as np
 
 from edgeswitch.errors import DataError
 from edgeswitch.models.base import ModelOutput
-from edgeswitch.switcher.routers import Router, StreamState, Step, register
+from edgeswitch.switcher.routers import Router, Step, StreamState, register
 
 EPS = 1e-6
 

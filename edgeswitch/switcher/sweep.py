@@ -86,9 +86,10 @@ def sweep(router: Router, edge: ModelOutput, cloud: np.ndarray, answer: np.ndarr
     S = len(streams)
 
     def run(thresholds: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        big_idx, big_valid = np.tile(idx, (len(thresholds), 1)), np.tile(valid, (len(thresholds), 1))
+        m = len(thresholds)
         th = np.repeat(thresholds, S)
-        off, lab, _ = run_rows(router, edge, cloud, answer, big_idx, big_valid,
+        off, lab, _ = run_rows(router, edge, cloud, answer, np.tile(idx, (m, 1)),
+                               np.tile(valid, (m, 1)),
                                lambda trust, rows: trust < th[rows])
         return _flat(n, idx, valid, off), _flat(n, idx, valid, lab)
 

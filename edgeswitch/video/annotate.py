@@ -63,10 +63,6 @@ class AnnotatedVideo:
             if (t < cut) == first_stride:
                 self.writer.write(np.asarray(overlay(frame, text, color, note)))
 
-    def add(self, item, res, rows) -> None:
-        """`run_stream`'s per-call hook."""
-        self.show(item.inputs[0], rows[0])
-
     def show(self, clip, row: dict, note: str | None = None) -> None:
         self.writer = self.writer or VideoWriter(self.path, clip.frames[0].shape, self.spec)
         color = (255, 80, 80) if row["label"] == "fall" else (120, 255, 120)

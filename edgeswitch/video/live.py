@@ -225,7 +225,7 @@ class Watch:
     def _ask(self, pending: _Pending):
         with self._cloud_gate:
             return ask(self.cloud, [pending.clip],
-                       time.monotonic() + self.cfg.deadline_ms / 1000)
+                       time.monotonic() + self.cfg.vlm_deadline_ms / 1000)
 
     def _settled(self, job: Job, reply, drop: str | None) -> None:
         self._settle(job.payload, reply, drop, job)

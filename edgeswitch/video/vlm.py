@@ -130,8 +130,8 @@ class VideoChat:
 
 
 # a VLM is slow: a generous deadline per round of `concurrency` clips (the config's [video]
-# deadline_ms), the usual retries and breaker
-VLM_RUNTIME = RuntimeConfig(protocol="openai", deadline_ms=_VIDEO.deadline_ms)
+# vlm_deadline_ms), the usual retries and breaker
+VLM_RUNTIME = RuntimeConfig(protocol="openai", deadline_ms=_VIDEO.vlm_deadline_ms)
 
 
 class OpenAIVLM(RemoteCloud):

@@ -1,4 +1,6 @@
-"""Accuracy and macro-F1 in plain numpy (no scikit-learn at run time)."""
+"""Classification quality, accuracy and macro-F1, in plain numpy (no scikit-learn at run
+time). In this project "metrics" are the Prometheus metrics of a process (runtime/metrics.py,
+serving/metrics.py); these are not."""
 
 from __future__ import annotations
 

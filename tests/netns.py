@@ -1,4 +1,5 @@
-"""A throwaway network namespace that has only loopback, for running Ray on a shared machine.
+"""A throwaway network namespace that has only loopback, for running Ray on a shared machine
+(the Ray tests and benchmarks; nothing in the package uses it).
 
 Ray binds to the machine's network address even when told 127.0.0.1. Tests and benchmarks on a
 shared or offline machine therefore start Ray inside a namespace where the only interface is
