@@ -168,11 +168,8 @@ class ClipBatch:
     def stream_order(self) -> np.ndarray:
         """Clip indices stream by stream (streams in order of first appearance), each stream in
         time order: the order in which a device meets the clips."""
-        _, first = np.unique(self.streams, return_index=True)
-        rank = np.empty(len(first), np.int64)
-        rank[np.argsort(first)] = np.arange(len(first))
-        _, inv = np.unique(self.streams, return_inverse=True)
-        return np.lexsort((self.t, rank[inv]))
+        parts = stream_lists(self.streams, self.t)
+        return np.concatenate(parts) if parts else np.zeros(0, np.int64)
 
     def __len__(self) -> int:
         return int(self.X.shape[0])
@@ -217,20 +214,33 @@ def check_streams(streams: np.ndarray, t: np.ndarray, groups: np.ndarray | None,
     dup = np.nonzero(same & (tt[1:] == tt[:-1]))[0]
     if len(dup):
         i, j = order[dup[0]], order[dup[0] + 1]
-        raise DataError(f"{name}: stream {s[dup[0]]!r} has two clips at t={tt[dup[0]]:g} s "
-                        f"({ids[i]!r} and {ids[j]!r}); each clip of a stream needs its own time")
+        raise DataError(f"{name}: stream {str(s[dup[0]])!r} has two clips at t={tt[dup[0]]:g} s "
+                        f"({str(ids[i])!r} and {str(ids[j])!r}); each clip of a stream needs its "
+                        "own time")
     if groups is not None:
         split = np.nonzero(same & (groups[order][1:] != groups[order][:-1]))[0]
         if len(split):
             k = split[0]
-            raise DataError(f"{name}: stream {s[k]!r} spans groups {groups[order][k]!r} and "
-                            f"{groups[order][k + 1]!r}; a stream must lie within one group")
+            raise DataError(f"{name}: stream {str(s[k])!r} spans groups "
+                            f"{str(groups[order][k])!r} and {str(groups[order][k + 1])!r}; a "
+                            "stream must lie within one group")
     if in_order:
         order = np.lexsort((np.arange(len(t)), streams))   # each stream in file order
         back = np.nonzero((streams[order][1:] == streams[order][:-1])
                           & (np.diff(t[order]) < 0))[0]
         if len(back):
             a, b = order[back[0]], order[back[0] + 1]
-            raise DataError(f"{name}: clips of stream {streams[a]!r} are out of time order: "
-                            f"{ids[b]!r} (t={t[b]:g} s) comes after {ids[a]!r} "
+            raise DataError(f"{name}: clips of stream {str(streams[a])!r} are out of time order: "
+                            f"{str(ids[b])!r} (t={t[b]:g} s) comes after {str(ids[a])!r} "
                             f"(t={t[a]:g} s)")
+
+
+def stream_lists(streams: np.ndarray, t: np.ndarray) -> list[np.ndarray]:
+    """The clip indices of each stream in time order (streams in order of first appearance)."""
+    streams, t = np.asarray(streams), np.asarray(t, dtype=np.float64)
+    _, first, inv = np.unique(streams, return_index=True, return_inverse=True)
+    rank = np.empty(len(first), np.int64)
+    rank[np.argsort(first)] = np.arange(len(first))
+    order = np.lexsort((t, rank[inv]))
+    cuts = np.nonzero(np.diff(rank[inv][order]))[0] + 1
+    return np.split(order, cuts) if len(order) else []

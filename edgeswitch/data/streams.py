@@ -13,14 +13,14 @@ stand alone. `with_streams` then builds what a run evaluates on (the `streams` c
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Literal, get_args
+from typing import get_args
 
 import numpy as np
 
-from edgeswitch.data.clips import ClipBatch
+from edgeswitch.config import StreamMode
+from edgeswitch.data.clips import ClipBatch, stream_lists  # noqa: F401 (re-exported)
 from edgeswitch.errors import DataError
 
-StreamMode = Literal["recording", "subject", "none"]
 STREAM_MODES: tuple[str, ...] = get_args(StreamMode)
 
 
@@ -39,7 +39,7 @@ def _concatenated(data: ClipBatch, seed: int) -> ClipBatch:
     """Per group, its streams end to end in a seeded random order; each stream's clips keep
     their spacing, and the next stream starts one typical step after the last clip."""
     rng = np.random.default_rng(seed)
-    streams, t = data.streams.copy(), data.t.copy()
+    streams, t = data.streams.astype(object), data.t.copy()   # object: no truncated names
     order = data.stream_order()
     for g in sorted(set(data.groups.tolist())):
         in_group = order[data.groups[order] == g]
@@ -52,17 +52,5 @@ def _concatenated(data: ClipBatch, seed: int) -> ClipBatch:
             t[idx] = offset + tt - tt[0]
             offset = float(t[idx][-1]) + max(step, 1e-3)
             streams[idx] = g
-    return replace(data, streams=streams, t=t, meta=dict(data.meta))
+    return replace(data, streams=streams.astype(str), t=t, meta=dict(data.meta))
 
-
-def shuffled_order(streams: np.ndarray, order: np.ndarray, seed: int) -> np.ndarray:
-    """`order` (clip indices stream by stream) with each stream's clips in a seeded random
-    order: the control where time carries nothing."""
-    out = np.asarray(order).copy()
-    rng = np.random.default_rng(seed)
-    s = np.asarray(streams)[out]
-    start = 0
-    for end in [*np.nonzero(s[1:] != s[:-1])[0] + 1, len(out)]:
-        out[start:end] = out[start:end][rng.permutation(end - start)]
-        start = end
-    return out

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edgeswitch.data.clips import stream_lists
 from edgeswitch.errors import DataError
 from edgeswitch.models.base import ModelOutput
 
@@ -109,10 +110,14 @@ class DMDRecords:
         record its own stream, in record order)."""
         if self.streams is None:
             return np.arange(len(self))
-        _, first, inv = np.unique(self.streams, return_index=True, return_inverse=True)
-        rank = np.empty(len(first), np.int64)
-        rank[np.argsort(first)] = np.arange(len(first))
-        return np.lexsort((self.t, rank[inv]))
+        return np.concatenate(stream_lists(self.streams, self.t))
+
+    def stream_lists(self) -> list[np.ndarray]:
+        """Each stream's record indices in time order (records without streams: each record
+        alone)."""
+        if self.streams is None:
+            return [np.asarray([i]) for i in range(len(self))]
+        return stream_lists(self.streams, self.t)
 
     def target(self, kind: str) -> np.ndarray:
         if kind == "hard":

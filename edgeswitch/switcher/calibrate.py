@@ -191,6 +191,43 @@ def calibrate_offload(scores: np.ndarray, rate: float, adaptive: bool = False,
     return OperatingPoint("offload", t, float(np.mean(s < t)), params, adaptive=adaptive)
 
 
+def calibrate_stream(router, edge, cloud: np.ndarray, answer: np.ndarray, streams,
+                     rate: float, adaptive: bool = False, step: float = 0.01,
+                     round_down: bool = False) -> tuple[OperatingPoint, np.ndarray]:
+    """The threshold at which a stream router, run over unlabelled calibration streams with the
+    cloud answering what it offloads (`cloud`; `answer`: what an offloaded clip gets), offloads
+    `rate` of the clips: the least threshold reaching it (the greatest staying under it with
+    `round_down`). A decision changes later states, so each candidate threshold is its own run.
+    Returns the point and the trust of every calibration clip in the run at its threshold
+    (the scores an adaptive point ranks live scores against, and the drift reference's)."""
+    from edgeswitch.switcher.sweep import offload_rates
+
+    if not 0.0 <= rate <= 1.0:
+        raise DataError(f"offload rate must be within [0, 1], got {rate}")
+    _, trust0 = offload_rates(router, edge, cloud, answer, streams, np.asarray([-np.inf]))
+    grid = np.unique(np.concatenate([[-np.inf, np.inf],
+                                     np.quantile(trust0[0], np.linspace(0, 1, 33))]))
+    for _ in range(3):  # bracket the target, then look closer inside the bracket
+        rates, _ = offload_rates(router, edge, cloud, answer, streams, grid)
+        hi = int(np.argmax(rates >= rate - 1e-12)) if (rates >= rate - 1e-12).any() \
+            else len(grid) - 1
+        lo = max(hi - 1, 0)
+        if not (np.isfinite(grid[lo]) and np.isfinite(grid[hi])) or hi == lo:
+            break
+        grid = np.unique(np.concatenate([grid[:lo], np.linspace(grid[lo], grid[hi], 17),
+                                         grid[hi + 1:]]))
+    rates, trust = offload_rates(router, edge, cloud, answer, streams, grid)
+    ok = rates <= rate + 1e-12 if round_down else rates >= rate - 1e-12
+    pick = (int(np.nonzero(ok)[0][-1]) if ok.any() else 0) if round_down else \
+        (int(np.nonzero(ok)[0][0]) if ok.any() else len(grid) - 1)
+    t, scores = float(grid[pick]), trust[pick]
+    params: dict = {"rate": rate, "router": getattr(router, "name", "router")}
+    if adaptive:  # the controller ranks live scores against the run's own
+        params["calib_quantiles"] = np.quantile(scores, np.linspace(0, 1, 201)).tolist()
+        params["step"] = step
+    return OperatingPoint("offload", t, float(rates[pick]), params, adaptive=adaptive), scores
+
+
 def calibrate_budget(scores: np.ndarray, budget: float, edge_cost: float, switcher_cost: float,
                      cloud_cost: float, adaptive: bool = False,
                      step: float = 0.01) -> OperatingPoint:

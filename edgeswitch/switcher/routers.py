@@ -122,6 +122,13 @@ class Router(ABC):
                            state.seen + 1)
 
 
+    def late(self, state: StreamState, cloud: np.ndarray, age: int) -> StreamState:
+        """The state after a cloud answer `cloud [n, K]` for a clip `age` clips ago (an
+        asynchronous cloud answers after later clips were routed)."""
+        return StreamState(state.belief, np.minimum(state.age, float(age)),
+                           np.asarray(cloud).argmax(axis=1), state.seen)
+
+
 class ClipRouter(Router):
     """A router that judges each clip alone: `trust(edge_output) -> [n]`, and the edge's own
     answer stands when a clip is kept."""
@@ -162,6 +169,25 @@ class RandomRouter(ClipRouter):
 
     def trust(self, edge: ModelOutput) -> np.ndarray:
         return self.rng.random(len(edge))
+
+
+def ensemble_view(members: np.ndarray) -> ModelOutput:
+    """What a device running k edge models (`members [k, n, K]`, the deployed edge first)
+    computes: their mean probabilities, and as the 'embedding' the members' vote share for
+    that answer and each member's top probability."""
+    mean = members.mean(axis=0)
+    votes = (members.argmax(axis=2) == mean.argmax(axis=1)[None, :]).mean(axis=0)
+    return ModelOutput(mean, np.column_stack([votes, members.max(axis=2).T]))
+
+
+@register("abc")
+class AbcRouter(ClipRouter):
+    """Agreement-Based Cascading (Kolawole et al. 2024), over an ensemble's `ensemble_view`:
+    trust = share of the edge members voting for the ensemble's answer, ties broken by the
+    ensemble's mean top probability; a kept clip gets the ensemble's answer."""
+
+    def trust(self, edge: ModelOutput) -> np.ndarray:
+        return edge.embedding[:, 0] + 1e-3 * edge.proba.max(axis=1)
 
 
 @register("switcher")

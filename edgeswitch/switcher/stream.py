@@ -10,13 +10,16 @@ whose activity holds is read by the slow regimes, a stream where time carries no
 in random order) falls back to the memoryless one, i.e. to routing each clip alone.
 
 A clip is kept when the belief is sure (`trust` = its margin, top-1 minus top-2), and a kept
-clip is answered by the belief. An `alarm` class (a fall) the edge claims is always offloaded
-and, if the cloud cannot answer, the edge's claim stands: a carried "adl" never holds it back.
+clip is answered by the belief. An `alarm` class (a fall) the edge claims scores -1, below
+every margin, so it is offloaded at any operating point that offloads at all, and, if the cloud
+cannot answer, the edge's claim stands: a carried "adl" never holds it back.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -25,6 +28,7 @@ from edgeswitch.models.base import ModelOutput
 from edgeswitch.switcher.routers import Router, Step, StreamState, register
 
 EPS = 1e-6
+ALARM = -1.0   # the trust of an alarm claim: below every margin, offloaded at any threshold > -1
 
 
 def _log(p: np.ndarray) -> np.ndarray:
@@ -65,13 +69,29 @@ def evidence(belief: np.ndarray, proba: np.ndarray, weight, regime_weight=None) 
     update)."""
     col = lambda w: np.asarray(w, float).reshape(-1, 1, 1) if np.ndim(w) == 1 else w  # noqa: E731
     lp = _log(proba)[:, None, :]
-    mass = _lse(belief)                                   # [n, J, 1] log regime weights
-    cls = belief - mass                                   # each regime's activity belief
     w = col(weight)
     g = w if regime_weight is None else col(regime_weight)
-    fit = _lse(cls + g * lp)                              # how well each regime predicted it
-    new = cls + w * lp
+    return _update(belief, w * lp, g * lp)
+
+
+def _update(belief: np.ndarray, activity: np.ndarray, regime: np.ndarray) -> np.ndarray:
+    """Each regime's activity belief times exp(`activity`), and each regime weighed by how
+    well it predicted exp(`regime`) (both log-likelihoods broadcast against `[n, J, K]`)."""
+    mass = _lse(belief)                                   # [n, J, 1] log regime weights
+    cls = belief - mass                                   # each regime's activity belief
+    fit = _lse(cls + regime)                              # how well each regime predicted it
+    new = cls + activity
     return _normalised(mass + fit + new - _lse(new))
+
+
+def edge_step(belief: np.ndarray, proba: np.ndarray, switch: np.ndarray, regime_switch,
+              edge_weight, regime_weight) -> np.ndarray:
+    """The belief one clip later, with that clip's edge posterior as evidence. `switch`
+    broadcasts against `[n, J, 1]`, `edge_weight` against `[n, 1, 1]`. Consecutive clips
+    overlap, so the edge's evidence is tempered where it accumulates; a regime that carries
+    nothing (switch 1) cannot count it twice and takes it whole."""
+    return evidence(predict(belief, switch, regime_switch), proba,
+                    1 - (1 - edge_weight) * (1 - switch), regime_weight)
 
 
 @register("belief")
@@ -84,8 +104,8 @@ class BeliefRouter(Router):
     regime_weight: float | None = 1.0         # evidence's weight in judging the regimes
                                               # (None: as for the activity)
     alarm: tuple[int, ...] = ()               # classes the edge claims that are always offloaded
-    answer_from_belief: bool = False          # offloaded clips: the belief after the cloud's
-                                              # answer (else the per-clip fusion's answer)
+    answers: str = "belief"                   # offloaded clips: "belief" (the belief with the
+                                              # cloud's answer in it) or "fusion" (per clip)
     meta: dict = field(default_factory=dict)  # how it was fitted
 
     def __post_init__(self) -> None:
@@ -98,6 +118,9 @@ class BeliefRouter(Router):
                             f"{self.regime_switch}")
         if self.edge_weight < 0 or self.cloud_weight < 0:
             raise DataError("belief router: edge_weight and cloud_weight must be >= 0")
+        if self.answers not in ("belief", "fusion"):
+            raise DataError(f"belief router: answers must be 'belief' or 'fusion', got "
+                            f"{self.answers!r}")
 
     name = "belief"
 
@@ -106,22 +129,19 @@ class BeliefRouter(Router):
         return len(self.switch)
 
     def step(self, state: StreamState, edge: ModelOutput) -> Step:
-        h = np.asarray(self.switch)[None, :, None]
-        # consecutive clips overlap, so the edge's evidence is tempered where it accumulates;
-        # a regime that carries nothing (switch 1) cannot count it twice and takes it whole
-        lb = evidence(predict(state.belief, h, self.regime_switch), edge.proba,
-                      1 - (1 - self.edge_weight) * (1 - h), self.regime_weight)
+        lb = edge_step(state.belief, edge.proba, np.asarray(self.switch)[None, :, None],
+                       self.regime_switch, self.edge_weight, self.regime_weight)
         post = np.exp(lb).sum(axis=1)
         trust = margin(post)
         kept = post
         if self.alarm:
             claim = np.isin(edge.proba.argmax(axis=1), self.alarm)
-            trust = np.where(claim, 0.0, trust)
+            trust = np.where(claim, ALARM, trust)
             kept = np.where(claim[:, None], edge.proba, post)
         return Step(trust, kept, lb)
 
     def answer(self, step: Step, after: StreamState, fused: np.ndarray) -> np.ndarray:
-        if not self.answer_from_belief:
+        if self.answers == "fusion":
             return fused
         return np.exp(after.belief).sum(axis=1)
 
@@ -135,17 +155,75 @@ class BeliefRouter(Router):
                                      self.regime_weight)
         return out
 
-    def to_dict(self) -> dict:
-        return {"router": self.name, "switch": list(self.switch),
+    def late(self, state: StreamState, cloud: np.ndarray, age: int) -> StreamState:
+        """An answer about a clip `age` clips ago tells about now through the switch
+        probability: within a regime of rate h the activity held with probability (1-h)^age,
+        so the answer's evidence is mixed with no evidence in that proportion."""
+        out = super().late(state, cloud, age)
+        keep = (1 - np.asarray(self.switch))[None, :, None] ** age          # [1, J, 1]
+        lp = _log(cloud)[:, None, :]
+
+        def aged(weight) -> np.ndarray:
+            lik = np.exp(weight * lp)
+            return np.log(keep * lik + (1 - keep) * lik.mean(axis=-1, keepdims=True))
+
+        g = self.cloud_weight if self.regime_weight is None else self.regime_weight
+        out.belief = _update(state.belief, aged(self.cloud_weight), aged(g))
+        return out
+
+    # -- one file: router.json beside the bundle's switcher -------------------------------
+    def to_dict(self, classes: tuple[str, ...]) -> dict:
+        """JSON-ready; the alarm classes by name, so the file says what it guards."""
+        return {"router": self.name, "classes": list(classes), "switch": list(self.switch),
                 "regime_switch": self.regime_switch, "edge_weight": self.edge_weight,
-                "cloud_weight": self.cloud_weight, "alarm": list(self.alarm),
+                "cloud_weight": self.cloud_weight, "regime_weight": self.regime_weight,
+                "alarm": [classes[a] for a in self.alarm], "answers": self.answers,
                 "meta": self.meta}
 
     @classmethod
-    def from_dict(cls, d: dict) -> BeliefRouter:
-        known = {"switch", "regime_switch", "edge_weight", "cloud_weight", "alarm", "meta"}
+    def from_dict(cls, d: dict, classes: tuple[str, ...]) -> BeliefRouter:
+        """The router of `to_dict`, for an edge model with these classes (the file's must be
+        the same, in the same order)."""
+        if not isinstance(d, dict) or d.get("router") != "belief":
+            raise DataError("not a belief router file (its 'router' is not 'belief')")
+        if list(d.get("classes", classes)) != list(classes):
+            raise DataError(f"the router was fitted for classes {d.get('classes')}, the edge "
+                            f"model has {list(classes)}")
+        unknown = [c for c in d.get("alarm", []) if c not in classes]
+        if unknown:
+            raise DataError(f"router alarm classes {unknown} are not among {list(classes)}")
+        known = {"switch", "regime_switch", "edge_weight", "cloud_weight", "regime_weight",
+                 "answers", "meta"}
         try:
-            return cls(**{k: (tuple(v) if k in ("switch", "alarm") else v)
-                          for k, v in d.items() if k in known})
+            return cls(**{k: (tuple(v) if k == "switch" else v) for k, v in d.items()
+                          if k in known},
+                       alarm=tuple(classes.index(c) for c in d.get("alarm", [])))
         except (TypeError, ValueError) as exc:
             raise DataError(f"belief router: not a router description ({exc})") from None
+
+    def save(self, path: str | Path, classes: tuple[str, ...]) -> Path:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(self.to_dict(tuple(classes)), indent=1))
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path, classes: tuple[str, ...]) -> BeliefRouter:
+        try:
+            d = json.loads(Path(path).read_text())
+        except FileNotFoundError:
+            raise DataError(f"router file not found: {path}") from None
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise DataError(f"{path}: not a JSON router file ({exc})") from None
+        try:
+            return cls.from_dict(d, tuple(classes))
+        except DataError as exc:
+            raise DataError(f"{path}: {exc}") from None
+
+
+def belief_router(sc, classes: tuple[str, ...]) -> BeliefRouter:
+    """The belief router of a `[stream]` config table (edgeswitch.config.StreamConfig) for an
+    edge model with these classes (alarm classes it does not have are left out)."""
+    return BeliefRouter(switch=(sc.switch, 1.0), edge_weight=sc.edge_weight,
+                        cloud_weight=sc.cloud_weight, answers=sc.answers,
+                        alarm=tuple(classes.index(c) for c in sc.alarm if c in classes))

@@ -112,6 +112,20 @@ def sweep(router: Router, edge: ModelOutput, cloud: np.ndarray, answer: np.ndarr
     return SweptPath(off, lab, th)
 
 
+def offload_rates(router: Router, edge: ModelOutput, cloud: np.ndarray, answer: np.ndarray,
+                  streams: Sequence[np.ndarray], thresholds: np.ndarray
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """Per threshold, the share of the streams' clips the router offloads, and the trust of
+    every clip `[thresholds, n]` (as the router read it in that run)."""
+    n = len(edge)
+    idx, valid = padded(streams)
+    S, m = len(streams), len(thresholds)
+    th = np.repeat(np.asarray(thresholds, float), S)
+    off, _, trust = run_rows(router, edge, cloud, answer, np.tile(idx, (m, 1)),
+                             np.tile(valid, (m, 1)), lambda t, rows: t < th[rows])
+    return _flat(n, idx, valid, off).mean(axis=1), _flat(n, idx, valid, trust)
+
+
 def run_streams(router: Router, edge: ModelOutput, cloud: np.ndarray, answer: np.ndarray,
                 streams: Sequence[np.ndarray],
                 decide: Callable[[np.ndarray], np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
