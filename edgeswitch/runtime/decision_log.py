@@ -56,7 +56,10 @@ CREATE TABLE IF NOT EXISTS decisions (
     cloud_label TEXT,
     cloud_proba TEXT,                -- JSON list
     edge_ms REAL, cloud_ms REAL, total_ms REAL, attempts INTEGER,
-    device TEXT                      -- the credential the cloud server took (NULL: not asked)
+    device TEXT,                     -- the credential the cloud server took (NULL: not asked)
+    stream TEXT,                     -- the clip's stream (device, camera, recording)
+    cloud_age REAL                   -- the state the router read: clips since the stream's
+                                     -- cloud last answered (NULL: never)
 );
 CREATE INDEX IF NOT EXISTS decisions_time ON decisions (time);
 """
@@ -99,6 +102,8 @@ class Decision:
     attempts: int
     time: float = 0.0
     device: str | None = None  # the device the cloud server says this client's token is
+    stream: str | None = None
+    cloud_age: float | None = None  # clips since the stream's cloud last answered (None: never)
 
     def __post_init__(self) -> None:
         if self.fallback_reason is not None:  # a known reason, or the log's summary lies
@@ -116,8 +121,8 @@ class DecisionLog:
         self.readonly = classes is None
         self.db = self._open_reader() if self.readonly else self._open_writer(durable)
         self._lock = threading.Lock()
-        if classes is not None:  # a writer: a log from before the device column gets it
-            add_device_column(self.db, self.path)
+        if classes is not None:  # a writer: a log from before the newer columns gets them
+            add_new_columns(self.db, self.path)
         meta = dict(self.db.execute("SELECT key, value FROM meta").fetchall())
         if classes is not None:
             stored = json.loads(meta["classes"]) if "classes" in meta else None
@@ -207,7 +212,8 @@ class DecisionLog:
                  np.asarray(d.edge_embedding, "<f4").tobytes(),
                  None if d.cloud_proba is None else self.classes[int(np.argmax(d.cloud_proba))],
                  None if d.cloud_proba is None else _json(d.cloud_proba),
-                 d.edge_ms, d.cloud_ms, d.total_ms, d.attempts, d.device) for d in decisions]
+                 d.edge_ms, d.cloud_ms, d.total_ms, d.attempts, d.device, d.stream,
+                 d.cloud_age) for d in decisions]
         if self.readonly:
             raise LogWriteError(f"{self.path} was opened to read; it takes no rows")
         try:
@@ -222,7 +228,7 @@ class DecisionLog:
                 "INSERT INTO decisions (time, clip_id, grp, label, answered_by, verified, "
                 "fallback_reason, offloaded, shadow, score, edge_label, edge_proba, "
                 "edge_embedding, cloud_label, cloud_proba, edge_ms, cloud_ms, total_ms, attempts,"
-                " device) VALUES (" + ", ".join("?" * 20) + ")", rows)
+                " device, stream, cloud_age) VALUES (" + ", ".join("?" * 22) + ")", rows)
             if before_commit is not None:
                 before_commit()
 
@@ -374,15 +380,17 @@ def _is_log(db: sqlite3.Connection) -> bool:
     return READ_COLUMNS <= cols
 
 
-def add_device_column(db: sqlite3.Connection, path: Path) -> None:
-    """Migrate a log written before the `device` column (NULL in its old rows)."""
+def add_new_columns(db: sqlite3.Connection, path: Path) -> None:
+    """Migrate a log written before the `device`, `stream` or `cloud_age` columns (NULL in its
+    old rows)."""
     columns = {row[1] for row in db.execute("PRAGMA table_info(decisions)")}
-    if "device" not in columns:
-        try:
-            with db:
-                db.execute("ALTER TABLE decisions ADD COLUMN device TEXT")
-        except sqlite3.Error as exc:
-            raise DataError(f"{path}: cannot add the device column: {exc}") from None
+    for name, kind in (("device", "TEXT"), ("stream", "TEXT"), ("cloud_age", "REAL")):
+        if name not in columns:
+            try:
+                with db:
+                    db.execute(f"ALTER TABLE decisions ADD COLUMN {name} {kind}")
+            except sqlite3.Error as exc:
+                raise DataError(f"{path}: cannot add the {name} column: {exc}") from None
 
 
 def _json(p: np.ndarray) -> str:
