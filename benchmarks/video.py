@@ -94,12 +94,12 @@ def sent_bytes(clips, edge) -> dict[str, float]:
 
 def loop_ab(n: int, path, spec, edge, router, op, threads: int, n_frames: int) -> dict:
     """The per-clip `HybridClassifier.classify` loop (what `watch` ran before) against
-    `video.live.Watch`, alternating pass by pass in this process: the loop's own cost, free of
+    `video.live.watch`, alternating pass by pass in this process: the loop's own cost, free of
     run-to-run differences of a busy machine. CPU seconds per pass."""
     from edgeswitch.cloud.client import NoCloud
     from edgeswitch.runtime.hybrid import HybridClassifier
     from edgeswitch.video.edge_models import PoseExtractor
-    from edgeswitch.video.live import Watch, WatchOutputs
+    from edgeswitch.video.live import WatchOutputs, watch
 
     cpu: dict[str, list[float]] = {"plain": [], "watch": []}
     for i in range(2 * n):
@@ -112,8 +112,8 @@ def loop_ab(n: int, path, spec, edge, router, op, threads: int, n_frames: int) -
                 hybrid.classify([clip], [clip.clip_id], [clip.source])
         else:
             with open(os.devnull, "w") as sink:
-                Watch(hybrid, None, WatchOutputs(sink, events=sink), VideoConfig()).run(
-                    iter_clips(path, spec))
+                watch(hybrid, None, WatchOutputs(sink, events=sink), VideoConfig(),
+                      iter_clips(path, spec))
         cpu[kind].append(time.process_time() - c0)
     return {k: {"cpu_seconds": v, "median": n_frames / float(np.median(v))}
             for k, v in cpu.items()}
@@ -203,7 +203,7 @@ def main() -> int:
     _, sw_t = timed(sw.trust, one, repeat=200)
 
     # end to end: watch's loop, edge only, a fresh pose cache per pass
-    from edgeswitch.video.live import Watch, WatchOutputs
+    from edgeswitch.video.live import WatchOutputs, watch
 
     op = OperatingPoint("offload", 0.5, 0.5)
     passes, cpu = [], []  # wall and CPU seconds per pass (CPU: less hurt by a busy machine)
@@ -212,8 +212,8 @@ def main() -> int:
         hybrid = HybridClassifier(edge, SwitcherRouter(sw), NoCloud(edge.classes_), op)
         with open(os.devnull, "w") as sink:
             c0, t0 = time.process_time(), time.perf_counter()
-            n_clips = Watch(hybrid, None, WatchOutputs(sink, events=sink), VideoConfig()).run(
-                iter_clips(path, spec)).clips
+            n_clips = watch(hybrid, None, WatchOutputs(sink, events=sink), VideoConfig(),
+                            iter_clips(path, spec)).clips
             passes.append(time.perf_counter() - t0)
             cpu.append(time.process_time() - c0)
     e2e_fps = n_frames / min(passes)

@@ -39,6 +39,8 @@ FeatureGroup = Literal["proba", "confidence", "embedding"]    # edgeswitch.switc
 SwitcherFamily = Literal["linear", "mlp", "gbt"]              # edgeswitch.switcher registry
 SwitcherTarget = Literal["hard", "soft", "gain"]              # edgeswitch.switcher.select
 VlmConstraint = Literal["json_schema", "guided_choice", "none"]  # edgeswitch.video.vlm
+StreamMode = Literal["recording", "subject", "none"]          # edgeswitch.data.streams
+StreamRouterName = Literal["belief", "switcher"]               # edgeswitch.switcher.stream
 ARCHS: tuple[str, ...] = get_args(Arch)
 FEATURE_GROUPS: tuple[str, ...] = get_args(FeatureGroup)
 TARGETS: tuple[str, ...] = get_args(SwitcherTarget)
@@ -91,6 +93,37 @@ class FusionConfig:
                                "cloud, its edge weight fitted on DMD records (no labels); "
                                "fixed: edge_weight as given")] = "dmd"
     edge_weight: Annotated[Float, describe("fixed: the edge's weight in the fusion", ge=0)] = 1.0
+
+
+@dataclass(config=_STRICT)
+class StreamConfig:
+    """The router a device runs over its stream of clips (see edgeswitch/switcher/stream.py)."""
+
+    router: Annotated[StreamRouterName,
+                      describe("what `demo` deploys: belief (a per-stream belief that carries "
+                               "the cloud's answers and the edge's recent evidence) or "
+                               "switcher (the DMD switcher, each clip alone)")] = "belief"
+    answers: Annotated[Literal["belief", "fusion"],
+                       describe("belief router: an offloaded clip is answered by the belief "
+                                "with the cloud's answer in it, or by the per-clip fusion")] = \
+        "belief"
+    fit: Annotated[StrictBool, describe("fit the belief's switch rate and evidence weights on "
+                                        "the unlabelled pool streams (DMD: the cloud is the "
+                                        "teacher); else use the values below")] = True
+    switch: Annotated[Float, describe("belief: per clip, the chance the activity changes "
+                                      "(a memoryless regime runs beside it)", gt=0, lt=1)] = 0.02
+    edge_weight: Annotated[Float, describe("belief: weight of each clip's edge posterior as "
+                                           "evidence (consecutive clips overlap)", gt=0,
+                                           le=1)] = 0.3
+    cloud_weight: Annotated[Float, describe("belief: weight of a cloud answer as evidence",
+                                            gt=0)] = 1.0
+    alarm: Annotated[list[StrictStr], describe("classes the edge claims that are always "
+                                               "offloaded, whatever the belief carries (a "
+                                               "fall); ignored when not a class")] = \
+        field(default_factory=lambda: ["fall"])
+    max_streams: Annotated[StrictInt, describe("streams whose state a device process keeps "
+                                               "(the least recently seen is forgotten)",
+                                               ge=1)] = 10_000
 
 
 @dataclass(config=_STRICT)
@@ -269,6 +302,10 @@ class VideoConfig:
                                                ge=1)] = 8
     drain_s: Annotated[Float, describe("watch: at the end, how long pending cloud answers are "
                                        "awaited", ge=0)] = 30.0
+    cloud_wait: Annotated[StrictBool, describe("watch: a stream's next clip waits for its "
+                                               "pending cloud answer (a recording replayed "
+                                               "offline gets the decisions of `benchmark`; "
+                                               "never for a live source)")] = False
     event_on: Annotated[Float, describe("fall events: a clip with P(fall) at least this opens "
                                         "an event", gt=0, le=1)] = 0.5
     event_off: Annotated[Float, describe("fall events: clips below this P(fall) count towards "
@@ -350,6 +387,10 @@ class RunConfig:
         field(default_factory=lambda: [0.5, 0.2, 0.1, 0.2])
     split_groups: Annotated[dict[str, list[str]], describe("groups fixed to a split")] = \
         field(default_factory=dict)
+    streams: Annotated[StreamMode, describe("which clips form a stream: recording (as the "
+                                            "data set gives them), subject (each subject's "
+                                            "recordings one after another, in a seeded random "
+                                            "order) or none (every clip alone)")] = "subject"
     window_s: Annotated[Float, describe("sensor window, seconds", gt=0)] = 2.0
     stride_s: Annotated[Float, describe("sensor window stride, seconds", gt=0)] = 1.0
     edge: ModelConfig = field(default_factory=lambda: ModelConfig(
@@ -358,6 +399,7 @@ class RunConfig:
         arch="cloud-resnet", arch_params={"width": 64}, epochs=40))
     switcher: SwitcherConfig = field(default_factory=SwitcherConfig)
     fusion: FusionConfig = field(default_factory=FusionConfig)
+    stream: StreamConfig = field(default_factory=StreamConfig)
     benchmark: BenchmarkConfig = field(default_factory=BenchmarkConfig)
     calibration: CalibrationConfig = field(default_factory=CalibrationConfig)
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)

@@ -56,7 +56,8 @@ def test_fold_errors_name_the_problem():
 
 def test_fold_evaluation_reads_no_label_before_evaluating(tmp_path, monkeypatch):
     """Shuffling the test and pool labels changes the scores, never a choice: fusion weight,
-    selected switcher, thresholds and DMD switcher scores stay identical."""
+    selected switcher, the stream router's fitted settings, thresholds and DMD switcher scores
+    stay identical."""
     from edgeswitch.benchmark import evaluate as ev
     from edgeswitch.benchmark.outputs import FoldOutputs
     from edgeswitch.config import load_config
@@ -72,6 +73,12 @@ def test_fold_evaluation_reads_no_label_before_evaluating(tmp_path, monkeypatch)
         arrays[f"members_{part}_p"] = np.stack([pe, rng.dirichlet(np.ones(k), n)])
         arrays[f"groups_{part}"] = np.repeat([f"{part}{i}" for i in range(4)], n // 4)
         arrays[f"ids_{part}"] = np.arange(n).astype(str)
+        # four streams of 30 clips whose edge and cloud hold one answer for a while
+        arrays[f"streams_{part}"] = np.repeat([f"{part}{i}" for i in range(4)], n // 4)
+        arrays[f"t_{part}"] = np.tile(np.arange(n // 4, dtype=float), 4)
+        held = np.repeat(rng.integers(0, k, n // 10), 10)
+        arrays[f"cloud_{part}_p"][np.arange(n), held] += 2.0
+        arrays[f"cloud_{part}_p"] /= arrays[f"cloud_{part}_p"].sum(axis=1, keepdims=True)
     arrays["macs"] = np.array([100, 10_000, 200])
     cfg = load_config(dataset="basicmotions")
     cfg.fusion.method = "dmd"
@@ -88,9 +95,11 @@ def test_fold_evaluation_reads_no_label_before_evaluating(tmp_path, monkeypatch)
     assert a["fusion"] == b["fusion"]
     assert a["switchers"]["dmd-cv+fusion"]["chosen"] == b["switchers"]["dmd-cv+fusion"]["chosen"]
     assert a["switchers"]["dmd-cv+fusion"]["cv"] == b["switchers"]["dmd-cv+fusion"]["cv"]
-    for name in ("dmd", "dmd+fusion", "entropy", "abc"):
+    assert a["switchers"]["belief"] == b["switchers"]["belief"]
+    for name in ("dmd", "dmd+fusion", "entropy", "abc", "belief", "belief-fusion-answers"):
         assert a["routers"][name]["operating_point"]["offload_rate"] == \
             b["routers"][name]["operating_point"]["offload_rate"]
+    assert a["routers"]["belief"]["auc"] != b["routers"]["belief"]["auc"]  # labels do count
 
 
 @pytest.mark.slow

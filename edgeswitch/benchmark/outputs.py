@@ -16,7 +16,7 @@ import numpy as np
 from edgeswitch.benchmark.folds import Fold, check_fold_classes
 from edgeswitch.config import RunConfig
 from edgeswitch.data.augment import rotated_views
-from edgeswitch.data.clips import ClipBatch
+from edgeswitch.data.clips import ClipBatch, stream_lists
 from edgeswitch.models.base import ModelOutput, check_same_classes
 
 PARTS = ("pool", "calib", "test")
@@ -36,6 +36,24 @@ class FoldOutputs:
     def cloud(self, part: str) -> np.ndarray:
         return self.arrays[f"cloud_{part}_p"]
 
+    def stream_lists(self, part: str) -> list[np.ndarray]:
+        """Each stream's clip indices in time order (`attach_streams`; without: each clip
+        alone)."""
+        if f"streams_{part}" not in self.arrays:
+            return [np.asarray([i]) for i in range(len(self.arrays[f"ids_{part}"]))]
+        return stream_lists(self.arrays[f"streams_{part}"], self.arrays[f"t_{part}"])
+
+    def attach_streams(self, data: ClipBatch) -> FoldOutputs:
+        """The streams and times of `data` (the run's, with its `streams` setting) for each
+        part's clips, by clip id: they are a setting of the evaluation, not of the stored
+        model outputs."""
+        where = {cid: i for i, cid in enumerate(data.ids)}
+        for part in PARTS:
+            idx = np.asarray([where[str(c)] for c in self.arrays[f"ids_{part}"]], np.int64)
+            self.arrays[f"streams_{part}"] = data.streams[idx]
+            self.arrays[f"t_{part}"] = data.t[idx]
+        return self
+
     def members(self, part: str) -> np.ndarray:
         """`[k, n, K]`: the ABC ensemble's probabilities, the deployed edge first."""
         return self.arrays[f"members_{part}_p"]
@@ -45,8 +63,9 @@ class FoldOutputs:
 
     def save(self, path: Path) -> Path:
         tmp = path.with_name(path.name + ".tmp")
+        arrays = {k: v for k, v in self.arrays.items() if not k.startswith(("streams_", "t_"))}
         with open(tmp, "wb") as fh:
-            np.savez(fh, classes=np.asarray(self.classes), **self.arrays)
+            np.savez(fh, classes=np.asarray(self.classes), **arrays)
         tmp.replace(path)  # atomic: a killed run never leaves half a file under the real name
         return path
 

@@ -30,6 +30,8 @@ def _key(*parts) -> str:
 
 def default_router(cfg: RunConfig) -> str:
     """The router `demo` deploys under this config, by its benchmark name."""
+    if cfg.stream.router == "belief" and cfg.streams != "none":
+        return "belief"
     return "dmd+fusion" if cfg.fusion.method != "none" else "dmd"
 
 
@@ -38,10 +40,10 @@ def run_benchmark(cfg: RunConfig, out_dir: Path, cache_dir: Path | None = None,
     from tqdm.auto import tqdm
 
     from edgeswitch.models.cache import fingerprint
-    from edgeswitch.pipeline import load_data
+    from edgeswitch.pipeline import run_data
 
     t0 = time.perf_counter()
-    data = load_data(cfg) if data is None else data
+    data = run_data(cfg, data)
     b = cfg.benchmark
     folds = make_folds(data, b.folds, b.repeats, cfg.seed, tuple(cfg.splits))
     data_key = fingerprint(data)
@@ -54,7 +56,7 @@ def run_benchmark(cfg: RunConfig, out_dir: Path, cache_dir: Path | None = None,
         okey = _key(__version__, data_key, fold.to_dict(), asdict(cfg.edge), asdict(cfg.cloud),
                     b.abc_members, cfg.edge.rotate_deg, cfg.window_s, cfg.stride_s)
         rkey = _key(okey, EVAL_VERSION, asdict(cfg.switcher), asdict(cfg.fusion),
-                    asdict(cfg.calibration))
+                    asdict(cfg.calibration), asdict(cfg.stream), cfg.streams)
         t = time.perf_counter()
         outputs_path, result_path = fdir / "outputs.npz", fdir / "result.json"
         bar.set_postfix_str(f"{fold.name}: models")
@@ -65,6 +67,7 @@ def run_benchmark(cfg: RunConfig, out_dir: Path, cache_dir: Path | None = None,
             outputs = fold_outputs(cfg, fold, data, cache_dir, progress)
             outputs.save(outputs_path)
             (fdir / "outputs.key").write_text(okey)
+        outputs.attach_streams(data)
         timings["train_and_outputs"] += time.perf_counter() - t
         t = time.perf_counter()
         bar.set_postfix_str(f"{fold.name}: routers")
@@ -81,7 +84,11 @@ def run_benchmark(cfg: RunConfig, out_dir: Path, cache_dir: Path | None = None,
         timings["evaluate"] += time.perf_counter() - t
         results.append(res)
     bar.close()
-    summary = summarise(results, b.bootstrap, default_router(cfg))
+    default = default_router(cfg)
+    if default not in results[0]["routers"]:  # no streams to route: the per-clip switcher
+        default = "dmd+fusion" if cfg.fusion.method != "none" else "dmd"
+    summary = summarise(results, b.bootstrap, default, cfg.streams,
+                        "+fusion" if cfg.fusion.method != "none" else "")
     return {"dataset": cfg.dataset, "classes": list(data.classes), "n_clips": len(data),
             "n_groups": int(len(set(data.groups.tolist()))), "folds": results,
             "summary": summary, "config": cfg.to_dict(),

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from edgeswitch.benchmark.evaluate import CONFIDENCE
+from edgeswitch.benchmark.evaluate import CONFIDENCE, STREAM_ROUTERS
 
 TIE = 1e-4   # paired area differences this small count as ties
 
@@ -33,13 +33,37 @@ def fold_metrics(fold: dict, name: str) -> dict[str, float]:
     nan = float("nan")
     return {"auc": r["auc"], "offload_to_match_cloud": 1.0 if match is None else match,
             "oracle_gain_share": np.nan if share is None else share,
+            "gain_over_cloud_at_0.2": r["accuracy_at"]["0.2"] - fold["cloud_accuracy"],
             "gain_over_cloud_at_0.5": r["accuracy_at"]["0.5"] - fold["cloud_accuracy"],
             "accuracy_at_operating_point": op.get("accuracy", nan),
             "offload_at_operating_point": op.get("offload_rate", nan),
             "compute_vs_cloud": op.get("compute_vs_cloud", nan)}
 
 
-def summarise(folds: list[dict], n_boot: int, default_router: str) -> dict:
+def paired(folds: list[dict], name: str, ref: str, n_boot: int, part: str = "routers") -> dict:
+    """`name`'s area minus `ref`'s, fold by fold (`name`'s from `part`: the routers, or the
+    shuffled control): mean with CI, and wins / ties / losses."""
+    d = np.array([f[part][name]["auc"] - f["routers"][ref]["auc"] for f in folds])
+    return {"reference": ref, "auc_diff": mean_ci(d.tolist(), n_boot),
+            "wins": int((d > TIE).sum()), "ties": int((np.abs(d) <= TIE).sum()),
+            "losses": int((d < -TIE).sum())}
+
+
+def per_clip_default(folds: list[dict], suffix: str) -> str | None:
+    """The best per-clip router a device could run (no oracle, no labels) with the answers a
+    stream router gives (`suffix`: "+fusion" or ""), by its mean area over all folds."""
+    names = [n for n in folds[0]["routers"] if n not in STREAM_ROUTERS
+             and n.endswith(suffix) and (suffix or not n.endswith("+fusion"))
+             and n.removesuffix(suffix) not in ("oracle", "supervised")]
+    if not names:
+        return None
+    return max(names, key=lambda n: np.mean([f["routers"][n]["auc"] for f in folds]))
+
+
+def summarise(folds: list[dict], n_boot: int, default_router: str, streams: str = "none",
+              answers: str = "+fusion") -> dict:
+    """The summary of benchmark.json; `streams` names the run's streams, `answers` the suffix
+    of the per-clip routers whose offloaded clips are answered as the stream routers' are."""
     names = list(folds[0]["routers"])
     routers = {}
     for name in names:
@@ -54,18 +78,22 @@ def summarise(folds: list[dict], n_boot: int, default_router: str) -> dict:
         if not conf:
             continue
         best = max(conf, key=lambda c: routers[c]["auc"]["mean"])
-        ref = np.array([f["routers"][best]["auc"] for f in folds])
         for name in names:
-            if not name.endswith(suffix) or (suffix == "" and name.endswith("+fusion")):
+            if not name.endswith(suffix) or (suffix == "" and name.endswith("+fusion")) \
+                    or name in STREAM_ROUTERS:
                 continue
-            d = np.array([f["routers"][name]["auc"] for f in folds]) - ref
-            vs[name] = {"reference": best, "auc_diff": mean_ci(d.tolist(), n_boot),
-                        "wins": int((d > TIE).sum()), "ties": int((np.abs(d) <= TIE).sum()),
-                        "losses": int((d < -TIE).sum())}
+            vs[name] = paired(folds, name, best, n_boot)
+    ref = per_clip_default(folds, answers)
+    stream = [n for n in STREAM_ROUTERS if n in folds[0]["routers"]]
+    vs_clip = {n: paired(folds, n, ref, n_boot) for n in stream} if ref else {}
+    shuffled = {n: {"reference": ref, "auc_diff_vs_per_clip":
+                    paired(folds, n, ref, n_boot, "shuffled")["auc_diff"]}
+                for n in stream if ref and all(n in f.get("shuffled", {}) for f in folds)}
     edge = [f["edge_accuracy"] for f in folds]
     cloud = [f["cloud_accuracy"] for f in folds]
     gap = np.asarray(cloud) - np.asarray(edge)
     return {"routers": routers, "vs_best_confidence": vs, "default_router": default_router,
+            "streams": streams, "vs_per_clip_default": vs_clip, "shuffled_control": shuffled,
             "edge_accuracy": mean_ci(edge, n_boot), "cloud_accuracy": mean_ci(cloud, n_boot),
             "cloud_minus_edge": mean_ci(gap.tolist(), n_boot) | {
                 "folds_at_least_3_points": int((gap >= 0.03).sum()), "folds": len(folds)}}

@@ -56,6 +56,7 @@ def deployed_args(p: argparse.ArgumentParser) -> None:
     """What a deployed hybrid reads besides its models: switcher, operating point, fusion, and
     where its decisions are logged."""
     p.add_argument("--switcher", required=True, help="switcher (.npz) from train-switcher")
+    router_arg(p)
     p.add_argument("--op", required=True, help="operating point JSON from calibrate")
     fusion_arg(p)
     p.add_argument("--log", default=None, help="append every decision to this SQLite file")
@@ -97,21 +98,60 @@ def load_checked_switcher(path: str, edge):
     return sw
 
 
+def router_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--router", default=None,
+                   help="stream router file (router.json, from demo or train-switcher; default: "
+                   "router.json beside --switcher when there is one; 'none': the switcher "
+                   "judges each clip alone)")
+
+
+def load_router(args, edge, classes: tuple[str, ...] | None = None):
+    """The router a deployed run routes with: --router FILE (a belief router), router.json
+    beside --switcher, or (`--router none`, or no such file) the switcher per clip. Without an
+    edge model (records only), `classes` are the label set."""
+    from edgeswitch.switcher import load_switcher
+    from edgeswitch.switcher.routers import SwitcherRouter
+    from edgeswitch.switcher.stream import BeliefRouter
+
+    choice = getattr(args, "router", None)
+    beside = Path(args.switcher).with_name("router.json")
+    if choice == "none" or (choice is None and not beside.exists()):
+        return SwitcherRouter(load_checked_switcher(args.switcher, edge) if edge is not None
+                              else load_switcher(args.switcher))
+    return BeliefRouter.load(choice or beside, tuple(edge.classes_ if edge is not None
+                                                     else classes))
+
+
+def check_router_op(router, op, op_path) -> None:
+    """An operating point's threshold means something for the router it was calibrated for
+    only: a belief router's (its trust in its belief) or a per-clip switcher's."""
+    made_for = op.params.get("router")
+    if router.stateful and made_for != router.name:
+        raise EdgeSwitchError(f"--op {op_path} was calibrated for per-clip scores, and the run "
+                              f"routes with the {router.name} router: calibrate again with its "
+                              "router file (edgeswitch calibrate --router ...)")
+    if not router.stateful and made_for == "belief":
+        raise EdgeSwitchError(f"--op {op_path} was calibrated for the belief router: give its "
+                              "router file (--router router.json)")
+
+
 def make_hybrid(args, edge, cloud, shadow_rate: float = 0.0):
-    """The hybrid of a deployed run: --switcher, --op, --fusion and (--log) its decision log."""
+    """The hybrid of a deployed run: its router (--router, or --switcher per clip), --op,
+    --fusion and (--log) its decision log."""
     from edgeswitch.models.base import model_identity
     from edgeswitch.runtime.decision_log import DecisionLog
     from edgeswitch.runtime.hybrid import HybridClassifier
     from edgeswitch.switcher import OperatingPoint
-    from edgeswitch.switcher.routers import SwitcherRouter
 
-    sw = load_checked_switcher(args.switcher, edge)
+    router = load_router(args, edge)
     op = OperatingPoint.load(args.op)
+    check_router_op(router, op, args.op)
     fusion = load_fusion(args)
     log = DecisionLog(args.log, edge.classes_, model_identity(edge), cloud.name) \
         if args.log else None
-    return HybridClassifier(edge, SwitcherRouter(sw), cloud, op, log=log,
-                            shadow_rate=shadow_rate, fusion=fusion)
+    cfg = resolve_config(args)
+    return HybridClassifier(edge, router, cloud, op, log=log, shadow_rate=shadow_rate,
+                            fusion=fusion, max_streams=cfg.stream.max_streams)
 
 
 def close_hybrid(hybrid) -> None:

@@ -134,7 +134,8 @@ def make_cloud(args, classes: tuple[str, ...], runtime):
     token = resolve_token(args.token_file) if args.cloud_url else None
     cloud = CloudSpec(model=args.cloud, url=args.cloud_url, token=token,
                       served_model=args.model, ca_cert=args.ca_cert,
-                      client_cert=args.tls_client_cert, client_key=args.tls_client_key,
+                      client_cert=getattr(args, "tls_client_cert", None),
+                      client_key=getattr(args, "tls_client_key", None),
                       runtime=runtime).build(classes)
     if args.cloud_url and args.model:
         _check_served_model(cloud, args.cloud_url, args.model)
@@ -155,6 +156,7 @@ def _check_served_model(cloud, url: str, model: str) -> None:
 
 
 def cmd_classify(args) -> int:
+    import numpy as np
     from tqdm.auto import tqdm
 
     from edgeswitch.models import OnnxClassifier
@@ -175,10 +177,15 @@ def cmd_classify(args) -> int:
 
         drift = open_drift(hybrid.operating_point, cfg.drift, len(edge.classes_), hybrid.log)
         batch = cfg.runtime.batch
-        items = (StreamItem(clips.X[i:i + batch], clips.ids[i:i + batch],
-                            clips.groups[i:i + batch])
-                 for i in tqdm(range(0, len(clips), batch), desc="classify",
-                               disable=args.quiet, unit="call"))
+        # a file's streams in time order, one after another; a file that names none is one
+        # stream (a device's recording)
+        order = clips.stream_order()
+        streams = clips.streams if clips.streams_given else np.full(len(clips), clips.name)
+        items = (StreamItem(clips.X[idx], clips.ids[idx], clips.groups[idx],
+                            streams=streams[idx])
+                 for idx in (order[i:i + batch] for i in tqdm(
+                     range(0, len(clips), batch), desc="classify", disable=args.quiet,
+                     unit="call")))
         try:
             out = out_file(args.out)
             with out.open("w") as fh:

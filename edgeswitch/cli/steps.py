@@ -12,13 +12,16 @@ from pathlib import Path
 import numpy as np
 
 from edgeswitch.cli.common import (
+    check_router_op,
     data_args,
     fusion_arg,
     load_checked_switcher,
     load_fusion,
     load_models,
+    load_router,
     load_split,
     out_file,
+    router_arg,
 )
 from edgeswitch.cli.flags import config_arg, config_flags, resolve_config
 from edgeswitch.errors import EdgeSwitchError
@@ -56,7 +59,7 @@ def records_config(args):
 
 
 def cmd_train_switcher(args) -> int:
-    from edgeswitch.pipeline import fit_fusion, train_switcher
+    from edgeswitch.pipeline import fit_fusion, fit_router, train_switcher
 
     records, cfg = records_config(args)
     sc = cfg.switcher
@@ -69,6 +72,15 @@ def cmd_train_switcher(args) -> int:
         fpath = fusion.save(Path(args.fusion_out) if args.fusion_out else
                             out.with_name("fusion.json"))
         note = f"; fusion edge weight {fusion.weight:.2f} (fitted without labels) -> {fpath}"
+    router = fit_router(cfg, records, sw, fusion, records.classes)
+    rpath = Path(args.router_out) if args.router_out else out.with_name("router.json")
+    if router.stateful:
+        router.save(rpath, records.classes)
+        note += (f"; belief router (switch {router.switch[0]:g}, edge weight "
+                 f"{router.edge_weight:g}, cloud weight {router.cloud_weight:g}, fitted on "
+                 f"{len(records.stream_lists())} unlabelled streams) -> {rpath}")
+    else:
+        rpath.unlink(missing_ok=True)  # the bundle routes each clip with this switcher
     print(f"switcher: {sc.family}, target {sc.target}, {sw.n_params} params, {sw.macs} MACs/clip, "
           f"{len(records)} DMD records; wrote {out}{note}")
     return 0
@@ -114,10 +126,50 @@ def _calibration_inputs(args, cfg, records):
         (edge_out.label, len(edge.classes_), clips.X, clips.ids)
 
 
+def _calibrate_stream_router(args, cfg, records, router):
+    """A stream router's operating point: run over the calibration streams (clips with the
+    edge and cloud models, or --dmd records of them) with the cloud answering what it
+    offloads."""
+    from edgeswitch.pipeline import Costs, calibrate_router, check_clip_classes, measure_costs
+
+    fusion = load_fusion(args)
+    if records is not None:
+        from edgeswitch.switcher.calibrate import calibrate_stream
+
+        c = cfg.calibration
+        if c.mode != "offload":
+            raise EdgeSwitchError("a stream router from --dmd records calibrates in offload "
+                                  "mode only (budget times the models on clips)")
+        answer = records.cloud_proba if fusion is None else \
+            fusion.combine(records.edge_proba, records.cloud_proba)
+        op, scores = calibrate_stream(router, records.edge, records.cloud_proba, answer,
+                                      records.stream_lists(), c.rate, c.adaptive, c.step)
+        return op, len(scores)
+    if not (args.data and args.edge and args.cloud):
+        raise EdgeSwitchError("calibrating a stream router runs it with the cloud answering: "
+                              "give --data, --edge and --cloud (or --dmd records)")
+    clips, _, _ = load_split(args)
+    edge, cloud = load_models(args)
+    check_clip_classes(clips, edge)
+    costs = measure_costs(edge, router, cloud, clips.X, cfg.latency_calls) \
+        if cfg.calibration.mode == "budget" else Costs(0, 0, 1, 0, 0, 1)
+    pool = np.linspace(0, 1, 1001)
+    return calibrate_router(cfg, router, edge, cloud, fusion, clips, costs, pool), len(clips)
+
+
 def cmd_calibrate(args) -> int:
     from edgeswitch.pipeline import calibrate
 
     records, cfg = records_config(args) if args.dmd else (None, resolve_config(args))
+    router = load_router(args, None, records.classes if records is not None else
+                         _model_classes(args))
+    if router.stateful:
+        op, n = _calibrate_stream_router(args, cfg, records, router)
+        op.save(out_file(args.out))
+        print(f"{op.mode}: threshold {op.threshold:.4f} on the {router.name} router's trust, "
+              f"offloads {op.calib_offload_rate:.1%} of {n} calibration clips (run as streams "
+              f"with the cloud answering); wrote {args.out}")
+        return 0
     sw, scores, disagree, costs, (edge_labels, n_classes, X, ids) = \
         _calibration_inputs(args, cfg, records)
     if cfg.calibration.mode != "disagreement":
@@ -138,6 +190,15 @@ def cmd_calibrate(args) -> int:
     return 0
 
 
+def _model_classes(args) -> tuple[str, ...] | None:
+    """The edge model's classes (a router file names the classes it was fitted for)."""
+    if not getattr(args, "edge", None):
+        return None
+    from edgeswitch.models import OnnxClassifier
+
+    return tuple(OnnxClassifier(args.edge).classes_)
+
+
 def cmd_evaluate(args) -> int:
     from edgeswitch.evaluation.report import text_table, write_all
     from edgeswitch.pipeline import evaluate_clips, measure_costs
@@ -146,11 +207,13 @@ def cmd_evaluate(args) -> int:
     clips, _, cfg = load_split(args)
     edge, cloud = load_models(args)
     sw = load_checked_switcher(args.switcher, edge)
+    router = load_router(args, edge)
     op = OperatingPoint.load(args.op)
-    costs = measure_costs(edge, sw, cloud, clips.X, cfg.latency_calls)
+    check_router_op(router, op, args.op)
+    costs = measure_costs(edge, router, cloud, clips.X, cfg.latency_calls)
     results = {"dataset": str(args.data),
                **evaluate_clips(edge, cloud, {"dmd": sw}, op, costs, clips, cfg.curve_points,
-                                cfg.seed, fusion=load_fusion(args))}
+                                cfg.seed, fusion=load_fusion(args), router=router)}
     write_all(results, Path(args.out))
     print(text_table(results))
     return 0
@@ -177,13 +240,21 @@ def add_parsers(sub, add_common) -> None:
                        "also fits the fusion on the records (no labels) and writes fusion.json "
                        "beside the switcher. Defaults: the preset of the data set the records "
                        "came from (distill --data names it in them), then the config's "
-                       "[switcher] and [fusion] tables (configs/watch.toml), then the flags.")
+                       "[switcher] and [fusion] tables (configs/watch.toml), then the flags. "
+                       "Records of streams (distill on data that names them) also fit the "
+                       "belief router of [stream] on them, without labels, and write "
+                       "router.json beside the switcher: what classify, watch, calibrate and "
+                       "evaluate then route with.")
     p.add_argument("--dmd", required=True, help="DMD records (.parquet file or sharded folder)")
     config_arg(p)
     config_flags(p, "switcher")
     config_flags(p, "fusion", prefix="fusion-")
+    config_flags(p, "stream", only=("router", "answers", "fit", "switch", "edge_weight",
+                                    "cloud_weight", "alarm"), prefix="stream-")
     config_flags(p, "", only=("seed",))
     p.add_argument("--fusion-out", default=None, help="fusion file (default: beside --out)")
+    p.add_argument("--router-out", default=None, help="router file (default: router.json "
+                   "beside --out)")
     p.add_argument("--out", default="switcher.npz")
     add_common(p)
     p.set_defaults(func=cmd_train_switcher)
@@ -196,14 +267,19 @@ def add_parsers(sub, add_common) -> None:
                        ">= 1 - delta; Clopper-Pearson with Bonferroni over the grid). The "
                        "operating point also carries the clips' drift reference (score quantiles, "
                        "edge class mix), which `classify` and `watch` test the live stream "
-                       "against.")
+                       "against. With a stream router (router.json beside --switcher, or "
+                       "--router) the router is run over the calibration streams with the "
+                       "cloud answering what it offloads (needs --cloud, or --dmd records).")
     data_args(p, "calib", required=False)
     p.add_argument("--edge", default=None, help="edge model (.onnx); not with --dmd")
     p.add_argument("--dmd", default=None,
                    help="or: DMD records of unlabelled calibration clips (any modality, e.g. "
                    "from `distill --data VIDEOS`); offload and disagreement modes")
     p.add_argument("--switcher", required=True)
-    p.add_argument("--cloud", default=None, help="needed for budget and disagreement modes")
+    router_arg(p)
+    fusion_arg(p)
+    p.add_argument("--cloud", default=None, help="needed for budget and disagreement modes, "
+                   "and for a stream router")
     config_flags(p, "calibration")
     p.add_argument("--out", default="operating_point.json")
     add_common(p)
@@ -217,6 +293,7 @@ def add_parsers(sub, add_common) -> None:
     p.add_argument("--edge", required=True)
     p.add_argument("--cloud", required=True)
     p.add_argument("--switcher", required=True)
+    router_arg(p)
     p.add_argument("--op", required=True, help="operating point JSON from `calibrate`")
     fusion_arg(p)
     p.add_argument("--out", default="evaluation")

@@ -10,12 +10,14 @@ from dataclasses import replace
 from pathlib import Path
 
 from edgeswitch.cli.common import (
+    EXIT_CLIPS_FAILED,
     EXIT_CODES,
     EXIT_OK,
     cloud_never_answered,
     fusion_arg,
     need_extra,
     positive_int,
+    router_arg,
     server_args,
 )
 from edgeswitch.cli.flags import config_arg, config_flags, renamed_flag, resolve_config
@@ -39,8 +41,8 @@ def vlm_args(p: argparse.ArgumentParser, watch: bool) -> None:
 
 # [video] settings only `watch` acts on (a DMD run has [distill]'s timeout, no queue)
 WATCH_ONLY = ("vlm_deadline_ms", "vlm_crop", "confidence", "realtime", "cloud_workers",
-              "cloud_queue", "drain_s", "event_on", "event_off", "event_gap", "alert_retries",
-              "alert_timeout_s")
+              "cloud_queue", "drain_s", "cloud_wait", "event_on", "event_off", "event_gap",
+              "alert_retries", "alert_timeout_s")
 # ... and of those, the ones only a VLM cloud (--cloud-url) acts on
 _VLM_ONLY = ("video.vlm_size", "video.vlm_crop")
 _VLM_RUNTIME = ("retries", "backoff_ms", "backoff_max_ms", "breaker_failures", "breaker_reset_s")
@@ -157,20 +159,24 @@ def _watch_clips(source: str, spec, clock, edge):
 
 
 def _watch_routing(args, edge):
-    """(router, operating point, fusion, what to say): --switcher and --op, or the shipped
-    default, the edge's confidence (video.routing)."""
-    from edgeswitch.cli.common import load_checked_switcher, load_fusion
+    """(router, operating point, fusion, what to say): --switcher and --op (with the stream
+    router beside them, or --router), or the shipped default, the edge's confidence
+    (video.routing)."""
+    from edgeswitch.cli.common import check_router_op, load_fusion, load_router
     from edgeswitch.switcher import OperatingPoint
-    from edgeswitch.switcher.routers import SwitcherRouter
     from edgeswitch.video.routing import default_routing
 
     if bool(args.switcher) != bool(args.op):
         raise EdgeSwitchError("--switcher and --op go together (a switcher's scores mean "
                               "nothing without the threshold calibrated for them)")
     if args.switcher:
-        sw = load_checked_switcher(args.switcher, edge)
-        return SwitcherRouter(sw), OperatingPoint.load(args.op), load_fusion(args), \
-            f"switcher {args.switcher} at --op {args.op}"
+        router = load_router(args, edge)
+        op = OperatingPoint.load(args.op)
+        check_router_op(router, op, args.op)
+        what = f"the {router.name} router" if router.stateful else f"switcher {args.switcher}"
+        return router, op, load_fusion(args), f"{what} at --op {args.op}"
+    if args.router not in (None, "none"):
+        raise EdgeSwitchError("--router applies with --switcher and --op")
     if args.fusion not in (None, "none"):
         raise EdgeSwitchError("--fusion applies with --switcher (the fusion is fitted on its "
                               "DMD records)")
@@ -214,6 +220,45 @@ def _warm_up(edge) -> None:
     edge.outputs([clip])
 
 
+def _sensor_models(args, runtime):
+    """(edge, cloud or None) for a recorded sensor stream: --edge MODEL.onnx and, like
+    classify, --cloud MODEL.onnx in this process or --cloud-url a cloud server."""
+    from edgeswitch.cli.serve import make_cloud
+    from edgeswitch.models import OnnxClassifier
+
+    if not args.edge.endswith(".onnx"):
+        raise EdgeSwitchError(f"a sensor recording ({args.source}) needs a sensor edge model: "
+                              f"--edge MODEL.onnx, not {args.edge!r}")
+    edge = OnnxClassifier(args.edge)
+    cloud = make_cloud(args, tuple(edge.classes_), runtime) \
+        if args.cloud or args.cloud_url else None
+    return edge, cloud
+
+
+def _sensor_clips(path: str, edge, pace: bool):
+    """A recording of sensor clips (.npz, as classify reads it) as a live source would give
+    them: stream by stream, each in time order; `pace`: each clip released at its time (its
+    start plus the clip's length, after the stream's first)."""
+    import time
+
+    import numpy as np
+
+    from edgeswitch.data import load_dataset
+
+    clips = load_dataset(path, classes=tuple(edge.classes_))
+    length = clips.X.shape[1] / clips.sample_rate_hz if clips.sample_rate_hz else 0.0
+    streams = clips.streams if clips.streams_given else \
+        np.full(len(clips), clips.name).astype(str)
+    t0, wall0, last = None, time.monotonic(), None
+    for i in clips.stream_order():
+        s, t = str(streams[i]), float(clips.t[i])
+        if pace:
+            if s != last:
+                t0, wall0, last = t, time.monotonic(), s
+            time.sleep(max(0.0, wall0 + (t - t0) + length - time.monotonic()))
+        yield clips.X[i], str(clips.ids[i]), s, t, t + length
+
+
 def cmd_watch(args) -> int:
     """The edge answers every clip at once; offloaded clips go to the cloud in the background
     (video.live); JSON lines out."""
@@ -222,13 +267,15 @@ def cmd_watch(args) -> int:
     from edgeswitch.runtime.decision_log import DecisionLog
     from edgeswitch.runtime.hybrid import HybridClassifier
     from edgeswitch.video.annotate import AnnotatedVideo
-    from edgeswitch.video.live import Watch, WatchOutputs
+    from edgeswitch.video.live import WatchOutputs, watch
     from edgeswitch.video.privacy import check_can_crop
     from edgeswitch.video.source import Clock
 
     full_cfg = resolve_config(args)
     cfg = full_cfg.video
-    edge, cloud = video_models(args, need_cloud=False)
+    sensors = args.source.endswith(".npz")
+    edge, cloud = _sensor_models(args, full_cfg.runtime) if sensors else \
+        video_models(args, need_cloud=False)
     opened: list = []
     try:
         # everything that can refuse the run comes before the first output is opened: a
@@ -239,12 +286,14 @@ def cmd_watch(args) -> int:
         if args.events is not None and "fall" not in edge.classes_:
             raise EdgeSwitchError(f"--events needs a 'fall' class; the edge has "
                                   f"{list(edge.classes_)}")
-        # the hybrid runs the edge and the router only: this loop asks the cloud and logs
-        hybrid = HybridClassifier(edge, router, NoCloud(edge.classes_), op, fusion=fusion)
-        spec = clip_spec(args)
+        spec = None if sensors else clip_spec(args)
         live = "://" in args.source or args.source.isdigit()
-        clock = Clock(pace=cfg.realtime) if (cfg.realtime or live) else None
+        clock = Clock(pace=cfg.realtime) if (cfg.realtime or live) and not sensors else None
         alerts = _alerts(args, cfg)
+        # the hybrid routes and logs (its log is opened below, with the outputs); with a
+        # cloud, the stream loop's queue asks it
+        hybrid = HybridClassifier(edge, router, NoCloud(edge.classes_), op, fusion=fusion,
+                                  max_streams=full_cfg.stream.max_streams)
         exporter = start_metrics(args, edge.classes_, hybrid)  # None without --metrics-port
         opened.append(exporter)
         out = _open(args.out, "--out")
@@ -254,6 +303,7 @@ def cmd_watch(args) -> int:
         log = DecisionLog(args.log, edge.classes_, model_identity(edge),
                           cloud.name if cloud is not None else "no-cloud") if args.log else None
         opened.append(log)
+        hybrid.log = log
         video = AnnotatedVideo(args.video_out, spec) if args.video_out else None
         opened.append(video)
         where = (f"{cloud.name}, {cfg.cloud_workers} request(s) at once, queue of "
@@ -265,12 +315,16 @@ def cmd_watch(args) -> int:
         from edgeswitch.runtime.drift import open_drift
 
         drift = open_drift(op, full_cfg.drift, len(edge.classes_), log)
-        watch = Watch(hybrid, cloud, WatchOutputs(out, events, video, log, alerts,
-                                                  exporter.metrics if exporter else None, drift),
-                      cfg, clock, crop=cfg.vlm_crop)
-        _warm_up(edge)
-        summary = watch.run(_watch_clips(args.source, spec, clock, edge),
-                            stop_after=args.stop_after)
+        outputs = WatchOutputs(out, events, video, alerts,
+                               exporter.metrics if exporter else None, drift)
+        if sensors:
+            clips = _sensor_clips(args.source, edge, cfg.realtime)
+        else:
+            _warm_up(edge)
+            clips = _watch_clips(args.source, spec, clock, edge)
+        summary = watch(hybrid, cloud, outputs, cfg, clips, clock, crop=cfg.vlm_crop,
+                        stop_after=args.stop_after,
+                        deadline_ms=full_cfg.runtime.deadline_ms if sensors else None)
         linger(exporter, args.metrics_linger_s)
     finally:
         for f in reversed(opened):
@@ -294,9 +348,16 @@ def cmd_watch(args) -> int:
           + (f"; alert deliveries {alerts.stats.sent} ok, {alerts.stats.failed} failed"
              if alerts is not None else "")
           + (f"; wrote {args.video_out}" if args.video_out else ""), file=sys.stderr)
+    if summary.failed:
+        print(f"edgeswitch: error: {summary.failed} clips failed (an error record each in the "
+              "output): " + "; ".join(summary.errors), file=sys.stderr)
     if summary.cloud_never_answered():
         return cloud_never_answered(summary.offloaded, m["fallback_reasons"])
-    return EXIT_OK
+    if summary.asked == 0 and summary.outcomes.get("dropped"):
+        print(f"watch: the cloud was asked about none of the {summary.offloaded} offloaded "
+              f"clips before newer ones pushed them out ({m['fallback_reasons']}): a slow "
+              "cloud, not a broken one (--cloud-workers, --cloud-queue)", file=sys.stderr)
+    return EXIT_CLIPS_FAILED if summary.failed else EXIT_OK
 
 
 def add_parsers(sub, add_common) -> None:
@@ -311,10 +372,14 @@ def add_parsers(sub, add_common) -> None:
         "answered, router score, latencies; --events for fall events, --alert-url / "
         "--alert-cmd to be told of them. Ends at the end of a file, or on Ctrl-C (the "
         "outputs are closed cleanly, pending cloud answers awaited up to --drain-s). " + EXIT_CODES)
-    p.add_argument("source", help="video file, folder of videos, stream URL or webcam index")
-    p.add_argument("--edge", default="nfd", help="nfd (default), pose:MODEL.onnx, hf-vilt:DIR")
+    p.add_argument("source", help="video file, folder of videos, stream URL or webcam index; "
+                   "or a recording of sensor clips (.npz, each of its streams replayed in time "
+                   "order, with --edge MODEL.onnx)")
+    p.add_argument("--edge", default="nfd", help="nfd (default), pose:MODEL.onnx, hf-vilt:DIR; "
+                   "a sensor recording: MODEL.onnx")
     p.add_argument("--switcher", default=None, help="switcher (.npz) from train-switcher "
                    "(default: the edge's confidence, see --confidence)")
+    router_arg(p)
     p.add_argument("--op", default=None, help="operating point JSON from calibrate (with "
                    "--switcher)")
     fusion_arg(p)

@@ -10,7 +10,7 @@ logged.py       a decision log as weighted switcher data (the offload bias corre
 refresh.py      `edgeswitch refresh`: a new switcher from the log, written only if better
 """
 
-from edgeswitch.pipeline.calibration import calibrate
+from edgeswitch.pipeline.calibration import calibrate, calibrate_router
 from edgeswitch.pipeline.costs import Costs, measure_costs
 from edgeswitch.pipeline.evaluate import evaluate_clips
 from edgeswitch.pipeline.run import build, run_method
@@ -19,12 +19,15 @@ from edgeswitch.pipeline.steps import (
     check_clip_classes,
     estimator,
     fit_fusion,
+    fit_router,
     load_data,
+    run_data,
     split_data,
     train_models,
     train_switcher,
 )
 
-__all__ = ["Artifacts", "Costs", "build", "calibrate", "check_clip_classes", "estimator",
-           "evaluate_clips", "fit_fusion", "load_data", "measure_costs", "run_method",
-           "split_data", "train_models", "train_switcher"]
+__all__ = ["Artifacts", "Costs", "build", "calibrate", "calibrate_router",
+           "check_clip_classes", "estimator", "evaluate_clips", "fit_fusion", "fit_router",
+           "load_data", "measure_costs", "run_data", "run_method", "split_data",
+           "train_models", "train_switcher"]

@@ -22,6 +22,11 @@ def save_bundle(a: Artifacts, out_dir: Path) -> dict[str, Path]:
         paths["fusion"] = a.fusion.save(fusion_path)
     else:
         fusion_path.unlink(missing_ok=True)  # a bundle without it: the cloud answers
+    router_path = out_dir / "router.json"
+    if a.router is not None and a.router.stateful:
+        paths["router"] = a.router.save(router_path, tuple(a.edge.classes_))
+    else:
+        router_path.unlink(missing_ok=True)  # without it the switcher routes each clip
     return paths
 
 
@@ -54,6 +59,7 @@ def serve_and_replay(a: Artifacts, out_dir: Path, transport: str = "http",
                          model_identity(a.cloud)) as log:
             served = run_with(local_cloud, log)
         served.pop("labels")
+        served.pop("offloaded")
         return {"transport": "in-process", **served, "decision_log": str(log_path)}
 
     from edgeswitch.cloud.remote import RemoteCloud
@@ -68,7 +74,9 @@ def serve_and_replay(a: Artifacts, out_dir: Path, transport: str = "http",
         served = run_with(cloud, log)
         url = server.url
     return {"transport": "http", "url": url, **{k: v for k, v in served.items()
-                                                 if k != "labels"},
+                                                 if k not in ("labels", "offloaded")},
             "agrees_with_in_process": float(np.mean(served["labels"] == reference["labels"])),
+            "same_offloads_as_in_process": float(np.mean(served["offloaded"]
+                                                         == reference["offloaded"])),
             "in_process_call_latency_ms": reference["call_latency_ms"],
             "decision_log": str(log_path), "bundle": {k: str(v) for k, v in paths.items()}}

@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 
 from edgeswitch.data import ClipBatch
+from edgeswitch.data.clips import stream_lists
 from edgeswitch.dmd import DMDRecords
-from edgeswitch.evaluation.curves import router_curve
+from edgeswitch.evaluation.curves import offload_curve
 from edgeswitch.evaluation.quality import accuracy, macro_f1
 from edgeswitch.models.base import ModelOutput, check_same_classes
 from edgeswitch.pipeline.costs import Costs
@@ -17,36 +18,30 @@ from edgeswitch.switcher.calibrate import (
 )
 from edgeswitch.switcher.fusion import Fusion
 from edgeswitch.switcher.routers import OracleRouter, Router, SwitcherRouter, make_router
+from edgeswitch.switcher.sweep import run_streams, sweep
 
 BASELINES = ("max_prob", "entropy", "margin", "random")
 
 
 def evaluate(edge_out: ModelOutput, cloud_proba: np.ndarray, y: np.ndarray,
              routers: dict[str, Router], op: OperatingPoint, op_router: str, costs: Costs,
-             n_classes: int, points: int, seed: int,
-             stream_order: np.ndarray | None = None, fusion: Fusion | None = None) -> dict:
-    """Curves for every router and the hybrid at the calibrated operating point on `test`.
-
-    `stream_order` is the order in which an adaptive operating point sees the clips (default:
-    as given). With `fusion`, an offloaded clip is answered by the fused posterior (the curves,
-    the oracle and the operating point alike)."""
-    edge_label = edge_out.label
-    cloud_label = cloud_proba.argmax(axis=1) if fusion is None else \
-        fusion.combine(edge_out.proba, cloud_proba).argmax(axis=1)
-    curves = {}
-    scores = {}
-    for name, router in routers.items():
-        scores[name] = router.trust(edge_out)
-        curves[name] = router_curve(scores[name], edge_label, cloud_label, y, n_classes,
-                                    points, seed).to_dict()
-    s = scores[op_router]
-    fixed = op.offload(s)
-    off = fixed
-    if op.adaptive:  # the controller meets the clips as a stream, in `stream_order`
-        order = np.arange(len(y)) if stream_order is None else stream_order
-        off = np.zeros(len(s), dtype=bool)
-        off[order] = op.controller().decide(s[order])
-    pred = np.where(off, cloud_label, edge_label)
+             n_classes: int, points: int, seed: int, streams: list[np.ndarray],
+             fusion: Fusion | None = None) -> dict:
+    """Curves for every router and the hybrid at the calibrated operating point on `test`,
+    each router run over the clips' `streams` in time order (switcher.sweep). With `fusion`,
+    an offloaded clip is answered by the fused posterior (the curves, the oracle and the
+    operating point alike). "Offload to match the cloud" is against cloud-only accuracy."""
+    answer = cloud_proba if fusion is None else fusion.combine(edge_out.proba, cloud_proba)
+    cloud_acc = accuracy(y, cloud_proba.argmax(axis=1))
+    curves = {name: offload_curve(sweep(router, edge_out, cloud_proba, answer, streams, seed),
+                                  y, n_classes, cloud_acc, points).to_dict()
+              for name, router in routers.items()}
+    r = routers[op_router]
+    # the deployed hybrid, as a device meets the streams one after another
+    decide = op.controller().decide if op.adaptive else op.offload
+    off, pred = run_streams(r, edge_out, cloud_proba, answer, streams, decide)
+    fixed, _ = run_streams(r, edge_out, cloud_proba, answer, streams, op.offload)
+    kept = ~off
     rate = float(off.mean())
     return {
         "routers": curves,
@@ -55,8 +50,8 @@ def evaluate(edge_out: ModelOutput, cloud_proba: np.ndarray, y: np.ndarray,
             "accuracy": accuracy(y, pred), "macro_f1": macro_f1(y, pred, n_classes),
             "compute_vs_cloud": (costs.edge_ms + costs.switcher_ms + rate * costs.cloud_ms)
             / costs.cloud_ms,
-            "disagreement_kept": float(np.mean(edge_label[~off] != cloud_label[~off]))
-            if (~off).any() else None,
+            "disagreement_kept": float(np.mean(pred[kept] != cloud_proba[kept].argmax(axis=1)))
+            if kept.any() else None,
             "fixed_threshold_offload_rate": float(fixed.mean()),
         },
     }
@@ -95,12 +90,11 @@ def label_audit(records: DMDRecords, y: np.ndarray) -> dict:
 
 def evaluate_clips(edge, cloud, switchers: dict[str, Switcher], op: OperatingPoint,
                    costs: Costs, clips: ClipBatch, points: int = 101, seed: int = 0,
-                   fusion: Fusion | None = None) -> dict:
+                   fusion: Fusion | None = None, router: Router | None = None) -> dict:
     """Every router's curve and the hybrid at `op` on labelled clips: the part of results.json
-    that `demo` and `evaluate` share. The first switcher is the one `op` was calibrated for.
-
-    An adaptive operating point meets the clips as a stream in clip-id order (recording by
-    recording, in time order for the built-in loaders)."""
+    that `demo` and `evaluate` share. `op` was calibrated for `router` (a stream router, scored
+    as "belief"), else for the first switcher. Every router meets the clips stream by stream,
+    each stream in time order (a file without streams: each clip alone)."""
     y = clips.require_labels("evaluation")
     check_same_classes(edge, cloud)
     check_clip_classes(clips, edge)
@@ -108,15 +102,18 @@ def evaluate_clips(edge, cloud, switchers: dict[str, Switcher], op: OperatingPoi
         sw.check_edge(edge)
     edge_out = edge.outputs(clips.X)
     cloud_proba = cloud.predict_proba(clips.X)
-    routers: dict[str, Router] = {name: SwitcherRouter(sw) for name, sw in switchers.items()}
+    routers: dict[str, Router] = {}
+    if router is not None and router.stateful:
+        routers[router.name] = router
+    routers |= {name: SwitcherRouter(sw) for name, sw in switchers.items()}
     routers |= {name: make_router(name, seed=seed) if name == "random" else make_router(name)
                 for name in BASELINES}
     answer = cloud_proba if fusion is None else fusion.combine(edge_out.proba, cloud_proba)
     routers["oracle"] = OracleRouter(answer.argmax(axis=1), y)
-    first = next(iter(switchers))
+    first = next(iter(routers))
     ev = evaluate(edge_out, cloud_proba, y, routers, op, first, costs, clips.n_classes, points,
-                  seed, np.argsort(clips.ids, kind="stable"), fusion)
-    sw, k = switchers[first], clips.n_classes
+                  seed, stream_lists(clips.streams, clips.t), fusion)
+    sw, k = switchers[next(iter(switchers))], clips.n_classes
     return {
         "n_test": len(clips),
         "classes": list(clips.classes),
@@ -131,6 +128,9 @@ def evaluate_clips(edge, cloud, switchers: dict[str, Switcher], op: OperatingPoi
                                  "latency_batched": costs.switcher_batched_ms
                                  / costs.edge_batched_ms,
                                  "macs": sw.macs / edge.macs_ if edge.macs_ else None}},
+        "router": router.to_dict(tuple(edge.classes_)) | {"meta": {
+            k: v for k, v in router.meta.items() if k != "grid"}}
+        if router is not None and router.stateful else {"router": "switcher"},
         "fusion": None if fusion is None else fusion.to_dict()
         | {"answer_accuracy": accuracy(y, answer.argmax(axis=1))},
         **ev,

@@ -13,14 +13,15 @@ from edgeswitch.data.augment import rotated_views
 from edgeswitch.dmd import agreement_by_class, distill
 from edgeswitch.errors import EdgeSwitchError
 from edgeswitch.models.base import check_same_classes
-from edgeswitch.pipeline.calibration import calibrate
+from edgeswitch.pipeline.calibration import calibrate_router
 from edgeswitch.pipeline.costs import measure_costs
 from edgeswitch.pipeline.deploy import serve_and_replay
 from edgeswitch.pipeline.evaluate import evaluate_clips, label_audit
 from edgeswitch.pipeline.steps import (
     Artifacts,
     fit_fusion,
-    load_data,
+    fit_router,
+    run_data,
     split_data,
     train_models,
     train_switcher,
@@ -44,7 +45,7 @@ def build(cfg: RunConfig, out_dir: Path | None = None, cache_dir: Path | None = 
         return time.perf_counter()
 
     t = time.perf_counter()
-    splits = split_data(cfg, load_data(cfg) if data is None else data)
+    splits = split_data(cfg, run_data(cfg, data))
     t = step("load", t)
 
     edge, cloud = train_models(cfg, splits.train, cache_dir, progress)
@@ -68,22 +69,18 @@ def build(cfg: RunConfig, out_dir: Path | None = None, cache_dir: Path | None = 
     pool_y = splits.hidden_labels["pool"]
     supervised = train_switcher(records, cfg, target=(records.edge_label == pool_y)
                                 .astype(np.float32), name="supervised")
+    router = fit_router(cfg, records, switcher, fusion, tuple(edge.classes_))
     t = step("switcher", t)
 
-    costs = measure_costs(edge, switcher, cloud, splits.test.X, cfg.latency_calls)
+    costs = measure_costs(edge, router, cloud, splits.test.X, cfg.latency_calls)
     t = step("latency", t)
 
-    calib_edge = edge.outputs(splits.calib.X)
-    calib_scores = switcher.trust(calib_edge)
-    calib_dis = None
-    if cfg.calibration.mode == "disagreement":  # the cloud labels calib, no human does
-        calib_dis = calib_edge.label != cloud.predict(splits.calib.X)
-    op = calibrate(cfg, calib_scores, calib_dis, switcher.trust(records.edge), costs,
-                   calib_edge.label, len(edge.classes_), splits.calib.X, splits.calib.ids)
+    op = calibrate_router(cfg, router, edge, cloud, fusion, splits.calib, costs,
+                          switcher.trust(records.edge))
     step("calibrate", t)
     steps.close()
     return Artifacts(cfg, splits, edge, cloud, records, switcher, supervised, costs, op, timings,
-                     fusion)
+                     fusion, router)
 
 
 def run_method(cfg: RunConfig, out_dir: Path | None = None, cache_dir: Path | None = None,
@@ -98,7 +95,7 @@ def run_method(cfg: RunConfig, out_dir: Path | None = None, cache_dir: Path | No
     t = time.perf_counter()
     shared = evaluate_clips(a.edge, a.cloud, {"dmd": a.switcher, "supervised": a.supervised},
                             a.operating_point, a.costs, a.splits.test, cfg.curve_points,
-                            cfg.seed, a.fusion)
+                            cfg.seed, a.fusion, a.router)
     a.timings["evaluate"] = round(time.perf_counter() - t, 3)
     served = None
     if serve is not None:

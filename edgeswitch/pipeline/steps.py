@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -9,6 +10,7 @@ import numpy as np
 
 from edgeswitch.config import RunConfig
 from edgeswitch.data import ClipBatch, Splits, load_dataset, split_by_group
+from edgeswitch.data.streams import with_streams
 from edgeswitch.dmd import DMDRecords
 from edgeswitch.errors import ModelError
 from edgeswitch.pipeline.costs import Costs
@@ -17,7 +19,10 @@ from edgeswitch.switcher.calibrate import (
     OperatingPoint,
 )
 from edgeswitch.switcher.fusion import Fusion
+from edgeswitch.switcher.routers import Router, SwitcherRouter
 from edgeswitch.switcher.select import SwitcherSpec, dmd_targets, fit_switcher
+from edgeswitch.switcher.stream import belief_router
+from edgeswitch.switcher.stream_fit import fit_belief
 
 
 def estimator(cfg: RunConfig, role: str, seed: int | None = None, **overrides):
@@ -63,12 +68,41 @@ def train_switcher(records: DMDRecords, cfg: RunConfig, target: np.ndarray | Non
 
 def load_data(cfg: RunConfig, spec: str | None = None,
               classes: tuple[str, ...] | None = None) -> ClipBatch:
-    """The data set of a config (or `spec`), windowed as the config says for the watch data.
-    `classes` names the label set of unlabelled files that carry none."""
+    """The data set of a config (or `spec`), windowed as the config says for the watch data,
+    its streams as the data gives them. `classes` names the label set of unlabelled files that
+    carry none."""
     spec = cfg.dataset if spec is None else spec
     kwargs = {"window_s": cfg.window_s, "stride_s": cfg.stride_s} \
         if str(spec).lower() == "watch" else {}
     return load_dataset(spec, classes=classes, **kwargs)
+
+
+def run_data(cfg: RunConfig, data: ClipBatch | None = None) -> ClipBatch:
+    """What a whole run (`demo`, `benchmark`) works on: the config's data set with the
+    streams its `streams` key asks for (data.streams)."""
+    return with_streams(load_data(cfg) if data is None else data, cfg.streams, cfg.seed)
+
+
+def fit_router(cfg: RunConfig, records: DMDRecords, switcher: Switcher,
+               fusion: Fusion | None, classes: tuple[str, ...]) -> Router:
+    """The router a deployment runs (`[stream] router`): the DMD switcher judging each clip
+    alone, or the belief router, its switch rate and evidence weights fitted on the pool's
+    unlabelled streams (switcher.stream_fit; the cloud is the teacher)."""
+    sc = cfg.stream
+    if sc.router == "switcher":
+        return SwitcherRouter(switcher)
+    streams = records.stream_lists()
+    if not any(len(s) > 1 for s in streams):
+        warnings.warn("the pool has no stream of two clips or more (the data names none, or "
+                      "streams = \"none\"): each clip is routed alone, by the DMD switcher",
+                      stacklevel=2)
+        return SwitcherRouter(switcher)
+    base = belief_router(sc, tuple(classes))
+    if not sc.fit:
+        return base
+    answer = records.cloud_proba if fusion is None else \
+        fusion.combine(records.edge_proba, records.cloud_proba)
+    return fit_belief(base, records.edge_proba, records.cloud_proba, answer, streams)
 
 
 def split_data(cfg: RunConfig, data: ClipBatch) -> Splits:
@@ -88,8 +122,9 @@ def check_clip_classes(clips: ClipBatch, model) -> None:
 class Artifacts:
     """Everything a run builds before evaluation: reusable by benchmarks and notebooks.
 
-    `records` are the pool's DMD records; `switcher` is the DMD switcher trained on them (what
-    a deployment routes with); `supervised` is the labelled ablation."""
+    `records` are the pool's DMD records; `switcher` is the DMD switcher trained on them;
+    `router` is what a deployment routes with (the belief router fitted on the pool's streams,
+    or the switcher per clip: `[stream] router`); `supervised` is the labelled ablation."""
 
     cfg: RunConfig
     splits: Splits
@@ -102,15 +137,20 @@ class Artifacts:
     operating_point: OperatingPoint
     timings: dict
     fusion: Fusion | None = None
+    router: Router | None = None
+
+    @property
+    def deployed_router(self) -> Router:
+        return self.router if self.router is not None else SwitcherRouter(self.switcher)
 
     def hybrid(self, cloud=None, **kwargs):
-        """The hybrid `demo` deploys: the edge, the DMD switcher at the operating point, and
+        """The hybrid `demo` deploys: the edge, its router at the operating point, and
         offloaded clips answered by the fusion (the cloud's answer where there is none).
         `cloud`: a client (`RemoteCloud`, ...), default this run's cloud model in process;
         `kwargs` go to `HybridClassifier` (log, shadow_rate)."""
         from edgeswitch.runtime.hybrid import HybridClassifier
-        from edgeswitch.switcher.routers import SwitcherRouter
 
-        return HybridClassifier(self.edge, SwitcherRouter(self.switcher),
+        return HybridClassifier(self.edge, self.deployed_router,
                                 self.cloud if cloud is None else cloud, self.operating_point,
-                                fusion=self.fusion, **kwargs)
+                                fusion=self.fusion, max_streams=self.cfg.stream.max_streams,
+                                **kwargs)
