@@ -202,9 +202,9 @@ def _old_log(path):
     """A decision log as written before the device column."""
     from edgeswitch.runtime.decision_log import SCHEMA
 
+    head, rest = SCHEMA.split("attempts INTEGER,", 1)
     db = sqlite3.connect(path)
-    db.executescript(SCHEMA.replace(
-        "attempts INTEGER,\n    device TEXT ", "attempts INTEGER "))
+    db.executescript(head + "attempts INTEGER\n);" + rest.split(");", 1)[1])
     db.execute("INSERT INTO meta VALUES ('classes', ?)", (json.dumps(["a", "b"]),))
     db.execute("INSERT INTO decisions (time, clip_id, grp, label, answered_by, verified, "
                "offloaded, shadow, score, edge_label, edge_proba) VALUES "
@@ -235,7 +235,7 @@ def test_an_old_decision_log_gets_the_device_column_only_when_written(tmp_path):
         assert df["device"].isna().tolist() == [True, False] and df["device"][1] == "cam-01"
         assert log.summary()["devices"] == {"cam-01": 1}
         assert "cloud requests by device: cam-01 1" in summary_text(log.summary())
-    assert _columns(path)[-1] == "device"
+    assert _columns(path)[-3:] == ["device", "stream", "cloud_age"]
 
 
 # --- against a real server process ---

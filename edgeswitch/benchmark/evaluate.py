@@ -40,14 +40,24 @@ from edgeswitch.switcher.routers import (
 )
 from edgeswitch.switcher.select import SwitcherSpec, dmd_targets, fit_switcher, select_switcher
 from edgeswitch.switcher.stream import belief_router
-from edgeswitch.switcher.stream_fit import fit_belief
+from edgeswitch.switcher.stream_fit import fit_belief, fit_belief_switcher
 from edgeswitch.switcher.sweep import run_streams, sweep
 
 EVAL_VERSION = 3   # bump when the evaluation changes, so stored fold figures are redone
 RATES = (0.1, 0.2, 0.35, 0.5)
 CONFIDENCE = ("max_prob", "entropy", "margin")
 # routers that read the stream (their names carry no +fusion: they answer with the run's)
-STREAM_ROUTERS = ("belief", "belief-fusion-answers", "belief-unfitted")
+STREAM_ROUTERS = ("belief", "belief-fusion-answers", "belief-unfitted",
+                  "belief-switcher-linear", "belief-switcher-mlp", "belief-switcher-gbt")
+# routers that read other edge models than the deployed one (they answer with theirs)
+ENSEMBLE_ROUTERS = ("abc", "dmd-abc")
+# the stream switcher families: the belief's trust learned by DMD from the state's features
+STREAM_SWITCHERS = {
+    "belief-switcher-linear": SwitcherSpec("linear", "hard"),
+    "belief-switcher-mlp": SwitcherSpec("mlp", "hard", epochs=100),
+    "belief-switcher-gbt": SwitcherSpec("gbt", "hard",
+                                        features=("proba", "confidence", "embedding")),
+}
 
 # DMD-trained switcher variants scored beside the configured one ("dmd"); what each buys is the
 # point of the benchmark. "dmd-cv" picks among CV_CANDIDATES by group CV on the DMD records.
@@ -138,23 +148,34 @@ def learned_routers(cfg: RunConfig, o: FoldOutputs, fusion: Fusion, seed: int,
 
 def stream_routers(cfg: RunConfig, o: FoldOutputs, fusion: Fusion, info: dict) -> list[Entry]:
     """The belief router fitted on the fold's unlabelled pool streams (what `demo` deploys
-    with `[stream] router = "belief"`), and two ablations: its offloaded clips answered by the
-    per-clip fusion, and the config's settings unfitted."""
+    with `[stream] router = "belief"`), two ablations (its offloaded clips answered by the
+    per-clip fusion; the config's settings unfitted), and the stream switcher families (its
+    trust learned by DMD from the edge's outputs and the state)."""
     pool = o.stream_lists("pool")
     if not any(len(s) > 1 for s in pool):
         return []   # clips that stand alone: nothing to carry
     t, c, macs = o.edge("test"), o.edge("calib"), int(o["macs"][0])
-    base = belief_router(cfg.stream, o.classes)
+    base = belief_router(cfg.stream, o.classes, fusion.weight)
     answer = fusion.combine(o["edge_pool_p"], o["cloud_pool_p"])
     fitted = fit_belief(base, o["edge_pool_p"], o["cloud_pool_p"], answer, pool)
     routers = {"belief": replace(fitted, answers="belief"),
                "belief-fusion-answers": replace(fitted, answers="fusion"),
                "belief-unfitted": replace(base, answers="belief")}
+    for name, spec in STREAM_SWITCHERS.items():
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # a constant target warns; the figures show it
+            routers[name] = fit_belief_switcher(routers["belief"], spec, o.edge("pool"),
+                                                o["cloud_pool_p"], answer, pool)
+    out = []
     for name, r in routers.items():
-        info[name] = {"family": "belief", "switch": list(r.switch), "edge_weight": r.edge_weight,
+        sw = getattr(r, "switcher", None)
+        info[name] = {"family": "belief" if sw is None else f"belief+{sw.family}",
+                      "switch": list(r.switch), "edge_weight": r.edge_weight,
                       "cloud_weight": r.cloud_weight, "answers": r.answers,
                       "fitted": name != "belief-unfitted"}
-    return [Entry(name, r, t, c, macs) for name, r in routers.items()]
+        extra = 0 if sw is None else sw.macs
+        out.append(Entry(name, r, t, c, macs + extra))
+    return out
 
 
 def router_metrics(path, y: np.ndarray, cloud_acc: float, n_classes: int) -> dict:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from edgeswitch.benchmark.evaluate import CONFIDENCE, STREAM_ROUTERS
+from edgeswitch.benchmark.evaluate import CONFIDENCE, ENSEMBLE_ROUTERS, STREAM_ROUTERS
 
 TIE = 1e-4   # paired area differences this small count as ties
 
@@ -50,11 +50,12 @@ def paired(folds: list[dict], name: str, ref: str, n_boot: int, part: str = "rou
 
 
 def per_clip_default(folds: list[dict], suffix: str) -> str | None:
-    """The best per-clip router a device could run (no oracle, no labels) with the answers a
-    stream router gives (`suffix`: "+fusion" or ""), by its mean area over all folds."""
+    """The best per-clip router a device could run with the answers a stream router gives:
+    the same edge model (no ensemble), offloaded clips answered the same way (`suffix`:
+    "+fusion" or ""), no oracle or label; by its mean area over all folds."""
     names = [n for n in folds[0]["routers"] if n not in STREAM_ROUTERS
              and n.endswith(suffix) and (suffix or not n.endswith("+fusion"))
-             and n.removesuffix(suffix) not in ("oracle", "supervised")]
+             and n.removesuffix(suffix) not in ("oracle", "supervised", *ENSEMBLE_ROUTERS)]
     if not names:
         return None
     return max(names, key=lambda n: np.mean([f["routers"][n]["auc"] for f in folds]))

@@ -114,6 +114,10 @@ def load_router(args, edge, classes: tuple[str, ...] | None = None):
     from edgeswitch.switcher.stream import BeliefRouter
 
     choice = getattr(args, "router", None)
+    if not getattr(args, "switcher", None):
+        if choice in (None, "none"):
+            raise EdgeSwitchError("give --switcher (and router.json beside it), or --router")
+        return BeliefRouter.load(choice, tuple(edge.classes_ if edge is not None else classes))
     beside = Path(args.switcher).with_name("router.json")
     if choice == "none" or (choice is None and not beside.exists()):
         return SwitcherRouter(load_checked_switcher(args.switcher, edge) if edge is not None

@@ -166,17 +166,17 @@ def _watch_routing(args, edge):
     from edgeswitch.switcher import OperatingPoint
     from edgeswitch.video.routing import default_routing
 
-    if bool(args.switcher) != bool(args.op):
-        raise EdgeSwitchError("--switcher and --op go together (a switcher's scores mean "
-                              "nothing without the threshold calibrated for them)")
-    if args.switcher:
+    routed = bool(args.switcher) or args.router not in (None, "none")
+    if routed != bool(args.op):
+        raise EdgeSwitchError("--switcher (or --router) and --op go together (a router's "
+                              "scores mean nothing without the threshold calibrated for them)")
+    if routed:
         router = load_router(args, edge)
         op = OperatingPoint.load(args.op)
         check_router_op(router, op, args.op)
         what = f"the {router.name} router" if router.stateful else f"switcher {args.switcher}"
-        return router, op, load_fusion(args), f"{what} at --op {args.op}"
-    if args.router not in (None, "none"):
-        raise EdgeSwitchError("--router applies with --switcher and --op")
+        fusion = load_fusion(args) if args.switcher or args.fusion else None
+        return router, op, fusion, f"{what} at --op {args.op}"
     if args.fusion not in (None, "none"):
         raise EdgeSwitchError("--fusion applies with --switcher (the fusion is fitted on its "
                               "DMD records)")

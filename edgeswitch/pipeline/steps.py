@@ -97,7 +97,7 @@ def fit_router(cfg: RunConfig, records: DMDRecords, switcher: Switcher,
                       "streams = \"none\"): each clip is routed alone, by the DMD switcher",
                       stacklevel=2)
         return SwitcherRouter(switcher)
-    base = belief_router(sc, tuple(classes))
+    base = belief_router(sc, tuple(classes), 0.0 if fusion is None else fusion.weight)
     if not sc.fit:
         return base
     answer = records.cloud_proba if fusion is None else \

@@ -269,8 +269,9 @@ class DecisionLog:
             df = pd.read_sql_query("SELECT * FROM decisions ORDER BY id", self.db)
         for col in ("edge_proba", "cloud_proba"):
             df[col] = [json.loads(v) if isinstance(v, str) else None for v in df[col]]
-        if "device" not in df:  # a log from before the column, read without changing it
-            df["device"] = None
+        for col in ("device", "stream", "cloud_age"):  # a log from before the column, read
+            if col not in df:                           # without changing it
+                df[col] = None
         return df
 
     def dmd_records(self):

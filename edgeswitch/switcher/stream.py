@@ -28,6 +28,7 @@ from edgeswitch.models.base import ModelOutput
 from edgeswitch.switcher.routers import Router, Step, StreamState, register
 
 EPS = 1e-6
+MAX_WEIGHT = 50.0   # a cloud answer's largest weight (a fusion that trusts the cloud alone)
 ALARM = -1.0   # the trust of an alarm claim: below every margin, offloaded at any threshold > -1
 
 
@@ -101,6 +102,8 @@ class BeliefRouter(Router):
     regime_switch: float = 0.01               # per clip, the chance of moving to another regime
     edge_weight: float = 0.5                  # the edge posterior's weight as evidence
     cloud_weight: float = 2.0                 # a cloud answer's weight as evidence
+    fusion_weight: float | None = None        # the per-clip fusion's edge weight: where time
+                                              # carries nothing an offload is answered by it
     regime_weight: float | None = 1.0         # evidence's weight in judging the regimes
                                               # (None: as for the activity)
     alarm: tuple[int, ...] = ()               # classes the edge claims that are always offloaded
@@ -118,6 +121,8 @@ class BeliefRouter(Router):
                             f"{self.regime_switch}")
         if self.edge_weight < 0 or self.cloud_weight < 0:
             raise DataError("belief router: edge_weight and cloud_weight must be >= 0")
+        if self.fusion_weight is not None and self.fusion_weight < 0:
+            raise DataError("belief router: fusion_weight must be >= 0")
         if self.answers not in ("belief", "fusion"):
             raise DataError(f"belief router: answers must be 'belief' or 'fusion', got "
                             f"{self.answers!r}")
@@ -140,6 +145,15 @@ class BeliefRouter(Router):
             kept = np.where(claim[:, None], edge.proba, post)
         return Step(trust, kept, lb)
 
+    def cloud_weights(self) -> np.ndarray:
+        """`[1, J, 1]`: a cloud answer's weight in each regime. In the memoryless one (switch
+        1) the clip's edge evidence has weight 1, so a cloud weight of 1 / fusion_weight makes
+        its answer the per-clip fusion's (p_cloud x p_edge ^ w, up to a power)."""
+        w = np.full(len(self.switch), self.cloud_weight)
+        if self.fusion_weight is not None:
+            w[np.asarray(self.switch) >= 1] = 1 / max(self.fusion_weight, 1 / MAX_WEIGHT)
+        return w[None, :, None]
+
     def answer(self, step: Step, after: StreamState, fused: np.ndarray) -> np.ndarray:
         if self.answers == "fusion":
             return fused
@@ -151,8 +165,8 @@ class BeliefRouter(Router):
         if cloud is not None and np.any(asked):
             a = np.asarray(asked)
             out.belief = step.belief.copy()
-            out.belief[a] = evidence(step.belief[a], np.asarray(cloud)[a], self.cloud_weight,
-                                     self.regime_weight)
+            out.belief[a] = evidence(step.belief[a], np.asarray(cloud)[a],
+                                     self.cloud_weights(), self.regime_weight)
         return out
 
     def late(self, state: StreamState, cloud: np.ndarray, age: int) -> StreamState:
@@ -167,8 +181,8 @@ class BeliefRouter(Router):
             lik = np.exp(weight * lp)
             return np.log(keep * lik + (1 - keep) * lik.mean(axis=-1, keepdims=True))
 
-        g = self.cloud_weight if self.regime_weight is None else self.regime_weight
-        out.belief = _update(state.belief, aged(self.cloud_weight), aged(g))
+        g = self.cloud_weights() if self.regime_weight is None else self.regime_weight
+        out.belief = _update(state.belief, aged(self.cloud_weights()), aged(g))
         return out
 
     # -- one file: router.json beside the bundle's switcher -------------------------------
@@ -176,7 +190,8 @@ class BeliefRouter(Router):
         """JSON-ready; the alarm classes by name, so the file says what it guards."""
         return {"router": self.name, "classes": list(classes), "switch": list(self.switch),
                 "regime_switch": self.regime_switch, "edge_weight": self.edge_weight,
-                "cloud_weight": self.cloud_weight, "regime_weight": self.regime_weight,
+                "cloud_weight": self.cloud_weight, "fusion_weight": self.fusion_weight,
+                "regime_weight": self.regime_weight,
                 "alarm": [classes[a] for a in self.alarm], "answers": self.answers,
                 "meta": self.meta}
 
@@ -192,7 +207,8 @@ class BeliefRouter(Router):
         unknown = [c for c in d.get("alarm", []) if c not in classes]
         if unknown:
             raise DataError(f"router alarm classes {unknown} are not among {list(classes)}")
-        known = {"switch", "regime_switch", "edge_weight", "cloud_weight", "regime_weight",
+        known = {"switch", "regime_switch", "edge_weight", "cloud_weight", "fusion_weight",
+                 "regime_weight",
                  "answers", "meta"}
         try:
             return cls(**{k: (tuple(v) if k == "switch" else v) for k, v in d.items()
@@ -221,9 +237,61 @@ class BeliefRouter(Router):
             raise DataError(f"{path}: {exc}") from None
 
 
-def belief_router(sc, classes: tuple[str, ...]) -> BeliefRouter:
+def belief_router(sc, classes: tuple[str, ...], fusion_weight: float | None = None
+                  ) -> BeliefRouter:
     """The belief router of a `[stream]` config table (edgeswitch.config.StreamConfig) for an
-    edge model with these classes (alarm classes it does not have are left out)."""
+    edge model with these classes (alarm classes it does not have are left out), answering
+    like the per-clip fusion of edge weight `fusion_weight` where time carries nothing (0: the
+    cloud alone)."""
     return BeliefRouter(switch=(sc.switch, 1.0), edge_weight=sc.edge_weight,
                         cloud_weight=sc.cloud_weight, answers=sc.answers,
+                        fusion_weight=fusion_weight,
                         alarm=tuple(classes.index(c) for c in sc.alarm if c in classes))
+
+
+STATE_FEATURES = ("belief_margin", "belief_max", "log_cloud_age", "edge_is_belief",
+                  "memoryless_weight", "edge_p_of_belief", "edge_is_last_cloud", "no_cloud_yet")
+
+
+def state_features(state: StreamState, step: Step, edge: ModelOutput) -> np.ndarray:
+    """`[n, 8]`: what a stream switcher reads of the state besides the edge's outputs
+    (STATE_FEATURES): the belief's confidence, the age of the cloud's last answer, the edge's
+    agreement with the belief and with that answer, and the memoryless regime's weight."""
+    post = np.exp(step.belief).sum(axis=1)
+    belief_label = post.argmax(axis=1)
+    edge_label = edge.proba.argmax(axis=1)
+    age = np.where(np.isfinite(state.age), state.age, 1e3)
+    regimes = np.exp(step.belief).sum(axis=2)
+    return np.column_stack([
+        margin(post), post.max(axis=1), np.log1p(np.minimum(age, 1e3)),
+        belief_label == edge_label, regimes[:, -1],
+        edge.proba[np.arange(len(edge_label)), belief_label], state.last == edge_label,
+        state.last < 0]).astype(np.float32)
+
+
+@register("belief-switcher")
+@dataclass
+class BeliefSwitcherRouter(BeliefRouter):
+    """The belief router with a DMD switcher for its trust: the switcher reads the edge's
+    outputs and the state (`state_features`, appended to the embedding it sees) and predicts
+    whether the belief's answer agrees with the cloud's (switcher.stream_fit)."""
+
+    switcher: object = None   # a fitted switcher.base.Switcher
+
+    name = "belief-switcher"
+
+    def step(self, state: StreamState, edge: ModelOutput) -> Step:
+        s = super().step(state, edge)
+        if self.switcher is None:
+            return s
+        trust = self.switcher.trust(switcher_view(state, s, edge))
+        if self.alarm:
+            trust = np.where(np.isin(edge.proba.argmax(axis=1), self.alarm), ALARM, trust)
+        return Step(trust, s.kept, s.belief)
+
+
+def switcher_view(state: StreamState, step: Step, edge: ModelOutput) -> ModelOutput:
+    """What a stream switcher reads: the edge's outputs, the state's features appended to
+    the embedding."""
+    return ModelOutput(edge.proba, np.hstack([edge.embedding,
+                                              state_features(state, step, edge)]))

@@ -16,7 +16,7 @@ import numpy as np
 
 from edgeswitch.evaluation.curves import RankedPath, SweptPath
 from edgeswitch.models.base import ModelOutput
-from edgeswitch.switcher.routers import Router
+from edgeswitch.switcher.routers import Router, Step, StreamState
 
 
 def padded(streams: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
@@ -32,11 +32,13 @@ def padded(streams: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
 
 def run_rows(router: Router, edge: ModelOutput, cloud: np.ndarray, answer: np.ndarray,
              idx: np.ndarray, valid: np.ndarray,
-             decide: Callable[[np.ndarray, np.ndarray], np.ndarray]
+             decide: Callable[[np.ndarray, np.ndarray], np.ndarray],
+             seen: Callable[[np.ndarray, StreamState, Step, ModelOutput], None] | None = None
              ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Rows of clips (`idx [R, L]`, each row one stream in time order) through `router`;
     `decide(trust, rows)` says which of the rows' current clips are offloaded. Offloaded clips
     are answered by `answer` and the cloud's own posterior (`cloud`) goes into the state.
+    `seen(clips, state, step, edge)` sees every step (a stream switcher's training data).
     Returns offloaded, label and trust, each `[R, L]` (undefined where not `valid`)."""
     R, L = idx.shape
     k = edge.proba.shape[1]
@@ -50,7 +52,10 @@ def run_rows(router: Router, edge: ModelOutput, cloud: np.ndarray, answer: np.nd
             continue
         clips = idx[rows, t]
         now = state.rows(rows)
-        step = router.step(now, ModelOutput(edge.proba[clips], edge.embedding[clips]))
+        view = ModelOutput(edge.proba[clips], edge.embedding[clips])
+        step = router.step(now, view)
+        if seen is not None:
+            seen(clips, now, step, view)
         o = np.asarray(decide(step.trust, rows), bool)
         off[rows, t], trust[rows, t] = o, step.trust
         after = router.observe(now, step, cloud[clips], o)
