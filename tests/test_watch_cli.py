@@ -59,7 +59,7 @@ def test_watch_a_folder_names_a_broken_file_and_goes_on(tmp_path, capsys):
 
 def test_switcher_and_op_go_together(capsys):
     assert main(["watch", str(SAMPLES / "bikes.mp4"), "--switcher", "s.npz"]) == 2
-    assert "--switcher and --op go together" in capsys.readouterr().err
+    assert "--switcher (or --router) and --op go together" in capsys.readouterr().err
 
 
 def test_watch_a_stream_over_http_measures_its_lag(capsys):

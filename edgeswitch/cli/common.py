@@ -40,7 +40,7 @@ def run_args(p: argparse.ArgumentParser, out: str) -> None:
     """A whole run on a data set (demo, benchmark): its output folder, config and model cache."""
     p.add_argument("--out", default=out, help=f"output folder (default: {out})")
     config_arg(p)
-    config_flags(p, "", only=("dataset", "seed"))
+    config_flags(p, "", only=("dataset", "streams", "seed"))
     p.add_argument("--cache", default=None,
                    help="model cache folder (default: $EDGESWITCH_CACHE or ~/.cache/edgeswitch)")
     p.add_argument("--no-cache", action="store_true", help="always retrain the models")

@@ -7,6 +7,7 @@ Data arguments accept anything `load_dataset` does (watch, basicmotions, .npz, .
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -144,7 +145,14 @@ def _calibrate_stream_router(args, cfg, records, router):
             fusion.combine(records.edge_proba, records.cloud_proba)
         op, scores = calibrate_stream(router, records.edge, records.cloud_proba, answer,
                                       records.stream_lists(), c.rate, c.adaptive, c.step)
-        return op, len(scores)
+        import sys
+
+        from edgeswitch.runtime.drift import reference
+
+        print("edgeswitch: calibrate --dmd: the drift reference has no input statistics (the "
+              "records hold no raw clips); a turned sensor goes unnoticed", file=sys.stderr)
+        ref = reference(scores, records.edge_label, len(records.classes), None)
+        return replace(op, reference=ref), len(scores)
     if not (args.data and args.edge and args.cloud):
         raise EdgeSwitchError("calibrating a stream router runs it with the cloud answering: "
                               "give --data, --edge and --cloud (or --dmd records)")
