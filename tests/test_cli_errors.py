@@ -175,12 +175,12 @@ def test_classify_against_the_server_succeeds_with_the_token(bundle, server, tmp
 def test_classify_whose_every_offload_fell_back_says_so_and_exits_3(bundle, server, tmp_path,
                                                                     case, reason):
     (tmp_path / "token").write_text("s3cret")
-    with socket.socket() as s:  # a port nothing listens on
+    with socket.socket() as s:  # a port nothing listens on (bound: no other test takes it)
         s.bind(("127.0.0.1", 0))
         dead = f"http://127.0.0.1:{s.getsockname()[1]}"
-    args = {"missing token": ("--cloud-url", server.url),
-            "dead url": ("--cloud-url", dead, "--token-file", tmp_path / "token")}[case]
-    r, rows = _classify(bundle, tmp_path, *args)
+        args = {"missing token": ("--cloud-url", server.url),
+                "dead url": ("--cloud-url", dead, "--token-file", tmp_path / "token")}[case]
+        r, rows = _classify(bundle, tmp_path, *args)
     clear_error(r, 3, "the cloud answered none of the", f"{reason} ")
     assert len(rows) == 40 and all(row["answered_by"] == "edge" for row in rows)
     summary = [line for line in r.stderr.splitlines() if line.startswith("classify:")]
