@@ -242,7 +242,7 @@ def test_generated_requests_get_no_5xx_and_drop_no_connection(bm_files, bm_model
     expected = cloud.predict_proba(X)
     cfg = ServeConfig(max_body_mb=0.25, max_clips=64, max_batch=32, max_wait_ms=2)
     with ServerProcess(bm_files["cloud"], cfg, token=TOKEN, engine=ENGINE,
-                       start_timeout_s=180 if ENGINE == "ray" else 60) as srv:
+                       start_timeout_s=600 if ENGINE == "ray" else 120) as srv:
         t0 = time.monotonic()
         tally = fuzz(srv.url, X, expected, cloud.classes_, cloud.name, N_REQUESTS)
         took = time.monotonic() - t0
@@ -268,7 +268,7 @@ def test_generated_requests_get_no_5xx_and_drop_no_connection(bm_files, bm_model
 def live_server(bm_files):
     cfg = ServeConfig(max_body_mb=0.25, max_clips=64, max_batch=32, max_wait_ms=2)
     with ServerProcess(bm_files["cloud"], cfg, token=TOKEN, engine=ENGINE,
-                       start_timeout_s=180 if ENGINE == "ray" else 60) as srv:
+                       start_timeout_s=600 if ENGINE == "ray" else 120) as srv:
         yield srv
 
 

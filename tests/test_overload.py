@@ -31,7 +31,7 @@ ENGINE = os.environ.get("EDGESWITCH_TEST_ENGINE", "fastapi")
 
 def _server(model, cfg, faults) -> ServerProcess:
     return ServerProcess(model, cfg, faults=faults, engine=ENGINE,
-                         start_timeout_s=180 if ENGINE == "ray" else 60)
+                         start_timeout_s=600 if ENGINE == "ray" else 120)
 
 
 class _Clock:

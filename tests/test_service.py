@@ -24,7 +24,7 @@ ENGINE = os.environ.get("EDGESWITCH_TEST_ENGINE", "fastapi")
 
 
 def _server(model, cfg=None, **kwargs) -> ServerProcess:
-    return ServerProcess(model, cfg, engine=ENGINE, start_timeout_s=180 if ENGINE == "ray"
+    return ServerProcess(model, cfg, engine=ENGINE, start_timeout_s=600 if ENGINE == "ray"
                          else 60, **kwargs)
 
 
