@@ -8,9 +8,10 @@ constraints (`pip install -c requirements/lock.txt -e ".[...]"`).
                                                 --upgrade to move every pin to the newest)
     python scripts/lock.py --check              exit 1 if pyproject.toml and the lock disagree
                                                 (tests/test_lock.py runs it)
-    python scripts/lock.py --check-env          exit 1 if this environment holds a package the
-                                                lock does not pin, or another version (.ci/run
-                                                runs it after the install)
+    python scripts/lock.py --check-env          exit 1 unless every package that edgeswitch and
+                                                its extras need, directly or not, is installed
+                                                here at the lock's version (.ci/run runs it
+                                                after the install)
 
 The refresh resolves with `uv pip compile` from the places pip installs from here (its
 find-links and indexes, read from `pip config`), as pip resolves: the best version over all
@@ -120,22 +121,42 @@ def check() -> int:
     return 1 if found else 0
 
 
-def check_env() -> int:
-    """Every package installed here is the lock's version of a package the lock pins."""
-    from importlib.metadata import distributions
+def check_env(extras: list[str] | None = None) -> int:
+    """What installing edgeswitch (with `extras`, default all) put here is the lock's: every
+    distribution it requires, directly or not, is installed at the locked version."""
+    from importlib.metadata import PackageNotFoundError, distribution
+
+    from packaging.requirements import Requirement
 
     pins, _ = read_lock()
-    found = []
-    for dist in distributions():
-        name = _name(dist.metadata["Name"])
-        if name in UNLOCKED:
+    if extras is None:
+        extras = list(project_deps()["optional-dependencies"])
+    found, seen, todo = [], set(), [("edgeswitch", frozenset(extras))]
+    while todo:
+        name, wanted = todo.pop()
+        if (name, wanted) in seen:
             continue
-        if name not in pins:
+        seen.add((name, wanted))
+        try:
+            dist = distribution(name)
+        except PackageNotFoundError:
+            found.append(f"{name} is required but not installed")
+            continue
+        if name not in UNLOCKED and name not in pins:
             found.append(f"{name} {dist.version} is installed but not in the lock")
-        elif dist.version != pins[name]:
+        elif name not in UNLOCKED and dist.version != pins[name]:
             found.append(f"{name} {dist.version} is installed, the lock pins {pins[name]}")
+        for text in dist.requires or []:
+            req = Requirement(text)
+            if req.marker is not None and not any(req.marker.evaluate({"extra": e})
+                                                  for e in (*wanted, "")):
+                continue
+            todo.append((_name(req.name), frozenset(req.extras)))
     for p in sorted(set(found)):
         print(f"lock: {p}", file=sys.stderr)
+    if not found:
+        print(f"lock: the {len({n for n, _ in seen})} packages edgeswitch[{','.join(extras)}] "
+              "needs are installed at the lock's versions")
     return 1 if found else 0
 
 

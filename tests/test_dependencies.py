@@ -109,3 +109,22 @@ def test_the_lock_check_fails_when_pyproject_and_the_lock_disagree():
                                         for r in deps["dependencies"]]}
     assert any("outside 'numpy<1'" in p for p in lock.problems(narrowed, pins,
                                                                lock.digest(narrowed)))
+
+
+def test_the_readme_commands_and_ci_install_with_the_lock():
+    """Both README commands and .ci/run install the project with requirements/lock.txt as
+    constraints, and .ci/run runs the README's test command as written."""
+    import re
+
+    readme = (ROOT / "README.md").read_text()
+    ci = (ROOT / ".ci" / "run").read_text()
+    commands = [line for block in re.findall(r"```bash\n(.*?)```", readme, re.S)
+                for line in block.splitlines()
+                if line.startswith(("pip install", "bash scripts")) and " && " in line]
+    assert len(commands) == 2, commands  # "The two commands": the main job's and the tests'
+    assert any(c.endswith("edgeswitch demo") for c in commands), commands
+    test_command = [c for c in commands if "pytest" in c]
+    assert len(test_command) == 1 and test_command[0] in ci.splitlines()
+    for line in commands + [c for c in ci.splitlines() if '-e "' in c]:
+        for install in re.findall(r'pip install [^&]*-e "[^"]*"', line):
+            assert "-c requirements/lock.txt" in install, install

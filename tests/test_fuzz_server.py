@@ -293,6 +293,7 @@ def test_schemathesis_against_a_real_server(case, live_server):
 
 
 @pytest.mark.ray
+@pytest.mark.timeout(1800)  # a pytest run of its own inside (subprocess timeout 900 s)
 def test_fuzz_on_ray_serve():
     """This file's test against `serve-cloud --engine ray`, 500 requests, and the poison burst
     and huge shapes of tests/test_isolation.py, inside a loopback-only network namespace (see

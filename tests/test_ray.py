@@ -164,6 +164,7 @@ def test_a_failing_cloud_ends_the_ray_run_with_its_reason(corpus, bm_files, tmp_
     assert _parts(out) == 0
 
 
+@pytest.mark.timeout(1800)  # a pytest run of its own inside (subprocess timeout 900 s)
 def test_service_api_tests_pass_on_ray_serve():
     """tests/test_service.py, unchanged, against `serve-cloud --engine ray`."""
     with LoopbackNetns() as ns:
