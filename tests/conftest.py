@@ -3,8 +3,9 @@
 The suite runs in parallel (pytest-xdist: `-n N --dist loadgroup`, as .ci/run does). Any test
 may run in any worker process, beside any other test, so a test:
 - listens on port 0 (the OS picks a free one) or on a socket it holds, never a fixed port;
-- writes under tmp_path / tmp_path_factory, never a fixed path; the model cache
-  ($EDGESWITCH_CACHE) is this run's own folder, never the user's ~/.cache/edgeswitch;
+- writes under tmp_path / tmp_path_factory, never a fixed path (the model cache,
+  $EDGESWITCH_CACHE or ~/.cache/edgeswitch, is the one shared place: what a test trains
+  through it is keyed by data and settings, and saved atomically, so workers may share it);
 - changes the environment only through monkeypatch (each worker is its own process).
 Adding tests (a new router, a new module): nothing to do, unless they
 - start Ray: mark them `@pytest.mark.ray` (and slow); every `ray` test joins the xdist group
@@ -57,19 +58,6 @@ def run_once(tmp_path_factory, name: str) -> Iterator[Path]:
             yield d
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
-
-
-@pytest.fixture(scope="session", autouse=True)
-def _model_cache_of_this_run(tmp_path_factory):
-    """Models a test trains through the default cache go to this run's folder (shared by its
-    workers: saves are atomic), never to the user's cache."""
-    old = os.environ.get("EDGESWITCH_CACHE")
-    os.environ["EDGESWITCH_CACHE"] = str(_run_root(tmp_path_factory) / "model-cache")
-    yield
-    if old is None:
-        os.environ.pop("EDGESWITCH_CACHE", None)
-    else:
-        os.environ["EDGESWITCH_CACHE"] = old
 
 
 @pytest.fixture(scope="session")

@@ -5,6 +5,7 @@ clients that give up, the model runs for fewer than 5% of the abandoned clips.""
 
 import asyncio
 import json
+import re
 import threading
 import time
 from collections import Counter
@@ -273,9 +274,10 @@ def test_edge_clients_with_deadlines_cost_a_slow_backend_almost_no_runs(bm_model
           f"slowest {max(walls) * 1000:.0f} ms")
     assert abandoned == len(replies) > 50  # no answer can come in 60 ms from this backend
     assert set(reasons) == {FallbackReason.TIMEOUT}  # the server's 504s included
-    assert any("HTTP 504" in r.detail and "deadline" in r.detail for r in replies)
     # while the server could answer nothing, each of the 12 clients still got its calls back
     # (a client that waited for the server would have none until the release)
     assert during_hold >= 12
     assert sum(model.ran) < 0.05 * abandoned
-    assert 'edgeswitch_shed_total{reason="deadline"}' in metrics
+    # the server dropped work by its deadline (its 504 may come after the client gave up)
+    shed = re.search(r'edgeswitch_shed_total\{reason="deadline"\} (\S+)', metrics)
+    assert shed and float(shed.group(1)) >= 1, metrics

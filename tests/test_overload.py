@@ -175,11 +175,12 @@ def test_remote_cloud_falls_back_overloaded_and_honours_retry_after(bm_files, ba
 
     X = basicmotions.X[:1]
     cfg = ServeConfig(max_queue_requests=1, retry_after_s=1)
-    runtime = RuntimeConfig(deadline_ms=400, retries=2, backoff_ms=10, backoff_max_ms=20)
-    with _server(bm_files["cloud"], cfg, ("sleep:1.5",)) as server:
+    # a deadline a busy machine's 503 still comes back by; the fault's sleep far past it
+    runtime = RuntimeConfig(deadline_ms=2000, retries=2, backoff_ms=10, backoff_max_ms=20)
+    with _server(bm_files["cloud"], cfg, ("sleep:6",)) as server:
         classes = tuple(httpx.get(server.url + "/healthz").json()["classes"])
         busy = threading.Thread(target=lambda: httpx.post(
-            server.url + "/v1/classify", json={"clips": encode_clips(X)}, timeout=10))
+            server.url + "/v1/classify", json={"clips": encode_clips(X)}, timeout=30))
         busy.start()
         time.sleep(0.3)
         with RemoteCloud(server.url, classes, runtime) as cloud:
@@ -191,18 +192,18 @@ def test_remote_cloud_falls_back_overloaded_and_honours_retry_after(bm_files, ba
             assert "Retry-After 1 s" in first.detail
             assert second.reason is FallbackReason.OVERLOADED and second.attempts == 0
             assert "Retry-After" in second.detail
-            # both fell back at once: before the busy request's 1.5 s sleep freed the server
+            # both fell back at once: before the busy request's 6 s sleep freed the server
             assert busy.is_alive(), f"the two calls took {wall:.2f} s"
             assert cloud.breaker.state == CLOSED  # busy is not broken
-            busy.join(10)
+            busy.join(30)
             time.sleep(max(0.0, 1.05 - (time.monotonic() - t0)))
             t1 = time.monotonic()
             third = cloud.request(X)  # Retry-After passed: asked again (and slow, as all are)
             assert third.attempts == 1 and third.reason is FallbackReason.TIMEOUT
-            # never past the deadline (0.4 s; a call that waited for the server's 1.5 s sleep
+            # never past the deadline (2 s; a call that waited for the server's 6 s sleep
             # would take that long; the rest is margin for a busy machine)
-            assert time.monotonic() - t1 < 1.2
-        time.sleep(1.5)  # the server drops the timed-out request after its fault's sleep
+            assert time.monotonic() - t1 < 4.5
+        time.sleep(6.5)  # the server drops the timed-out request after its fault's sleep
         shed = scrape(server.url)
         # the held-back call never reached the server; the third was dropped unrun (Ray Serve
         # cancels a disconnected request's handler itself, before our middleware counts it)

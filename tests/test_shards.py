@@ -243,22 +243,33 @@ def _fake_serve(monkeypatch, start=None, run=None, served=True):
     return calls, handlers
 
 
-def test_ray_serve_waits_past_rays_own_proxy_timeout(bm_files, monkeypatch, tmp_path):
-    """serve.start's TimeoutError (Ray waits 60 s for its HTTP proxy) is not the end: the
-    proxy keeps starting and serve_ray waits for the app to answer through it."""
+@pytest.mark.parametrize("error", ["timeout", "proxy restarted"])
+def test_ray_serve_waits_past_rays_own_proxy_timeout(bm_files, monkeypatch, tmp_path, error):
+    """serve.start's TimeoutError (Ray waits 60 s for its HTTP proxy) or ActorDiedError (the
+    controller restarted a proxy slow to get ready) is not the end: the controller keeps
+    starting one, and serve_ray waits for the app to answer through it. A local cluster gets
+    Ray Serve's proxy readiness checks lengthened."""
+    import os
     import signal
 
-    from edgeswitch.config import ServeConfig
-    from edgeswitch.scale.ray_serve import serve_ray
+    pytest.importorskip("ray", reason="needs the ray extra")
+    from ray.exceptions import ActorDiedError
 
-    calls, handlers = _fake_serve(
-        monkeypatch, start=TimeoutError("HTTP proxies not available after 60s."))
+    from edgeswitch.config import ServeConfig
+    from edgeswitch.scale.ray_serve import BUSY_MACHINE_ENV, serve_ray
+
+    monkeypatch.setattr(os, "environ", {k: v for k, v in os.environ.items()
+                                        if k not in BUSY_MACHINE_ENV})
+    calls, handlers = _fake_serve(monkeypatch, start={
+        "timeout": TimeoutError("HTTP proxies not available after 60s."),
+        "proxy restarted": ActorDiedError()}[error])
     ready = []
     serve_ray(bm_files["cloud"], ServeConfig(engine="ray"), "127.0.0.1", 0,
               ready_file=str(tmp_path / "ready.json"),
               on_ready=lambda port: (ready.append(port), handlers[signal.SIGTERM]()))
     assert calls == ["start_ray", "serve.start", "serve.run", "serve.shutdown"]
     assert len(ready) == 1 and (tmp_path / "ready.json").exists()
+    assert os.environ["RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S"] == "60"
 
 
 def test_a_failed_ray_serve_start_names_its_step_and_a_failed_shutdown_hides_nothing(

@@ -41,6 +41,12 @@ APP_NAME = "edgeswitch-cloud"
 # controller, proxy, replicas, the app answering through the proxy).
 START_TIMEOUT_S = 600.0
 HEALTH_CHECK_TIMEOUT_S = 120.0  # a replica this slow to answer Ray's health check is restarted
+# Ray Serve's controller gives its HTTP proxy 5 s per readiness check and kills it after three
+# misses: under load the proxy never became ready, and serve.start failed with ActorDiedError
+# (the killed proxy). A local cluster this process starts inherits these (a user's own
+# settings win; a cluster joined at --ray-address keeps its own).
+BUSY_MACHINE_ENV = {"RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S": "60",
+                    "RAY_SERVE_PROXY_HEALTH_CHECK_TIMEOUT_S": "60"}
 
 
 @dataclass(frozen=True)
@@ -183,6 +189,9 @@ def serve_ray(model_path: str | Path, cfg: ServeConfig, host: str, port: int,
     from edgeswitch.scale.cluster import start_ray
 
     deadline = time.monotonic() + start_timeout_s
+    if not cfg.ray_address:
+        for key, value in BUSY_MACHINE_ENV.items():
+            os.environ.setdefault(key, value)
     start_ray(cfg.ray_address or None, max(cfg.max_replicas, cfg.replicas) * cfg.cpus_per_replica)
     http = {"host": host, "port": port}
     if ssl_certfile:
@@ -194,7 +203,10 @@ def serve_ray(model_path: str | Path, cfg: ServeConfig, host: str, port: int,
     try:
         try:
             serve.start(http_options=http)
-        except TimeoutError:  # Ray's 60 s wait for the proxy: it keeps starting, we wait on
+        except (TimeoutError, ray.exceptions.RayActorError):
+            # Ray's own 60 s wait for its proxy ran out, or the proxy it waited on was
+            # restarted by the controller: the controller keeps starting one, we wait on
+            # (a dead controller fails the deploy below, naming itself)
             pass
         step = "deploying the application (its replicas load the model)"
         serve.run(build(model_path, cfg, token, faults, model_id), name=APP_NAME,
