@@ -32,6 +32,7 @@ from edgeswitch.config import preset
 from edgeswitch.data import load_dataset, split_by_group
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook turns the marks into groups
 def pytest_collection_modifyitems(config, items):
     for item in items:
         if item.get_closest_marker("ray") is not None:

@@ -314,5 +314,7 @@ def test_fuzz_on_ray_serve():
     tail = r.stdout[-4000:]
     print(tail)
     passed = re.search(r"(\d+) passed", tail)
-    assert r.returncode == 0 and passed and int(passed.group(1)) >= 3, tail + r.stderr[-2000:]
+    said = "\n".join(ln for ln in r.stdout.splitlines() if ln.startswith(("FAILED", "ERROR")))
+    assert r.returncode == 0 and passed and int(passed.group(1)) >= 3, \
+        said + "\n--- end of its output ---\n" + tail + r.stderr[-2000:]
     assert "engine ray: " in tail

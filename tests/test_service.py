@@ -101,7 +101,7 @@ def test_burst_of_bad_requests_leaves_the_server_healthy(server, basicmotions, b
     def send(kwargs):
         kwargs = dict(kwargs)
         httpx.post(server.url + "/v1/classify", headers=AUTH | kwargs.pop("headers", {}),
-                   **kwargs)
+                   timeout=60, **kwargs)  # a busy machine (Ray Serve) may take seconds
 
     threads = [threading.Thread(target=send, args=(kw,)) for _, kw, _, _ in bad]
     for t in threads:
