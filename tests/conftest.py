@@ -44,11 +44,19 @@ def pytest_collection_modifyitems(config, items):
                                  item.get_closest_marker("slow") is None))
 
 
+RUN_ROOT_ENV = "EDGESWITCH_TEST_RUN_ROOT"  # a pytest run inside a test shares its parent's
+
+
 def _run_root(tmp_path_factory) -> Path:
     """A folder this whole run shares: the xdist workers' common temp root, else the session's
-    own temp folder."""
+    own temp folder; a pytest run a test starts (the Ray tests do) gets its parent's, through
+    the environment it inherits."""
+    if os.environ.get(RUN_ROOT_ENV):
+        return Path(os.environ[RUN_ROOT_ENV])
     base = tmp_path_factory.getbasetemp()
-    return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+    root = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+    os.environ[RUN_ROOT_ENV] = str(root)
+    return root
 
 
 @contextmanager
@@ -64,6 +72,13 @@ def run_once(tmp_path_factory, name: str) -> Iterator[Path]:
             yield d
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _share_this_run_with_inner_runs(tmp_path_factory):
+    """Sets $EDGESWITCH_TEST_RUN_ROOT before any test starts a pytest run of its own: that run
+    then loads this run's trained models instead of training them again."""
+    _run_root(tmp_path_factory)
 
 
 @pytest.fixture(scope="session")

