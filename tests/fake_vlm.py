@@ -9,9 +9,11 @@ answers from the last image with a crude rule: dark figure wider than tall -> "f
   text           a sentence that names the label
   fenced         a Markdown code fence around the JSON
   think          a <think> block, then the label
-  slow           answers after `slow_s` (3 s)          broken  HTTP 500
+  slow           answers after `slow_s` (3 s), or when `gate` (a threading.Event) is set,
+                 if that comes first                   broken  HTTP 500
 Faults for the client's resilience: `fail_next` (settable while it runs) answers that many
 chat requests with HTTP 503 before it answers again; `tls=(cert, key)` serves https.
+`answered` counts the chat requests it has answered.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import json
 import math
 import socket
 import threading
+import time
 
 import numpy as np
 from fastapi import FastAPI, Request
@@ -69,8 +72,10 @@ def make_app(seen: list, faults: dict) -> FastAPI:
             return JSONResponse({"error": {"message": "overloaded"}}, status_code=503)
         if style == "broken":
             return JSONResponse({"error": {"message": "boom"}}, status_code=500)
-        if style == "slow":
+        if style == "slow" and faults["gate"] is None:
             await asyncio.sleep(faults["slow_s"])
+        elif style == "slow":
+            await asyncio.to_thread(faults["gate"].wait, faults["slow_s"])
         label = "fall" if looks_fallen(base64.b64decode(images[-1].split(",", 1)[1])) \
             else "adl"
         other = "adl" if label == "fall" else "fall"
@@ -91,6 +96,7 @@ def make_app(seen: list, faults: dict) -> FastAPI:
                 tok('":"', 1.0) | {"top_logprobs": [tok('":"', 1.0)]},
                 tok(head, 0.8) | {"top_logprobs": [tok(head, 0.8), tok(other[:2], 0.15)]},
                 tok(label[2:], 1.0) | {"top_logprobs": [tok(label[2:], 1.0)]}]}
+        faults["answered"] += 1
         return {"id": "x", "object": "chat.completion", "model": style, "choices": [choice]}
 
     return app
@@ -99,10 +105,15 @@ def make_app(seen: list, faults: dict) -> FastAPI:
 class FakeVLM:
     """`with FakeVLM() as vlm: vlm.url` -> http://127.0.0.1:PORT/v1 (uvicorn in a thread)."""
 
-    def __init__(self, slow_s: float = 3.0, tls: tuple[str, str] | None = None) -> None:
+    def __init__(self, slow_s: float = 3.0, tls: tuple[str, str] | None = None,
+                 gate: threading.Event | None = None) -> None:
         self.seen: list[dict] = []
-        self.faults = {"fail_next": 0, "slow_s": slow_s}
+        self.faults = {"fail_next": 0, "slow_s": slow_s, "gate": gate, "answered": 0}
         self.tls = tls
+
+    @property
+    def answered(self) -> int:
+        return self.faults["answered"]
 
     @property
     def fail_next(self) -> int:
@@ -125,10 +136,11 @@ class FakeVLM:
         self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [sock]},
                                        daemon=True)
         self.thread.start()
-        for _ in range(200):
-            if self.server.started:
-                break
-            threading.Event().wait(0.02)
+        t_end = time.monotonic() + 60  # a busy machine can take seconds to start it
+        while not self.server.started and self.thread.is_alive() and time.monotonic() < t_end:
+            time.sleep(0.02)
+        if not self.server.started:
+            raise RuntimeError("the test VLM server did not start")
         return self
 
     def __exit__(self, *exc) -> None:
@@ -138,7 +150,6 @@ class FakeVLM:
 
 if __name__ == "__main__":  # python -m tests.fake_vlm READY_FILE: serve until killed
     import sys
-    import time
     from pathlib import Path
 
     with FakeVLM() as vlm:

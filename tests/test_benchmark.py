@@ -19,6 +19,19 @@ def _batch(n_groups=10, per=6, k=3, seed=0):
                      classes=tuple("abc"[:k]), ids=np.arange(n).astype(str))
 
 
+def _two_cv_candidates(monkeypatch):
+    """The switcher selection over two linear candidates, not all eight (MLPs and trees): the
+    bulk of a fold's time, and not what these tests check."""
+    from functools import partial
+
+    from edgeswitch.benchmark import evaluate as ev
+    from edgeswitch.switcher import select
+
+    # select_switcher's default argument holds the tuple itself: replace the function
+    monkeypatch.setattr(ev, "select_switcher",
+                        partial(select.select_switcher, candidates=select.CV_CANDIDATES[:2]))
+
+
 def test_every_group_is_tested_once_per_repeat_and_splits_are_disjoint():
     data = _batch(n_groups=10)
     folds = make_folds(data, 5, repeats=2, seed=3)
@@ -83,9 +96,7 @@ def test_fold_evaluation_reads_no_label_before_evaluating(tmp_path, monkeypatch)
     cfg = load_config(dataset="basicmotions")
     cfg.fusion.method = "dmd"
     monkeypatch.setattr(ev, "VARIANTS", {"dmd-linear": ev.VARIANTS["dmd-linear"]})
-    from edgeswitch.switcher import select
-
-    monkeypatch.setattr(select, "CV_CANDIDATES", select.CV_CANDIDATES[:2])
+    _two_cv_candidates(monkeypatch)
     runs = []
     for seed in (1, 2):
         y = np.random.default_rng(seed)
@@ -117,9 +128,20 @@ def test_benchmark_smoke_on_basicmotions_resumes_and_never_trains_on_test(tmp_pa
         return real(estimator, train, *a, **kw)
 
     monkeypatch.setattr(cache, "fit_or_load", spy)
+    _two_cv_candidates(monkeypatch)
+    from edgeswitch.benchmark import evaluate as ev
+
+    # the linear and tree variants; the MLP ones (tests/test_switcher*.py) cost most of a fold
+    monkeypatch.setattr(ev, "VARIANTS", {k: v for k, v in ev.VARIANTS.items()
+                                         if v.family != "mlp"})
     out = tmp_path / "bench"
+    # fewer epochs and resamples than the preset: the figures are not what is checked here
+    (tmp_path / "quick.toml").write_text("[edge]\nepochs = 10\n[cloud]\nepochs = 10\n"
+                                         "[switcher]\nepochs = 30\n"
+                                         "[benchmark]\nbootstrap = 200\n")
     args = ["benchmark", "--dataset", "basicmotions", "--folds", "2", "--out", str(out),
-            "--cache", str(tmp_path / "cache"), "--quiet"]
+            "--config", str(tmp_path / "quick.toml"), "--cache", str(tmp_path / "cache"),
+            "--quiet"]
     assert main(args) == 0
     bench = json.loads((out / "benchmark.json").read_text())
     assert (out / "benchmark.png").stat().st_size > 10_000
@@ -158,17 +180,28 @@ def test_benchmark_smoke_on_basicmotions_resumes_and_never_trains_on_test(tmp_pa
 
 
 @pytest.mark.slow
-def test_benchmark_on_npz_with_and_without_groups(tmp_path):
+def test_benchmark_on_npz_with_and_without_groups(tmp_path, monkeypatch):
+    from edgeswitch.benchmark import evaluate as ev
     from edgeswitch.cli.main import main
+
+    _two_cv_candidates(monkeypatch)
+    monkeypatch.setattr(ev, "VARIANTS", {"dmd-linear": ev.VARIANTS["dmd-linear"]})
 
     bm = load_dataset("basicmotions")
     labels = np.asarray(bm.classes)[bm.y]
     np.savez(tmp_path / "grouped.npz", X=bm.X, y=labels, groups=np.arange(len(bm)) % 8)
     np.savez(tmp_path / "plain.npz", X=bm.X, y=labels)
+    # small models and few resamples: what is checked is how the folds are dealt (an .npz
+    # takes the default, smartwatch-sized models otherwise: minutes of training per fold)
+    (tmp_path / "small.toml").write_text(
+        "[edge]\nepochs = 5\n[edge.arch_params]\nwidth = 8\nlayers = 2\n"
+        "[cloud]\nepochs = 5\n[cloud.arch_params]\nwidth = 16\n"
+        "[benchmark]\nabc_members = 2\nbootstrap = 200\n")
     for name, n_groups in (("grouped", 8), ("plain", len(bm))):
         out = tmp_path / name
         assert main(["benchmark", "--dataset", str(tmp_path / f"{name}.npz"), "--folds", "2",
-                     "--out", str(out), "--cache", str(tmp_path / "cache"), "--quiet"]) == 0
+                     "--config", str(tmp_path / "small.toml"), "--out", str(out),
+                     "--cache", str(tmp_path / "cache"), "--quiet"]) == 0
         bench = json.loads((out / "benchmark.json").read_text())
         assert bench["n_groups"] == n_groups and len(bench["folds"]) == 2
     # too few groups for the folds asked: a clear error, exit 2

@@ -100,10 +100,12 @@ def test_reload_on_change_keeps_the_last_good_set_on_a_bad_edit(tmp_path, caplog
     tok = cr.add_device(f, "cam-01")
     creds = cr.Credentials.from_file(f)
     t = time.monotonic() + 10
+    creds.refresh(now=t - cr.POLL_S)  # looked at the file then
     new = cr.add_device(f, "cam-02")
-    assert creds.device(new) is None or creds.device(new) == "cam-02"  # within POLL_S
+    creds.refresh(now=t - cr.POLL_S / 2)  # within POLL_S of that look: not looked at again
+    assert creds.names() == ["cam-01"]
     creds.refresh(now=t)
-    assert creds.device(new) == "cam-02"
+    assert creds.names() == ["cam-01", "cam-02"] and creds.device(new) == "cam-02"
     good = f.read_text()
     f.write_text(good + "{broken\n")
     with caplog.at_level(logging.WARNING, "edgeswitch.serving"):

@@ -236,19 +236,19 @@ def fuzz(url: str, X: np.ndarray, expected: np.ndarray, classes, model: str,
     return tally
 
 
-def test_generated_requests_get_no_5xx_and_drop_no_connection(bm_files, bm_models, basicmotions):
+def test_generated_requests_get_no_5xx_and_drop_no_connection(live_server, bm_models,
+                                                              basicmotions):
+    """On this file's one server (schemathesis below gets it next: it must be healthy)."""
     cloud = bm_models[1]
     X = basicmotions.X[:40]
     expected = cloud.predict_proba(X)
-    cfg = ServeConfig(max_body_mb=0.25, max_clips=64, max_batch=32, max_wait_ms=2)
-    with ServerProcess(bm_files["cloud"], cfg, token=TOKEN, server=ENGINE,
-                       start_timeout_s=180 if ENGINE == "ray" else 60) as srv:
-        t0 = time.monotonic()
-        tally = fuzz(srv.url, X, expected, cloud.classes_, cloud.name, N_REQUESTS)
-        took = time.monotonic() - t0
-        good = httpx.post(srv.url + "/v1/classify", headers=AUTH,
-                          json={"clips": encode_clips(X[:8])}, timeout=30)
-        log = srv.log()
+    srv = live_server
+    t0 = time.monotonic()
+    tally = fuzz(srv.url, X, expected, cloud.classes_, cloud.name, N_REQUESTS)
+    took = time.monotonic() - t0
+    good = httpx.post(srv.url + "/v1/classify", headers=AUTH,
+                      json={"clips": encode_clips(X[:8])}, timeout=30)
+    log = srv.log()
     report = (f"engine {ENGINE}: {tally.sent} requests in {took:.0f} s; statuses "
               f"{dict(sorted(tally.statuses.items()))}; kinds {dict(sorted(tally.kinds.items()))};"
               f" dropped {len(tally.dropped)}; wrong {len(tally.wrong)}")
@@ -266,9 +266,10 @@ def test_generated_requests_get_no_5xx_and_drop_no_connection(bm_files, bm_model
 
 @pytest.fixture(scope="module")
 def live_server(bm_files):
+    """One real server for this file's tests (on Ray Serve, each start costs a cluster)."""
     cfg = ServeConfig(max_body_mb=0.25, max_clips=64, max_batch=32, max_wait_ms=2)
     with ServerProcess(bm_files["cloud"], cfg, token=TOKEN, server=ENGINE,
-                       start_timeout_s=180 if ENGINE == "ray" else 60) as srv:
+                       start_timeout_s=600 if ENGINE == "ray" else 120) as srv:
         yield srv
 
 
@@ -293,6 +294,7 @@ def test_schemathesis_against_a_real_server(case, live_server):
 
 
 @pytest.mark.ray
+@pytest.mark.timeout(1800)  # a pytest run of its own inside (subprocess timeout 900 s)
 def test_fuzz_on_ray_serve():
     """This file's test against `serve-cloud --server ray`, 500 requests, and the poison burst
     and huge shapes of tests/test_isolation.py, inside a loopback-only network namespace (see
@@ -313,5 +315,7 @@ def test_fuzz_on_ray_serve():
     tail = r.stdout[-4000:]
     print(tail)
     passed = re.search(r"(\d+) passed", tail)
-    assert r.returncode == 0 and passed and int(passed.group(1)) >= 3, tail + r.stderr[-2000:]
+    said = "\n".join(ln for ln in r.stdout.splitlines() if ln.startswith(("FAILED", "ERROR")))
+    assert r.returncode == 0 and passed and int(passed.group(1)) >= 3, \
+        said + "\n--- end of its output ---\n" + tail + r.stderr[-2000:]
     assert "engine ray: " in tail

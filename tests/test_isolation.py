@@ -259,7 +259,7 @@ def test_huge_shapes_keep_the_keep_alive_connection_usable(bm_files, bm_models, 
     cloud, X = bm_models[1], basicmotions.X[:2]
     bad_shapes = ([0, 9223372036854775808, 6], [0, 10**30, 6], [0, 2**40, 2**40])
     with ServerProcess(bm_files["cloud"], ServeConfig(max_body_mb=1), server=ENGINE,
-                       start_timeout_s=180) as srv, \
+                       start_timeout_s=600) as srv, \
             httpx.Client(base_url=srv.url, timeout=10) as client:
         ports = set()
         for shape in bad_shapes:
@@ -296,7 +296,7 @@ def test_poison_burst_fails_only_the_poison_requests(bm_files, bm_models, basicm
         X[i, 5, i % X.shape[2]] = v
     expected = cloud.predict_proba(np.delete(X, list(bad), axis=0))
     with ServerProcess(bm_files["cloud"], ServeConfig(max_batch=32, max_wait_ms=5),
-                       server=ENGINE, start_timeout_s=180) as srv, \
+                       server=ENGINE, start_timeout_s=600) as srv, \
             httpx.Client(base_url=srv.url, timeout=30,
                          limits=httpx.Limits(max_connections=200)) as client:
         def send(i):

@@ -62,6 +62,42 @@ def test_cache_skips_training(bm_splits, tmp_path, monkeypatch):
         fit_or_load(_small(seed=9), bm_splits.train, tmp_path)
 
 
+def test_two_runs_saving_one_cached_model_at_once_both_succeed(bm_models, tmp_path,
+                                                                monkeypatch):
+    """Two `demo` runs on one cache may save the same model together: one writes its file
+    while the other is between writing and renaming its own. Both succeed, one whole file."""
+    import threading
+    from pathlib import Path
+
+    from edgeswitch.models import OnnxClassifier
+
+    edge, path = bm_models[0], tmp_path / "models" / "edge.onnx"
+    real, a_wrote, b_done, errors = Path.replace, threading.Event(), threading.Event(), []
+
+    def replace(self, target):
+        if threading.current_thread().name == "a":  # run a: written, not renamed yet
+            a_wrote.set()
+            b_done.wait(30)
+        return real(self, target)
+
+    def run_a():
+        try:
+            edge.save(path)
+        except Exception as exc:  # noqa: BLE001 - collected for the assertion
+            errors.append(exc)
+
+    monkeypatch.setattr(Path, "replace", replace)
+    a = threading.Thread(target=run_a, name="a")
+    a.start()
+    assert a_wrote.wait(30)
+    edge.save(path)  # run b, whole, meanwhile
+    b_done.set()
+    a.join(30)
+    assert errors == []
+    assert OnnxClassifier(path).onnx_bytes_ == edge.onnx_bytes_
+    assert [f.name for f in path.parent.iterdir()] == ["edge.onnx"]  # no temporary left
+
+
 def test_bad_input_gets_clear_errors(bm_models, bm_splits, tmp_path):
     edge, _ = bm_models
     X = bm_splits.test.X

@@ -163,6 +163,17 @@ def test_a_failing_cloud_ends_the_ray_run_with_its_reason(corpus, bm_files, tmp_
     assert _parts(out) == 0
 
 
+def _summary(r: subprocess.CompletedProcess) -> str:
+    """What an inner pytest run says failed: its summary lines (FAILED, ERROR, the counts)
+    and its output's end."""
+    lines = r.stdout.splitlines()
+    said = [ln for ln in lines if ln.startswith(("FAILED", "ERROR")) or " passed" in ln
+            or " failed" in ln or " error" in ln]
+    return "\n".join(said) + "\n--- end of its output ---\n" + r.stdout[-3000:] + \
+        r.stderr[-2000:]
+
+
+@pytest.mark.timeout(1800)  # a pytest run of its own inside (subprocess timeout 900 s)
 def test_service_api_tests_pass_on_ray_serve():
     """tests/test_service.py, unchanged, against `serve-cloud --server ray`."""
     with LoopbackNetns() as ns:
@@ -172,7 +183,7 @@ def test_service_api_tests_pass_on_ray_serve():
                            env=ENV | {"EDGESWITCH_TEST_ENGINE": "ray"}, capture_output=True,
                            text=True, timeout=900, cwd=ROOT)
     tail = r.stdout[-4000:]
-    assert r.returncode == 0, tail + r.stderr[-2000:]
+    assert r.returncode == 0, _summary(r)
     passed = re.search(r"(\d+) passed", tail)
     collected = subprocess.run([sys.executable, "-m", "pytest", "-q", "--collect-only", "-p",
                                 "no:cacheprovider", "-m", "slow",

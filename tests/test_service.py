@@ -24,7 +24,7 @@ ENGINE = os.environ.get("EDGESWITCH_TEST_ENGINE", "fastapi")
 
 
 def _server(model, cfg=None, **kwargs) -> ServerProcess:
-    return ServerProcess(model, cfg, server=ENGINE, start_timeout_s=180 if ENGINE == "ray"
+    return ServerProcess(model, cfg, server=ENGINE, start_timeout_s=600 if ENGINE == "ray"
                          else 60, **kwargs)
 
 
@@ -101,7 +101,7 @@ def test_burst_of_bad_requests_leaves_the_server_healthy(server, basicmotions, b
     def send(kwargs):
         kwargs = dict(kwargs)
         httpx.post(server.url + "/v1/classify", headers=AUTH | kwargs.pop("headers", {}),
-                   **kwargs)
+                   timeout=60, **kwargs)  # a busy machine (Ray Serve) may take seconds
 
     threads = [threading.Thread(target=send, args=(kw,)) for _, kw, _, _ in bad]
     for t in threads:

@@ -216,3 +216,87 @@ def test_ray_serve_app_builder_checks_its_args(bm_files):
         app_builder({"model_path": str(bm_files["cloud"]), "replicas": 2, "max_replicas": 1})
     assert app_builder({"model_path": str(bm_files["cloud"]), "replicas": 2}) is not None
     assert not ray.is_initialized()  # building an application starts no Ray
+
+
+def _fake_serve(monkeypatch, start=None, run=None, served=True):
+    """scale.ray_serve.serve_ray with Ray's own calls replaced: no cluster starts. Returns the
+    calls made; on_ready then stops the server as SIGTERM would."""
+    pytest.importorskip("ray", reason="needs the ray extra")
+    from edgeswitch.scale import cluster, ray_serve
+
+    calls, handlers = [], {}
+
+    def step(name, error):
+        def call(*args, **kwargs):
+            calls.append(name)
+            if error is not None:
+                raise error
+        return call
+
+    monkeypatch.setattr(cluster, "start_ray", lambda *a: calls.append("start_ray"))
+    monkeypatch.setattr(ray_serve.serve, "start", step("serve.start", start))
+    monkeypatch.setattr(ray_serve.serve, "run", step("serve.run", run))
+    monkeypatch.setattr(ray_serve.serve, "shutdown",
+                        step("serve.shutdown", RuntimeError("the controller is gone")))
+    monkeypatch.setattr(ray_serve, "_wait_until_served", lambda *a: served)
+    monkeypatch.setattr(ray_serve.signal, "signal", lambda sig, h: handlers.update({sig: h}))
+    return calls, handlers
+
+
+@pytest.mark.parametrize("error", ["timeout", "proxy restarted"])
+def test_ray_serve_waits_past_rays_own_proxy_timeout(bm_files, monkeypatch, tmp_path, error):
+    """serve.start's TimeoutError (Ray waits 60 s for its HTTP proxy) or ActorDiedError (the
+    controller restarted a proxy slow to get ready) is not the end: the controller keeps
+    starting one, and serve_ray waits for the app to answer through it. A local cluster gets
+    Ray Serve's proxy readiness checks lengthened."""
+    import os
+    import signal
+
+    pytest.importorskip("ray", reason="needs the ray extra")
+    from ray.exceptions import ActorDiedError
+
+    from edgeswitch.config import ServeConfig
+    from edgeswitch.scale.ray_serve import BUSY_MACHINE_ENV, serve_ray
+
+    monkeypatch.setattr(os, "environ", {k: v for k, v in os.environ.items()
+                                        if k not in BUSY_MACHINE_ENV})
+    calls, handlers = _fake_serve(monkeypatch, start={
+        "timeout": TimeoutError("HTTP proxies not available after 60s."),
+        "proxy restarted": ActorDiedError()}[error])
+    ready = []
+    serve_ray(bm_files["cloud"], ServeConfig(server="ray"), "127.0.0.1", 0,
+              ready_file=str(tmp_path / "ready.json"),
+              on_ready=lambda port: (ready.append(port), handlers[signal.SIGTERM]()))
+    assert calls == ["start_ray", "serve.start", "serve.run", "serve.shutdown"]
+    assert len(ready) == 1 and (tmp_path / "ready.json").exists()
+    assert os.environ["RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S"] == "60"
+
+
+def test_a_failed_ray_serve_start_names_its_step_and_a_failed_shutdown_hides_nothing(
+        bm_files, monkeypatch, capsys):
+    from edgeswitch.config import ServeConfig
+    from edgeswitch.scale.ray_serve import serve_ray
+
+    calls, _ = _fake_serve(monkeypatch, run=RuntimeError("replica died: ActorDiedError"))
+    with pytest.raises(EdgeSwitchError, match=r"Ray Serve failed while deploying the "
+                       r"application .*: RuntimeError: replica died"):
+        serve_ray(bm_files["cloud"], ServeConfig(server="ray"), "127.0.0.1", 0)
+    assert calls[-1] == "serve.shutdown"  # it ran, and its own error is only a note
+    assert "the controller is gone" in capsys.readouterr().err
+
+
+def test_ray_serve_that_never_answers_through_its_proxy_is_a_clear_error():
+    import socket
+    import threading
+
+    pytest.importorskip("ray", reason="needs the ray extra")
+    from edgeswitch.scale.ray_serve import _wait_until_served
+
+    with socket.socket() as s:  # bound, never listening: every connection is refused
+        s.bind(("127.0.0.1", 0))
+        with pytest.raises(EdgeSwitchError, match=r"HTTP proxy at http://127.0.0.1:\d+ did "
+                           r"not serve the application in time \(ConnectError"):
+            _wait_until_served("0.0.0.0", s.getsockname()[1], False, 0.0, threading.Event())
+    stop = threading.Event()
+    stop.set()
+    assert _wait_until_served("127.0.0.1", 9, False, 1e12, stop) is False

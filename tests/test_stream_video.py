@@ -11,7 +11,7 @@ pytest.importorskip("av", reason="needs the video extra")
 pytest.importorskip("ai_edge_litert", reason="needs the video extra")
 
 from tests.fake_vlm import FakeVLM  # noqa: E402
-from tests.test_alerts import Receiver, free_port  # noqa: E402
+from tests.test_alerts import Receiver, closed_port  # noqa: E402
 from tests.test_watch_realtime import fall_video, lines  # noqa: E402
 
 pytestmark = pytest.mark.slow
@@ -71,10 +71,11 @@ def test_with_the_cloud_down_the_edge_s_fall_claim_stands(fall, tmp_path):
     from edgeswitch.cli.main import main
 
     video, fell_at = fall
-    down = f"http://127.0.0.1:{free_port()}/v1"
-    code = main(["watch", str(video), *_belief_files(tmp_path), "--cloud-url", down,
-                 "--model", "json", "--events", str(tmp_path / "events.jsonl"),
-                 "--out", str(tmp_path / "out.jsonl"), "--quiet"])
+    with closed_port() as port:
+        code = main(["watch", str(video), *_belief_files(tmp_path), "--cloud-url",
+                     f"http://127.0.0.1:{port}/v1", "--model", "json", "--events",
+                     str(tmp_path / "events.jsonl"), "--out", str(tmp_path / "out.jsonl"),
+                     "--quiet"])
     assert code == 3  # offloaded clips and not one answer: the exit code says so
     rows = lines(tmp_path / "out.jsonl")
     updates = [r for r in rows if r["kind"] == "update"]

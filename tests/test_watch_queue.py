@@ -19,12 +19,19 @@ def recorder():
 
 
 def test_a_full_queue_drops_its_oldest_and_never_exceeds_its_bound():
-    release = threading.Event()
+    started, release = threading.Event(), threading.Event()
     done, on_done = recorder()
-    q = AsyncCloud(lambda p: (release.wait(10), p)[1], on_done, workers=1, bound=3)
-    for i in range(8):
+
+    def work(p):
+        started.set()
+        release.wait(30)
+        return p
+
+    q = AsyncCloud(work, on_done, workers=1, bound=3)
+    q.submit("k0", 0)
+    assert started.wait(30)  # the worker has taken k0 and holds it
+    for i in range(1, 8):
         q.submit(f"k{i}", i)
-        time.sleep(0.02)  # the worker takes k0 first and holds it
     assert q.queued == 3 and q.stats.max_queued == 3
     assert [k for k, _, r in done if r == QUEUE_FULL] == ["k1", "k2", "k3", "k4"]
     release.set()
@@ -37,19 +44,29 @@ def test_a_full_queue_drops_its_oldest_and_never_exceeds_its_bound():
 
 def test_workers_run_at_once_and_the_drain_deadline_drops_the_rest():
     done, on_done = recorder()
-    started = []
-    q = AsyncCloud(lambda p: (started.append(p), time.sleep(p))[0], on_done, workers=2,
-                   bound=10)
-    t0 = time.monotonic()
-    q.submit("fast1", 0.2)
-    q.submit("fast2", 0.2)
-    q.submit("slow", 5.0)
-    q.submit("waiting", 0.1)
-    q.drain(time.monotonic() + 1.0)
-    assert time.monotonic() - t0 < 2.0  # the deadline, not the slow job
-    reasons = {k: r for k, _, r in done}
+    both = threading.Barrier(2, timeout=30)  # passed only by two jobs running at once
+    stuck = threading.Event()  # the slow job runs until the test ends
+
+    def work(p):
+        if p == "together":
+            both.wait()
+        elif p == "stuck":
+            stuck.wait(60)
+        return p
+
+    q = AsyncCloud(work, on_done, workers=2, bound=10)
+    q.submit("fast1", "together")
+    q.submit("fast2", "together")
+    q.submit("slow", "stuck")
+    q.submit("waiting", "quick")
+    try:
+        q.drain(time.monotonic() + 2.0)
+        reasons = {k: r for k, _, r in done}
+        # settled at the deadline: had the drain waited for the slow job, it would be answered
+        assert reasons["slow"] == DRAIN_DEADLINE
+    finally:
+        stuck.set()
     assert reasons["fast1"] is None and reasons["fast2"] is None  # in parallel, both in time
-    assert reasons["slow"] == DRAIN_DEADLINE
     assert len(done) == 4
 
 

@@ -8,6 +8,8 @@ import json
 import os
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +21,7 @@ from edgeswitch.cli.main import main  # noqa: E402
 from edgeswitch.video.synthetic import synthetic_pose_sequence  # noqa: E402
 from tests.fake_vlm import FakeVLM  # noqa: E402
 from tests.synthetic_video import render_synthetic_video  # noqa: E402
-from tests.test_alerts import Receiver, free_port  # noqa: E402
+from tests.test_alerts import Receiver  # noqa: E402
 
 pytestmark = pytest.mark.slow
 FPS = 8.0
@@ -82,8 +84,12 @@ def test_a_2s_cloud_never_delays_the_edge_at_real_time(tmp_path):
     print(f"lag ms: p50 {np.percentile(lag, 50):.0f} p99 {np.percentile(lag, 99):.0f} "
           f"max {lag.max():.0f}; metrics {m['lag_ms']} queue {m['queue']} "
           f"outcomes {m['cloud_outcomes']} bytes/clip {m['sent_bytes_per_clip']}")
-    assert lag.max() <= 1000  # every edge line within one stride of its clip's end
-    assert m["lag_ms"]["p99"] <= 1000 and m["queue"]["max_queued"] <= 4
+    # The edge never waited for this cloud (2 s an answer, one worker, a clip a second, every
+    # clip offloaded): every clip went to the queue at once, and the full queue shed the
+    # oldest (an edge that waited for room would have shed none). The lag itself (printed) is
+    # the machine's speed, a figure for benchmarks/: a machine busy enough falls behind.
+    assert m["queue"]["submitted"] == len(clips)
+    assert m["queue"]["dropped"].get("queue_full", 0) > 10 and m["queue"]["max_queued"] <= 4
     # every offloaded clip got exactly one update: an answer, or a drop with its reason
     assert len(updates) == len(clips) == sum(r["kind"] == "update" for r in rows)
     for r in updates.values():
@@ -127,19 +133,39 @@ def test_a_synthetic_fall_is_one_event_confirmed_by_the_cloud_and_one_alert(fall
     assert [e["id"] for e in lines(got)] == [ev["id"]]
 
 
-def test_with_the_alert_receiver_down_the_stream_keeps_real_time(fall, tmp_path):
+def test_an_alert_receiver_that_never_answers_costs_the_stream_nothing(fall, tmp_path):
+    """The receiver holds the fall's alert until the stream has written all its clips: an
+    alert sent inline would hold the stream instead, and the clips would never all come."""
     video, _ = fall
     out, metrics = tmp_path / "out.jsonl", tmp_path / "metrics.json"
-    with FakeVLM() as vlm:
-        res = watch(str(video), "--realtime", "--cloud-url", vlm.url, "--model", "json",
-                    "--events", str(tmp_path / "events.jsonl"),
-                    "--alert-url", f"http://127.0.0.1:{free_port()}/down",  # nobody there
-                    "--out", str(out), "--summary", str(metrics))
-    assert res.returncode == 0, res.stderr
+    gate = threading.Event()
+    with FakeVLM() as vlm, Receiver(gate=gate) as receiver:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "edgeswitch", "watch", str(video), "--realtime",
+             "--cloud-url", vlm.url, "--model", "json", "--events", str(tmp_path / "ev.jsonl"),
+             "--alert-url", receiver.url, "--alert-retries", "0", "--alert-timeout-s", "300",
+             "--out", str(out), "--summary", str(metrics)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+            env=os.environ | {"PYTHONUNBUFFERED": "1"})
+        try:
+            t_end = time.monotonic() + 200
+            while _clip_lines(out) < 27 and proc.poll() is None and time.monotonic() < t_end:
+                time.sleep(0.2)
+            written, hits = _clip_lines(out), receiver.hits
+        finally:
+            gate.set()
+        _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 0, stderr
+    assert written == 27 and hits == 1  # every clip out while the alert was still held
     lag = [r["lag_ms"] for r in lines(out) if r["kind"] == "clip"]
-    print(f"receiver down: lag ms p99 {np.percentile(lag, 99):.0f} max {max(lag):.0f}")
-    assert len(lag) == 27 and max(lag) <= 1000
-    assert "alert deliveries 0 ok, 1 failed" in res.stderr
+    print(f"receiver holding: lag ms p99 {np.percentile(lag, 99):.0f} max {max(lag):.0f}")
+    assert len(receiver.posts) == 1 and "alert deliveries 1 ok, 0 failed" in stderr
+
+
+def _clip_lines(path: Path) -> int:
+    if not path.exists():
+        return 0
+    return sum('"kind": "clip"' in line for line in path.read_text().splitlines())
 
 
 def test_vlm_crop_and_size_narrow_what_leaves_the_device(fall, tmp_path):

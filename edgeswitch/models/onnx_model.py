@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -125,9 +127,11 @@ class OnnxClassifier:
     def save(self, path: str | Path) -> Path:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(path.suffix + ".tmp")
+        # a temporary file of this call's own (two runs may save the same cached model at
+        # once), then an atomic rename: a killed run never leaves a half-written model behind
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
         tmp.write_bytes(self.onnx_bytes_)
-        tmp.replace(path)  # atomic: a killed run never leaves a half-written model behind
+        tmp.replace(path)
         return path
 
     def __repr__(self) -> str:

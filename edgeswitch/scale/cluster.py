@@ -18,6 +18,9 @@ def start_ray(address: str | None, cpus_needed: float) -> bool:
     if ray.is_initialized():
         return False
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    if not address:  # a local cluster: a worker process slow to start on a busy machine is
+        # not a failure (Ray gives it 60 s to register, then fails the task or actor)
+        os.environ.setdefault("RAY_worker_register_timeout_seconds", "300")
     kwargs = dict(include_dashboard=False, log_to_driver=False, logging_level="warning")
     try:
         if address:

@@ -14,7 +14,9 @@ import asyncio
 import json
 import os
 import signal
+import sys
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +34,19 @@ if TYPE_CHECKING:
     from edgeswitch.serving.credentials import Credentials
 
 APP_NAME = "edgeswitch-cloud"
+
+# Start-up on a busy machine: Ray gives its HTTP proxy 60 s to start (then serve.start raises
+# TimeoutError) and a replica 30 s to answer a health check; a 2-core machine whose cores other
+# jobs hold took 98 s to serve. We wait up to this long for the whole start (cluster,
+# controller, proxy, replicas, the app answering through the proxy).
+START_TIMEOUT_S = 600.0
+HEALTH_CHECK_TIMEOUT_S = 120.0  # a replica this slow to answer Ray's health check is restarted
+# Ray Serve's controller gives its HTTP proxy 5 s per readiness check and kills it after three
+# misses: under load the proxy never became ready, and serve.start failed with ActorDiedError
+# (the killed proxy). A local cluster this process starts inherits these (a user's own
+# settings win; a cluster joined at --ray-address keeps its own).
+BUSY_MACHINE_ENV = {"RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S": "60",
+                    "RAY_SERVE_PROXY_HEALTH_CHECK_TIMEOUT_S": "60"}
 
 
 @dataclass(frozen=True)
@@ -53,7 +68,9 @@ def deployment_options(cfg: ServeConfig) -> dict:
             # replica's own Admission and ClipBound hold the same bounds of serving.overload)
             "max_queued_requests": cfg.max_queue_requests,
             # no per-request access log line: it costs CPU on the request path
-            "logging_config": {"log_level": "WARNING", "enable_access_log": False}}
+            "logging_config": {"log_level": "WARNING", "enable_access_log": False},
+            # Ray's 30 s would restart a replica that a busy machine merely slowed down
+            "health_check_timeout_s": HEALTH_CHECK_TIMEOUT_S}
     if cfg.max_replicas > cfg.replicas:
         opts["autoscaling_config"] = {"min_replicas": cfg.replicas,
                                       "max_replicas": cfg.max_replicas,
@@ -156,11 +173,13 @@ def serve_ray(model_path: str | Path, cfg: ServeConfig, host: str, port: int,
               model_id: str | None = None, ssl_certfile: str | None = None,
               ssl_keyfile: str | None = None, ready_file: str | None = None,
               on_ready: Callable[[int], None] | None = None,
-              ray_address: str | None = None) -> None:
+              ray_address: str | None = None,
+              start_timeout_s: float = START_TIMEOUT_S) -> None:
     """Run the application until SIGINT/SIGTERM. Starts a local Ray cluster unless
     `ray_address` ([ray] address) names a running one; `port=0` picks a free port.
-    `on_ready(port)` is called once the application serves (the CLI prints its banner
-    there)."""
+    `on_ready(port)` is called once the application answers through Ray's HTTP proxy (the CLI
+    prints its banner there). A start that fails, or takes longer than `start_timeout_s`, is an
+    EdgeSwitchError naming the step that failed."""
     import ray
 
     if port == 0:
@@ -170,6 +189,10 @@ def serve_ray(model_path: str | Path, cfg: ServeConfig, host: str, port: int,
             port = s.getsockname()[1]
     from edgeswitch.scale.cluster import start_ray
 
+    deadline = time.monotonic() + start_timeout_s
+    if not ray_address:
+        for key, value in BUSY_MACHINE_ENV.items():
+            os.environ.setdefault(key, value)
     start_ray(ray_address, max(cfg.max_replicas, cfg.replicas) * cfg.cpus_per_replica)
     http = {"host": host, "port": port}
     if ssl_certfile:
@@ -177,22 +200,73 @@ def serve_ray(model_path: str | Path, cfg: ServeConfig, host: str, port: int,
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
+    step = "starting Ray Serve's controller and HTTP proxy"
     try:
-        serve.start(http_options=http)
+        try:
+            serve.start(http_options=http)
+        except (TimeoutError, ray.exceptions.RayActorError):
+            # Ray's own 60 s wait for its proxy ran out, or the proxy it waited on was
+            # restarted by the controller: the controller keeps starting one, we wait on
+            # (a dead controller fails the deploy below, naming itself)
+            pass
+        step = "deploying the application (its replicas load the model)"
         serve.run(build(model_path, cfg, token, faults, model_id), name=APP_NAME,
                   route_prefix="/", blocking=False)
+        step = "waiting for the application to answer through Ray's HTTP proxy"
+        if not _wait_until_served(host, port, bool(ssl_certfile), deadline, stop):
+            return  # SIGINT/SIGTERM before it was ready
         if ready_file:
             tmp = Path(ready_file).with_suffix(".tmp")
             tmp.write_text(json.dumps({"port": port, "pid": os.getpid()}))
             tmp.replace(ready_file)
         if on_ready is not None:
             on_ready(port)
+        step = "serving"
         while not stop.wait(0.5):
             pass
-    except RuntimeError as exc:
-        raise EdgeSwitchError(f"Ray Serve failed to start: {exc}") from None
+    except EdgeSwitchError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - Ray's errors (actor died, deploy failed, ...)
+        from edgeswitch.scale.cluster import root_cause
+
+        cause = root_cause(exc)
+        if not cause.startswith(type(exc).__name__):
+            cause = f"{type(exc).__name__}: {cause}"
+        raise EdgeSwitchError(f"Ray Serve failed while {step}: {cause}") from None
     finally:
-        try:
-            serve.shutdown()
-        finally:
-            ray.shutdown()
+        _shutdown(ray)
+
+
+def _wait_until_served(host: str, port: int, tls: bool, deadline: float,
+                       stop: threading.Event) -> bool:
+    """Until GET /healthz answers 200 through Ray's proxy (it may start after the app is
+    deployed): True; False if `stop` is set first; an EdgeSwitchError at `deadline`."""
+    import httpx
+
+    local = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(host, host)
+    url = f"{'https' if tls else 'http'}://{f'[{local}]' if ':' in local else local}:{port}"
+    last = "no answer yet"
+    while not stop.is_set():
+        try:  # our own loopback check of our own certificate's server: no verification
+            r = httpx.get(url + "/healthz", timeout=10, verify=False)  # noqa: S501
+            if r.status_code == 200:
+                return True
+            last = f"HTTP {r.status_code}"
+        except httpx.HTTPError as exc:
+            last = f"{type(exc).__name__}: {exc}"
+        if time.monotonic() > deadline:
+            raise EdgeSwitchError(f"Ray Serve's HTTP proxy at {url} did not serve the "
+                                  f"application in time ({last})")
+        stop.wait(0.5)
+    return False
+
+
+def _shutdown(ray) -> None:
+    """Serve, then Ray; an error here (an actor already gone) never hides why we stop."""
+    try:
+        serve.shutdown()
+    except Exception as exc:  # noqa: BLE001
+        print(f"edgeswitch: note: Ray Serve shutdown: {type(exc).__name__}: {exc}"[:300],
+              file=sys.stderr)
+    finally:
+        ray.shutdown()

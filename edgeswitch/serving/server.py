@@ -85,7 +85,7 @@ class ServerProcess:
     def __init__(self, model_path: str | Path, cfg: ServeConfig | None = None,
                  token: str | None = None, host: str = "127.0.0.1", port: int = 0,
                  faults: tuple[str, ...] = (), tls: tuple[str, str] | None = None,
-                 start_timeout_s: float = 60.0, server: str | None = None,
+                 start_timeout_s: float = 120.0, server: str | None = None,
                  extra_args: tuple[str, ...] = (), token_file: str | Path | None = None,
                  tls_ca: str | None = None,
                  client_cert: tuple[str, str] | None = None) -> None:
