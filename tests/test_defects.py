@@ -9,7 +9,9 @@
 - the drift thresholds were documented as "set on calibration data" although they are
   constants tuned once on the watch data's calibration subject;
 - a `latency_calls` below 20 stopped `build` with an IndexError (measure's warm-up and the
-  cloud's 20 calls indexed past the clips cut for `latency_calls` calls).
+  cloud's 20 calls indexed past the clips cut for `latency_calls` calls);
+- `isinstance(cloud, CloudClient)` held for every classifier, so a cloud model in this
+  process was never wrapped in InProcessCloud and its answers went unchecked.
 """
 
 from __future__ import annotations
@@ -225,3 +227,35 @@ def test_no_benchmark_writes_its_committed_results_unless_asked():
             writers.append(path.name)
             assert "output_args(ap" in text and "write_results(args" in text, path.name
     assert {"latency.py", "video.py", "load.py"} <= set(writers)
+
+
+# --- a cloud model in this process is checked like any cloud's answer ---------------------
+
+class _BrokenCloud:
+    """The cloud model with one thing wrong: a NaN in its answer."""
+
+    def __init__(self, model) -> None:
+        self.model, self.classes_, self.name = model, model.classes_, "broken"
+
+    def predict_proba(self, X):
+        p = self.model.predict_proba(X).copy()
+        p[0, 0] = np.nan
+        return p
+
+
+def test_a_cloud_model_in_process_is_wrapped_and_checked(small_run):
+    """`isinstance(cloud, CloudClient)` held for every classifier (a runtime-checkable
+    Protocol), so a model passed as the cloud was never wrapped in InProcessCloud and its
+    answers were used unchecked: a NaN reached the answers."""
+    from edgeswitch.cloud.client import InProcessCloud
+    from edgeswitch.runtime.hybrid import HybridClassifier
+    from edgeswitch.switcher.calibrate import calibrate_offload
+
+    a = small_run
+    op = calibrate_offload(np.linspace(0, 1, 101), 1.0)  # offload every clip
+    hybrid = HybridClassifier(a.edge, a.deployed_router, _BrokenCloud(a.cloud), op)
+    assert isinstance(hybrid.cloud, InProcessCloud)
+    res = hybrid.classify(a.splits.test.X[:8])
+    assert res.offloaded.all() and not res.verified.any()
+    assert set(res.reason) == {"malformed"}
+    assert np.isfinite(res.proba).all()  # the edge's answers stand, flagged

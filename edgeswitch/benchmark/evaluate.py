@@ -43,7 +43,7 @@ from edgeswitch.switcher.stream import belief_router
 from edgeswitch.switcher.stream_fit import fit_belief, fit_belief_switcher
 from edgeswitch.switcher.sweep import run_streams, sweep
 
-EVAL_VERSION = 3   # bump when the evaluation changes, so stored fold figures are redone
+EVAL_VERSION = 4   # bump when the evaluation changes, so stored fold figures are redone
 RATES = (0.1, 0.2, 0.35, 0.5)
 CONFIDENCE = ("max_prob", "entropy", "margin")
 # routers that read the stream (their names carry no +fusion: they answer with the run's)

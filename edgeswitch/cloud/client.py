@@ -17,7 +17,7 @@ import numpy as np
 
 from edgeswitch.cloud.reasons import FallbackReason
 from edgeswitch.errors import ModelError
-from edgeswitch.models.base import ClipClassifier, CloudModel, check_proba
+from edgeswitch.models.base import ClipClassifier, CloudModel, ProbaError, check_proba
 
 
 @dataclass(frozen=True)
@@ -82,6 +82,7 @@ def ask(cloud: CloudClient, X: np.ndarray, deadline: float | None = None) -> Clo
     try:
         proba = cloud.predict_proba(X)
     except Exception as exc:  # noqa: BLE001 - any cloud failure falls back to the edge
-        return CloudReply(None, FallbackReason.ERROR, 1, (time.monotonic() - t0) * 1000,
-                          str(exc))
+        # an answer that is not probabilities says how (as a remote client's would)
+        why = FallbackReason(exc.reason) if isinstance(exc, ProbaError) else FallbackReason.ERROR
+        return CloudReply(None, why, 1, (time.monotonic() - t0) * 1000, str(exc))
     return CloudReply(proba, None, 1, (time.monotonic() - t0) * 1000)
