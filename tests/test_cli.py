@@ -73,6 +73,14 @@ def _check_results(res: dict) -> None:
         assert r["curve"][-1][1] == pytest.approx(res["cloud"]["accuracy"], abs=1e-6)
     assert res["routers"]["oracle"]["auc"] >= max(r["auc"] for r in res["routers"].values()) \
         - 1e-9
+    # one stream of the deployed run, in time order; a kept clip gets the router's own answer
+    tr = res["stream_trace"]
+    n = len(tr["clips"])
+    assert n >= 1 and all(len(tr[k]) == n for k in ("t", "ids", "label", "edge", "belief",
+                                                     "answer", "offloaded"))
+    assert tr["t"] == sorted(tr["t"])
+    kept = [i for i in range(n) if not tr["offloaded"][i]]
+    assert [tr["answer"][i] for i in kept] == [tr["belief"][i] for i in kept]
 
 
 @pytest.mark.slow
@@ -83,7 +91,7 @@ def test_demo_on_basicmotions_end_to_end(tmp_path):
     r = run_cli("demo", "--dataset", "basicmotions", "--out", str(out), "--cache", str(cache),
                 "--config", str(tmp_path / "patient.toml"), "--quiet")
     assert r.returncode == 0, r.stderr
-    for name in ("results.json", "curves.png", "report.html", "dmd_pool.parquet"):
+    for name in ("results.json", "curves.png", "stream.png", "report.html", "dmd_pool.parquet"):
         assert (out / name).stat().st_size > 0
     assert (out / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "<img" in (out / "report.html").read_text()

@@ -85,7 +85,7 @@ def test_the_sweep_and_a_deployed_run_give_the_same_decisions_at_every_threshold
     router = BeliefRouter((0.02, 1.0), edge_weight=0.4, cloud_weight=2.0)
     path = sweep(router, edge, pc, pc, streams, points=12, refine=1)
     for th, off, lab in zip(path.threshold, path.offloaded, path.label, strict=True):
-        o, l2 = run_streams(router, edge, pc, pc, streams,
+        o, l2, _ = run_streams(router, edge, pc, pc, streams,
                             lambda s, th=th: np.asarray(s) < th)
         assert np.array_equal(o, off) and np.array_equal(l2, lab)
 
@@ -110,10 +110,10 @@ def test_where_time_carries_nothing_the_belief_falls_back_to_the_edge():
     rng = np.random.default_rng(1)
     order = rng.permutation(len(y))
     router = BeliefRouter((0.02, 1.0), edge_weight=0.3, cloud_weight=2.0)
-    _, label = run_streams(router, edge, pc, pc, [order], lambda s: np.zeros(len(s), bool))
+    _, label, _ = run_streams(router, edge, pc, pc, [order], lambda s: np.zeros(len(s), bool))
     assert np.mean(label[order[10:]] == edge.label[order[10:]]) > 0.9
     # ... where a stream that holds its activity is smoothed away from the edge's mistakes
-    _, held = run_streams(router, edge, pc, pc, [np.arange(len(y))],
+    _, held, _ = run_streams(router, edge, pc, pc, [np.arange(len(y))],
                           lambda s: np.zeros(len(s), bool))
     assert np.mean(held == edge.label) < 0.8 and np.mean(held == y) > np.mean(edge.label == y)
 
@@ -122,7 +122,7 @@ def test_an_alarm_class_the_edge_claims_is_always_offloaded_and_never_held_back(
     edge, pc, y, sid, t = _streams(n_streams=1)
     router = BeliefRouter((0.01, 1.0), edge_weight=0.3, cloud_weight=4.0, alarm=(2,))
     claims = edge.label == 2
-    off, label = run_streams(router, edge, pc, pc, [np.arange(len(y))],
+    off, label, _ = run_streams(router, edge, pc, pc, [np.arange(len(y))],
                              lambda s: np.asarray(s) < 0.0)  # nothing else offloaded
     assert off[claims].all() and not off[~claims].any()
     # the cloud cannot answer: each claim stands
@@ -157,7 +157,7 @@ def test_the_fit_replays_exactly_what_the_router_does():
     rate, agree = replay_agreement(base, [setting], edge.proba, pc, pc, teacher, streams, th)
     router = BeliefRouter((0.02, 1.0), edge_weight=0.5, cloud_weight=2.0)
     for j, threshold in enumerate(th):
-        off, label = run_streams(router, edge, pc, pc, streams,
+        off, label, _ = run_streams(router, edge, pc, pc, streams,
                                  lambda s, th=threshold: np.asarray(s) < th)
         assert rate[0, j] == pytest.approx(off.mean())
         assert agree[0, j] == pytest.approx(np.mean(label == teacher))
@@ -183,11 +183,11 @@ def test_calibration_runs_the_router_over_the_streams():
     streams = stream_lists(sid, t)
     router = BeliefRouter((0.02, 1.0), edge_weight=0.3, cloud_weight=2.0)
     op, scores = calibrate_stream(router, edge, pc, pc, streams, 0.15)
-    off, _ = run_streams(router, edge, pc, pc, streams, op.offload)
+    off, _, _ = run_streams(router, edge, pc, pc, streams, op.offload)
     assert off.mean() == pytest.approx(op.calib_offload_rate)
     assert 0.15 <= op.calib_offload_rate < 0.2 and op.params["router"] == "belief"
     adaptive, _ = calibrate_stream(router, edge, pc, pc, streams, 0.15, adaptive=True)
-    off, _ = run_streams(router, edge, pc, pc, streams, adaptive.controller().decide)
+    off, _, _ = run_streams(router, edge, pc, pc, streams, adaptive.controller().decide)
     assert abs(off.mean() - 0.15) < 0.03
 
 
@@ -198,7 +198,7 @@ def test_the_hybrid_routes_each_stream_in_its_own_state_as_the_replay_does():
     streams = stream_lists(sid, t)
     router = BeliefRouter((0.02, 1.0), edge_weight=0.3, cloud_weight=2.0)
     op = OperatingPoint("offload", 0.9, 0.0, {"router": "belief"})
-    off, label = run_streams(router, edge, pc, pc, streams, op.offload)
+    off, label, _ = run_streams(router, edge, pc, pc, streams, op.offload)
     hybrid = HybridClassifier(_Edge(edge), router, _Cloud(pc), op)
     X = _clips(len(y))
     got_off, got_label = np.zeros(len(y), bool), np.zeros(len(y), int)

@@ -52,7 +52,7 @@ def _benchmark_decisions(b) -> tuple[dict, dict]:
     answer = a.fusion.combine(edge_out.proba, cloud)
     op = a.operating_point
     decide = op.controller().decide if op.adaptive else op.offload
-    off, label = run_streams(a.router, edge_out, cloud, answer,
+    off, label, _ = run_streams(a.router, edge_out, cloud, answer,
                              stream_lists(clips.streams, clips.t), decide)
     return ({str(i): bool(o) for i, o in zip(clips.ids, off, strict=True)},
             {str(i): clips.classes[int(k)] for i, k in zip(clips.ids, label, strict=True)})

@@ -199,7 +199,7 @@ def operating_point(e: Entry, o: FoldOutputs, cloud: dict, answer: dict, streams
     else:
         op = calibrate_offload(e.router.trust(e.calib), c.rate, c.adaptive, c.step)
     decide = op.controller().decide if op.adaptive else op.offload
-    off, pred = run_streams(e.router, e.test, cloud["test"], answer["test"], streams["test"],
+    off, pred, _ = run_streams(e.router, e.test, cloud["test"], answer["test"], streams["test"],
                             decide)
     rate = float(off.mean())
     return {"offload_rate": rate, "accuracy": float(np.mean(pred == y)),

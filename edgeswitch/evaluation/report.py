@@ -131,6 +131,41 @@ def plot_curves(results: dict, path: Path) -> Path:
     return save_figure(fig, path)
 
 
+def plot_stream(results: dict, path: Path) -> Path:
+    """One test stream of the deployed hybrid over time: the true class, the edge's answer,
+    the router's own answer (a stream router's belief) and the hybrid's answer, with each
+    offloaded clip marked."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    tr, classes = results["stream_trace"], results["classes"]
+    t = np.asarray(tr["t"], float)
+    off = np.asarray(tr["offloaded"], bool)
+    fig, ax = plt.subplots(figsize=(14, 1.6 + 0.45 * len(classes)))
+    lanes = (("label", "true class", "0.2", 0.0, "s", 36),
+             ("edge", "edge", COLOURS["edge only"], -0.24, "|", 30),
+             ("belief", "router's own answer", COLOURS["dmd"], 0.12, "_", 40),
+             ("answer", "hybrid's answer", "C1", 0.24, ".", 30))
+    for key, label, colour, dy, marker, size in lanes:
+        y = np.asarray(tr[key]) + dy
+        ax.scatter(t, y, s=size, marker=marker, color=colour, label=label, lw=1)
+    ax.scatter(t[off], np.full(off.sum(), -0.6), marker="^", s=34, color=COLOURS["cloud only"],
+               label=f"offloaded ({off.mean():.0%} of {len(off)} clips)")
+    right = np.asarray(tr["answer"]) == np.asarray(tr["label"])
+    edge_right = np.asarray(tr["edge"]) == np.asarray(tr["label"])
+    ax.set_yticks(range(len(classes)), classes)
+    ax.set_ylim(-0.9, len(classes) - 0.5)
+    ax.set_xlabel("clip start in the stream (s)")
+    router = results["operating_point"]["router"]
+    ax.set_title(f"stream {tr['stream']}: edge right on {edge_right.mean():.1%} of clips, "
+                 f"the hybrid ({router}) on {right.mean():.1%}", fontsize=10)
+    ax.grid(alpha=0.3, axis="x")
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=5)
+    return save_figure(fig, path)
+
+
 def save_figure(fig, path: Path) -> Path:
     """A report's figure as PNG (the demo's and the benchmark's), its memory freed."""
     import matplotlib.pyplot as plt
@@ -156,6 +191,11 @@ this audit)</h2>
 {_pct(results['dmd']['audit']['dmd_label_noise'])} of pool clips.</p>
 <table><tr><th>true class</th><th>clips</th><th>edge/cloud agreement</th>
 <th>edge accuracy</th><th>cloud accuracy</th></tr>{rows}</table>"""
+    stream_section = ""
+    if "stream_trace" in results and png.with_name("stream.png").exists():
+        one = base64.b64encode(png.with_name("stream.png").read_bytes()).decode()
+        stream_section = f"""<h2>One test stream, clip by clip</h2>
+<img src="data:image/png;base64,{one}" style="width:100%">"""
     routers = "".join(f"<tr><td>{a}</td><td>{b}</td><td>{c}</td></tr>"
                       for a, b, c in summary_rows(results))
     doc = f"""<!doctype html><html><head><meta charset="utf-8">
@@ -167,6 +207,7 @@ text-align:right}}td:first-child{{text-align:left}}pre{{background:#f6f6f6;paddi
 <h1>edgeswitch: {html.escape(results['dataset'])}</h1>
 <pre>{html.escape(text_table(results))}</pre>
 <img src="data:image/png;base64,{img}" style="width:100%">
+{stream_section}
 <ul>{"".join(f"<li><b>{html.escape(k)}</b>: {html.escape(v)}</li>" for k, v in GLOSSARY)}</ul>
 <h2>Routers</h2>
 <table><tr><th>router</th><th>area under accuracy-offload curve</th>
@@ -190,6 +231,9 @@ def write_report(data: dict, out_dir: Path, names: tuple[str, str, str], plot, p
 
 
 def write_all(results: dict, out_dir: Path) -> dict[str, Path]:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stream = plot_stream(results, out_dir / "stream.png") if "stream_trace" in results else None
     res, png, page = write_report(results, out_dir, ("results.json", "curves.png",
                                                      "report.html"), plot_curves, write_html)
-    return {"results": res, "curves": png, "report": page}
+    return {"results": res, "curves": png, "report": page} | ({"stream": stream} if stream
+                                                                else {})

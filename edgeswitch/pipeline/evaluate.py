@@ -39,8 +39,8 @@ def evaluate(edge_out: ModelOutput, cloud_proba: np.ndarray, y: np.ndarray,
     r = routers[op_router]
     # the deployed hybrid, as a device meets the streams one after another
     decide = op.controller().decide if op.adaptive else op.offload
-    off, pred = run_streams(r, edge_out, cloud_proba, answer, streams, decide)
-    fixed, _ = run_streams(r, edge_out, cloud_proba, answer, streams, op.offload)
+    off, pred, own = run_streams(r, edge_out, cloud_proba, answer, streams, decide)
+    fixed, _, _ = run_streams(r, edge_out, cloud_proba, answer, streams, op.offload)
     kept = ~off
     rate = float(off.mean())
     return {
@@ -54,7 +54,17 @@ def evaluate(edge_out: ModelOutput, cloud_proba: np.ndarray, y: np.ndarray,
             if kept.any() else None,
             "fixed_threshold_offload_rate": float(fixed.mean()),
         },
+        "stream_trace": _trace(max(streams, key=len), y, edge_out.label, own, pred, off),
     }
+
+
+def _trace(s: np.ndarray, y, edge_label, kept, pred, off) -> dict:
+    """One stream of the deployed run, clip by clip (the longest: the most to see): the true
+    class, the edge's answer, the router's own answer (a stream router's belief), the
+    hybrid's answer and whether the clip was offloaded."""
+    return {"clips": s.tolist(), "label": y[s].tolist(), "edge": edge_label[s].tolist(),
+            "belief": kept[s].tolist(), "answer": pred[s].tolist(),
+            "offloaded": off[s].tolist()}
 
 
 def model_summary(model, proba: np.ndarray, y: np.ndarray, n_classes: int, latency_ms: float,
@@ -113,6 +123,10 @@ def evaluate_clips(edge, cloud, switchers: dict[str, Switcher], op: OperatingPoi
     first = next(iter(routers))
     ev = evaluate(edge_out, cloud_proba, y, routers, op, first, costs, clips.n_classes, points,
                   seed, stream_lists(clips.streams, clips.t), fusion)
+    trace = ev["stream_trace"]
+    idx = trace["clips"]
+    trace |= {"stream": str(clips.streams[idx[0]]), "t": clips.t[idx].tolist(),
+              "ids": np.asarray(clips.ids)[idx].astype(str).tolist()}
     sw, k = switchers[next(iter(switchers))], clips.n_classes
     return {
         "n_test": len(clips),

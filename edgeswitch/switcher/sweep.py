@@ -132,16 +132,21 @@ def offload_rates(router: Router, edge: ModelOutput, cloud: np.ndarray, answer: 
 
 
 def run_streams(router: Router, edge: ModelOutput, cloud: np.ndarray, answer: np.ndarray,
-                streams: Sequence[np.ndarray],
-                decide: Callable[[np.ndarray], np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+                streams: Sequence[np.ndarray], decide: Callable[[np.ndarray], np.ndarray]
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """One deployed hybrid over the streams one after another, as a device would meet them:
     `decide(trust)` (a threshold, or an adaptive controller with its own memory) sees the
-    clips in that order. Returns offloaded and label per clip `[n]`."""
+    clips in that order. Returns per clip `[n]`: offloaded, the answer, and the answer the
+    router would have given had it kept the clip (a stream router's belief)."""
     n = len(edge)
-    off, label = np.zeros(n, bool), np.zeros(n, np.int64)
+    off, label, kept = np.zeros(n, bool), np.zeros(n, np.int64), np.zeros(n, np.int64)
+
+    def seen(clips, state, step, view) -> None:
+        kept[clips] = step.kept_label
+
     for s in streams:
         idx, valid = padded([s])
         o, lab, _ = run_rows(router, edge, cloud, answer, idx, valid,
-                             lambda trust, rows: decide(trust))
+                             lambda trust, rows: decide(trust), seen)
         off[s], label[s] = o[0, :len(s)], lab[0, :len(s)]
-    return off, label
+    return off, label, kept
