@@ -76,9 +76,14 @@ def plot(bench: dict, path: Path) -> Path:
     cloud = np.array([f["cloud_accuracy"] for f in folds])
     x = np.linspace(0, 1, len(folds[0]["routers"]["random"]["curve"]))
     fig, axes = plt.subplots(1, 3, figsize=(17, 5.6), sharey=True)
-    panels = ((axes[0], "", "offload", "offloaded clips answered by the cloud"),
-              (axes[1], "+fusion", "offload", "... answered by fusion of edge and cloud"),
-              (axes[2], "+fusion", "compute", "fusion answers, against compute per clip"))
+    panels = ((axes[0], "", "offload", "per clip: offloaded clips answered by the cloud"),
+              (axes[1], "+fusion", "offload", "... by fusion of edge and cloud; stream routers "
+               "(their state's answer)"),
+              (axes[2], "+fusion", "compute", "fusion and stream routers, against compute per "
+               "clip"))
+    # stream routers answer from their state (which holds the cloud's answers): they are
+    # drawn beside the fused per-clip routers, the fairest comparison
+    stream = tuple(bench["summary"].get("vs_per_clip_default", {}))[:1]
     default = bench["summary"]["default_router"].replace("+fusion", "")
 
     def band(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -86,9 +91,9 @@ def plot(bench: dict, path: Path) -> Path:
         return values.mean(axis=0), half
 
     for ax, suffix, xaxis, title in panels:
-        for base in dict.fromkeys((default, *PLOTTED)):
-            name = base + suffix
-            if name not in folds[0]["routers"]:
+        for base in dict.fromkeys((default, *PLOTTED, *stream)):
+            name = base if base in stream else base + suffix
+            if name not in folds[0]["routers"] or (base in stream and not suffix):
                 continue
             mean, half = band(100 * (_curves(bench, name) - cloud[:, None]))
             xs = x

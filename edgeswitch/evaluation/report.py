@@ -9,11 +9,12 @@ from pathlib import Path
 
 import numpy as np
 
-ROUTER_ORDER = ("dmd", "supervised", "max_prob", "entropy", "margin", "random", "oracle")
+ROUTER_ORDER = ("belief", "dmd", "supervised", "max_prob", "entropy", "margin", "random", "oracle")
 
 # one colour per router and reference line, none shared (the benchmark's plot uses them too)
-COLOURS = {"dmd": "C3", "dmd-mlp": "C1", "dmd-linear": "C4", "dmd-gbt": "C5", "dmd-gain": "C6",
-           "dmd-aug": "C8", "dmd-cv": "C9", "supervised": "tab:olive", "max_prob": "tab:pink",
+COLOURS = {"belief": "darkviolet", "dmd": "C3", "dmd-mlp": "C1", "dmd-linear": "C4",
+           "dmd-gbt": "C5", "dmd-gain": "C6", "dmd-aug": "C8", "dmd-cv": "C9",
+           "supervised": "tab:olive", "max_prob": "tab:pink",
            "entropy": "tab:brown", "margin": "tab:cyan", "random": "0.55", "abc": "darkgoldenrod",
            "oracle": "k", "cloud only": "C0", "edge only": "C2"}
 
@@ -111,15 +112,16 @@ def plot_curves(results: dict, path: Path) -> Path:
             x, y = (np.asarray(v) for v in zip(*r[key], strict=True))
             if xaxis == "compute":  # every router runs the edge (learned ones the switcher too)
                 x = device + x
-            ax.plot(x, y, color=COLOURS[name], lw=2.6 if name == "dmd" else 1.3,
+            ax.plot(x, y, color=COLOURS[name], lw=2.6 if name == op["router"] else 1.3,
                     ls=":" if name == "oracle" else ("--" if name == "supervised" else "-"),
                     label=f"{name} (area {r['auc']:.3f})" if key == "curve" else name)
         ref = "accuracy" if key == "curve" else "macro_f1"
         ax.axhline(c[ref], color=COLOURS["cloud only"], lw=0.9, ls="-.", label="cloud only")
         ax.axhline(e[ref], color=COLOURS["edge only"], lw=0.9, ls="-.", label="edge only")
         x_op = op["offload_rate"] if xaxis == "offload" else op["compute_vs_cloud"]
-        ax.plot([x_op], [op[ref]], marker="o", ms=9, mfc="none", mec=COLOURS["dmd"], mew=2,
-                ls="none", label=f"operating point ({op['mode']})")
+        ax.plot([x_op], [op[ref]], marker="o", ms=9, mfc="none",
+                mec=COLOURS.get(op["router"], "C3"), mew=2, ls="none",
+                label=f"operating point ({op['mode']})")
         ax.set_xlabel("share of clips offloaded to the cloud" if xaxis == "offload" else
                       "compute per clip / cloud-only (measured latency)")
         ax.set_ylabel(f"{label} on test")
@@ -146,7 +148,7 @@ def plot_stream(results: dict, path: Path) -> Path:
     fig, ax = plt.subplots(figsize=(14, 1.6 + 0.45 * len(classes)))
     lanes = (("label", "true class", "0.2", 0.0, "s", 36),
              ("edge", "edge", COLOURS["edge only"], -0.24, "|", 30),
-             ("belief", "router's own answer", COLOURS["dmd"], 0.12, "_", 40),
+             ("belief", "router's own answer", COLOURS["belief"], 0.12, "_", 40),
              ("answer", "hybrid's answer", "C1", 0.24, ".", 30))
     for key, label, colour, dy, marker, size in lanes:
         y = np.asarray(tr[key]) + dy
