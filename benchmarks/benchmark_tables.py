@@ -81,6 +81,31 @@ def pairs_table(bench: dict) -> str:
     return "\n".join(rows)
 
 
+def streams_table(bench: dict) -> str:
+    """Each stream router against the best per-clip router with the same answers (paired over
+    folds), beside its shuffled control (the same streams with their clips in random order)."""
+    s = bench["summary"]
+    vs, shuffled = s.get("vs_per_clip_default", {}), s.get("shuffled_control", {})
+    rows = ["| router | area | offload to match cloud (%) | acc. at 10% minus cloud | "
+            "acc. at 20% minus cloud | area minus per-clip default | W/T/L | shuffled: area "
+            "minus per-clip |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for name, v in vs.items():
+        r = s["routers"][name]
+        sh = shuffled.get(name, {}).get("auc_diff_vs_per_clip")
+        rows.append(f"| {name} | {ci(r['auc'])} | {ci(r['offload_to_match_cloud'], True)} | "
+                    f"{ci(r['gain_over_cloud_at_0.1'], True)} | "
+                    f"{ci(r['gain_over_cloud_at_0.2'], True)} | {ci(v['auc_diff'])} | "
+                    f"{v['wins']}/{v['ties']}/{v['losses']} | {ci(sh) if sh else ''} |")
+    if vs:
+        ref = next(iter(vs.values()))["reference"]
+        r = s["routers"][ref]
+        rows.append(f"| {ref} (per-clip default) | {ci(r['auc'])} | "
+                    f"{ci(r['offload_to_match_cloud'], True)} | "
+                    f"{ci(r['gain_over_cloud_at_0.1'], True)} | "
+                    f"{ci(r['gain_over_cloud_at_0.2'], True)} | | | |")
+    return "\n".join(rows)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -96,6 +121,10 @@ def main() -> None:
           f"default router {s['default_router']}\n")
     print(routers_table(bench, args.routers))
     print()
+    if s.get("vs_per_clip_default"):
+        print(f"streams: {s['streams']}")
+        print(streams_table(bench))
+        print()
     default = s["default_router"]
     base = default.replace("+fusion", "")
     print(folds_table(bench, [base, default, "entropy+fusion", "margin+fusion", "abc+fusion"]))

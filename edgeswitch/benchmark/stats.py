@@ -33,8 +33,8 @@ def fold_metrics(fold: dict, name: str) -> dict[str, float]:
     nan = float("nan")
     return {"auc": r["auc"], "offload_to_match_cloud": 1.0 if match is None else match,
             "oracle_gain_share": np.nan if share is None else share,
-            "gain_over_cloud_at_0.2": r["accuracy_at"]["0.2"] - fold["cloud_accuracy"],
-            "gain_over_cloud_at_0.5": r["accuracy_at"]["0.5"] - fold["cloud_accuracy"],
+            **{f"gain_over_cloud_at_{x}": r["accuracy_at"][x] - fold["cloud_accuracy"]
+               for x in ("0.1", "0.2", "0.35", "0.5")},
             "accuracy_at_operating_point": op.get("accuracy", nan),
             "offload_at_operating_point": op.get("offload_rate", nan),
             "compute_vs_cloud": op.get("compute_vs_cloud", nan)}
