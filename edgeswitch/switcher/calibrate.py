@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from edgeswitch.errors import DataError
+from edgeswitch.switcher.files import load_json
 
 MODES = ("offload", "budget", "disagreement")
 
@@ -132,16 +133,7 @@ class OperatingPoint:
     def load(cls, path: str | Path) -> OperatingPoint:
         """Read an operating point written by `edgeswitch calibrate` (JSON); an error names the
         file and the key."""
-        try:
-            d = json.loads(Path(path).read_text())
-        except FileNotFoundError:
-            raise DataError(f"operating point file not found: {path}") from None
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise DataError(f"{path}: not a JSON operating point ({exc})") from None
-        try:
-            return cls.from_dict(d)
-        except DataError as exc:
-            raise DataError(f"{path}: {exc}") from None
+        return load_json(path, "operating point", cls.from_dict)
 
     def save(self, path: str | Path) -> Path:
         path = Path(path)

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from edgeswitch.errors import DataError, NotFittedError
+from edgeswitch.switcher.files import load_json
 
 EPS = 1e-6
 FUSION_METHODS = ("none", "dmd", "fixed")
@@ -132,9 +133,4 @@ class Fusion:
 
     @classmethod
     def load(cls, path: str | Path) -> Fusion:
-        try:
-            return cls.from_dict(json.loads(Path(path).read_text()))
-        except FileNotFoundError:
-            raise DataError(f"fusion file not found: {path}") from None
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise DataError(f"{path}: not a JSON fusion file ({exc})") from None
+        return load_json(path, "fusion", cls.from_dict)

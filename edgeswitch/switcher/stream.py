@@ -25,6 +25,7 @@ import numpy as np
 
 from edgeswitch.errors import DataError
 from edgeswitch.models.base import ModelOutput
+from edgeswitch.switcher.files import load_json
 from edgeswitch.switcher.routers import Router, Step, StreamState, register
 
 EPS = 1e-6
@@ -225,16 +226,7 @@ class BeliefRouter(Router):
 
     @classmethod
     def load(cls, path: str | Path, classes: tuple[str, ...]) -> BeliefRouter:
-        try:
-            d = json.loads(Path(path).read_text())
-        except FileNotFoundError:
-            raise DataError(f"router file not found: {path}") from None
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise DataError(f"{path}: not a JSON router file ({exc})") from None
-        try:
-            return cls.from_dict(d, tuple(classes))
-        except DataError as exc:
-            raise DataError(f"{path}: {exc}") from None
+        return load_json(path, "router", lambda d: cls.from_dict(d, tuple(classes)))
 
 
 def belief_router(sc, classes: tuple[str, ...], fusion_weight: float | None = None
