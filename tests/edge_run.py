@@ -38,7 +38,7 @@ def edge_process(args, tmp_path: Path, timeout: float = 120):
         if proc.poll() is None:
             proc.send_signal(signal.SIGINT)
             try:
-                proc.wait(30)
+                proc.wait(120)  # a busy machine (six test workers on two cores) is slow to exit
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait(10)

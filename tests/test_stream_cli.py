@@ -68,7 +68,7 @@ def test_a_slow_cloud_whose_clips_were_only_dropped_is_not_a_broken_one(tmp_path
     from tests.test_watch_realtime import minute_video
 
     video = minute_video(tmp_path / "minute.mp4")
-    with FakeVLM(slow_s=30.0) as vlm:
+    with FakeVLM(slow_s=600.0) as vlm:  # no answer comes back during the run, however slow
         r = run_cli("watch", video, "--cloud-url", vlm.url, "--model", "slow",
                     "--confidence", "1.0", "--cloud-workers", "1", "--cloud-queue", "1",
                     "--drain-s", "0", "--out", tmp_path / "w.jsonl", "--quiet")
