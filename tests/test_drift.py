@@ -301,6 +301,7 @@ def test_calibrate_on_clips_stores_input_statistics_and_classify_uses_them(tmp_p
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)  # on a cold cache it trains the watch models, on a busy machine too
 def test_watch_alarm_fires_on_a_turned_watch_and_another_device_and_is_rare_without():
     """The measurement of docs/results.md "Drift" at a smaller size (seeded, bounded): the
     default pipeline's switcher, the reference of its calibration subject (with its input

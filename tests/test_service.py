@@ -201,7 +201,9 @@ def test_tls_with_a_self_signed_certificate(bm_files, bm_models, basicmotions, t
     with _server(bm_files["cloud"], token=TOKEN, tls=(cert, key)) as srv:
         assert srv.url.startswith("https://")
         for protocol in ("native", "openai"):
-            with RemoteCloud(srv.url, cloud.classes_, RuntimeConfig(protocol=protocol),
+            # a deadline no busy machine misses: the test is about TLS, not latency
+            with RemoteCloud(srv.url, cloud.classes_,
+                             RuntimeConfig(protocol=protocol, deadline_ms=60_000),
                              token=TOKEN, model=cloud.name, verify=cert) as remote:
                 reply = remote.request(basicmotions.X[:4])
             assert reply.ok, reply

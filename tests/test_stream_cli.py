@@ -71,6 +71,7 @@ def test_a_slow_cloud_whose_clips_were_only_dropped_is_not_a_broken_one(tmp_path
     with FakeVLM(slow_s=600.0) as vlm:  # no answer comes back during the run, however slow
         r = run_cli("watch", video, "--cloud-url", vlm.url, "--model", "slow",
                     "--confidence", "1.0", "--cloud-workers", "1", "--cloud-queue", "1",
+                    "--vlm-deadline-ms", "3600000",  # slow, never past its deadline
                     "--drain-s", "0", "--out", tmp_path / "w.jsonl", "--quiet")
     assert r.returncode == 0, r.stderr
     assert "a slow cloud, not a broken one" in r.stderr
