@@ -35,13 +35,19 @@ from edgeswitch.data import load_dataset, split_by_group
 @pytest.hookimpl(tryfirst=True)  # before xdist's own hook turns the marks into groups
 def pytest_collection_modifyitems(config, items):
     """Every `ray` test in the group "ray"; and the longest work first (the Ray group, then
-    the other slow tests: xdist hands out work in this order, so the long chains start at
-    once and the many short tests fill the workers at the end)."""
+    the slow tests that ask for a longer timeout, then the other slow tests: xdist hands out
+    work in this order, so the long chains start at once and the many short tests fill the
+    workers at the end)."""
     for item in items:
         if item.get_closest_marker("ray") is not None:
             item.add_marker(pytest.mark.xdist_group("ray"))
+
+    def timeout(item) -> float:
+        mark = item.get_closest_marker("timeout")
+        return float(mark.args[0]) if mark and mark.args else 0.0
+
     items.sort(key=lambda item: (item.get_closest_marker("ray") is None,
-                                 item.get_closest_marker("slow") is None))
+                                 item.get_closest_marker("slow") is None, -timeout(item)))
 
 
 RUN_ROOT_ENV = "EDGESWITCH_TEST_RUN_ROOT"  # a pytest run inside a test shares its parent's
