@@ -87,6 +87,13 @@ def cmd_train_switcher(args) -> int:
     return 0
 
 
+def _note_no_input_statistics() -> None:
+    import sys
+
+    print("edgeswitch: calibrate --dmd: the drift reference has no input statistics (the "
+          "records hold no raw clips); a turned sensor goes unnoticed", file=sys.stderr)
+
+
 def _calibration_inputs(args, cfg, records):
     """(switcher, scores, disagreement or None, costs, (edge labels, classes, clips, ids))
     from clips and models, or from the DMD records of unlabelled calibration clips (--dmd: any
@@ -107,10 +114,7 @@ def _calibration_inputs(args, cfg, records):
         if expected and expected != records.edge_model:
             raise EdgeSwitchError(f"switcher was trained on outputs of {expected}, the "
                                   f"records are from {records.edge_model}")
-        import sys
-
-        print("edgeswitch: calibrate --dmd: the drift reference has no input statistics (the "
-              "records hold no raw clips); a turned sensor goes unnoticed", file=sys.stderr)
+        _note_no_input_statistics()
         return sw, sw.trust(records.edge), records.edge_label != records.cloud_label, no_costs, \
             (records.edge_label, len(records.classes), None, None)
     if not (args.data and args.edge):
@@ -145,12 +149,9 @@ def _calibrate_stream_router(args, cfg, records, router):
             fusion.combine(records.edge_proba, records.cloud_proba)
         op, scores = calibrate_stream(router, records.edge, records.cloud_proba, answer,
                                       records.stream_lists(), c.rate, c.adaptive, c.step)
-        import sys
-
         from edgeswitch.runtime.drift import reference
 
-        print("edgeswitch: calibrate --dmd: the drift reference has no input statistics (the "
-              "records hold no raw clips); a turned sensor goes unnoticed", file=sys.stderr)
+        _note_no_input_statistics()
         ref = reference(scores, records.edge_label, len(records.classes), None)
         return replace(op, reference=ref), len(scores)
     if not (args.data and args.edge and args.cloud):
