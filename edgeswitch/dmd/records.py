@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from edgeswitch.data.clips import stream_lists
+from edgeswitch.data.columns import list_matrix, no_nulls, row_name
 from edgeswitch.errors import DataError
 from edgeswitch.models.base import ModelOutput
 
@@ -196,7 +197,7 @@ class DMDRecords:
         col = table.column
         ids = col("clip_id").to_pylist()
         for name in ("clip_id", "group"):
-            _no_nulls(col(name).to_pylist(), name, ids, where)
+            no_nulls(col(name).to_pylist(), name, ids, where)
         try:
             classes = tuple(json.loads(meta[b"edgeswitch.classes"]))
         except ValueError:
@@ -204,9 +205,9 @@ class DMDRecords:
         return cls(
             ids=np.asarray(ids, dtype=str),
             groups=np.asarray(col("group").to_pylist(), dtype=str),
-            edge_proba=_matrix(col("edge_proba"), "edge_proba", ids, where),
-            edge_embedding=_matrix(col("edge_embedding"), "edge_embedding", ids, where),
-            cloud_proba=_matrix(col("cloud_proba"), "cloud_proba", ids, where),
+            edge_proba=list_matrix(col("edge_proba"), "edge_proba", ids, where),
+            edge_embedding=list_matrix(col("edge_embedding"), "edge_embedding", ids, where),
+            cloud_proba=list_matrix(col("cloud_proba"), "cloud_proba", ids, where),
             classes=classes,
             edge_model=col("edge_model")[0].as_py(), cloud_model=col("cloud_model")[0].as_py(),
             dataset=meta.get(DATASET, b"").decode(),  # files from before records named it: ""
@@ -223,59 +224,14 @@ def _stream_columns(table, ids: list, where: str) -> dict:
         raise DataError(f"{where}: has {'stream' if 'stream' in names else 't'} without "
                         f"{'t' if 'stream' in names else 'stream'} (they go together)")
     streams = table.column("stream").to_pylist()
-    _no_nulls(streams, "stream", ids, where)
+    no_nulls(streams, "stream", ids, where)
     t = table.column("t").to_pylist()
-    _no_nulls(t, "t", ids, where)
+    no_nulls(t, "t", ids, where)
     t = np.asarray(t, dtype=np.float64)
     if not np.isfinite(t).all():
         i = int(np.argmax(~np.isfinite(t)))
-        raise DataError(f"{where}: {_row(i, ids)}: t is NaN or inf")
+        raise DataError(f"{where}: {row_name(i, ids)}: t is NaN or inf")
     return {"streams": np.asarray(streams, dtype=str), "t": t}
-
-
-def _row(i: int, ids: list) -> str:
-    return f"row {i} (clip {ids[i]!r})" if ids[i] is not None else f"row {i}"
-
-
-def _no_nulls(values: list, name: str, ids: list, where: str) -> None:
-    for i, v in enumerate(values):
-        if v is None:
-            raise DataError(f"{where}: {_row(i, ids)} has no {name} (null)")
-
-
-def _matrix(column, name: str, ids: list, where: str) -> np.ndarray:
-    """A list column as [n, width] float32: every row present, of one length, finite numbers;
-    else a DataError naming the first bad row and the column (not numpy's shape error).
-    Checked with Arrow's kernels, without a Python object per value."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
-    if not pa.types.is_list(column.type) and not pa.types.is_large_list(column.type):
-        raise DataError(f"{where}: {name} must be a list column, got {column.type}")
-    if column.null_count:
-        i = int(np.argmax(pc.is_null(column).to_numpy(zero_copy_only=False)))
-        raise DataError(f"{where}: {_row(i, ids)} has no {name} (null)")
-    lengths = pc.list_value_length(column).to_numpy(zero_copy_only=False)
-    width = int(lengths[0])
-    if (lengths != width).any():
-        i = int(np.argmax(lengths != width))
-        raise DataError(f"{where}: {_row(i, ids)}: {name} has {lengths[i]} values, row 0 has "
-                        f"{width} (every row needs the same length)")
-    flat = pc.list_flatten(column)
-    if flat.null_count:
-        parents = pc.list_parent_indices(column).to_numpy(zero_copy_only=False)
-        i = int(parents[np.argmax(pc.is_null(flat).to_numpy(zero_copy_only=False))])
-        raise DataError(f"{where}: {_row(i, ids)}: {name} holds a null value")
-    try:
-        out = flat.to_numpy(zero_copy_only=False).astype(np.float32).reshape(len(lengths), width)
-    except (TypeError, ValueError, pa.ArrowException) as exc:
-        raise DataError(f"{where}: {name} is not a table of numbers ({exc})") from None
-    bad = ~np.isfinite(out).all(axis=1)
-    if bad.any():
-        i = int(np.argmax(bad))
-        raise DataError(f"{where}: {_row(i, ids)}: {name} holds NaN or inf ({int(bad.sum())} "
-                        f"of {len(out)} rows): bad input data, not a model output")
-    return out
 
 
 def join(parts: list[DMDRecords]) -> DMDRecords:
