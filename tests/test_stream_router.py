@@ -189,6 +189,14 @@ def test_calibration_runs_the_router_over_the_streams():
     adaptive, _ = calibrate_stream(router, edge, pc, pc, streams, 0.15, adaptive=True)
     off, _, _ = run_streams(router, edge, pc, pc, streams, adaptive.controller().decide)
     assert abs(off.mean() - 0.15) < 0.03
+    # many target rates at once (the stream switchers' records) pick what each alone picks
+    from edgeswitch.switcher.calibrate import stream_thresholds
+
+    together = stream_thresholds(router, edge, pc, pc, streams, [0.05, 0.15, 0.5])
+    for rate, (th, reached, trust) in zip([0.05, 0.15, 0.5], together, strict=True):
+        alone, alone_trust = calibrate_stream(router, edge, pc, pc, streams, rate)
+        assert (th, reached) == (alone.threshold, alone.calib_offload_rate)
+        np.testing.assert_array_equal(trust, alone_trust)
 
 
 def test_the_hybrid_routes_each_stream_in_its_own_state_as_the_replay_does():

@@ -192,32 +192,69 @@ def calibrate_stream(router, edge, cloud: np.ndarray, answer: np.ndarray, stream
     `round_down`). A decision changes later states, so each candidate threshold is its own run.
     Returns the point and the trust of every calibration clip in the run at its threshold
     (the scores an adaptive point ranks live scores against, and the drift reference's)."""
-    from edgeswitch.switcher.sweep import offload_rates
-
-    if not 0.0 <= rate <= 1.0:
-        raise DataError(f"offload rate must be within [0, 1], got {rate}")
-    _, trust0 = offload_rates(router, edge, cloud, answer, streams, np.asarray([-np.inf]))
-    grid = np.unique(np.concatenate([[-np.inf, np.inf],
-                                     np.quantile(trust0[0], np.linspace(0, 1, 33))]))
-    for _ in range(3):  # bracket the target, then look closer inside the bracket
-        rates, _ = offload_rates(router, edge, cloud, answer, streams, grid)
-        hi = int(np.argmax(rates >= rate - 1e-12)) if (rates >= rate - 1e-12).any() \
-            else len(grid) - 1
-        lo = max(hi - 1, 0)
-        if not (np.isfinite(grid[lo]) and np.isfinite(grid[hi])) or hi == lo:
-            break
-        grid = np.unique(np.concatenate([grid[:lo], np.linspace(grid[lo], grid[hi], 17),
-                                         grid[hi + 1:]]))
-    rates, trust = offload_rates(router, edge, cloud, answer, streams, grid)
-    ok = rates <= rate + 1e-12 if round_down else rates >= rate - 1e-12
-    pick = (int(np.nonzero(ok)[0][-1]) if ok.any() else 0) if round_down else \
-        (int(np.nonzero(ok)[0][0]) if ok.any() else len(grid) - 1)
-    t, scores = float(grid[pick]), trust[pick]
+    (t, reached, scores), = stream_thresholds(router, edge, cloud, answer, streams, [rate],
+                                              round_down)
     params: dict = {"rate": rate, "router": getattr(router, "name", "router")}
     if adaptive:  # the controller ranks live scores against the run's own
         params["calib_quantiles"] = np.quantile(scores, np.linspace(0, 1, 201)).tolist()
         params["step"] = step
-    return OperatingPoint("offload", t, float(rates[pick]), params, adaptive=adaptive), scores
+    return OperatingPoint("offload", t, reached, params, adaptive=adaptive), scores
+
+
+def stream_thresholds(router, edge, cloud: np.ndarray, answer: np.ndarray, streams,
+                      rates, round_down: bool = False) -> list[tuple[float, float, np.ndarray]]:
+    """For each offload rate of `rates`, as `calibrate_stream` picks it: (threshold, the
+    offload it gives, every clip's trust in that run). Each rate brackets its target on a
+    grid and looks closer inside the bracket; the grids of all rates run side by side, as
+    rows of one run (a row's run does not depend on the others), so many rates cost about
+    what one does."""
+    from edgeswitch.switcher.sweep import offload_rates
+
+    for rate in rates:
+        if not 0.0 <= rate <= 1.0:
+            raise DataError(f"offload rate must be within [0, 1], got {rate}")
+    known: dict[float, tuple[float, np.ndarray]] = {}
+
+    def run(grids: list[np.ndarray]) -> None:
+        """Every threshold of `grids` not run yet, in one run."""
+        if not grids:
+            return
+        new = np.unique(np.concatenate(grids))
+        new = new[[float(x) not in known for x in new]]
+        if len(new):
+            r, trust = offload_rates(router, edge, cloud, answer, streams, new)
+            known.update({float(x): (float(r[i]), trust[i]) for i, x in enumerate(new)})
+
+    _, trust0 = offload_rates(router, edge, cloud, answer, streams, np.asarray([-np.inf]))
+    first = np.unique(np.concatenate([[-np.inf, np.inf],
+                                      np.quantile(trust0[0], np.linspace(0, 1, 33))]))
+    grids = [first] * len(rates)
+    open_ = list(range(len(rates)))
+    for _ in range(3):  # bracket each target, then look closer inside its bracket
+        run([grids[i] for i in open_])
+        still = []
+        for i in open_:
+            grid, rate = grids[i], rates[i]
+            got = np.asarray([known[float(x)][0] for x in grid])
+            hi = int(np.argmax(got >= rate - 1e-12)) if (got >= rate - 1e-12).any() \
+                else len(grid) - 1
+            lo = max(hi - 1, 0)
+            if not (np.isfinite(grid[lo]) and np.isfinite(grid[hi])) or hi == lo:
+                continue
+            grids[i] = np.unique(np.concatenate([grid[:lo], np.linspace(grid[lo], grid[hi],
+                                                                          17), grid[hi + 1:]]))
+            still.append(i)
+        open_ = still
+    run(grids)
+    out = []
+    for grid, rate in zip(grids, rates, strict=True):
+        got = np.asarray([known[float(x)][0] for x in grid])
+        ok = got <= rate + 1e-12 if round_down else got >= rate - 1e-12
+        pick = (int(np.nonzero(ok)[0][-1]) if ok.any() else 0) if round_down else \
+            (int(np.nonzero(ok)[0][0]) if ok.any() else len(grid) - 1)
+        t = float(grid[pick])
+        out.append((t, known[t][0], known[t][1]))
+    return out
 
 
 def calibrate_budget(scores: np.ndarray, budget: float, edge_cost: float, switcher_cost: float,

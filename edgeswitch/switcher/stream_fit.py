@@ -150,17 +150,17 @@ def fit_belief(base: BeliefRouter, edge_proba: np.ndarray, cloud_proba: np.ndarr
                          "agreement": round(float(score[best]), 5), "grid": table})
 
 
-def fit_belief_switcher(router: BeliefRouter, spec, edge, cloud_proba: np.ndarray,
-                        answer: np.ndarray, streams: Sequence[np.ndarray],
-                        rates: Sequence[float] = (0.05, 0.1, 0.2, 0.35, 0.5), seed: int = 0,
-                        teacher_switch: float = TEACHER_SWITCH):
-    """A `BeliefSwitcherRouter`: `router`'s belief with a DMD switcher (`spec`, any family)
-    for its trust, trained on the unlabelled pool streams replayed by `router` at thresholds
-    offloading about `rates`: per clip, what the switcher reads then and whether the belief's
-    answer agrees with the smoothed teacher. Streams are the groups of its validation."""
+def switcher_records(router: BeliefRouter, edge, cloud_proba: np.ndarray, answer: np.ndarray,
+                     streams: Sequence[np.ndarray],
+                     rates: Sequence[float] = (0.05, 0.1, 0.2, 0.35, 0.5),
+                     teacher_switch: float = TEACHER_SWITCH):
+    """A stream switcher's training set, read from the unlabelled pool streams replayed by
+    `router` at thresholds offloading about `rates`: per clip, what the switcher reads then
+    (a `ModelOutput`), whether the belief's answer agrees with the smoothed teacher, and its
+    stream (the groups of the switcher's validation). One set serves every family."""
     from edgeswitch.models.base import ModelOutput
-    from edgeswitch.switcher.calibrate import calibrate_stream
-    from edgeswitch.switcher.stream import BeliefSwitcherRouter, switcher_view
+    from edgeswitch.switcher.calibrate import stream_thresholds
+    from edgeswitch.switcher.stream import switcher_view
     from edgeswitch.switcher.sweep import run_rows
 
     teacher = smoothed_teacher(answer, streams, teacher_switch).argmax(axis=1)
@@ -175,14 +175,22 @@ def fit_belief_switcher(router: BeliefRouter, spec, edge, cloud_proba: np.ndarra
         groups.append(group[clips])
 
     idx, valid = padded(streams)
-    for rate in rates:
-        op, _ = calibrate_stream(router, edge, cloud_proba, answer, streams, rate)
+    for th, _, _ in stream_thresholds(router, edge, cloud_proba, answer, streams, rates):
         run_rows(router, edge, cloud_proba, answer, idx, valid,
-                 lambda trust, rows, th=op.threshold: trust < th, seen)
+                 lambda trust, rows, th=th: trust < th, seen)
     data = ModelOutput(np.concatenate([v.proba for v in views]),
                        np.concatenate([v.embedding for v in views]))
+    return data, np.concatenate(targets).astype(np.float32), np.concatenate(groups).astype(str)
+
+
+def fit_belief_switcher(router: BeliefRouter, spec, records, seed: int = 0):
+    """A `BeliefSwitcherRouter`: `router`'s belief with a DMD switcher (`spec`, any family)
+    for its trust, trained on `records` (`switcher_records` of the same router)."""
+    from edgeswitch.switcher.stream import BeliefSwitcherRouter
+
+    data, targets, groups = records
     sw = spec.build(seed, "belief-switcher")
-    sw.fit(data, np.concatenate(targets).astype(np.float32), np.concatenate(groups).astype(str))
+    sw.fit(data, targets, groups)
     return BeliefSwitcherRouter(**{f: getattr(router, f) for f in (
         "switch", "regime_switch", "edge_weight", "cloud_weight", "fusion_weight",
         "regime_weight", "alarm", "answers")}, meta=dict(router.meta), switcher=sw)
