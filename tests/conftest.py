@@ -28,8 +28,15 @@ from pathlib import Path
 
 import pytest
 
-from edgeswitch.config import preset
-from edgeswitch.data import load_dataset, split_by_group
+# An xdist worker shares the cores with the others (six workers on two cores in CI): one
+# compute thread each, for torch and OpenMP in it and in the commands it starts. With several,
+# their threads spin-wait on each other; nothing a test asserts depends on the thread count.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    os.environ.setdefault("MKL_NUM_THREADS", "1")
+
+from edgeswitch.config import preset  # noqa: E402
+from edgeswitch.data import load_dataset, split_by_group  # noqa: E402
 
 
 @pytest.hookimpl(tryfirst=True)  # before xdist's own hook turns the marks into groups

@@ -138,7 +138,7 @@ def test_benchmark_smoke_on_basicmotions_resumes_and_never_trains_on_test(tmp_pa
     # fewer epochs and resamples than the preset: the figures are not what is checked here
     (tmp_path / "quick.toml").write_text("[edge]\nepochs = 10\n[cloud]\nepochs = 10\n"
                                          "[switcher]\nepochs = 30\n"
-                                         "[benchmark]\nbootstrap = 200\n")
+                                         "[benchmark]\nbootstrap = 200\nprocesses = 1\n")
     args = ["benchmark", "--dataset", "basicmotions", "--folds", "2", "--out", str(out),
             "--config", str(tmp_path / "quick.toml"), "--cache", str(tmp_path / "cache"),
             "--quiet"]
@@ -196,7 +196,7 @@ def test_benchmark_on_npz_with_and_without_groups(tmp_path, monkeypatch):
     (tmp_path / "small.toml").write_text(
         "[edge]\nepochs = 5\n[edge.arch_params]\nwidth = 8\nlayers = 2\n"
         "[cloud]\nepochs = 5\n[cloud.arch_params]\nwidth = 16\n"
-        "[benchmark]\nabc_members = 2\nbootstrap = 200\n")
+        "[benchmark]\nabc_members = 2\nbootstrap = 200\nprocesses = 1\n")
     for name, n_groups in (("grouped", 8), ("plain", len(bm))):
         out = tmp_path / name
         assert main(["benchmark", "--dataset", str(tmp_path / f"{name}.npz"), "--folds", "2",

@@ -40,7 +40,7 @@ from edgeswitch.switcher.routers import (
 )
 from edgeswitch.switcher.select import SwitcherSpec, dmd_targets, fit_switcher, select_switcher
 from edgeswitch.switcher.stream import belief_router
-from edgeswitch.switcher.stream_fit import fit_belief, fit_belief_switcher
+from edgeswitch.switcher.stream_fit import fit_belief, fit_belief_switcher, switcher_records
 from edgeswitch.switcher.sweep import run_streams, sweep
 
 EVAL_VERSION = 4   # bump when the evaluation changes, so stored fold figures are redone
@@ -78,7 +78,8 @@ class Entry:
     router: Router
     test: ModelOutput      # its view of the test clips (the edge's outputs, or an ensemble's)
     calib: ModelOutput     # ... of the calibration clips
-    macs: int              # device-side MACs per clip (edge models + router)
+    macs: float            # device-side cost per clip (edge models + router), in the
+                           # run's cost unit (MACs; recorded outputs: MACs, ms or none)
 
 
 def _records(o: FoldOutputs, views: int) -> tuple[ModelOutput, np.ndarray, np.ndarray]:
@@ -94,14 +95,21 @@ def _records(o: FoldOutputs, views: int) -> tuple[ModelOutput, np.ndarray, np.nd
     return ModelOutput(pe, ee), pc, g
 
 
+def _router_cost(o: FoldOutputs, switcher) -> float:
+    """A switcher's cost per clip in the run's unit: its MACs, or nothing where costs are
+    times (recorded outputs: the edge's recorded time holds no switcher)."""
+    return switcher.macs if o.cost_unit == "macs" else 0.0
+
+
 def baseline_routers(o: FoldOutputs, seed: int) -> list[Entry]:
     """The training-free routers: confidence, random and Agreement-Based Cascading."""
-    t, c, macs = o.edge("test"), o.edge("calib"), int(o["macs"][0])
+    t, c, macs = o.edge("test"), o.edge("calib"), o["macs"][0]
     out = [Entry(name, make_router(name), t, c, macs) for name in
            ("max_prob", "margin", "entropy")]
     out.append(Entry("random", RandomRouter(seed), t, c, macs))
-    out.append(Entry("abc", AbcRouter(), ensemble_view(o.members("test")),
-                     ensemble_view(o.members("calib")), int(o["macs"][2])))
+    if "members_test_p" in o.arrays:  # recorded outputs may have no ensemble
+        out.append(Entry("abc", AbcRouter(), ensemble_view(o.members("test")),
+                         ensemble_view(o.members("calib")), o["macs"][2]))
     return out
 
 
@@ -110,11 +118,12 @@ def learned_routers(cfg: RunConfig, o: FoldOutputs, fusion: Fusion, seed: int,
     """Every switcher fitted on the fold's DMD records, with targets relative to the answer
     `fusion` gives an offloaded clip; the supervised ablation on the pool's hidden labels.
     `info` receives each switcher's family, size and (for dmd-cv) its selection table."""
-    t, c, macs = o.edge("test"), o.edge("calib"), int(o["macs"][0])
+    t, c, macs = o.edge("test"), o.edge("calib"), o["macs"][0]
     out = []
 
     def add(name: str, sw, entry: dict, test=t, calib=c, device=macs):
-        out.append(Entry(name, SwitcherRouter(sw), test, calib, device + sw.macs))
+        out.append(Entry(name, SwitcherRouter(sw), test, calib,
+                         device + _router_cost(o, sw)))
         info[name] = entry | {"macs": sw.macs, "params": sw.n_params}
 
     with warnings.catch_warnings():
@@ -129,14 +138,17 @@ def learned_routers(cfg: RunConfig, o: FoldOutputs, fusion: Fusion, seed: int,
         sel, table = select_switcher(edge_rec, fusion.combine(edge_rec.proba, cloud_rec), groups,
                                      seed, n_original=len(o["edge_pool_p"]))
         add("dmd-cv", sel, {"chosen": sel.meta.get("spec"), "cv": table})
-        # stretch: a DMD switcher that reads the ABC ensemble (the same edge cost as `abc`)
-        ens_pool, ens_c, ens_t = (ensemble_view(o.members(p)) for p in PARTS)
-        target = dmd_targets(ens_pool.proba, fusion.combine(ens_pool.proba, o["cloud_pool_p"]),
-                             "gain")
-        ens_sw = fit_switcher(SwitcherSpec("linear", "gain"), ens_pool, target,
-                              o["groups_pool"], seed)
-        add("dmd-abc", ens_sw, {"family": "linear", "target": "gain"}, ens_t, ens_c,
-            int(o["macs"][2]))
+        if "members_pool_p" in o.arrays:
+            # stretch: a DMD switcher that reads the ABC ensemble (the edge cost of `abc`)
+            ens_pool, ens_c, ens_t = (ensemble_view(o.members(p)) for p in PARTS)
+            target = dmd_targets(ens_pool.proba,
+                                 fusion.combine(ens_pool.proba, o["cloud_pool_p"]), "gain")
+            ens_sw = fit_switcher(SwitcherSpec("linear", "gain"), ens_pool, target,
+                                  o["groups_pool"], seed)
+            add("dmd-abc", ens_sw, {"family": "linear", "target": "gain"}, ens_t, ens_c,
+                o["macs"][2])
+        if "hidden_y_pool" not in o.arrays:  # recorded outputs with unlabelled pool clips
+            return out
         # the supervised ablation: the configured switcher on the pool's true "edge is
         # correct" labels (no rotated views: they have no labels)
         sup_spec = replace(SwitcherSpec.from_config(cfg.switcher), augment_views=0)
@@ -154,18 +166,19 @@ def stream_routers(cfg: RunConfig, o: FoldOutputs, fusion: Fusion, info: dict) -
     pool = o.stream_lists("pool")
     if not any(len(s) > 1 for s in pool):
         return []   # clips that stand alone: nothing to carry
-    t, c, macs = o.edge("test"), o.edge("calib"), int(o["macs"][0])
+    t, c, macs = o.edge("test"), o.edge("calib"), o["macs"][0]
     base = belief_router(cfg.stream, o.classes, fusion.weight)
     answer = fusion.combine(o["edge_pool_p"], o["cloud_pool_p"])
     fitted = fit_belief(base, o["edge_pool_p"], o["cloud_pool_p"], answer, pool)
     routers = {"belief": replace(fitted, answers="belief"),
                "belief-fusion-answers": replace(fitted, answers="fusion"),
                "belief-unfitted": replace(base, answers="belief")}
+    records = switcher_records(routers["belief"], o.edge("pool"), o["cloud_pool_p"], answer,
+                               pool)
     for name, spec in STREAM_SWITCHERS.items():
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # a constant target warns; the figures show it
-            routers[name] = fit_belief_switcher(routers["belief"], spec, o.edge("pool"),
-                                                o["cloud_pool_p"], answer, pool)
+            routers[name] = fit_belief_switcher(routers["belief"], spec, records)
     out = []
     for name, r in routers.items():
         sw = getattr(r, "switcher", None)
@@ -173,8 +186,7 @@ def stream_routers(cfg: RunConfig, o: FoldOutputs, fusion: Fusion, info: dict) -
                       "switch": list(r.switch), "edge_weight": r.edge_weight,
                       "cloud_weight": r.cloud_weight, "answers": r.answers,
                       "fitted": name != "belief-unfitted"}
-        extra = 0 if sw is None else sw.macs
-        out.append(Entry(name, r, t, c, macs + extra))
+        out.append(Entry(name, r, t, c, macs + (0 if sw is None else _router_cost(o, sw))))
     return out
 
 
@@ -203,7 +215,8 @@ def operating_point(e: Entry, o: FoldOutputs, cloud: dict, answer: dict, streams
                             decide)
     rate = float(off.mean())
     return {"offload_rate": rate, "accuracy": float(np.mean(pred == y)),
-            "compute_vs_cloud": float((e.macs + rate * macs[1]) / macs[1])}
+            "compute_vs_cloud": float((e.macs + rate * macs[1]) / macs[1]) if macs[1] > 0
+            else None}   # recorded outputs without costs
 
 
 def evaluate_fold(cfg: RunConfig, o: FoldOutputs, seed: int) -> dict:
@@ -223,8 +236,9 @@ def evaluate_fold(cfg: RunConfig, o: FoldOutputs, seed: int) -> dict:
     result: dict = {"edge_accuracy": float(np.mean(el == y)), "cloud_accuracy": cloud_acc,
                     "fusion": fused.to_dict(), "routers": {}, "switchers": {},
                     "shuffled": {}}
-    deployed = fused if cfg.fusion.method != "none" else Fusion("none").fit(pe, pc)
     modes = {"": Fusion("none").fit(pe, pc), "+fusion": fused}
+    # the stream routers answer as the config deploys (the same object: `is` picks the mode)
+    deployed = modes["+fusion" if cfg.fusion.method != "none" else ""]
     for suffix, fusion in modes.items():
         info: dict = {}
         entries = baseline_routers(o, seed) + learned_routers(cfg, o, fusion, seed, info)

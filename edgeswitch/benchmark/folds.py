@@ -51,25 +51,38 @@ def make_folds(data: ClipBatch, n_folds: int, repeats: int = 1, seed: int = 0,
     shares are `shares[:3]` (the test share is ignored: the fold fixes the test groups). Fold i
     of repeat r deals them, and trains its models, with seed `seed + 1000 r + i`."""
     groups = np.unique(data.groups)
+    return deal_folds(groups, groups, n_folds, repeats, seed, shares, data.name)
+
+
+def deal_folds(groups: np.ndarray, testable: np.ndarray, n_folds: int, repeats: int,
+               seed: int, shares: tuple[float, ...], name: str, train: bool = True
+               ) -> list[Fold]:
+    """Folds whose test groups partition `testable` (once per repeat); every other group is
+    dealt out to train / pool / calib by `shares` (without `train`: pool and calib only, for
+    recorded outputs, where nothing is trained)."""
     if not isinstance(n_folds, int) or n_folds < 2:
         raise DataError(f"folds must be an int >= 2, got {n_folds!r}")
     if not isinstance(repeats, int) or repeats < 1:
         raise DataError(f"repeats must be an int >= 1, got {repeats!r}")
-    if n_folds > len(groups):
-        raise DataError(f"{data.name}: {len(groups)} groups cannot make {n_folds} folds (each "
+    if n_folds > len(testable):
+        what = "groups" if len(testable) == len(groups) else \
+            "groups with a label on every clip"
+        raise DataError(f"{name}: {len(testable)} {what} cannot make {n_folds} folds (each "
                         "fold tests at least one group); ask for fewer folds")
-    free = len(groups) - int(np.ceil(len(groups) / n_folds))
-    if free < 3:
-        raise DataError(f"{data.name}: with {n_folds} folds of {len(groups)} groups, a fold "
-                        f"leaves {free} groups for train, pool and calib, which need 3; use "
-                        "fewer folds or a data set with more groups")
+    need = 3 if train else 2
+    free = len(groups) - int(np.ceil(len(testable) / n_folds))
+    if free < need:
+        raise DataError(f"{name}: with {n_folds} folds of {len(groups)} groups, a fold "
+                        f"leaves {free} groups for {'train, ' if train else ''}pool and calib, "
+                        f"which need {need}; use fewer folds or a data set with more groups")
     folds = []
     for r in range(repeats):
         rng = np.random.default_rng(seed + r)
-        order = rng.permutation(groups)
+        order = rng.permutation(testable)
         for i, chunk in enumerate(np.array_split(order, n_folds)):
             fold_seed = seed + 1000 * r + i
-            dealt = assign_groups(groups, shares, fold_seed, {"test": chunk.tolist()})
+            fixed = {"test": chunk.tolist()} | ({} if train else {"train": []})
+            dealt = assign_groups(groups, shares, fold_seed, fixed)
             folds.append(Fold(index=len(folds), repeat=r, seed=fold_seed,
                               groups={s: sorted(str(g) for g in dealt[s]) for s in SPLITS}))
     return folds

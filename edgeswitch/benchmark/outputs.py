@@ -29,6 +29,9 @@ class FoldOutputs:
 
     arrays: dict[str, np.ndarray]
     classes: tuple[str, ...]
+    # the unit of `macs` ([edge, cloud, ensemble] per clip): "macs" for trained models,
+    # "ms" or None (no costs: no compute axis) for recorded outputs (benchmark.recorded)
+    cost_unit: str | None = "macs"
 
     def edge(self, part: str) -> ModelOutput:
         return ModelOutput(self.arrays[f"edge_{part}_p"], self.arrays[f"edge_{part}_e"])

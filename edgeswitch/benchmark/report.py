@@ -90,7 +90,13 @@ def plot(bench: dict, path: Path) -> Path:
         half = 1.96 * values.std(axis=0, ddof=1) / np.sqrt(n) if n > 1 else 0 * values[0]
         return values.mean(axis=0), half
 
+    unit = bench.get("cost_unit", "macs")
     for ax, suffix, xaxis, title in panels:
+        if xaxis == "compute" and unit is None:  # recorded outputs without costs
+            ax.text(0.5, 0.5, "no per-clip costs in the outputs file:\nno compute axis",
+                    ha="center", va="center", transform=ax.transAxes)
+            ax.set_axis_off()
+            continue
         for base in dict.fromkeys((default, *PLOTTED, *stream)):
             name = base if base in stream else base + suffix
             if name not in folds[0]["routers"] or (base in stream and not suffix):
@@ -117,7 +123,8 @@ def plot(bench: dict, path: Path) -> Path:
         ax.set_title(title, fontsize=10)
         if xaxis == "compute":
             ax.set_xscale("log")
-            ax.set_xlabel("compute per clip / cloud-only compute (MACs; log scale)")
+            what = "MACs" if unit == "macs" else "recorded time"
+            ax.set_xlabel(f"compute per clip / cloud-only compute ({what}; log scale)")
         else:
             ax.set_xlabel("share of clips offloaded")
         ax.grid(alpha=0.3)

@@ -37,7 +37,8 @@ def fold_metrics(fold: dict, name: str) -> dict[str, float]:
                for x in ("0.1", "0.2", "0.35", "0.5")},
             "accuracy_at_operating_point": op.get("accuracy", nan),
             "offload_at_operating_point": op.get("offload_rate", nan),
-            "compute_vs_cloud": op.get("compute_vs_cloud", nan)}
+            "compute_vs_cloud": nan if op.get("compute_vs_cloud") is None
+            else op["compute_vs_cloud"]}
 
 
 def paired(folds: list[dict], name: str, ref: str, n_boot: int, part: str = "routers") -> dict:
