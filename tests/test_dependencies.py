@@ -20,9 +20,9 @@ DISTRIBUTION = {"PIL": "pillow", "sklearn": "scikit-learn", "skvideo": "scikit-v
 # imported directly, installed by a declared distribution that is built on it (FastAPI's
 # documented way to reach Starlette's classes; the tokenizer of a transformers checkpoint)
 PROVIDED_BY = {"starlette": "fastapi", "tokenizers": "transformers"}
-# subpackages that `edgeswitch demo` and the step commands use: their imports are core
-CORE_PACKAGES = {"config.py", "errors.py", "data", "evaluation", "models", "cloud", "dmd",
-                 "switcher", "pipeline", "benchmark", "cli"}
+# what a device must not need: `edgeswitch classify` and `watch` run a bundle without them
+HEAVY = {"torch", "pandas", "pyarrow", "matplotlib", "seglearn", "pyts", "scipy",
+         "scikit-learn", "onnx"}
 # this repository's own modules (edgeswitch, tests, benchmarks, scripts/*.py)
 LOCAL = {p.stem for p in [*ROOT.iterdir(), *(ROOT / "scripts").glob("*.py")]}
 
@@ -69,15 +69,32 @@ def test_every_third_party_import_is_declared(folder):
     assert not missing, f"imported under {folder}/ but not declared in pyproject.toml: {missing}"
 
 
-def test_what_the_core_commands_import_is_a_core_dependency():
-    """`--family gbt` (switcher/trees.py) imports scikit-learn: switcher training is core, so
-    a plain `pip install edgeswitch` must bring it."""
+def test_the_core_is_what_a_device_needs_and_every_other_import_names_its_extra():
+    """The core dependencies are the device's (numpy, onnxruntime, httpx, pydantic, tqdm; no
+    training stack), and every other third-party module imported under edgeswitch/ is one
+    that edgeswitch.extras.EXTRA_OF maps to an extra which declares its distribution: the
+    error for a missing package then names the extra that really brings it."""
+    from edgeswitch.extras import EXTRA_OF
+
     core, _ = _declared()
+    assert not core & HEAVY, f"heavy packages in the core: {sorted(core & HEAVY)}"
+    assert {"numpy", "onnxruntime", "httpx", "pydantic", "tqdm"} <= core
+    optional = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"][
+        "optional-dependencies"]
     imported = _imports(ROOT / "edgeswitch")
-    assert "sklearn" in imported
-    missing = {m: sorted(where & CORE_PACKAGES) for m, where in imported.items()
-               if where & CORE_PACKAGES and _distribution(m) not in core}
-    assert not missing, f"core code imports these, pyproject.toml's core lacks them: {missing}"
+    assert {"torch", "sklearn", "pyarrow"} <= imported.keys()  # the walk sees lazy imports
+    wrong = {}
+    for module, where in imported.items():
+        if _distribution(module) in core:
+            continue
+        extra = EXTRA_OF.get(module)
+        declared = {lock._name(r) for r in optional.get(extra, [])}
+        if _distribution(module) not in declared:
+            wrong[module] = (extra, sorted(where))
+    assert not wrong, f"not core, and EXTRA_OF names no extra that declares them: {wrong}"
+    assert {m for m, e in EXTRA_OF.items() if e == "train"} == {
+        "torch", "pandas", "pyarrow", "matplotlib", "scipy", "sklearn", "seglearn", "pyts",
+        "onnx"}
 
 
 def test_modules_provided_by_a_declared_distribution_come_with_it():

@@ -15,13 +15,6 @@ from edgeswitch.errors import EdgeSwitchError
 SPLITS = ["all", "train", "pool", "calib", "test"]
 
 
-def need_extra(module: str, extra: str) -> None:
-    import importlib.util
-
-    if importlib.util.find_spec(module) is None:
-        raise EdgeSwitchError(f"this needs the '{extra}' extra: pip install -e \".[{extra}]\"")
-
-
 def data_args(p: argparse.ArgumentParser, default_split: str | None, required: bool = True,
               help_extra: str = "") -> None:
     """--data, --split, --seed and --config: which clips a step reads, and its settings."""

@@ -7,9 +7,10 @@ import json
 import signal
 from pathlib import Path
 
-from edgeswitch.cli.common import need_extra, port_number
+from edgeswitch.cli.common import port_number
 from edgeswitch.cli.serve import _banner_after_bind, _ready_file
 from edgeswitch.errors import EdgeSwitchError
+from edgeswitch.extras import need_extra
 
 LOOPBACK = ("127.0.0.1", "::1", "localhost")
 

@@ -77,7 +77,7 @@ def _finish(args, source, models, settings, to_file: bool) -> int:
     sink = MemorySink() if to_file else FolderSink(args.out, dataset=args.data)
     engine = None
     if settings.engine == "ray":
-        from edgeswitch.cli.common import need_extra
+        from edgeswitch.extras import need_extra
         from edgeswitch.scale.ray_distill import RayEngine
 
         need_extra("ray", "ray")

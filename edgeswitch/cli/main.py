@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from edgeswitch.errors import EdgeSwitchError
+from edgeswitch.extras import MissingExtra, missing_extra, require_extra
 
 DESCRIPTION = """\
 Hybrid edge-cloud action classification with a switcher trained by Dual-Model Distillation.
@@ -34,7 +35,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     out = Path(args.out)
     cache = model_cache(args)
     if not args.in_process:
-        from edgeswitch.cli.common import need_extra
+        from edgeswitch.extras import need_extra
 
         for module in ("fastapi", "uvicorn", "httpx"):
             need_extra(module, "serve")
@@ -93,6 +94,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 DEBUG_ENV = "EDGESWITCH_DEBUG"  # set to 1 (or pass --debug) for the traceback of a crash
+# commands that always train, or read or write DMD Parquet: checked before any work starts. The
+# others (calibrate, evaluate, ...) need an extra only for some inputs (a bundled data set, a
+# Parquet file): a missing package is then reported where it is first imported (main below).
+COMMAND_EXTRAS = {"demo": ("train",), "benchmark": ("train",), "train-models": ("train",),
+                  "train-switcher": ("train",), "distill": ("train",), "train-pose": ("train",),
+                  "refresh": ("train",)}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -101,7 +108,12 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     debug = args.debug or os.environ.get(DEBUG_ENV, "") not in ("", "0")
     try:
+        for extra in COMMAND_EXTRAS.get(args.command, ()):
+            require_extra(extra)
         return args.func(args)
+    except MissingExtra as exc:
+        print(exc.message(f"edgeswitch {args.command}"), file=sys.stderr)
+        return 2
     except EdgeSwitchError as exc:
         print(f"edgeswitch: error: {exc}", file=sys.stderr)
         return 2
@@ -112,6 +124,11 @@ def main(argv: list[str] | None = None) -> int:
         print("edgeswitch: interrupted", file=sys.stderr)
         return 130
     except Exception as exc:  # noqa: BLE001 - a bug or a case no check covers: one line
+        # an optional package missing where it is first imported: the extra that brings it
+        missing = missing_extra(exc) if isinstance(exc, ModuleNotFoundError) else None
+        if missing is not None and not debug:
+            print(missing.message(f"edgeswitch {args.command}"), file=sys.stderr)
+            return 2
         if debug:
             raise
         what = str(exc).splitlines()[0][:300] if str(exc) else "no message"

@@ -15,7 +15,8 @@ import argparse
 import sys
 import time
 
-from edgeswitch.cli.common import need_extra, non_negative, port_number
+from edgeswitch.cli.common import non_negative, port_number
+from edgeswitch.extras import need_extra
 
 
 def metrics_args(p: argparse.ArgumentParser) -> None:

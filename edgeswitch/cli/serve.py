@@ -20,7 +20,6 @@ from edgeswitch.cli.common import (
     deployed_args,
     load_split,
     make_hybrid,
-    need_extra,
     out_file,
     port_number,
     positive_int,
@@ -30,6 +29,7 @@ from edgeswitch.cli.common import (
 from edgeswitch.cli.flags import config_arg, config_flags, renamed_flag, resolve_config
 from edgeswitch.cli.metrics import linger, metrics_args, start_metrics
 from edgeswitch.errors import EdgeSwitchError
+from edgeswitch.extras import need_extra
 
 
 def cmd_serve_cloud(args) -> int:

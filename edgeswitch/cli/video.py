@@ -15,7 +15,6 @@ from edgeswitch.cli.common import (
     EXIT_OK,
     cloud_never_answered,
     fusion_arg,
-    need_extra,
     positive_int,
     router_arg,
     server_args,
@@ -24,6 +23,7 @@ from edgeswitch.cli.flags import config_arg, config_flags, renamed_flag, resolve
 from edgeswitch.cli.metrics import linger, metrics_args, start_metrics
 from edgeswitch.config import VideoConfig
 from edgeswitch.errors import EdgeSwitchError
+from edgeswitch.extras import need_extra
 
 
 def vlm_args(p: argparse.ArgumentParser, watch: bool) -> None:

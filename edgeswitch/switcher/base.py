@@ -28,6 +28,14 @@ from edgeswitch.switcher.features import (
 SWITCHERS: dict[str, type[Switcher]] = {}
 
 
+def sigmoid(z: np.ndarray) -> np.ndarray:
+    """1 / (1 + e^-z), the formula of scipy.special.expit, in numpy so that scoring a clip on a
+    device needs no scipy (equal to expit within one ulp: numpy's exp against libm's). Every
+    switcher scores with it, in training and on the device alike, so thresholds match."""
+    with np.errstate(over="ignore"):  # e^-z = inf for z < -709 gives 0, as expit does
+        return 1.0 / (1.0 + np.exp(-z))
+
+
 def registrar(table: dict, attribute: str):
     """A class decorator factory: `@register(name)` files the class under `name` in `table`
     and sets `cls.<attribute> = name` (one pattern for switcher families and routers)."""

@@ -10,11 +10,9 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 import numpy as np
-from scipy.optimize import minimize
-from scipy.special import expit
 
 from edgeswitch.errors import DataError
-from edgeswitch.switcher.base import Switcher, register_family
+from edgeswitch.switcher.base import Switcher, register_family, sigmoid
 
 
 @register_family("linear")
@@ -45,13 +43,14 @@ class LinearSwitcher(Switcher):
             pen[start:stop] = 0.0
         elif self.free not in ("", "confidence"):
             raise DataError(f"linear switcher free must be 'confidence' or '', got {self.free!r}")
+        from scipy.optimize import minimize  # training only (the 'train' extra)
 
         def loss(theta: np.ndarray) -> tuple[float, np.ndarray]:
             w, b = theta[:d], theta[d]
             z = Z @ w + b
             # BCE with soft targets, written stably: log(1 + e^z) - t z
             val = np.mean(np.logaddexp(0.0, z) - t64 * z) + 0.5 * self.l2 * (pen * w @ w)
-            r = (expit(z) - t64) / n
+            r = (sigmoid(z) - t64) / n
             return val, np.concatenate([Z.T @ r + self.l2 * pen * w, [r.sum()]])
 
         res = minimize(loss, np.zeros(d + 1), jac=True, method="L-BFGS-B",
@@ -61,7 +60,7 @@ class LinearSwitcher(Switcher):
         self.b_ = np.float32(res.x[d] - w @ mean)
 
     def _trust(self, F: np.ndarray) -> np.ndarray:
-        return expit(F.astype(np.float64) @ self.w_ + float(self.b_))
+        return sigmoid(F.astype(np.float64) @ self.w_ + float(self.b_))
 
     @property
     def macs(self) -> int:

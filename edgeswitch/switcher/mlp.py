@@ -10,10 +10,9 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 import numpy as np
-from scipy.special import expit
 
 from edgeswitch.errors import DataError
-from edgeswitch.switcher.base import Switcher, register_family
+from edgeswitch.switcher.base import Switcher, register_family, sigmoid
 
 
 @register_family("mlp")
@@ -91,7 +90,7 @@ class MLPSwitcher(Switcher):
 
     def _trust(self, F: np.ndarray) -> np.ndarray:
         h = np.maximum(F @ self.W1_ + self.b1_, 0.0)
-        return expit(h @ self.w2_ + float(self.b2_))
+        return sigmoid(h @ self.w2_ + float(self.b2_))
 
     def _restore(self, fitted: dict | None) -> None:
         super()._restore(fitted)

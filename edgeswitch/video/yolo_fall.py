@@ -22,7 +22,7 @@ import numpy as np
 
 from edgeswitch.errors import ModelError
 from edgeswitch.models.base import class_indices
-from edgeswitch.models.onnx_model import make_session
+from edgeswitch.models.onnx_model import make_session, read_model_proto
 from edgeswitch.video.image import letterbox
 from edgeswitch.video.inputs import check_video_clips
 from edgeswitch.video.source import VideoClip
@@ -83,14 +83,12 @@ class YoloFall:
 
     def __init__(self, weights: str | Path | None = None, frames: int = 4, conf: float = 0.25,
                  threads: int = 2, classes: tuple[str, ...] = ("adl", "fall")) -> None:
-        import onnx
-
         path = Path(weights) if weights else default_weights()
         try:
-            proto = onnx.load(path)
-        except Exception as exc:  # noqa: BLE001 - protobuf raises several types
+            blob = path.read_bytes()
+            meta, _ = read_model_proto(blob)
+        except (OSError, ValueError) as exc:
             raise ModelError(f"yolo-fall: cannot read {path} ({exc})") from None
-        meta = {p.key: p.value for p in proto.metadata_props}
         try:
             names = ast.literal_eval(meta.get("names", "{}"))
         except (ValueError, SyntaxError):
@@ -98,7 +96,7 @@ class YoloFall:
         if [str(names.get(i, "")).lower() for i in (0, 1)] != ["normal", "fall"]:
             raise ModelError(f"yolo-fall: {path} is not the Normal/Fall detector (classes "
                              f"{names})")
-        self.onnx_bytes_ = proto.SerializeToString()
+        self.onnx_bytes_ = blob
         self.session = make_session(self.onnx_bytes_, threads, f"yolo-fall {path}")
         self.input = self.session.get_inputs()[0]
         self.half = "float16" in self.input.type
