@@ -39,7 +39,13 @@ class MissingExtra(EdgeSwitchError):
 
 def need_extra(module: str, extra: str | None = None) -> None:
     """Raise MissingExtra unless `module` is importable (found, not imported: cheap)."""
-    if module not in sys.modules and importlib.util.find_spec(module) is None:
+    if sys.modules.get(module) is not None:  # imported already
+        return
+    try:
+        found = importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):  # a finder that refuses it, or a None in sys.modules
+        found = False
+    if not found:
         raise MissingExtra(extra or EXTRA_OF[module], module)
 
 
