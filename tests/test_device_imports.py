@@ -1,11 +1,12 @@
-"""The device path imports no training stack: `edgeswitch classify` and `watch` on sensor clips
-run a bundle in a process where torch, pandas, pyarrow, matplotlib, scipy, scikit-learn,
+"""The device path imports no training stack: `edgeswitch classify`, `watch` on sensor clips
+and `log` run a bundle in a process where torch, pandas, pyarrow, matplotlib, scipy, scikit-learn,
 seglearn, pyts and onnx cannot be imported (a meta-path finder refuses them, as a slim install
 lacks them), and give the answers a full install gives. A command that needs a missing extra
 says which, in one line. tests/test_slim_install.py does the same in a real core-only venv."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
@@ -91,6 +92,12 @@ def test_classify_and_watch_on_a_device_give_the_full_installs_answers(bundle, t
     rows = jsonl(slim)
     assert len(rows) == 12 and {row["answered_by"] for row in rows} == {"edge", "cloud"}
     assert _answers(rows) == _answers(jsonl(full))
+    # the device reads its own decision log (`log`, and `log --drift`) without pandas
+    for flags in ([], ["--json"], ["--drift"]):
+        r = blocked_cli("log", str(tmp_path / "slim.sqlite"), *flags)
+        assert r.returncode == 0, r.stderr
+    assert json.loads(blocked_cli("log", str(tmp_path / "slim.sqlite"), "--json").stdout)[
+        "decisions"] == 12
 
     # one clip, alone in its file: the smallest real run
     one = tmp_path / "one.npz"

@@ -26,6 +26,7 @@ import json
 import sqlite3
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -293,47 +294,62 @@ class DecisionLog:
             classes=self.classes, edge_model=self.edge_model, cloud_model=self.cloud_model)
 
     def summary(self, buckets: int = 10) -> dict:
-        """Offload rate over time, fallbacks by reason, per-class agreement, latencies."""
+        """Offload rate over time, fallbacks by reason, per-class agreement, latencies. Read
+        with numpy, not pandas: `edgeswitch log` runs on a device's core install."""
         if not isinstance(buckets, int) or buckets < 1:
             raise DataError(f"buckets must be a whole number >= 1, got {buckets!r}")
-        df = self.frame()
-        if df.empty:
+        names = ("time", "offloaded", "verified", "shadow", "edge_label", "cloud_label",
+                 "answered_by", "fallback_reason", "device", "total_ms", "edge_ms", "cloud_ms")
+        with self._lock:
+            have = {r[1] for r in self.db.execute("PRAGMA table_info(decisions)")}
+            # a log from before a column: NULL in its place, read without changing the file
+            rows = self.db.execute(f"SELECT {', '.join(n if n in have else 'NULL' for n in names)}"
+                                   " FROM decisions ORDER BY id").fetchall()
+        if not rows:
             return {"decisions": 0}
-        t = df["time"].to_numpy()
+        columns = (np.array(values, dtype=object) for values in zip(*rows, strict=True))
+        col = dict(zip(names, columns, strict=True))
+        t = col["time"].astype(float)
+        offloaded, fell_back = col["offloaded"] == 1, col["verified"] == 0
         edges = np.linspace(t.min(), t.max(), buckets + 1) if t.max() > t.min() else None
-        where = np.zeros(len(df), int) if edges is None else \
+        where = np.zeros(len(t), int) if edges is None else \
             np.clip(np.searchsorted(edges, t, side="right") - 1, 0, buckets - 1)
-        over_time = []
-        for b in np.unique(where):
-            part = df[where == b]
-            over_time.append({"start": float(edges[b] if edges is not None else t.min()),
-                              "decisions": len(part),
-                              "offload_rate": float(part["offloaded"].mean()),
-                              "fallback_rate": float((part["verified"] == 0).mean())})
-        asked = df[(df["offloaded"] == 1) | (df["shadow"] == 1)]
-        answered = df[df["cloud_label"].notna()]
+        over_time = [{"start": float(edges[b] if edges is not None else t.min()),
+                      "decisions": int((where == b).sum()),
+                      "offload_rate": float(offloaded[where == b].mean()),
+                      "fallback_rate": float(fell_back[where == b].mean())}
+                     for b in np.unique(where)]
+        asked = offloaded | (col["shadow"] == 1)
+        answered = np.array([v is not None for v in col["cloud_label"]])
+        edge_said, cloud_said = col["edge_label"][answered], col["cloud_label"][answered]
         per_class = {}
         for c in self.classes:
-            said = answered["edge_label"] == c
+            said = edge_said == c
             per_class[c] = {"edge_said": int(said.sum()),
-                            "cloud_agreed": float((answered.loc[said, "cloud_label"] == c).mean())
+                            "cloud_agreed": float((cloud_said[said] == c).mean())
                             if said.any() else None}
-        reasons = df["fallback_reason"].dropna().value_counts()
+
+        def counts(values: np.ndarray) -> dict[str, int]:  # most common first, NULLs left out
+            return {str(k): n for k, n in Counter(v for v in values if v is not None)
+                    .most_common()}
+
+        def ms(name: str) -> np.ndarray:
+            return np.array([np.nan if v is None else v for v in col[name]], dtype=float)
+
         return {
-            "decisions": len(df), "from": float(t.min()), "to": float(t.max()),
+            "decisions": len(rows), "from": float(t.min()), "to": float(t.max()),
             "edge_model": self.edge_model, "cloud_model": self.cloud_model,
-            "offload_rate": float(df["offloaded"].mean()),
-            "answered_by": {k: int(v) for k, v in df["answered_by"].value_counts().items()},
-            "fallbacks": int((df["verified"] == 0).sum()),
-            "fallback_share_of_cloud_requests": float((asked["verified"] == 0).mean())
-            if len(asked) else None,
-            "fallback_reasons": {str(k): int(v) for k, v in reasons.items()},
-            "devices": {str(k): int(v) for k, v in df["device"].dropna().value_counts().items()},
-            "agreement": float((answered["edge_label"] == answered["cloud_label"]).mean())
-            if len(answered) else None,
+            "offload_rate": float(offloaded.mean()),
+            "answered_by": counts(col["answered_by"]),
+            "fallbacks": int(fell_back.sum()),
+            "fallback_share_of_cloud_requests": float(fell_back[asked].mean())
+            if asked.any() else None,
+            "fallback_reasons": counts(col["fallback_reason"]),
+            "devices": counts(col["device"]),
+            "agreement": float((edge_said == cloud_said).mean()) if answered.any() else None,
             "agreement_by_edge_class": per_class,
-            "latency_ms": {col: tail_ms(df[col].to_numpy(dtype=float))
-                           for col in ("total_ms", "edge_ms", "cloud_ms")},
+            "latency_ms": {name: tail_ms(ms(name)) for name in ("total_ms", "edge_ms",
+                                                                  "cloud_ms")},
             "over_time": over_time,
         }
 
