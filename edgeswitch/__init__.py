@@ -8,8 +8,10 @@ Subpackages, one per concept of the method:
   runtime     the hybrid classifier and the cloud client interface
   evaluation  metrics, offload curves, reports
   cli         the `edgeswitch` command
-Heavy dependencies (torch, onnxruntime, matplotlib) are imported inside the functions that use
-them, so `import edgeswitch` stays cheap.
+Heavy dependencies (the 'train' extra: torch, scipy, pandas, pyarrow, matplotlib, ...) are
+imported inside the functions that use them, so `import edgeswitch` stays cheap and a device's
+core install (numpy, onnxruntime, httpx, pydantic, tqdm) runs `classify` and `watch`;
+edgeswitch/extras.py says which extra brings which package.
 """
 
 __version__ = "0.1.0"

@@ -44,7 +44,7 @@ STAMP = "# pyproject-sha256: "
 HEADER = """\
 # The lock: every direct and transitive dependency of edgeswitch, all extras, for CPython 3.11
 # on Linux x86_64, torch as the CPU wheel. Install with it as constraints:
-#   pip install -c requirements/lock.txt -e ".[serve]"
+#   pip install -c requirements/lock.txt -e ".[train,serve]"   (a device: the core, ".")
 # Refresh it after editing pyproject.toml's dependencies (tests/test_lock.py fails until then):
 #   pip install uv && python scripts/lock.py
 """

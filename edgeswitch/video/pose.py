@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from edgeswitch.errors import ModelError
+from edgeswitch.extras import MissingExtra
 
 N_KEYPOINTS = 17
 N_FEATURES = 60
@@ -72,8 +73,7 @@ class MoveNet:
         try:
             from ai_edge_litert.interpreter import Interpreter
         except ImportError:
-            raise ModelError("MoveNet needs ai-edge-litert: pip install -e \".[video]\"") \
-                from None
+            raise MissingExtra("video", "ai_edge_litert", "MoveNet") from None
         self.min_score = min_score
         self.interpreter = Interpreter(model_content=nfd_bundle()["movenet"],
                                        num_threads=threads)
