@@ -29,6 +29,28 @@ def test_models_share_one_interface(bm_models, bm_splits):
     assert cloud.n_params_ > 10 * edge.n_params_
 
 
+def test_the_onnx_file_is_read_without_the_onnx_package_as_onnx_reads_it(bm_models):
+    """OnnxClassifier reads metadata and parameter counts with its own protobuf reader (a
+    device has onnxruntime, not onnx): the same as onnx's, for every model here."""
+    import onnx
+
+    from edgeswitch.models.onnx_model import read_model_proto
+
+    for model in bm_models:
+        proto = onnx.load_from_string(model.onnx_bytes_)
+        meta, n_params = read_model_proto(model.onnx_bytes_)
+        assert meta == {p.key: p.value for p in proto.metadata_props} and "edgeswitch.classes" \
+            in meta
+        assert n_params == model.n_params_ == sum(
+            int(np.prod(t.dims)) for t in proto.graph.initializer
+            if t.data_type == onnx.TensorProto.FLOAT)
+        assert proto.SerializeToString() == model.onnx_bytes_  # the file is onnx's own bytes
+    half = model.onnx_bytes_[:len(model.onnx_bytes_) // 2]  # cut inside the graph
+    for bad in (b"", b"\x00garbage", half):
+        with pytest.raises(ValueError):
+            read_model_proto(bad)
+
+
 def test_onnx_file_roundtrip_is_self_describing(bm_models, bm_splits, tmp_path):
     edge, _ = bm_models
     path = edge.save(tmp_path / "edge.onnx")
