@@ -17,7 +17,8 @@ import pytest
 
 from tests.deployed import jsonl, make_bundle, run_cli
 
-pytestmark = pytest.mark.slow
+# one worker builds the venv once for the three tests (a module fixture is per worker)
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("slim_install")]
 ROOT = Path(__file__).resolve().parents[1]
 # import names a core install must not have (onnxruntime pulls protobuf, not onnx)
 ABSENT = ("torch", "pandas", "pyarrow", "matplotlib", "scipy", "sklearn", "seglearn", "pyts",
