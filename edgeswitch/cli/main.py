@@ -89,6 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
     tokens.add_parsers(sub, _add_common)
     refresh.add_parsers(sub, _add_common)
     dashboard.add_parsers(sub, _add_common)
+    __import__("edgeswitch.cli.device").cli.device.add_parsers(sub, _add_common)
     page.add_parsers(sub, _add_common)  # device-page
     return parser
 

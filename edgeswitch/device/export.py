@@ -103,11 +103,16 @@ def _with_meta(model: onnx.ModelProto, meta: dict[str, str]) -> onnx.ModelProto:
 
 def export_device(bundle: str | Path | Bundle, out: str | Path, *, router: Router | None = None,
                   operating_point: OperatingPoint | None = None, int8: bool = False,
-                  sample_rate_hz: float | None = None) -> dict:
+                  sample_rate_hz: float | None = None, channels: list[str] | None = None
+                  ) -> dict:
     """Write the artifact to folder `out`; returns device.json's content. `router` /
     `operating_point` replace the bundle's (e.g. a stream switcher fitted beside it, or a
-    confidence baseline with its own threshold)."""
+    confidence baseline with its own threshold); `sample_rate_hz` and `channels` (names, e.g.
+    ax, ay, az, wx, wy, wz) describe the clips for a device that cuts its own."""
     b = bundle if isinstance(bundle, Bundle) else read_bundle(bundle)
+    if channels is not None and len(channels) != b.edge.clip_shape_[1]:
+        raise DataError(f"{len(channels)} channel names for clips of "
+                        f"{b.edge.clip_shape_[1]} channels")
     router = router or b.router
     op = operating_point or b.operating_point
     check_operating_point(router, op)
@@ -141,7 +146,8 @@ def export_device(bundle: str | Path | Bundle, out: str | Path, *, router: Route
                           "sha256": S.sha256(data)}
     if not int8:
         (d / S.GRAPH_FILES["int8"]).unlink(missing_ok=True)  # a stale one would not match
-    desc = describe(b, router, op, kind, family, weight, j, artifact_id, files, sample_rate_hz)
+    desc = describe(b, router, op, kind, family, weight, j, artifact_id, files,
+                    sample_rate_hz, channels)
     import json
 
     (d / S.SPEC_FILE).write_text(json.dumps(desc, indent=1))
@@ -150,57 +156,58 @@ def export_device(bundle: str | Path | Bundle, out: str | Path, *, router: Route
 
 def describe(b: Bundle, router: Router, op: OperatingPoint, kind: str, family: str | None,
              weight: float, j: int, artifact_id: str, files: dict,
-             sample_rate_hz: float | None) -> dict:
-    """device.json's content (see docs/deployment.md, "One device artifact")."""
+             sample_rate_hz: float | None, channels: list[str] | None = None) -> dict:
+    """device.json's content (the fields are described in docs/deployment.md)."""
     k = len(b.edge.classes_)
     params = router.to_dict(tuple(b.edge.classes_)) if isinstance(router, BeliefRouter) \
         else {"router": router.name}
     params.pop("meta", None)
-    t = float(op.threshold)
-    controller = None
-    if op.adaptive:
-        controller = {"rate": op.params["rate"], "step": op.params.get("step", 0.01),
-                      "calib_quantiles": list(op.params["calib_quantiles"])}
     return {
         "format": S.FORMAT, "format_version": S.FORMAT_VERSION, "artifact_id": artifact_id,
         "created_by": f"edgeswitch {__version__}",
+        "ids": {"artifact_id": artifact_id, "edge_model": model_identity(b.edge),
+                "edge_sha256": S.sha256(b.edge.onnx_bytes_)},
         "classes": list(b.edge.classes_),
-        "clip": {"shape": list(b.edge.clip_shape_), "dtype": "float32",
-                 "sample_rate_hz": sample_rate_hz, "input_bound": b.edge.input_bound_,
-                 "layout": "[n, T, C]: T samples of C channels, raw sensor units (the edge "
-                           "graph normalises)"},
-        "edge_model": {"identity": model_identity(b.edge),
-                       "sha256": S.sha256(b.edge.onnx_bytes_), "name": b.edge.name},
+        "clip_shape": list(b.edge.clip_shape_), "sample_rate_hz": sample_rate_hz,
+        "channels": channels, "input_bound": b.edge.input_bound_,
+        "clip": "float32 [n, T, C]: T samples of C channels in the sensor's units (the graph "
+                "normalises)",
         "router": {"name": router.name, "kind": kind, "family": family,
                    "stateful": bool(router.stateful), "params": params},
-        "operating_point": {"mode": op.mode,
-                            "threshold": t if np.isfinite(t) else ("inf" if t > 0 else "-inf"),
-                            "rule": "offload when trust < threshold", "adaptive": op.adaptive,
-                            "controller": controller, "calib_offload_rate":
-                                op.calib_offload_rate, "certified": op.certified},
+        "threshold": S.json_number(op.threshold),
+        "operating_point": operating_point(op),
         "fusion": {"edge_weight": weight, "method": None if b.fusion is None else
                    b.fusion.method, "rule": "an answered offload: p_cloud * p_edge ** weight, "
                    "normalised (weight 0: the cloud's own)"},
         "state": {"J": j, "K": k, "never": S.NEVER,
-                  "initial": {"belief": np.full((1, j, k), -np.log(j * k)).tolist(),
-                              "age": S.NEVER, "last": -1.0},
-                  "meaning": "belief: log-probabilities over (regime, class) (a dummy row for "
-                             "a per-clip router); age: clips since the cloud last answered; "
-                             "last: the class of that answer (-1: none)"},
+                  "meaning": "belief: log-probabilities over (regime, class) (one dummy row "
+                             "for a per-clip router); age: clips since the cloud last answered "
+                             "(never: 1e9); last: the class of that answer (-1: none)"},
+        "initial_state": {"belief": np.full((1, j, k), -np.log(j * k)).tolist(),
+                          "age": S.NEVER, "last": -1.0},
         "graphs": files,
-        "inputs": [{"name": n, "dtype": t_, "shape": s} for n, t_, s in S.INPUTS],
-        "outputs": [{"name": n, "dtype": t_, "shape": s} for n, t_, s in S.OUTPUTS],
-        "loop": S.LOOP, "late_answers": S.LATE,
-        "cloud": {"protocol": "native", "method": "POST", "path": "/v1/classify",
-                  "auth": "Authorization: Bearer <token> (a device token)",
-                  "headers": {"X-Edgeswitch-Deadline-Ms": "optional: the edge's remaining "
-                              "wait, so the server drops a request nobody waits for"},
-                  "request": {"clips": {"shape": "[n, T, C]", "dtype": "float32",
-                                        "b64": "base64 of the clips' little-endian float32 "
-                                               "bytes"}},
-                  "response": {"proba": "[n, K] class probabilities",
-                               "classes": "the server's class names, in order (must equal "
-                                          "these)"},
-                  "openai": "or POST {base}/chat/completions (runtime.protocol = openai, "
-                            "edgeswitch.cloud.transports.OpenAITransport)"},
+        "inputs": [{"name": n, "dtype": t, "shape": s} for n, t, s in S.INPUTS],
+        "outputs": [{"name": n, "dtype": t, "shape": s} for n, t, s in S.OUTPUTS],
+        "loop": S.LOOP, "late_answers": S.LATE, "cloud": S.CLOUD,
     }
+
+
+def operating_point(op: OperatingPoint) -> dict:
+    """The threshold's rule, and an adaptive point's controller: target `rate`, `step`, and
+    the calibration quantiles with the knots / levels RateController interpolates between."""
+    out = {"mode": op.mode, "threshold": S.json_number(op.threshold),
+           "rule": "offload when trust < threshold", "adaptive": bool(op.adaptive),
+           "calib_offload_rate": op.calib_offload_rate, "certified": op.certified}
+    if op.adaptive:
+        from edgeswitch.device.controller import Controller
+
+        c = Controller(op.params["rate"], op.params["calib_quantiles"],
+                       op.params.get("step", 0.01))
+        out |= {"rate": c.rate, "step": c.step,
+                "calib_quantiles": list(op.params["calib_quantiles"]),
+                "knots": c.knots.tolist(), "levels": c.levels.tolist(),
+                "controller": "offload when the trust's rank among the calibration quantiles "
+                              "(linear between knots and levels) < level; level starts at rate "
+                              "and moves by step * (rate - offloaded) after each clip the cap "
+                              "did not refuse; the cap: offloaded + 1 > rate * seen refuses"}
+    return out

@@ -71,17 +71,16 @@ class DeviceRunner:
         self.artifact_id = str(self.spec["artifact_id"])
         self.session = self._open(self.spec["graphs"][variant], threads)
         self.classes: tuple[str, ...] = tuple(self.spec["classes"])
-        self.clip_shape: tuple[int, int] = tuple(int(v) for v in self.spec["clip"]["shape"])
-        self.input_bound = float(self.spec["clip"]["input_bound"])
+        self.clip_shape: tuple[int, int] = tuple(int(v) for v in self.spec["clip_shape"])
+        self.input_bound = float(self.spec["input_bound"])
         state = self.spec["state"]
         self.j, self.k = int(state["J"]), int(state["K"])
         if self.k != len(self.classes):
             raise DataError(f"{self.path}: state K {self.k} but {len(self.classes)} classes")
         op = self.spec["operating_point"]
-        self.threshold = float(op["threshold"])
-        c = op.get("controller")
-        self.controller = Controller(c["rate"], c["calib_quantiles"], c["step"]) \
-            if op.get("adaptive") and c else None
+        self.threshold = float(self.spec["threshold"])
+        self.controller = Controller(op["rate"], op["calib_quantiles"], op["step"]) \
+            if op.get("adaptive") else None
         self.cloud = self._cloud(cloud)
         self.max_streams = max_streams
         self._states: OrderedDict[str, DeviceState] = OrderedDict()
@@ -119,7 +118,7 @@ class DeviceRunner:
 
     # -- states ----------------------------------------------------------------------------
     def initial_state(self) -> DeviceState:
-        init = self.spec["state"]["initial"]
+        init = self.spec["initial_state"]
         return DeviceState(np.asarray(init["belief"], np.float32).reshape(1, self.j, self.k),
                            float(init["age"]), float(init["last"]), self.artifact_id)
 

@@ -53,8 +53,8 @@ def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-REQUIRED = ("format", "format_version", "artifact_id", "classes", "clip", "router",
-            "operating_point", "fusion", "state", "graphs", "edge_model")
+REQUIRED = ("format", "format_version", "artifact_id", "classes", "clip_shape", "input_bound",
+            "threshold", "operating_point", "state", "initial_state", "graphs")
 
 
 def read_spec(folder: str | Path) -> dict:
@@ -77,3 +77,25 @@ def read_spec(folder: str | Path) -> dict:
     if missing:
         raise DataError(f"{path}: device description lacks {missing}")
     return spec
+
+
+def json_number(x: float) -> float | str:
+    """A threshold JSON can hold: +-inf as "Infinity" / "-Infinity" (what both Python's
+    float() and JavaScript's Number() read back)."""
+    x = float(x)
+    if x == float("inf"):
+        return "Infinity"
+    return "-Infinity" if x == float("-inf") else x
+
+
+# the cloud endpoint a device asks (the native protocol of `edgeswitch serve-cloud`)
+CLOUD = {"protocol": "native", "method": "POST", "path": "/v1/classify",
+         "auth": "Authorization: Bearer <token> (a device token)",
+         "headers": {"X-Edgeswitch-Deadline-Ms": "optional: the edge's remaining wait, so the "
+                     "server drops a request nobody waits for any more"},
+         "request": {"clips": {"shape": "[n, T, C]", "dtype": "float32",
+                               "b64": "base64 of the clips' little-endian float32 bytes"}},
+         "response": {"proba": "[n, K] class probabilities",
+                      "classes": "the server's class names in order: must equal these"},
+         "openai": "or POST {base}/chat/completions with the clip as a .npy file part "
+                   "(runtime.protocol = openai; edgeswitch.cloud.transports)"}
