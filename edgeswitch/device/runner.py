@@ -81,6 +81,7 @@ class DeviceRunner:
         self.threshold = float(self.spec["threshold"])
         self.controller = Controller(op["rate"], op["calib_quantiles"], op["step"]) \
             if op.get("adaptive") else None
+        self.stateful = bool(self.spec.get("router", {}).get("stateful", True))
         self.cloud = self._cloud(cloud)
         self.max_streams = max_streams
         self._states: OrderedDict[str, DeviceState] = OrderedDict()
@@ -204,7 +205,8 @@ class DeviceRunner:
         self.set_state(stream, self._after(out, before))
         proba = out["answer"][0].astype(np.float64)
         total = (time.monotonic() - t0) * 1000
-        age = None if before.age >= S.NEVER else int(before.age)
+        # a per-clip router reads no state: its rows carry no cloud age (as the runtime's)
+        age = None if before.age >= S.NEVER or not self.stateful else int(before.age)
         return {"clip_id": str(clip_id), "label": self.classes[int(np.argmax(proba))],
                 "answered_by": "cloud" if off and verified else "edge", "verified": verified,
                 "fallback_reason": reason, "switcher_score": trust, "offloaded": off,
