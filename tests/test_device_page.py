@@ -7,8 +7,22 @@ OS package through playwright as tests/test_dashboard_browser.py does, against r
 
 from __future__ import annotations
 
+import os
+import re
+import secrets
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
 import numpy as np
 import pytest
+
+from edgeswitch.device.page import find_ort
+from edgeswitch.errors import EdgeSwitchError
+from tests.deployed import run_cli
 
 PAGE_ORIGIN = "http://127.0.0.1:8060"
 
@@ -78,3 +92,240 @@ def test_a_cors_origin_must_be_an_origin(tmp_path):
     path.write_text('[serve]\ncors_origins = ["http://127.0.0.1:8060/page"]\n')
     with pytest.raises(EdgeSwitchError, match="cors_origins"):
         load_config(path)
+
+
+# ---- the page in a browser ------------------------------------------------------------------
+
+CHROMIUM = os.environ.get("EDGESWITCH_CHROMIUM", "/usr/bin/chromium")
+ARTIFACTS = Path(os.environ.get("EDGESWITCH_ARTIFACTS",
+                                Path(__file__).parent / "artifacts"))
+PATIENT_MS = 600_000  # the page's cloud deadline: no busy machine reaches it
+NO_BROWSER = pytest.mark.skipif(os.environ.get("EDGESWITCH_NO_BROWSER") == "1",
+                                reason="EDGESWITCH_NO_BROWSER=1")
+
+
+def _browser():
+    """playwright's Chromium launcher for the OS browser, and onnxruntime-web's files; a
+    clear failure without them."""
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        pytest.fail("playwright is not installed: pip install -e '.[test]'")
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"no browser at {CHROMIUM}: run scripts/install-browser.sh (or set "
+                    "EDGESWITCH_NO_BROWSER=1 to skip this test)")
+    try:
+        find_ort()
+    except EdgeSwitchError as exc:
+        pytest.fail(str(exc))
+    return sync_playwright
+
+
+@pytest.fixture(scope="module")
+def watch_device(tmp_path_factory):
+    """A small run of the whole method on the smartwatch data (few epochs: the decisions, not
+    the accuracy, are under test), deployed as the demo deploys it and exported with
+    `edgeswitch export-device`; one test subject's clips as a recording."""
+    from edgeswitch.config import load_config
+    from edgeswitch.pipeline import build
+    from edgeswitch.pipeline.deploy import save_bundle
+
+    d = tmp_path_factory.mktemp("watch-device")
+    cfg = load_config(dataset="watch", overrides={
+        "edge.epochs": 2, "cloud.epochs": 2, "cloud.arch_params": {"width": 16},
+        "latency_calls": 20, "calibration.rate": 0.2})
+    a = build(cfg, d, cache_dir=d / "cache", progress=False)
+    assert a.router is not None and a.router.stateful and a.operating_point.adaptive
+    paths = save_bundle(a, d / "bundle")
+    r = run_cli("export-device", d / "bundle", "--out", d / "device", "--sample-rate", "50",
+                "--channels", "ax,ay,az,wx,wy,wz")
+    assert r.returncode == 0, r.stderr
+    test = a.splits.test
+    one = test.subset(np.nonzero(test.streams == test.streams[0])[0])
+    one = one.subset(one.stream_order())
+    np.savez(d / "subject.npz", X=one.X, ids=one.ids, streams=one.streams, t=one.t,
+             classes=np.asarray(one.classes))
+    return {"a": a, "cloud": str(paths["cloud"]), "device": d / "device", "subject": one,
+            "clips": d / "subject.npz", "dir": d}
+
+
+class _Page:
+    """`edgeswitch device-page` in a child process on a free loopback port."""
+
+    def __init__(self, tmp_path: Path, artifact: Path, clips: Path, *extra: str) -> None:
+        self.err = tmp_path / f"page-{secrets.token_hex(4)}.err"
+        with self.err.open("w") as fh:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "edgeswitch", "device-page", str(artifact), "--port",
+                 "0", "--replay", str(clips), "--deadline-ms", str(PATIENT_MS), *extra],
+                stderr=fh, stdout=subprocess.DEVNULL,
+                env=os.environ | {"PYTHONUNBUFFERED": "1", "EDGESWITCH_TOKEN": ""})
+        while self.proc.poll() is None:  # bounded by the test's timeout
+            m = re.search(r"on (http://127\.0\.0\.1:\d+)/", self.err.read_text())
+            if m:
+                self.url = m.group(1)
+                return
+            time.sleep(0.1)
+        pytest.fail(f"device-page exited: {self.err.read_text()[-2000:]}")
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
+@contextmanager
+def _page_and_cloud(tmp_path: Path, cloud_model: str, artifact: Path, clips: Path,
+                    token: str) -> Iterator[tuple[_Page, object]]:
+    """The page and serve-cloud (the page's origin allowed, a token), both on free ports: the
+    page needs the cloud's URL and the cloud the page's origin, so a first server finds a
+    free port, the page starts with it, and the cloud restarts there with the origin."""
+    from edgeswitch.config import ServeConfig
+    from edgeswitch.serving.server import ServerProcess
+
+    (tmp_path / "token").write_text(token)
+    probe = ServerProcess(cloud_model, token=token).start()
+    port = probe.port
+    probe.stop()
+    page = _Page(tmp_path, artifact, clips, "--cloud", f"http://127.0.0.1:{port}",
+                 "--token-file", str(tmp_path / "token"))
+    try:
+        with ServerProcess(cloud_model, ServeConfig(cors_origins=[page.url]), token=token,
+                           port=port) as server:
+            yield page, server
+    finally:
+        page.stop()
+
+
+def _open(browser, url: str):
+    """The page, loaded (ready or failed); script errors and console errors collected."""
+    page = browser.new_page()
+    page.problems = []
+    page.on("pageerror", lambda e: page.problems.append(f"error: {e}"))
+    page.on("console", lambda m: m.type == "error" and page.problems.append(m.text))
+    page.goto(url + "/")
+    page.wait_for_selector('#status[data-state="ready"], #status[data-state="failed"]',
+                           timeout=0)  # no clock: the test's own timeout bounds it
+    return page
+
+
+def _replay(page) -> str:
+    """Replay the page's stream to its end (or its failure): the status reached."""
+    page.click("#start-replay")
+    page.wait_for_selector('#status[data-state="done"], #status[data-state="failed"]',
+                           timeout=0)
+    return page.get_attribute("#status", "data-state")
+
+
+def _replayed(browser, url: str):
+    """(the page's log of every clip, the page) after a whole replay with no error."""
+    page = _open(browser, url)
+    assert page.get_attribute("#status", "data-state") == "ready", page.inner_text("#error")
+    assert _replay(page) == "done", page.inner_text("#error")
+    assert page.problems == []
+    return page.evaluate("() => window.deviceLog"), page
+
+
+def _failure(browser, url: str) -> str:
+    """The error the page shows, loading or replaying."""
+    page = _open(browser, url)
+    if page.get_attribute("#status", "data-state") == "ready":
+        assert _replay(page) == "failed"
+    assert page.is_visible("#error")
+    return page.inner_text("#error")
+
+
+def _runner_rows(device: Path, clips, cloud_url: str, token: str) -> list[dict]:
+    """The Python device runner on the same stream, asking the same server (both see the
+    same cloud answers, rounded as the server sends them)."""
+    from edgeswitch.device.runner import DeviceRunner
+
+    runner = DeviceRunner(device, cloud=_remote(cloud_url, clips.classes, token))
+    try:
+        return runner.classify(clips.X, streams=clips.streams, ids=clips.ids)
+    finally:
+        runner.close()
+
+
+def _hybrid_rows(w: dict, cloud_url: str, token: str) -> dict:
+    """HybridClassifier (what `classify` runs) on the stream clip by clip, same server."""
+    clips = w["subject"]
+    cloud = _remote(cloud_url, clips.classes, token)
+    hybrid = w["a"].hybrid(cloud)
+    try:
+        rows = [hybrid.classify(clips.X[i:i + 1], streams=clips.streams[i:i + 1])
+                for i in range(len(clips))]
+    finally:
+        cloud.close()
+    return {"offloaded": [bool(r.offloaded[0]) for r in rows],
+            "label": [clips.classes[int(r.label[0])] for r in rows],
+            "verified": [bool(r.verified[0]) for r in rows]}
+
+
+def _remote(url: str, classes, token: str):
+    from edgeswitch.cloud.remote import RemoteCloud
+    from edgeswitch.config import RuntimeConfig
+
+    return RemoteCloud(url, tuple(classes), RuntimeConfig(deadline_ms=PATIENT_MS, retries=0),
+                       token=token)
+
+
+def _screenshot(page, name: str) -> Path:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    shot = ARTIFACTS / name
+    page.screenshot(path=str(shot), full_page=True)
+    return shot
+
+
+@pytest.mark.slow
+@NO_BROWSER
+def test_the_page_decides_as_the_python_runtime_and_survives_the_cloud(watch_device,
+                                                                        tmp_path):
+    """A watch test subject replayed in the page: each clip's offload decision and answer are
+    the Python runtime's (the device runner and HybridClassifier, against the same server);
+    then, the cloud stopped, the page keeps answering, every offloaded clip flagged."""
+    sync_playwright = _browser()
+    w, token = watch_device, secrets.token_urlsafe(16)
+    clips = w["subject"]
+    with _page_and_cloud(tmp_path, w["cloud"], w["device"], w["clips"], token) as \
+            (page_server, server), sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        want = _runner_rows(w["device"], clips, server.url, token)
+        hybrid = _hybrid_rows(w, server.url, token)
+        assert all(hybrid["verified"])
+        got, page = _replayed(browser, page_server.url)
+        assert [r["id"] for r in got] == [str(i) for i in clips.ids]
+        assert [r["offload"] for r in got] == [r["offloaded"] for r in want] == \
+            hybrid["offloaded"]
+        assert [r["label"] for r in got] == [r["label"] for r in want] == hybrid["label"]
+        assert [r["by"] for r in got] == [r["answered_by"] for r in want]
+        assert all(r["verified"] for r in got)
+        np.testing.assert_allclose([r["trust"] for r in got],
+                                   [r["switcher_score"] for r in want], atol=1e-5)
+        n, off = len(got), sum(r["offload"] for r in got)
+        assert 0 < off < n
+        assert page.inner_text("#clips") == str(n)
+        assert float(page.get_attribute("#offload-rate", "data-value")) == \
+            pytest.approx(off / n, abs=1e-12)
+        assert page.inner_text("#offload-rate") == f"{100 * off / n:.1f}%"
+        assert page.inner_text("#unverified") == "0"
+        assert page.inner_text("#answer") == got[-1]["label"]
+        shot = _screenshot(page, "device-page.png")
+
+        server.stop()  # the cloud goes down: the device answers alone, offloads flagged
+        want = _runner_rows(w["device"], clips, server.url, token)
+        got, page = _replayed(browser, page_server.url)
+        assert [r["offload"] for r in got] == [r["offloaded"] for r in want]
+        assert [r["label"] for r in got] == [r["label"] for r in want]
+        flagged = [r for r in got if r["offload"]]
+        assert flagged and all(r["by"] == "edge (cloud down)" and not r["verified"]
+                               for r in flagged)
+        assert all(r["by"] == "edge" and r["verified"] for r in got if not r["offload"])
+        assert page.inner_text("#unverified") == str(len(flagged))
+        assert "unreachable" in page.inner_text("#cloud-error")
+        _screenshot(page, "device-page-cloud-down.png")
+        browser.close()
+    print(f"\nscreenshot: {shot}\n{n} clips, {off} offloaded ({off / n:.1%}); cloud down: "
+          f"{len(flagged)} offloaded clips answered by the edge, flagged")

@@ -27,8 +27,7 @@ def cmd_device_page(args: argparse.Namespace) -> int:
     check_tls(args.ssl_certfile, args.ssl_keyfile)
     token = resolve_token(args.token_file) if args.cloud else None
     spec = check_artifact(args.dir)
-    classes = tuple(str(c) for c in spec.get("classes", ()))
-    replay = replay_json(args.replay, classes or None) if args.replay else None
+    replay = replay_json(args.replay, tuple(spec["classes"])) if args.replay else None
     app = create_page(args.dir, args.cloud, token, replay, args.deadline_ms, args.ort_dir)
     scheme = "https" if args.ssl_certfile else "http"
     host = f"[{args.host}]" if ":" in args.host else args.host

@@ -59,18 +59,15 @@ def find_ort(given: str | Path | None = None) -> Path:
 
 
 def check_artifact(folder: str | Path) -> dict[str, Any]:
-    """The artifact folder holds device.onnx and a readable device.json; returns the JSON."""
-    folder = Path(folder)
-    for name in ARTIFACT_FILES:
-        if not (folder / name).is_file():
-            raise EdgeSwitchError(f"{folder}: no {name} (write one with `edgeswitch "
-                                  "export-device`)")
-    try:
-        spec = json.loads((folder / "device.json").read_text())
-    except (OSError, ValueError) as exc:
-        raise EdgeSwitchError(f"{folder / 'device.json'}: not readable JSON ({exc})") from None
-    if not isinstance(spec, dict):
-        raise EdgeSwitchError(f"{folder / 'device.json'}: not a JSON object")
+    """The artifact folder's device.json (checked by device.spec) and its float graph,
+    device.onnx; returns the description. Whether the two belong together the page checks
+    itself (the graph's SHA-256), and shows."""
+    from edgeswitch.device.spec import GRAPH_FILES, read_spec
+
+    spec = read_spec(folder)
+    if not (Path(folder) / GRAPH_FILES["float"]).is_file():
+        raise EdgeSwitchError(f"{folder}: no {GRAPH_FILES['float']} beside device.json (copy "
+                              "the exported folder whole)")
     return spec
 
 

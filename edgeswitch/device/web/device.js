@@ -15,43 +15,59 @@ const OUTPUTS = ["edge_proba", "trust", "offload", "answer", "belief_next", "age
                  "last_next"];
 const NEVER = 1e9;       // `age` of a stream the cloud never answered
 const SHOWN = 20;        // rows in the latest-clips table
+const MAX_STREAMS = 1000;  // stream states kept (the least recently seen is forgotten)
 const G = 9.80665;       // m/s² per g
+// a 6-channel model that names no channels: the smartwatch data's order (accelerometer in g,
+// gyroscope in rad/s)
+const WATCH_CHANNELS = ["ax", "ay", "az", "wx", "wy", "wz"];
 
 const $ = (id) => document.getElementById(id);
 window.deviceLog = [];
 
 class PageError extends Error {}  // a problem to show as it is, without a stack
+class OutOfRange extends PageError {}  // a clip the model must not run (live: skipped)
 
 // ---- the artifact ---------------------------------------------------------------------------
 
-function pick(obj, names, what) {
-  for (const n of names) if (obj && obj[n] !== undefined && obj[n] !== null) return obj[n];
-  throw new PageError(`device.json has no ${what} (looked for ${names.join(", ")})`);
+function need(value, what) {
+  if (value === undefined || value === null) throw new PageError(`device.json lacks ${what}`);
+  return value;
 }
 
-// device.json, the few things the loop needs (see docs/deployment.md "Device in the browser")
+const number = (v) => (v === "inf" ? Infinity : v === "-inf" ? -Infinity : Number(v));
+
+// device.json (edgeswitch/device/spec.py, export.py), the few things the loop needs
 function readSpec(raw) {
-  const classes = pick(raw, ["classes"], "classes").map(String);
-  const shape = pick(raw, ["clip_shape"], "clip shape [T, C]");
-  const init = pick(raw, ["initial_state", "state"], "initial state");
-  const belief = pick(init, ["belief"], "initial belief").flat(Infinity).map(Number);
-  const K = classes.length;
-  if (belief.length === 0 || belief.length % K) {
-    throw new PageError(`device.json: the initial belief holds ${belief.length} values, not ` +
-                        `a whole number of rows of ${K} classes`);
+  if (raw.format !== "edgeswitch-device" || raw.format_version !== 1) {
+    throw new PageError("device.json is not an edgeswitch device description of format " +
+                        "version 1: export the bundle again (`edgeswitch export-device`)");
   }
-  const op = raw.operating_point || raw.controller || {};
+  const classes = need(raw.classes, "classes").map(String);
+  const [T, C] = need(raw.clip_shape, "clip_shape").map(Number);
+  const state = need(raw.state, "state");
+  const init = need(raw.initial_state, "initial_state");
+  const op = need(raw.operating_point, "operating_point");
+  const K = classes.length;
+  if (Number(state.K) !== K) {
+    throw new PageError(`device.json: state K ${state.K} but ${K} classes`);
+  }
   return {
-    raw, classes, K, J: belief.length / K, T: Number(shape[0]), C: Number(shape[1]),
-    rate: Number(raw.sample_rate_hz ?? raw.sample_rate ?? 0),
-    channels: (raw.channels || []).map(String),
-    units: raw.units || {},
-    threshold: Number(pick(raw, ["threshold"], "threshold")),
+    classes, K, J: Number(state.J), T, C,
+    rate: Number(raw.sample_rate_hz || 0),
+    channels: (raw.channels || (C === 6 ? WATCH_CHANNELS : [])).map(String),
+    bound: number(raw.input_bound ?? Infinity),
+    threshold: number(need(raw.threshold, "threshold")),
     controller: op.adaptive ? op : null,
-    init: {belief: Float32Array.from(belief), age: Number(init.age ?? NEVER),
-           last: Number(init.last ?? -1)},
-    ids: raw.ids || {},
+    init: {belief: Float32Array.from(need(init.belief, "initial_state.belief").flat(Infinity)),
+           age: Number(init.age), last: Number(init.last)},
+    sha256: String(need(raw.graphs && raw.graphs.float, "graphs.float").sha256),
+    artifact: String(raw.artifact_id),
   };
+}
+
+async function sha256Hex(bytes) {
+  const digest = new Uint8Array(await crypto.subtle.digest("SHA-256", bytes));
+  return Array.from(digest, (b) => b.toString(16).padStart(2, "0")).join("");
 }
 
 function checkSession(session, spec) {
@@ -61,14 +77,13 @@ function checkSession(session, spec) {
     throw new PageError(`device.onnx is not a device artifact: it lacks ${missing.join(", ")} ` +
                         "(write one with `edgeswitch export-device`)");
   }
-  // onnxruntime-web >= 1.22 says the declared input shapes: they must be device.json's
+  // onnxruntime-web says the declared input shapes: their fixed sizes must be device.json's
+  const want = {clip: [1, spec.T, spec.C], belief: [1, spec.J, spec.K], cloud_proba: [1, spec.K]};
   for (const m of session.inputMetadata || []) {
-    const want = {clip: [1, spec.T, spec.C], belief: [1, spec.J, spec.K],
-                  cloud_proba: [1, spec.K]}[m.name];
-    const got = m.shape || [];
-    if (want && got.length === 3 - (m.name === "cloud_proba") &&
-        got.some((d, i) => typeof d === "number" && d !== want[i])) {
-      throw new PageError(`device.onnx takes ${m.name} [${got}], device.json says [${want}]: ` +
+    const w = want[m.name], got = m.shape || [];
+    if (w && got.length === w.length &&
+        got.some((d, i) => i > 0 && typeof d === "number" && d !== w[i])) {
+      throw new PageError(`device.onnx takes ${m.name} [${got}], device.json says [${w}]: ` +
                           "the two files come from different exports");
     }
   }
@@ -103,30 +118,35 @@ async function run(model, clip, state, threshold, cloudProba) {
 
 const argmax = (a) => a.reduce((best, v, i) => (v > a[best] ? i : best), 0);
 
-// ---- the offload rate controller (switcher.calibrate.RateController, on the model's trust) --
+// ---- the adaptive offload rate (device/controller.py, on the graph's trust) ----------------
 
 class RateController {
-  constructor(c) {
-    this.rate = Number(c.rate);
-    this.step = Number(c.step);
-    this.knots = c.knots.map(Number);
-    this.levels = c.levels.map(Number);
+  constructor(c) {  // device.json's operating_point: rate, step, knots, levels
+    this.rate = Number(need(c.rate, "operating_point.rate"));
+    this.step = Number(need(c.step, "operating_point.step"));
+    this.knots = need(c.knots, "operating_point.knots").map(Number);
+    this.levels = need(c.levels, "operating_point.levels").map(Number);
+    if (this.knots.length === 0 || this.knots.length !== this.levels.length) {
+      throw new PageError("device.json: the controller's knots and levels do not pair up");
+    }
     this.level = this.rate;
     this.seen = 0;
     this.offloaded = 0;
   }
 
-  rank(score) {  // np.interp(score, knots, levels); a single knot ranks mid-tie
-    const k = this.knots, l = this.levels;
-    if (k.length === 1) return score < k[0] ? 0 : score > k[0] ? 1 : 0.5;
-    if (score <= k[0]) return l[0];
-    if (score >= k[k.length - 1]) return l[l.length - 1];
-    let i = 1;
-    while (k[i] < score) i++;
-    return l[i - 1] + (l[i] - l[i - 1]) * (score - k[i - 1]) / (k[i] - k[i - 1]);
+  rank(x) {  // np.interp(x, knots, levels), operation for operation; one knot: mid-tie
+    const k = this.knots, l = this.levels, n = k.length;
+    if (n === 1) return x < k[0] ? 0 : x > k[0] ? 1 : 0.5;
+    if (x < k[0]) return l[0];
+    if (x >= k[n - 1]) return l[n - 1];
+    let j = 0;
+    while (k[j + 1] <= x) j++;  // k[j] <= x < k[j + 1]
+    if (k[j] === x) return l[j];
+    const slope = (l[j + 1] - l[j]) / (k[j + 1] - k[j]);
+    return slope * (x - k[j]) + l[j];
   }
 
-  decide(score) {
+  decide(score) {  // offload this clip? (reads only the clips before it)
     this.seen += 1;
     const want = this.rank(score) < this.level;
     const capped = want && this.offloaded + 1 > this.rate * this.seen + 1e-9;
@@ -196,8 +216,7 @@ class Device {
     this.config = config;
     this.spec = model.spec;
     this.controller = this.spec.controller ? new RateController(this.spec.controller) : null;
-    this.stream = null;
-    this.state = initialState(this.spec);
+    this.states = new Map();  // stream -> its state (a new stream starts from the initial)
     this.counts = {clips: 0, offloaded: 0, unverified: 0};
   }
 
@@ -207,25 +226,29 @@ class Device {
       throw new PageError(`clip ${id}: ${clip.length} values, the model takes ${spec.T} ` +
                           `samples x ${spec.C} channels`);
     }
-    if (stream !== this.stream) {  // a new stream starts from the initial state
-      this.stream = stream;
-      this.state = initialState(spec);
+    const bad = clip.findIndex((v) => !(Math.abs(v) <= spec.bound));  // NaN too
+    if (bad >= 0) {
+      throw new OutOfRange(`clip ${id} holds ${clip[bad]}, outside this model's input range ` +
+                          `|x| <= ${spec.bound}`);
     }
+    const before = this.states.get(stream) || initialState(spec);
     const threshold = spec.threshold;
-    let out = await run(this.model, clip, this.state, threshold, null);
+    let out = await run(this.model, clip, before, threshold, null);
     const offload = this.controller ? this.controller.decide(out.trust) : out.offload;
     let by = "edge", cloudError = null;
     if (offload) {
       const reply = await askCloud(this.config, spec, clip);
       if (reply.proba) {
-        out = await run(this.model, clip, this.state, threshold, reply.proba);
+        out = await run(this.model, clip, before, threshold, reply.proba);
         by = "cloud";
       } else {
         by = "edge (cloud down)";
         cloudError = reply.error;
       }
     }
-    this.state = out.next;
+    this.states.delete(stream);  // re-inserted last: the least recently seen goes first
+    this.states.set(stream, out.next);
+    if (this.states.size > MAX_STREAMS) this.states.delete(this.states.keys().next().value);
     const record = {id, stream, label: spec.classes[argmax(out.answer)], by, offload,
                     verified: by !== "edge (cloud down)", trust: out.trust,
                     answer: out.answer, edge_proba: out.edgeProba, cloud_error: cloudError};
@@ -261,6 +284,10 @@ function show(r, counts) {
   const body = document.querySelector("#last tbody");
   body.prepend(row);
   while (body.rows.length > SHOWN) body.deleteRow(-1);
+}
+
+function note(text) {
+  $("source").textContent = text;
 }
 
 function setStatus(state, text) {
@@ -302,12 +329,11 @@ async function replay(device) {
   setStatus("done", stopped ? "stopped" : `replayed ${n} clips`);
 }
 
-// One DeviceMotion sample as the model's channels: names ax/ay/az (accelerometer, gravity
-// included) and wx/wy/wz (gyroscope); units g and rad/s unless device.json says m/s² or deg/s.
+// One DeviceMotion sample as the model's channels: ax/ay/az (accelerometer, gravity
+// included, in g) and wx/wy/wz (gyroscope, in rad/s), in device.json's order.
 function motionChannels(spec, e) {
   const a = e.accelerationIncludingGravity || {}, w = e.rotationRate || {};
-  const accScale = spec.units.accelerometer === "m/s2" ? 1 : 1 / G;
-  const gyroScale = spec.units.gyroscope === "deg/s" ? 1 : Math.PI / 180;
+  const accScale = 1 / G, gyroScale = Math.PI / 180;  // to g and rad/s
   const by = {ax: a.x * accScale, ay: a.y * accScale, az: a.z * accScale,
               wx: w.beta * gyroScale, wy: w.gamma * gyroScale, wz: w.alpha * gyroScale};
   return spec.channels.map((c) => Number(by[c] ?? NaN));
@@ -315,10 +341,13 @@ function motionChannels(spec, e) {
 
 async function sensors(device) {
   const spec = device.spec;
-  if (!spec.rate || spec.channels.length !== spec.C ||
-      spec.channels.some((c) => !["ax", "ay", "az", "wx", "wy", "wz"].includes(c))) {
-    throw new PageError(`this model's channels (${spec.channels.join(", ") || "unnamed"}) at ` +
-                        `${spec.rate || "?"} Hz are not a phone's accelerometer and gyroscope`);
+  if (!spec.rate) {
+    throw new PageError("device.json names no sample rate: export the artifact with " +
+                        "`edgeswitch export-device ... --sample-rate HZ`");
+  }
+  if (spec.channels.length !== spec.C || spec.channels.some((c) => !WATCH_CHANNELS.includes(c))) {
+    throw new PageError(`this model's channels (${spec.channels.join(", ") || "unnamed"}) are ` +
+                        "not a phone's accelerometer and gyroscope");
   }
   if (!window.isSecureContext || typeof DeviceMotionEvent === "undefined") {
     throw new PageError("motion sensors need https (or localhost) and a device that has them");
@@ -345,7 +374,9 @@ async function sensors(device) {
       buffer = buffer.slice(spec.T);
       busy = true;
       count += 1;
-      device.step(`live-${count}`, "live", clip).catch(fail).finally(() => { busy = false; });
+      device.step(`live-${count}`, "live", clip)
+        .catch((e) => (e instanceof OutOfRange ? note(e.message) : fail(e)))
+        .finally(() => { busy = false; });
     } else if (buffer.length > 2 * spec.T) {
       buffer = buffer.slice(-spec.T);  // the model fell behind: drop, never queue up
     }
@@ -372,11 +403,19 @@ async function start() {
   const spec = readSpec(await getJSON("/model/device.json"));
   ort.env.wasm.wasmPaths = "/ort/";
   ort.env.wasm.numThreads = 1;  // no SharedArrayBuffer, no cross-origin isolation needed
-  const session = await ort.InferenceSession.create("/model/device.onnx",
-                                                    {executionProviders: ["wasm"]});
+  const resp = await fetch("/model/device.onnx", {cache: "no-store"});
+  if (!resp.ok) throw new PageError(`/model/device.onnx: HTTP ${resp.status}`);
+  const bytes = new Uint8Array(await resp.arrayBuffer());
+  if (await sha256Hex(bytes) !== spec.sha256) {
+    throw new PageError(`device.onnx is not the graph device.json describes (artifact ` +
+                        `${spec.artifact}; the SHA-256 differs): the two files come from ` +
+                        "different exports; copy the exported folder whole");
+  }
+  const session = await ort.InferenceSession.create(bytes, {executionProviders: ["wasm"]});
   checkSession(session, spec);
   const device = new Device({session, spec}, config);
-  $("model").textContent = `${spec.classes.length} classes, clips ${spec.T} x ${spec.C}` +
+  $("model").textContent = `artifact ${spec.artifact}: ${spec.K} classes, clips ` +
+    `${spec.T} x ${spec.C}` +
     (config.cloud_url ? `, cloud ${config.cloud_url}` : ", no cloud");
   const begin = (source) => () => {
     stopped = false;
