@@ -224,6 +224,11 @@ def test_the_runners_controller_decides_as_the_rate_controller():
     ref = RateController(0.25, q, 0.02).decide(scores)
     c = Controller(0.25, q, 0.02)
     assert [c.decide(float(s)) for s in scores] == ref.tolist()
+    # a trust tied with calibration knots (a tree's few values), as float32 sees it
+    tied = rng.choice(np.unique(q), 700)
+    ref = RateController(0.25, q, 0.02).decide(tied)
+    c = Controller(0.25, q, 0.02, tie=1e-6)
+    assert [c.decide(float(np.float32(s))) for s in tied] == ref.tolist()
 
 
 # -- refusals --------------------------------------------------------------------------------

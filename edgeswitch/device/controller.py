@@ -3,7 +3,10 @@
 The same rule as switcher.calibrate.RateController (rank a trust among the calibration
 quantiles, offload below a level that tracks the target rate, a hard cap on the running
 share), rewritten here because the runner may not import switcher.calibrate: the
-edgeswitch.switcher package imports scipy. tests/test_device.py holds the two to the same
+edgeswitch.switcher package imports scipy. One addition: a trust within `tie` of a
+calibration knot is read as that knot (device.spec.TIE): a tree switcher's trust takes few
+values, a live clip often ties with calibration clips exactly, and the graph's float32 trust
+of it lands an ulp off, on the other side of a mid-tie level. tests/test_device.py holds the two to the same
 decisions on the same scores. The graph cannot hold it: it carries one level for the whole
 device, across streams, as the Python runtime's one controller per hybrid does.
 """
@@ -16,13 +19,14 @@ from edgeswitch.errors import DataError
 
 
 class Controller:
-    def __init__(self, rate: float, calib_quantiles, step: float = 0.01) -> None:
+    def __init__(self, rate: float, calib_quantiles, step: float = 0.01, tie: float = 0.0
+                 ) -> None:
         q = np.asarray(calib_quantiles, dtype=float)
         if not 0.0 <= rate <= 1.0 or step <= 0 or q.ndim != 1 or len(q) < 2 or \
                 np.any(np.diff(q) < 0):
             raise DataError("device.json: the controller needs a rate in [0, 1], a positive "
                             "step and at least two non-decreasing calibration quantiles")
-        self.rate, self.step = float(rate), float(step)
+        self.rate, self.step, self.tie = float(rate), float(step), float(tie)
         levels = np.linspace(0.0, 1.0, len(q))
         self.knots, first = np.unique(q, return_index=True)
         last = len(q) - 1 - np.unique(q[::-1], return_index=True)[1]
@@ -31,6 +35,11 @@ class Controller:
         self.seen = self.offloaded = self.capped = 0
 
     def rank(self, score: float) -> float:
+        """The score's quantile; a score within `tie` of a knot takes the knot's level (the
+        graph's float32 trust of a clip tied with calibration clips lands an ulp off)."""
+        near = int(np.argmin(np.abs(self.knots - score)))
+        if abs(self.knots[near] - score) <= self.tie:
+            score = float(self.knots[near])
         if len(self.knots) == 1:
             k = self.knots[0]
             return 0.0 if score < k else (1.0 if score > k else 0.5)

@@ -196,7 +196,9 @@ def operating_point(op: OperatingPoint) -> dict:
     """The threshold's rule, and an adaptive point's controller: target `rate`, `step`, and
     the calibration quantiles with the knots / levels RateController interpolates between."""
     out = {"mode": op.mode, "threshold": S.json_number(op.threshold),
-           "rule": "offload when trust < threshold", "adaptive": bool(op.adaptive),
+           "rule": "offload when trust < threshold - tie_tolerance (float32 cannot settle a "
+                   "tie: a trust within it of the threshold counts as equal, and is kept)",
+           "tie_tolerance": S.TIE, "adaptive": bool(op.adaptive),
            "calib_offload_rate": op.calib_offload_rate, "certified": op.certified}
     if op.adaptive:
         from edgeswitch.device.controller import Controller
@@ -207,7 +209,8 @@ def operating_point(op: OperatingPoint) -> dict:
                 "calib_quantiles": list(op.params["calib_quantiles"]),
                 "knots": c.knots.tolist(), "levels": c.levels.tolist(),
                 "controller": "offload when the trust's rank among the calibration quantiles "
-                              "(linear between knots and levels) < level; level starts at rate "
+                              "(linear between knots and levels; a trust within tie_tolerance "
+                              "of a knot takes its level) < level; level starts at rate "
                               "and moves by step * (rate - offloaded) after each clip the cap "
                               "did not refuse; the cap: offloaded + 1 > rate * seen refuses"}
     return out

@@ -15,6 +15,7 @@ import numpy as np
 
 from edgeswitch.device import belief as bl
 from edgeswitch.device.graph import Graph
+from edgeswitch.device.spec import TIE
 from edgeswitch.device.switchers import confidence_trust, features, switcher_trust
 from edgeswitch.errors import ModelError
 from edgeswitch.switcher.routers import Router
@@ -103,7 +104,8 @@ def build_router(g: Graph, router: Router, fusion_weight: float, k: int, x: dict
         offloaded_answer = answer_fused if router.answers == "fusion" else \
             bl.posterior(g, after)
     g.op("Identity", trust, out=out["trust"])
-    g.op("Less", trust, x["threshold"], out=out["offload"])
+    # trust < threshold, a trust within TIE of it counting as equal (kept): see spec.TIE
+    g.op("Less", trust, g.sub(x["threshold"], g.scalar(TIE)), out=out["offload"])
     g.op("Where", g.unsqueeze(mask, 1), offloaded_answer, kept, out=out["answer"])
     g.op("Where", mask, g.scalar(0.0), g.add(x["age"], g.scalar(1.0)), out=out["age_next"])
     g.op("Where", mask, g.to_float(g.argmax(x["cloud_proba"])), x["last"], out=out["last_next"])

@@ -79,7 +79,8 @@ class DeviceRunner:
             raise DataError(f"{self.path}: state K {self.k} but {len(self.classes)} classes")
         op = self.spec["operating_point"]
         self.threshold = float(self.spec["threshold"])
-        self.controller = Controller(op["rate"], op["calib_quantiles"], op["step"]) \
+        self.controller = Controller(op["rate"], op["calib_quantiles"], op["step"],
+                                     float(op.get("tie_tolerance", S.TIE))) \
             if op.get("adaptive") else None
         self.stateful = bool(self.spec.get("router", {}).get("stateful", True))
         self.cloud = self._cloud(cloud)

@@ -20,6 +20,11 @@ SPEC_FILE = "device.json"
 GRAPH_FILES = {"float": "device.onnx", "int8": "device.int8.onnx"}
 NEVER = 1e9   # `age` of a stream whose cloud never answered (numpy's state says inf)
 META_ARTIFACT = "edgeswitch.artifact_id"
+# float32 cannot settle a tie that float64 does: a switcher whose trust takes few values (trees,
+# a saturated confidence) puts test clips exactly on the threshold or on a calibration
+# quantile, where the graph's float32 trust lands an ulp or two off. A trust within TIE of the
+# threshold (or of a quantile knot, for the controller) counts as equal to it.
+TIE = 1e-6
 
 # name, dtype, shape ("n": clips of one call; 1 on a device) - fixed: pages are built on them
 INPUTS = (("clip", "float32", ["n", "T", "C"]),
