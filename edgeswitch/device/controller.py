@@ -6,9 +6,9 @@ share), rewritten here because the runner may not import switcher.calibrate: the
 edgeswitch.switcher package imports scipy. One addition: a trust within `tie` of a
 calibration knot is read as that knot (device.spec.TIE): a tree switcher's trust takes few
 values, a live clip often ties with calibration clips exactly, and the graph's float32 trust
-of it lands an ulp off, on the other side of a mid-tie level. tests/test_device.py holds the two to the same
-decisions on the same scores. The graph cannot hold it: it carries one level for the whole
-device, across streams, as the Python runtime's one controller per hybrid does.
+of it lands an ulp off, on the other side of a mid-tie level. tests/test_device.py holds the
+two to the same decisions on the same scores. The graph does not hold the controller: it
+carries one level for the whole device, across streams, as the runtime's one per hybrid does.
 """
 
 from __future__ import annotations

@@ -157,7 +157,8 @@ def export_device(bundle: str | Path | Bundle, out: str | Path, *, router: Route
 def describe(b: Bundle, router: Router, op: OperatingPoint, kind: str, family: str | None,
              weight: float, j: int, artifact_id: str, files: dict,
              sample_rate_hz: float | None, channels: list[str] | None = None) -> dict:
-    """device.json's content (the fields are described in docs/deployment.md)."""
+    """device.json's content: every field a runner or a page needs, most self-describing
+    (`rule`, `meaning`, `loop`); the graph's I/O names are device.spec's."""
     k = len(b.edge.classes_)
     params = router.to_dict(tuple(b.edge.classes_)) if isinstance(router, BeliefRouter) \
         else {"router": router.name}
