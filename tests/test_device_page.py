@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import re
 import secrets
+import shutil
 import subprocess
 import sys
 import time
@@ -22,7 +23,7 @@ import pytest
 
 from edgeswitch.device.page import find_ort
 from edgeswitch.errors import EdgeSwitchError
-from tests.deployed import run_cli
+from tests.deployed import make_bundle, run_cli
 
 PAGE_ORIGIN = "http://127.0.0.1:8060"
 
@@ -219,12 +220,14 @@ def _replay(page) -> str:
     return page.get_attribute("#status", "data-state")
 
 
-def _replayed(browser, url: str):
-    """(the page's log of every clip, the page) after a whole replay with no error."""
+def _replayed(browser, url: str, cloud_down: bool = False):
+    """(the page's log of every clip, the page) after a whole replay with no error (but the
+    browser's own console line for each refused connection, when the cloud is down)."""
     page = _open(browser, url)
     assert page.get_attribute("#status", "data-state") == "ready", page.inner_text("#error")
     assert _replay(page) == "done", page.inner_text("#error")
-    assert page.problems == []
+    refused = "net::ERR_CONNECTION_REFUSED"
+    assert [p for p in page.problems if not (cloud_down and refused in p)] == []
     return page.evaluate("() => window.deviceLog"), page
 
 
@@ -316,7 +319,7 @@ def test_the_page_decides_as_the_python_runtime_and_survives_the_cloud(watch_dev
 
         server.stop()  # the cloud goes down: the device answers alone, offloads flagged
         want = _runner_rows(w["device"], clips, server.url, token)
-        got, page = _replayed(browser, page_server.url)
+        got, page = _replayed(browser, page_server.url, cloud_down=True)
         assert [r["offload"] for r in got] == [r["offloaded"] for r in want]
         assert [r["label"] for r in got] == [r["label"] for r in want]
         flagged = [r for r in got if r["offload"]]
@@ -329,3 +332,54 @@ def test_the_page_decides_as_the_python_runtime_and_survives_the_cloud(watch_dev
         browser.close()
     print(f"\nscreenshot: {shot}\n{n} clips, {off} offloaded ({off / n:.1%}); cloud down: "
           f"{len(flagged)} offloaded clips answered by the edge, flagged")
+
+
+def _bm_device(tmp_path: Path, bm_files, basicmotions) -> Path:
+    """A device artifact of another model: the BasicMotions edge (4 classes, clips of the
+    watch's shape [100, 6]) with a per-clip switcher."""
+    b = make_bundle(tmp_path, bm_files, basicmotions)
+    bundle = tmp_path / "bm-bundle"
+    bundle.mkdir()
+    for src, name in ((b["edge"], "edge.onnx"), (b["switcher"], "switcher.npz"),
+                      (b["op"], "operating_point.json")):
+        shutil.copy(src, bundle / name)
+    r = run_cli("export-device", bundle, "--out", tmp_path / "bm-device")
+    assert r.returncode == 0, r.stderr
+    return tmp_path / "bm-device"
+
+
+@pytest.mark.slow
+@NO_BROWSER
+def test_the_page_says_what_is_wrong(watch_device, bm_files, basicmotions, tmp_path):
+    """Clips of the wrong shape, a graph of another export beside device.json, an artifact
+    of another model than the cloud's: each a clear error on the page, nothing run."""
+    sync_playwright = _browser()
+    w, token = watch_device, secrets.token_urlsafe(16)
+    clips = w["subject"]
+    short = tmp_path / "short.npz"  # 1 s clips for a model of 2 s clips
+    np.savez(short, X=clips.X[:8, :50], ids=clips.ids[:8], classes=np.asarray(clips.classes))
+    mixed = tmp_path / "mixed"      # device.json of the watch export, graph of another
+    shutil.copytree(w["device"], mixed)
+    bm = _bm_device(tmp_path, bm_files, basicmotions)
+    shutil.copy(bm / "device.onnx", mixed / "device.onnx")
+    unnamed = tmp_path / "unnamed.npz"  # watch clips naming no classes: the artifact's
+    np.savez(unnamed, X=clips.X[:40], ids=clips.ids[:40])
+    pages = [_Page(tmp_path, w["device"], short), _Page(tmp_path, mixed, w["clips"])]
+    try:
+        with sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+            said = _failure(browser, pages[0].url)
+            assert "[50, 6]" in said and "[100, 6]" in said, said
+            said = _failure(browser, pages[1].url)
+            assert "device.onnx is not the graph device.json describes" in said, said
+            with _page_and_cloud(tmp_path, w["cloud"], bm, unnamed, token) as (page, _):
+                page = _open(browser, page.url)
+                assert _replay(page) == "failed"
+                said = page.inner_text("#error")
+                assert "an artifact of another model" in said, said
+                assert all(c in said for c in clips.classes + basicmotions.classes), said
+                assert len(page.evaluate("() => window.deviceLog")) < 40  # it stopped
+            browser.close()
+    finally:
+        for p in pages:
+            p.stop()

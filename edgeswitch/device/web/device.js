@@ -182,7 +182,9 @@ async function askCloud(config, spec, clip) {
   const timer = setTimeout(() => abort.abort(), config.deadline_ms);
   let reply;
   try {
-    const headers = {"Content-Type": "application/json"};
+    // the deadline header: the server drops the request once nobody waits for it
+    const headers = {"Content-Type": "application/json",
+                     "X-Edgeswitch-Deadline-Ms": String(config.deadline_ms)};
     if (config.token) headers.Authorization = `Bearer ${config.token}`;
     const resp = await fetch(`${config.cloud_url}/v1/classify`, {
       method: "POST", headers, signal: abort.signal,
