@@ -121,11 +121,12 @@ const argmax = (a) => a.reduce((best, v, i) => (v > a[best] ? i : best), 0);
 // ---- the adaptive offload rate (device/controller.py, on the graph's trust) ----------------
 
 class RateController {
-  constructor(c) {  // device.json's operating_point: rate, step, knots, levels
+  constructor(c) {  // device.json's operating_point: rate, step, knots, levels, tie_tolerance
     this.rate = Number(need(c.rate, "operating_point.rate"));
     this.step = Number(need(c.step, "operating_point.step"));
     this.knots = need(c.knots, "operating_point.knots").map(Number);
     this.levels = need(c.levels, "operating_point.levels").map(Number);
+    this.tie = Number(c.tie_tolerance ?? 1e-6);  // device/spec.py TIE
     if (this.knots.length === 0 || this.knots.length !== this.levels.length) {
       throw new PageError("device.json: the controller's knots and levels do not pair up");
     }
@@ -136,6 +137,10 @@ class RateController {
 
   rank(x) {  // np.interp(x, knots, levels), operation for operation; one knot: mid-tie
     const k = this.knots, l = this.levels, n = k.length;
+    // a trust within the tie tolerance of a knot is that knot (float32 cannot settle the tie)
+    let near = 0;
+    for (let i = 1; i < n; i++) if (Math.abs(k[i] - x) < Math.abs(k[near] - x)) near = i;
+    if (Math.abs(k[near] - x) <= this.tie) x = k[near];
     if (n === 1) return x < k[0] ? 0 : x > k[0] ? 1 : 0.5;
     if (x < k[0]) return l[0];
     if (x >= k[n - 1]) return l[n - 1];
