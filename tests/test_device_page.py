@@ -95,6 +95,79 @@ def test_a_cors_origin_must_be_an_origin(tmp_path):
         load_config(path)
 
 
+# ---- the page server (in-process, no browser) ------------------------------------------------
+
+def _artifact(d: Path) -> Path:
+    """A folder that passes the page server's checks (what it serves, not a runnable graph)."""
+    import json
+
+    d.mkdir()
+    (d / "device.onnx").write_bytes(b"not run here")
+    (d / "device.json").write_text(json.dumps({
+        "format": "edgeswitch-device", "format_version": 1, "artifact_id": "x",
+        "classes": ["a", "b"], "clip_shape": [4, 2], "input_bound": 10.0, "threshold": 0.5,
+        "operating_point": {"adaptive": False}, "state": {"J": 1, "K": 2},
+        "initial_state": {"belief": [[[-0.7, -0.7]]], "age": 1e9, "last": -1},
+        "graphs": {"float": {"file": "device.onnx", "sha256": "0"}}}))
+    return d
+
+
+def _ort(d: Path) -> Path:
+    from edgeswitch.device.page import ORT_FILES
+
+    d.mkdir()
+    for name in ORT_FILES:
+        (d / name).write_text("// " + name)
+    return d
+
+
+def test_the_page_server_serves_its_files_and_nothing_else(tmp_path):
+    from fastapi.testclient import TestClient
+
+    from edgeswitch.device.page import create_page, replay_json
+
+    X = np.arange(3 * 4 * 2, dtype=np.float32).reshape(3, 4, 2)
+    np.savez(tmp_path / "clips.npz", X=X, ids=np.array(["a0", "b0", "a1"]),
+             streams=np.array(["a", "b", "a"]), t=np.array([0.0, 0.0, 1.0]))
+    replay = replay_json(tmp_path / "clips.npz", ("a", "b"))
+    app = create_page(_artifact(tmp_path / "art"), "http://127.0.0.1:9000/", "tok", replay,
+                      250.0, _ort(tmp_path / "ort"))
+    with TestClient(app) as client:
+        r = client.get("/")
+        assert r.status_code == 200 and "device.js" in r.text
+        csp = r.headers["content-security-policy"]
+        assert "script-src 'self' 'wasm-unsafe-eval';" in csp
+        assert "connect-src 'self' http://127.0.0.1:9000;" in csp
+        assert client.get("/config.json").json() == {
+            "cloud_url": "http://127.0.0.1:9000", "token": "tok", "deadline_ms": 250.0,
+            "replay": True}
+        body = client.get("/replay.json").json()
+        assert body["ids"] == ["a0", "a1", "b0"]  # stream by stream, each in time order
+        assert body["streams"] == ["a", "a", "b"]
+        assert body["clips"]["shape"] == [3, 4, 2] and body["classes"] == ["a", "b"]
+        for path in ("/static/device.js", "/static/device.css", "/ort/ort.wasm.min.js",
+                     "/ort/ort-wasm-simd-threaded.wasm", "/model/device.onnx",
+                     "/model/device.json"):
+            assert client.get(path).status_code == 200, path
+        assert client.get("/ort/ort-wasm-simd-threaded.wasm").headers["content-type"] == \
+            "application/wasm"
+        for path in ("/ort/ort.min.js", "/model/edge.onnx", "/static/index.html",
+                     "/model/..%2Fdevice.json"):
+            assert client.get(path).status_code == 404, path
+        assert client.post("/config.json").status_code == 405
+
+
+def test_the_page_server_says_what_is_missing(tmp_path):
+    from edgeswitch.device.page import create_page
+
+    with pytest.raises(EdgeSwitchError, match="npm ci"):
+        create_page(_artifact(tmp_path / "art"), None, None, ort_dir=tmp_path)
+    with pytest.raises(EdgeSwitchError, match="device.json"):
+        create_page(tmp_path, None, None, ort_dir=_ort(tmp_path / "ort"))
+    r = run_cli("device-page", tmp_path / "art", "--host", "0.0.0.0", timeout=120)
+    assert r.returncode == 2 and "--ssl-certfile" in r.stderr, r.stderr
+
+
 # ---- the page in a browser ------------------------------------------------------------------
 
 CHROMIUM = os.environ.get("EDGESWITCH_CHROMIUM", "/usr/bin/chromium")
