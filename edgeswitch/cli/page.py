@@ -6,8 +6,8 @@ import argparse
 import json
 
 from edgeswitch.cli.common import need_extra, port_number
+from edgeswitch.cli.flags import config_arg, config_flags, resolve_config
 from edgeswitch.cli.serve import _banner_after_bind, _ready_file
-from edgeswitch.config import RuntimeConfig
 from edgeswitch.errors import EdgeSwitchError
 
 LOOPBACK = ("127.0.0.1", "::1", "localhost")
@@ -28,7 +28,8 @@ def cmd_device_page(args: argparse.Namespace) -> int:
     token = resolve_token(args.token_file) if args.cloud else None
     spec = check_artifact(args.dir)
     replay = replay_json(args.replay, tuple(spec["classes"])) if args.replay else None
-    app = create_page(args.dir, args.cloud, token, replay, args.deadline_ms, args.ort_dir)
+    deadline_ms = resolve_config(args).runtime.deadline_ms  # how long the page waits
+    app = create_page(args.dir, args.cloud, token, replay, deadline_ms, args.ort_dir)
     scheme = "https" if args.ssl_certfile else "http"
     host = f"[{args.host}]" if ":" in args.host else args.host
 
@@ -67,9 +68,8 @@ def add_parsers(sub, add_common) -> None:
     p.add_argument("--replay", default=None, metavar="CLIPS.npz",
                    help="a recorded stream the page can replay (GET /replay.json): clips "
                    "as classify --data reads them, streams in time order")
-    p.add_argument("--deadline-ms", type=float, default=RuntimeConfig().deadline_ms,
-                   help="how long the page waits for the cloud per clip before the edge "
-                   "answer stands (default: %(default)s)")
+    config_arg(p)
+    config_flags(p, "runtime", only=("deadline_ms",), title="the cloud's deadline")
     p.add_argument("--ort-dir", default=None, metavar="DIR",
                    help="onnxruntime-web's dist folder (default: $EDGESWITCH_ORT_WEB, else "
                    "device/node_modules/onnxruntime-web/dist in the repository)")
