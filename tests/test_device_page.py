@@ -355,8 +355,16 @@ def _screenshot(page, name: str) -> Path:
     return shot
 
 
-@pytest.mark.slow
-@NO_BROWSER
+def browser_test(test):
+    """Slow, skipped with EDGESWITCH_NO_BROWSER=1, on one worker (the watch artifact is built
+    once for both), with room for a busy machine."""
+    for mark in (pytest.mark.slow, NO_BROWSER, pytest.mark.xdist_group("device_page"),
+                 pytest.mark.timeout(1800)):
+        test = mark(test)
+    return test
+
+
+@browser_test
 def test_the_page_decides_as_the_python_runtime_and_survives_the_cloud(watch_device,
                                                                         tmp_path):
     """A watch test subject replayed in the page: each clip's offload decision and answer are
@@ -421,8 +429,7 @@ def _bm_device(tmp_path: Path, bm_files, basicmotions) -> Path:
     return tmp_path / "bm-device"
 
 
-@pytest.mark.slow
-@NO_BROWSER
+@browser_test
 def test_the_page_says_what_is_wrong(watch_device, bm_files, basicmotions, tmp_path):
     """Clips of the wrong shape, a graph of another export beside device.json, an artifact
     of another model than the cloud's: each a clear error on the page, nothing run."""
