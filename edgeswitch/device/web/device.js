@@ -406,6 +406,10 @@ async function getJSON(url) {
 }
 
 async function start() {
+  if (typeof ort === "undefined") {
+    throw new PageError("onnxruntime-web did not load (/ort/ort.wasm.min.js): see the page " +
+                        "server's output");
+  }
   const config = await getJSON("/config.json");
   const spec = readSpec(await getJSON("/model/device.json"));
   ort.env.wasm.wasmPaths = "/ort/";
