@@ -463,3 +463,57 @@ def test_the_page_says_what_is_wrong(watch_device, bm_files, basicmotions, tmp_p
     finally:
         for p in pages:
             p.stop()
+
+
+@browser_test
+def test_the_page_reads_the_motion_sensors(watch_device, tmp_path):
+    """DeviceMotion from Chromium's virtual sensors (CDP Emulation.setSensorOverride*: the
+    accelerometer and gyroscope held at distinct values on each axis): the page cuts a clip
+    of T samples in device.json's channel order and units, and decides on it as the Python
+    runner decides on that clip."""
+    import math
+
+    sync_playwright = _browser()
+    w = watch_device
+    page_server = _Page(tmp_path, w["device"], w["clips"])  # no cloud: the device alone
+    try:
+        with sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+            page = browser.new_page()
+            cdp = page.context.new_cdp_session(page)
+            readings = {"accelerometer": (0.5, 9.8, -1.3), "gyroscope": (0.1, -0.2, 0.3),
+                        "linear-acceleration": (0.0, 0.0, 0.0)}
+            for kind, (x, y, z) in readings.items():
+                cdp.send("Emulation.setSensorOverrideEnabled", {"enabled": True, "type": kind})
+                cdp.send("Emulation.setSensorOverrideReadings",
+                         {"type": kind, "reading": {"xyz": {"x": x, "y": y, "z": z}}})
+            page.goto(page_server.url + "/")
+            page.wait_for_selector('#status[data-state="ready"]', timeout=0)
+            page.evaluate("""() => { window.seen = null;  // what the browser reported
+                window.addEventListener("devicemotion", (e) => { window.seen = [
+                  e.accelerationIncludingGravity.x, e.accelerationIncludingGravity.y,
+                  e.accelerationIncludingGravity.z, e.rotationRate.alpha,
+                  e.rotationRate.beta, e.rotationRate.gamma]; }); }""")
+            page.click("#start-sensors")
+            page.wait_for_selector('#clips:not([data-value="0"])', timeout=0)
+            got = page.evaluate("() => window.deviceLog")[0]
+            seen = page.evaluate("() => window.seen")
+            ran = page.evaluate("() => window.deviceLastClip")
+            assert page.inner_text("#error") == ""
+            browser.close()
+    finally:
+        page_server.stop()
+    # m/s² to g, deg/s to rad/s, in the page's order of operations
+    ax, ay, az = (v / 9.80665 for v in seen[:3])
+    wx, wy, wz = (v * math.pi / 180 for v in seen[3:])
+    assert wx > 0 > wy and wz > wx and ay > 0.9  # the axes held apart
+    T, C = w["subject"].clip_shape
+    clip = np.tile(np.asarray([ax, ay, az, wx, wy, wz], np.float32), (T, 1))
+    # what the model ran: T samples of the sensors, in device.json's channel order and units
+    assert np.array_equal(np.asarray(ran, np.float32).reshape(T, C), clip)
+    from edgeswitch.device.runner import DeviceRunner
+
+    want = DeviceRunner(w["device"]).classify_clip(clip, "live", "live-1")
+    assert got["id"] == "live-1" and got["stream"] == "live"
+    assert (got["label"], got["offload"]) == (want["label"], want["offloaded"])
+    assert got["trust"] == pytest.approx(want["switcher_score"], abs=1e-5)

@@ -263,6 +263,7 @@ class Device {
     this.counts.offloaded += offload ? 1 : 0;
     this.counts.unverified += record.verified ? 0 : 1;
     window.deviceLog.push(record);
+    window.deviceLastClip = Array.from(clip);  // [T * C], what the model ran (tests read it)
     show(record, this.counts);
     return record;
   }
@@ -340,9 +341,11 @@ async function replay(device) {
 // included, in g) and wx/wy/wz (gyroscope, in rad/s), in device.json's order.
 function motionChannels(spec, e) {
   const a = e.accelerationIncludingGravity || {}, w = e.rotationRate || {};
-  const accScale = 1 / G, gyroScale = Math.PI / 180;  // to g and rad/s
-  const by = {ax: a.x * accScale, ay: a.y * accScale, az: a.z * accScale,
-              wx: w.beta * gyroScale, wy: w.gamma * gyroScale, wz: w.alpha * gyroScale};
+  const g = (v) => v / G, rad = (v) => (v * Math.PI) / 180;  // m/s² to g, deg/s to rad/s
+  // rotationRate's alpha, beta, gamma turn about the device's x, y, z axes (as browsers
+  // report them: Chromium and WebKit alike), in deg/s
+  const by = {ax: g(a.x), ay: g(a.y), az: g(a.z),
+              wx: rad(w.alpha), wy: rad(w.beta), wz: rad(w.gamma)};
   return spec.channels.map((c) => Number(by[c] ?? NaN));
 }
 
