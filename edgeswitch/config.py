@@ -14,6 +14,7 @@ not a coercion or a traceback from deep inside a run.
 from __future__ import annotations
 
 import functools
+import re
 import tomllib
 from dataclasses import asdict, field
 from pathlib import Path
@@ -227,6 +228,10 @@ class ServeConfig:
     retry_after_s: Annotated[StrictInt, describe("overload: the Retry-After seconds of a "
                                                  "503 (how long a client should stay away)",
                                                  ge=1)] = 1
+    cors_origins: Annotated[list[str], describe(
+        "browser origins allowed to call the API (CORS), e.g. http://127.0.0.1:8060 for "
+        "`edgeswitch device-page`; none: no CORS headers, browsers refuse other origins")] = \
+        field(default_factory=list)
 
     def __post_init__(self) -> None:
         if self.max_replicas and self.max_replicas < self.replicas:
@@ -235,6 +240,10 @@ class ServeConfig:
         if self.max_queue_clips < self.max_clips:
             raise ValueError(f"max_queue_clips ({self.max_queue_clips}) must be >= max_clips "
                              f"({self.max_clips}): a full request could never be admitted")
+        for origin in self.cors_origins:  # an origin is scheme://host[:port], nothing more
+            if origin != "*" and not re.fullmatch(r"https?://[^/\s?#]+", origin):
+                raise ValueError(f"cors_origins: {origin!r} is not an origin such as "
+                                 "http://127.0.0.1:8060 (scheme, host and port; no path)")
 
 
 @dataclass(config=_STRICT)

@@ -70,7 +70,8 @@ def config_flags(p: argparse.ArgumentParser, table: str, only: tuple[str, ...] |
         if kind is bool:
             kwargs["action"] = argparse.BooleanOptionalAction
         elif get_origin(kind) is list:
-            kwargs.update(nargs="+", type=get_args(kind)[0])
+            kwargs.update(nargs="+", type=get_args(kind)[0],
+                          metavar=get_args(kind)[0].__name__.upper())
         else:
             kwargs.update(type=kind, metavar=kind.__name__.upper())
         if choices:

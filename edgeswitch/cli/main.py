@@ -81,7 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(p)
     p.set_defaults(func=cmd_demo)
 
-    from edgeswitch.cli import benchmark, dashboard, refresh, serve, steps, tokens, video
+    from edgeswitch.cli import benchmark, dashboard, page, refresh, serve, steps, tokens, video
 
     benchmark.add_parsers(sub, _add_common)
     steps.add_parsers(sub, _add_common)
@@ -90,6 +90,8 @@ def build_parser() -> argparse.ArgumentParser:
     tokens.add_parsers(sub, _add_common)
     refresh.add_parsers(sub, _add_common)
     dashboard.add_parsers(sub, _add_common)
+    __import__("edgeswitch.cli.device").cli.device.add_parsers(sub, _add_common)
+    page.add_parsers(sub, _add_common)  # device-page
     return parser
 
 

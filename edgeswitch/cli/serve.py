@@ -58,7 +58,8 @@ def cmd_serve_cloud(args) -> int:
                 f"{args.host}:{port} with {cfg.server} (batch {cfg.max_batch}, wait "
                 f"{cfg.max_wait_ms} ms, auth "
                 f"{f'on, {len(token.devices)} devices' if token else 'off'}"
-                f"{', client certificates required' if args.tls_ca else ''})")
+                f"{', client certificates required' if args.tls_ca else ''}"
+                f"{', CORS for ' + ' '.join(cfg.cors_origins) if cfg.cors_origins else ''})")
 
     if cfg.server == "ray":
         need_extra("ray", "ray")

@@ -18,7 +18,9 @@ from functools import partial
 
 from fastapi import FastAPI
 from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
 
+from edgeswitch.cloud.transports import DEADLINE_HEADER
 from edgeswitch.config import ServeConfig
 from edgeswitch.data.clips import DEFAULT_INPUT_BOUND
 from edgeswitch.serving.access_log import AccessLog
@@ -29,6 +31,7 @@ from edgeswitch.serving.faults import Fault, FaultInjector
 from edgeswitch.serving.inference import run_model
 from edgeswitch.serving.metrics import ServerMetrics
 from edgeswitch.serving.middleware import (
+    DEVICE_HEADER,
     Admission,
     BearerAuth,
     BodyLimit,
@@ -88,6 +91,12 @@ def middleware(state: ServingState, token: str | Credentials | None) -> list[Mid
     metrics = state.metrics
     stack = [Middleware(RequestMetrics, metrics=metrics, endpoints=ENDPOINTS),
              Middleware(AccessLog)]
+    if state.cfg.cors_origins:  # off by default; before auth: a preflight carries no token
+        stack.append(Middleware(CORSMiddleware, allow_origins=list(state.cfg.cors_origins),
+                                allow_methods=["GET", "POST"], max_age=600,
+                                allow_headers=["Authorization", "Content-Type",
+                                               DEADLINE_HEADER],
+                                expose_headers=[DEVICE_HEADER.decode()]))
     if token is not None:
         credentials = Credentials.single(token) if isinstance(token, str) else token
         stack.append(Middleware(BearerAuth, credentials=credentials, metrics=metrics,

@@ -113,7 +113,10 @@ class ServerProcess:
         cmd = [sys.executable, "-m", "edgeswitch", "serve-cloud", "--cloud", self.model_path,
                "--host", self.host, "--port", str(self.port), "--ready-file", str(ready)]
         for key, value in asdict(self.cfg).items():
-            cmd += [f"--{key.replace('_', '-')}", str(value)]
+            if isinstance(value, list):  # a list flag takes its items (none: left out)
+                cmd += [f"--{key.replace('_', '-')}", *map(str, value)] if value else []
+            else:
+                cmd += [f"--{key.replace('_', '-')}", str(value)]
         if self.token is not None:
             tf = Path(self._dir.name) / "token"
             tf.write_text(self.token)
