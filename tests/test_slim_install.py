@@ -1,12 +1,14 @@
 """A real slim install: a fresh venv with only edgeswitch's core (`pip install -c
 requirements/lock.txt edgeswitch`, no extra) lacks the training stack, and its `classify`
-against a `serve-cloud` over HTTP gives the answers a full install gives on the same clips.
+against a `serve-cloud` over HTTP gives the answers a full install gives on the same clips, as
+does `export-device`'s single-file artifact run there by ONNX Runtime alone (DeviceRunner).
 
 Needs pip to reach PyPI (or its cache), as the README's commands do; tests/test_device_imports.py
 checks the same path offline with the heavy packages blocked instead of absent."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -23,6 +25,23 @@ ROOT = Path(__file__).resolve().parents[1]
 # import names a core install must not have (onnxruntime pulls protobuf, not onnx)
 ABSENT = ("torch", "pandas", "pyarrow", "matplotlib", "scipy", "sklearn", "seglearn", "pyts",
           "onnx")
+
+
+# in the core venv: the artifact over the clips, asking the server (argv: artifact, url,
+# token, clips.npz); prints its rows as JSON
+DEVICE_RUN = """
+import json, sys
+import numpy as np
+from edgeswitch.cloud.remote import RemoteCloud
+from edgeswitch.config import RuntimeConfig
+from edgeswitch.device.runner import DeviceRunner
+art, url, token, clips = sys.argv[1:]
+classes = DeviceRunner(art).classes
+cloud = RemoteCloud(url, classes, RuntimeConfig(deadline_ms=30000), token=token)
+with np.load(clips) as f:
+    X, ids = f["X"], f["ids"]
+print(json.dumps(DeviceRunner(art, cloud=cloud).classify(X, ids=ids)))
+"""
 
 
 def _run(*cmd, timeout: float = 300, **kw) -> subprocess.CompletedProcess:
@@ -90,12 +109,19 @@ def test_classify_on_a_core_install_answers_as_a_full_install(core_venv, tmp_pat
                           tmp_path / "slim-watch.jsonl", cwd=tmp_path)
         full_watch = run_cli(*watch, "--out", tmp_path / "full-watch.jsonl")
 
-        # --- the single-file device artifact, device.onnx from `edgeswitch export-device`
-        # (run by DeviceRunner, edgeswitch/device/runner.py): not merged yet. Once it is,
-        # export it here with the full install and run it in this venv on b["clips"]; its
-        # answers must equal `rows` below. ---
+        # the single-file artifact: exported by the full install, run in the core venv
+        # through ONNX Runtime alone (DeviceRunner), asking the same server
+        bundle = tmp_path / "bundle"
+        bundle.mkdir()
+        for src, name in ((b["edge"], "edge.onnx"), (b["switcher"], "switcher.npz"),
+                          (b["op"], "operating_point.json")):
+            shutil.copy(src, bundle / name)
+        export = run_cli("export-device", bundle, "--out", tmp_path / "device")
+        assert export.returncode == 0, export.stderr
+        device = _run(core_venv / "python", "-c", DEVICE_RUN, tmp_path / "device", server.url,
+                      "s3cret", b["clips"], cwd=tmp_path)
 
-    for r in (slim, full, slim_watch, full_watch):
+    for r in (slim, full, slim_watch, full_watch, device):
         assert r.returncode == 0, r.stderr
     rows = jsonl(tmp_path / "slim.jsonl")
     assert len(rows) == 20 and all(r["verified"] for r in rows)
@@ -105,6 +131,13 @@ def test_classify_on_a_core_install_answers_as_a_full_install(core_venv, tmp_pat
         return [{k: v for k, v in r.items() if k != "latency_ms"} for r in jsonl(path)]
 
     assert answers(tmp_path / "slim.jsonl") == answers(tmp_path / "full.jsonl")
+    # the artifact decides and answers as classify does (float32 graph: scores to 1e-5)
+    on_device = json.loads(device.stdout)
+    assert [(d["clip_id"], d["label"], d["answered_by"], d["verified"]) for d in on_device] \
+        == [(r["clip_id"], r["label"], r["answered_by"], r["verified"]) for r in rows]
+    for d, r in zip(on_device, rows, strict=True):
+        assert d["switcher_score"] == pytest.approx(r["switcher_score"], abs=1e-5)
+        assert d["proba"] == pytest.approx(r["proba"], abs=1e-5)
 
     def edge_answers(path) -> list[tuple]:
         return [(w["clip_id"], w["label"], w["switcher_score"], w["proba"])

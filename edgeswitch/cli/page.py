@@ -5,10 +5,11 @@ from __future__ import annotations
 import argparse
 import json
 
-from edgeswitch.cli.common import need_extra, port_number
+from edgeswitch.cli.common import port_number
 from edgeswitch.cli.flags import config_arg, config_flags, resolve_config
 from edgeswitch.cli.serve import _banner_after_bind, _ready_file
 from edgeswitch.errors import EdgeSwitchError
+from edgeswitch.extras import need_extra
 
 LOOPBACK = ("127.0.0.1", "::1", "localhost")
 
