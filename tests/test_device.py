@@ -259,6 +259,36 @@ def test_a_bad_clip_is_refused_by_name(artifact, clip, says):
     assert r.state().seen == 0   # nothing moved
 
 
+def test_clips_of_another_sample_rate_are_refused_naming_both_rates(artifact, tiny, tmp_path):
+    """A clip file's `sample_rate_hz` (.npz) against device.json's: another rate is refused
+    before anything runs; its own rate runs; where either names none, nothing is checked."""
+    from edgeswitch.data.loaders import load_npz
+    from edgeswitch.device.export import export_device, read_bundle
+    from edgeswitch.device.runner import DeviceRunner
+
+    export_device(read_bundle(tiny["dir"]), tmp_path / "art", operating_point=tiny["op"],
+                  sample_rate_hz=50.0)
+    X, streams = tiny_stream(6)
+    np.savez(tmp_path / "c.npz", X=X, streams=streams, classes=np.asarray(CLASSES),
+             sample_rate_hz=25.0)
+    clips = load_npz(tmp_path / "c.npz")
+    assert clips.sample_rate_hz == 25.0
+    r = DeviceRunner(tmp_path / "art")
+    with pytest.raises(DataError, match=r"sampled at 25 Hz.*model at 50 Hz"):
+        r.classify(clips.X, clips.streams, sample_rate_hz=clips.sample_rate_hz)
+    with pytest.raises(DataError, match=r"25 Hz.*50 Hz"):
+        r.classify_clip(X[0], sample_rate_hz=25)
+    assert r.state().seen == 0 and r.state("s0").seen == 0   # nothing moved
+    assert len(r.classify(X, streams, sample_rate_hz=50)) == len(X)
+    assert len(DeviceRunner(artifact).classify(X, sample_rate_hz=25)) == len(X)  # no rate
+    np.savez(tmp_path / "none.npz", X=X, classes=np.asarray(CLASSES))
+    assert load_npz(tmp_path / "none.npz").sample_rate_hz is None
+    for bad in ([50.0, 50.0], 0.0, "50"):
+        np.savez(tmp_path / "bad.npz", X=X, classes=np.asarray(CLASSES), sample_rate_hz=bad)
+        with pytest.raises(DataError, match="'sample_rate_hz' must be one number > 0"):
+            load_npz(tmp_path / "bad.npz")
+
+
 def test_a_state_of_another_shape_or_artifact_is_refused(artifact, tiny, tmp_path):
     from edgeswitch.device.export import export_device, read_bundle
     from edgeswitch.device.runner import DeviceRunner, DeviceState

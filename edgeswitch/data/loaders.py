@@ -97,8 +97,9 @@ def load_basicmotions() -> ClipBatch:
 
 
 def load_npz(path: Path, classes: tuple[str, ...] | None = None) -> ClipBatch:
-    """`.npz` with `X [n,T,C]`, `y` (ints or strings), optional `groups`, `classes`, `ids`.
-    `classes` names the label set of an unlabelled file that carries none (a model's)."""
+    """`.npz` with `X [n,T,C]`, `y` (ints or strings), optional `groups`, `classes`, `ids`,
+    `streams`, `t` and `sample_rate_hz` (one number, Hz). `classes` names the label set of an
+    unlabelled file that carries none (a model's)."""
     try:
         f = np.load(path, allow_pickle=False)
     except (zipfile.BadZipFile, OSError, ValueError, EOFError) as exc:
@@ -119,6 +120,7 @@ def load_npz(path: Path, classes: tuple[str, ...] | None = None) -> ClipBatch:
     groups = arrays.get("groups")
     name = path.stem
     timing = _stream_arrays(arrays, len(X), path)
+    timing["sample_rate_hz"] = _sample_rate(arrays, path)
     if y is None:
         classes = classes or default
         if not classes:
@@ -146,6 +148,17 @@ def load_npz(path: Path, classes: tuple[str, ...] | None = None) -> ClipBatch:
         groups = timing["streams"]   # a split must not cut a stream
     batch = _from_string_labels(np.asarray(X), labels, classes, name, groups)
     return replace(batch, ids=arrays.get("ids", batch.ids), **timing)
+
+
+def _sample_rate(arrays: dict, path: Path) -> float | None:
+    """A file's optional `sample_rate_hz`: one finite number > 0 (None when absent)."""
+    if "sample_rate_hz" not in arrays:
+        return None
+    a = np.asarray(arrays["sample_rate_hz"])
+    if a.shape != () or a.dtype.kind not in "iuf" or not 0 < float(a) < np.inf:
+        raise DataError(f"{path}: 'sample_rate_hz' must be one number > 0 (the clips' sample "
+                        f"rate, Hz), got {a.tolist()!r}"[:300])
+    return float(a)
 
 
 def _stream_arrays(arrays: dict, n: int, path: Path) -> dict:

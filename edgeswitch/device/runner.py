@@ -13,6 +13,7 @@ it reaches no torch, scipy, pandas, pyarrow, matplotlib, scikit-learn, nor onnx 
 
 from __future__ import annotations
 
+import math
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -73,6 +74,8 @@ class DeviceRunner:
         self.classes: tuple[str, ...] = tuple(self.spec["classes"])
         self.clip_shape: tuple[int, int] = tuple(int(v) for v in self.spec["clip_shape"])
         self.input_bound = float(self.spec["input_bound"])
+        rate = self.spec.get("sample_rate_hz")
+        self.sample_rate_hz: float | None = None if rate is None else float(rate)
         state = self.spec["state"]
         self.j, self.k = int(state["J"]), int(state["K"])
         if self.k != len(self.classes):
@@ -167,6 +170,22 @@ class DeviceRunner:
                             f"{self.clip_shape[1]}] (T, C), got {list(np.shape(clip))}")
         return check_clip_range(X, self.input_bound, "clip")
 
+    def check_rate(self, sample_rate_hz: float | None) -> None:
+        """Clips sampled at `sample_rate_hz` (None: not said) are this artifact's to run; a
+        DataError naming both rates otherwise (an artifact exported without --sample-rate
+        checks nothing)."""
+        if sample_rate_hz is None or self.sample_rate_hz is None:
+            return
+        try:
+            rate = float(sample_rate_hz)
+        except (TypeError, ValueError):
+            raise DataError(f"sample_rate_hz must be a number (Hz), got {sample_rate_hz!r}") \
+                from None
+        if not math.isclose(rate, self.sample_rate_hz, rel_tol=1e-6):
+            raise DataError(f"the clips are sampled at {rate:g} Hz, this artifact's model at "
+                            f"{self.sample_rate_hz:g} Hz (device.json sample_rate_hz): resample "
+                            "the clips to its rate")
+
     def run(self, X: np.ndarray, state: DeviceState, cloud_proba: np.ndarray | None = None
             ) -> dict[str, np.ndarray]:
         """One graph call on a checked clip `X [1, T, C]`: the outputs by name."""
@@ -185,9 +204,12 @@ class DeviceRunner:
                            float(out["last_next"][0]), self.artifact_id, before.seen + 1)
 
     # -- the loop --------------------------------------------------------------------------
-    def classify_clip(self, clip, stream: str = DEFAULT_STREAM, clip_id: str = "0") -> dict:
-        """One clip of `stream`: route it, ask the cloud if offloaded, move the state on."""
+    def classify_clip(self, clip, stream: str = DEFAULT_STREAM, clip_id: str = "0",
+                      sample_rate_hz: float | None = None) -> dict:
+        """One clip of `stream`: route it, ask the cloud if offloaded, move the state on
+        (`sample_rate_hz`: the clip's, checked against the artifact's when given)."""
         t0 = time.monotonic()
+        self.check_rate(sample_rate_hz)
         X = self.check_clip(clip)
         before = self.state(stream)
         out = self.run(X, before)
@@ -217,8 +239,11 @@ class DeviceRunner:
                                                                 strict=True)},
                 "stream": str(stream), "cloud_age": age}
 
-    def classify(self, X, streams=None, ids=None) -> list[dict]:
-        """Rows for clips `X [n, T, C]` in order (`streams`: each clip's stream)."""
+    def classify(self, X, streams=None, ids=None, sample_rate_hz: float | None = None
+                 ) -> list[dict]:
+        """Rows for clips `X [n, T, C]` in order (`streams`: each clip's stream;
+        `sample_rate_hz`: the clips', e.g. a ClipBatch's, checked when given)."""
+        self.check_rate(sample_rate_hz)
         X = np.asarray(X)
         if X.ndim != 3:
             raise DataError(f"X: expected clips [n, T, C], got shape {list(X.shape)}")
