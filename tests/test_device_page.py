@@ -128,7 +128,7 @@ def test_the_page_server_serves_its_files_and_nothing_else(tmp_path):
 
     X = np.arange(3 * 4 * 2, dtype=np.float32).reshape(3, 4, 2)
     np.savez(tmp_path / "clips.npz", X=X, ids=np.array(["a0", "b0", "a1"]),
-             streams=np.array(["a", "b", "a"]), t=np.array([0.0, 0.0, 1.0]))
+             streams=np.array(["a", "b", "a"]), t=np.array([0.0, 0.0, 1.0]), sample_rate_hz=25)
     replay = replay_json(tmp_path / "clips.npz", ("a", "b"))
     app = create_page(_artifact(tmp_path / "art"), "http://127.0.0.1:9000/", "tok", replay,
                       250.0, _ort(tmp_path / "ort"))
@@ -145,6 +145,7 @@ def test_the_page_server_serves_its_files_and_nothing_else(tmp_path):
         assert body["ids"] == ["a0", "a1", "b0"]  # stream by stream, each in time order
         assert body["streams"] == ["a", "a", "b"]
         assert body["clips"]["shape"] == [3, 4, 2] and body["classes"] == ["a", "b"]
+        assert body["sample_rate_hz"] == 25.0  # the file's: the page checks it
         for path in ("/static/device.js", "/static/device.css", "/ort/ort.wasm.min.js",
                      "/ort/ort-wasm-simd-threaded.wasm", "/model/device.onnx",
                      "/model/device.json"):
@@ -152,6 +153,7 @@ def test_the_page_server_serves_its_files_and_nothing_else(tmp_path):
         assert client.get("/ort/ort-wasm-simd-threaded.wasm").headers["content-type"] == \
             "application/wasm"
         for path in ("/ort/ort.min.js", "/model/edge.onnx", "/static/index.html",
+                     "/model/device.int8.onnx",  # listed, but not exported here
                      "/model/..%2Fdevice.json"):
             assert client.get(path).status_code == 404, path
         assert client.post("/config.json").status_code == 405
@@ -273,13 +275,13 @@ def _page_and_cloud(tmp_path: Path, cloud_model: str, artifact: Path, clips: Pat
         page.stop()
 
 
-def _open(browser, url: str):
+def _open(browser, url: str, path: str = "/"):
     """The page, loaded (ready or failed); script errors and console errors collected."""
     page = browser.new_page()
     page.problems = []
     page.on("pageerror", lambda e: page.problems.append(f"error: {e}"))
     page.on("console", lambda m: m.type == "error" and page.problems.append(m.text))
-    page.goto(url + "/")
+    page.goto(url + path)
     page.wait_for_selector('#status[data-state="ready"], #status[data-state="failed"]',
                            timeout=0)  # no clock: the test's own timeout bounds it
     return page
@@ -304,9 +306,9 @@ def _replayed(browser, url: str, cloud_down: bool = False):
     return page.evaluate("() => window.deviceLog"), page
 
 
-def _failure(browser, url: str) -> str:
+def _failure(browser, url: str, path: str = "/") -> str:
     """The error the page shows, loading or replaying."""
-    page = _open(browser, url)
+    page = _open(browser, url, path)
     if page.get_attribute("#status", "data-state") == "ready":
         assert _replay(page) == "failed"
     assert page.is_visible("#error")
@@ -386,6 +388,7 @@ def test_the_page_decides_as_the_python_runtime_and_survives_the_cloud(watch_dev
         assert [r["label"] for r in got] == [r["label"] for r in want] == hybrid["label"]
         assert [r["by"] for r in got] == [r["answered_by"] for r in want]
         assert all(r["verified"] for r in got)
+        assert all(r["model_ms"] >= 0 for r in got)  # the step's session.run, timed
         np.testing.assert_allclose([r["trust"] for r in got],
                                    [r["switcher_score"] for r in want], atol=1e-5)
         n, off = len(got), sum(r["offload"] for r in got)
@@ -463,6 +466,33 @@ def test_the_page_says_what_is_wrong(watch_device, bm_files, basicmotions, tmp_p
     finally:
         for p in pages:
             p.stop()
+
+
+@browser_test
+def test_the_page_refuses_clips_of_another_sample_rate(watch_device, tmp_path):
+    """A replay file sampled at 25 Hz for a model of 50 Hz clips: the page names both rates
+    and runs nothing (as DeviceRunner refuses them); `?graph=int8` of an artifact exported
+    without --int8 says so."""
+    sync_playwright = _browser()
+    w = watch_device
+    clips = w["subject"]
+    slow = tmp_path / "25hz.npz"  # clips of the right shape, said to be sampled at 25 Hz
+    np.savez(slow, X=clips.X[:4], ids=clips.ids[:4], classes=np.asarray(clips.classes),
+             sample_rate_hz=25.0)
+    page_server = _Page(tmp_path, w["device"], slow)
+    try:
+        with sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+            page = _open(browser, page_server.url)
+            assert _replay(page) == "failed"
+            said = page.inner_text("#error")
+            assert "sampled at 25 Hz" in said and "takes 50 Hz clips" in said, said
+            assert page.evaluate("() => window.deviceLog") == []  # nothing ran
+            said = _failure(browser, page_server.url, "/?graph=int8")  # exported without
+            assert "no int8 graph" in said and "--int8" in said, said
+            browser.close()
+    finally:
+        page_server.stop()
 
 
 @browser_test

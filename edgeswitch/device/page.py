@@ -7,8 +7,9 @@ the model asks for to `serve-cloud` (`POST /v1/classify` with the device's beare
 shows the answer, who gave it and the offload rate.
 
 Routes, GET only: the page and its script and style; `/config.json` (the cloud's URL, the
-device token, the cloud deadline, whether a replay is served); `/model/device.onnx` and
-`/model/device.json` from the artifact folder; `/ort/...` (a fixed list of onnxruntime-web's
+device token, the cloud deadline, whether a replay is served); `/model/device.onnx`,
+`/model/device.int8.onnx` (when exported: the page's `?graph=int8`) and `/model/device.json`
+from the artifact folder; `/ort/...` (a fixed list of onnxruntime-web's
 files); `/replay.json` (the `--replay` clips in stream order, float32 base64 as on the wire).
 The page gets the token from `/config.json`, so whoever can load the page can use the token:
 the server binds loopback unless told otherwise. A Content-Security-Policy allows scripts and
@@ -38,7 +39,9 @@ PAGE_FILES = {"device.js": "text/javascript", "device.css": "text/css"}
 ORT_FILES = {"ort.wasm.min.js": "text/javascript",          # the API, a global `ort`
              "ort-wasm-simd-threaded.mjs": "text/javascript",  # the WASM's loader
              "ort-wasm-simd-threaded.wasm": "application/wasm"}
-ARTIFACT_FILES = {"device.onnx": "application/octet-stream", "device.json": "application/json"}
+ARTIFACT_FILES = {"device.onnx": "application/octet-stream",
+                  "device.int8.onnx": "application/octet-stream",   # the page's ?graph=int8
+                  "device.json": "application/json"}
 ORT_ENV = "EDGESWITCH_ORT_WEB"   # onnxruntime-web's dist folder, if not device/node_modules
 # the repository's device/ folder, where scripts/install-browser.sh runs `npm ci`
 DEFAULT_ORT = Path(__file__).resolve().parents[2] / "device" / "node_modules" / \
@@ -73,8 +76,9 @@ def check_artifact(folder: str | Path) -> dict[str, Any]:
 
 def replay_json(path: str | Path, classes: tuple[str, ...]) -> dict[str, Any]:
     """A clip file (.npz, as `classify --data` reads it) as the page replays it: every stream
-    in time order, the clips as float32 base64 (exact, as on the wire). The clip shape is not
-    checked here: the page checks it against the model and says what is wrong."""
+    in time order, the clips as float32 base64 (exact, as on the wire), and the file's
+    `sample_rate_hz` (null when it names none). The clip shape and rate are not checked here:
+    the page checks them against the model and says what is wrong."""
     from edgeswitch.data.loaders import load_npz
 
     clips = load_npz(Path(path), classes)
@@ -83,6 +87,7 @@ def replay_json(path: str | Path, classes: tuple[str, ...]) -> dict[str, Any]:
     return {"name": clips.name, "classes": list(clips.classes),
             "ids": [str(i) for i in clips.ids[order]],
             "streams": [str(s) for s in clips.streams[order]],
+            "sample_rate_hz": clips.sample_rate_hz,
             "clips": {"shape": list(X.shape), "dtype": "float32",
                       "b64": base64.b64encode(X.tobytes()).decode("ascii")}}
 
@@ -177,6 +182,6 @@ def create_page(artifact: str | Path, cloud_url: str | None, token: str | None,
 
 
 def _named(folder: Path, files: dict[str, str], name: str) -> FileResponse:
-    if name not in files:  # only the listed files, never a path the client names
+    if name not in files or not (folder / name).is_file():  # only the listed files
         raise HTTPException(404, "not found")
     return FileResponse(folder / name, media_type=files[name])

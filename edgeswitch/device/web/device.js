@@ -7,7 +7,10 @@
 //       out = run(clip, state, the cloud's answer)
 //   state = out.*_next; show argmax(out.answer)
 // A cloud that fails or times out leaves the first run's outputs: the edge answer stands,
-// flagged "edge (cloud down)". Every decision is kept in window.deviceLog (what the tests read).
+// flagged "edge (cloud down)". Every decision is kept in window.deviceLog (what the tests read),
+// with `model_ms`: the step's session.run, timed with performance.now().
+//
+// `?graph=int8` runs device.int8.onnx (an artifact exported with --int8) instead of device.onnx.
 "use strict";
 
 const INPUTS = ["clip", "belief", "age", "last", "cloud_proba", "cloud_mask", "threshold"];
@@ -20,6 +23,8 @@ const G = 9.80665;       // m/s² per g
 // a 6-channel model that names no channels: the smartwatch data's order (accelerometer in g,
 // gyroscope in rad/s)
 const WATCH_CHANNELS = ["ax", "ay", "az", "wx", "wy", "wz"];
+
+const GRAPHS = {float: "device.onnx", int8: "device.int8.onnx"};  // device.json's graphs
 
 const $ = (id) => document.getElementById(id);
 window.deviceLog = [];
@@ -60,7 +65,7 @@ function readSpec(raw) {
     controller: op.adaptive ? op : null,
     init: {belief: Float32Array.from(need(init.belief, "initial_state.belief").flat(Infinity)),
            age: Number(init.age), last: Number(init.last)},
-    sha256: String(need(raw.graphs && raw.graphs.float, "graphs.float").sha256),
+    graphs: need(raw.graphs, "graphs"),
     artifact: String(raw.artifact_id),
   };
 }
@@ -107,8 +112,11 @@ async function run(model, clip, state, threshold, cloudProba) {
     cloud_mask: f32([cloudProba ? 1 : 0], [1]),
     threshold: f32([threshold], [1]),
   };
+  const t0 = performance.now();
   const r = await session.run(feeds);
+  const ms = performance.now() - t0;
   return {
+    ms,
     edgeProba: Array.from(r.edge_proba.data), trust: r.trust.data[0],
     offload: Boolean(r.offload.data[0]), answer: Array.from(r.answer.data),
     next: {belief: Float32Array.from(r.belief_next.data), age: r.age_next.data[0],
@@ -241,6 +249,7 @@ class Device {
     const before = this.states.get(stream) || initialState(spec);
     const threshold = spec.threshold;
     let out = await run(this.model, clip, before, threshold, null);
+    const modelMs = out.ms;  // the step every clip pays (an answered offload runs again)
     const offload = this.controller ? this.controller.decide(out.trust) : out.offload;
     let by = "edge", cloudError = null;
     if (offload) {
@@ -258,7 +267,8 @@ class Device {
     if (this.states.size > MAX_STREAMS) this.states.delete(this.states.keys().next().value);
     const record = {id, stream, label: spec.classes[argmax(out.answer)], by, offload,
                     verified: by !== "edge (cloud down)", trust: out.trust,
-                    answer: out.answer, edge_proba: out.edgeProba, cloud_error: cloudError};
+                    answer: out.answer, edge_proba: out.edgeProba, cloud_error: cloudError,
+                    model_ms: modelMs};
     this.counts.clips += 1;
     this.counts.offloaded += offload ? 1 : 0;
     this.counts.unverified += record.verified ? 0 : 1;
@@ -283,7 +293,7 @@ function show(r, counts) {
   $("unverified").dataset.value = String(counts.unverified);
   if (r.cloud_error) $("cloud-error").textContent = r.cloud_error;
   const row = document.createElement("tr");
-  for (const text of [r.id, r.label, r.by, r.trust.toFixed(3)]) {
+  for (const text of [r.id, r.label, r.by, r.trust.toFixed(3), r.model_ms.toFixed(1)]) {
     const td = document.createElement("td");
     td.textContent = text;  // text, never HTML
     row.appendChild(td);
@@ -322,6 +332,11 @@ async function replay(device) {
   if (T !== spec.T || C !== spec.C) {
     throw new PageError(`the replay's clips are [${T}, ${C}] (samples, channels); this model ` +
                         `takes [${spec.T}, ${spec.C}] (device.json clip_shape)`);
+  }
+  const rate = Number(data.sample_rate_hz || 0);  // 0: the file or device.json names none
+  if (rate && spec.rate && Math.abs(rate - spec.rate) > 1e-6 * spec.rate) {
+    throw new PageError(`the replay's clips are sampled at ${rate} Hz; this model takes ` +
+                        `${spec.rate} Hz clips (device.json sample_rate_hz): resample them`);
   }
   if (data.classes && JSON.stringify(data.classes) !== JSON.stringify(spec.classes)) {
     throw new PageError(`the replay's classes ${JSON.stringify(data.classes)} are not the ` +
@@ -415,20 +430,30 @@ async function start() {
   }
   const config = await getJSON("/config.json");
   const spec = readSpec(await getJSON("/model/device.json"));
+  const variant = new URLSearchParams(location.search).get("graph") || "float";
+  if (!Object.hasOwn(GRAPHS, variant)) {
+    throw new PageError(`?graph=${variant}: the page runs graph=float or graph=int8`);
+  }
+  const graph = spec.graphs[variant], file = GRAPHS[variant];
+  if (!graph) {
+    throw new PageError(`this artifact has no ${variant} graph (${file}): export it with ` +
+                        "`edgeswitch export-device ... --int8`");
+  }
   ort.env.wasm.wasmPaths = "/ort/";
   ort.env.wasm.numThreads = 1;  // no SharedArrayBuffer, no cross-origin isolation needed
-  const resp = await fetch("/model/device.onnx", {cache: "no-store"});
-  if (!resp.ok) throw new PageError(`/model/device.onnx: HTTP ${resp.status}`);
+  const resp = await fetch(`/model/${file}`, {cache: "no-store"});
+  if (!resp.ok) throw new PageError(`/model/${file}: HTTP ${resp.status}`);
   const bytes = new Uint8Array(await resp.arrayBuffer());
-  if (await sha256Hex(bytes) !== spec.sha256) {
-    throw new PageError(`device.onnx is not the graph device.json describes (artifact ` +
+  if (await sha256Hex(bytes) !== String(graph.sha256)) {
+    throw new PageError(`${file} is not the graph device.json describes (artifact ` +
                         `${spec.artifact}; the SHA-256 differs): the two files come from ` +
                         "different exports; copy the exported folder whole");
   }
   const session = await ort.InferenceSession.create(bytes, {executionProviders: ["wasm"]});
   checkSession(session, spec);
   const device = new Device({session, spec}, config);
-  $("model").textContent = `artifact ${spec.artifact}: ${spec.K} classes, clips ` +
+  $("model").textContent = `artifact ${spec.artifact}` +
+    (variant === "float" ? "" : ` (${variant} graph)`) + `: ${spec.K} classes, clips ` +
     `${spec.T} x ${spec.C}` +
     (config.cloud_url ? `, cloud ${config.cloud_url}` : ", no cloud");
   const begin = (source) => () => {
