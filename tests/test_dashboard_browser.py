@@ -26,29 +26,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.browser import CHROMIUM, NO_BROWSER, sync_playwright_or_fail
 from tests.deployed import classify_args, make_bundle
 
-CHROMIUM = os.environ.get("EDGESWITCH_CHROMIUM", "/usr/bin/chromium")
 ARTIFACTS = Path(os.environ.get("EDGESWITCH_ARTIFACTS",
                                 Path(__file__).parent / "artifacts"))
 N_CLIPS = 160
 UPDATE_S = 5.0  # the page shows new rows within this
 
-pytestmark = [pytest.mark.slow,
-              pytest.mark.skipif(os.environ.get("EDGESWITCH_NO_BROWSER") == "1",
-                                 reason="EDGESWITCH_NO_BROWSER=1")]
-
-
-def _browser():
-    """playwright's Chromium launcher for the OS browser; a clear failure without one."""
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        pytest.fail("playwright is not installed: pip install -e '.[test]'")
-    if not Path(CHROMIUM).exists():
-        pytest.fail(f"no browser at {CHROMIUM}: run scripts/install-browser.sh (or set "
-                    "EDGESWITCH_NO_BROWSER=1 to skip this test)")
-    return sync_playwright
+pytestmark = [pytest.mark.slow, NO_BROWSER]
 
 
 def _log_figures(path: Path) -> tuple[int, int, int]:
@@ -98,7 +84,7 @@ def _wait_until(check, timeout_s: float) -> None:
 
 
 def test_the_page_follows_a_classify_run(bm_files, basicmotions, tmp_path):
-    sync_playwright = _browser()
+    sync_playwright = sync_playwright_or_fail()
     from edgeswitch.serving.server import ServerProcess
 
     b = make_bundle(tmp_path, bm_files, basicmotions, n_clips=40)
@@ -181,7 +167,7 @@ def test_the_page_follows_a_classify_run(bm_files, basicmotions, tmp_path):
 def test_the_page_sends_the_token_from_the_url_or_the_login_field(tmp_path):
     """With --token-file the API answers only the token: the page reads it from #token=...
     (and drops it from the address bar) or from its login field."""
-    sync_playwright = _browser()
+    sync_playwright = sync_playwright_or_fail()
     from edgeswitch.runtime.decision_log import Decision, DecisionLog
 
     log, token = tmp_path / "decisions.sqlite", secrets.token_urlsafe(16)

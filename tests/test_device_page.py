@@ -23,6 +23,7 @@ import pytest
 
 from edgeswitch.device.page import find_ort
 from edgeswitch.errors import EdgeSwitchError
+from tests.browser import CHROMIUM, NO_BROWSER, sync_playwright_or_fail
 from tests.deployed import make_bundle, run_cli
 
 PAGE_ORIGIN = "http://127.0.0.1:8060"
@@ -172,24 +173,15 @@ def test_the_page_server_says_what_is_missing(tmp_path):
 
 # ---- the page in a browser ------------------------------------------------------------------
 
-CHROMIUM = os.environ.get("EDGESWITCH_CHROMIUM", "/usr/bin/chromium")
 ARTIFACTS = Path(os.environ.get("EDGESWITCH_ARTIFACTS",
                                 Path(__file__).parent / "artifacts"))
 PATIENT_MS = 600_000  # the page's cloud deadline: no busy machine reaches it
-NO_BROWSER = pytest.mark.skipif(os.environ.get("EDGESWITCH_NO_BROWSER") == "1",
-                                reason="EDGESWITCH_NO_BROWSER=1")
 
 
 def _browser():
     """playwright's Chromium launcher for the OS browser, and onnxruntime-web's files; a
     clear failure without them."""
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        pytest.fail("playwright is not installed: pip install -e '.[test]'")
-    if not Path(CHROMIUM).exists():
-        pytest.fail(f"no browser at {CHROMIUM}: run scripts/install-browser.sh (or set "
-                    "EDGESWITCH_NO_BROWSER=1 to skip this test)")
+    sync_playwright = sync_playwright_or_fail()
     try:
         find_ort()
     except EdgeSwitchError as exc:
