@@ -30,6 +30,20 @@ def make_bundle(d: Path, bm_files: dict, basicmotions, n_clips: int = 40) -> dic
             "clips": str(d / "clips.npz"), "dmd": str(d / "dmd.parquet"), "X": X, "ids": ids}
 
 
+def export_bundle(b: dict, bundle: Path, out: Path) -> Path:
+    """`make_bundle`'s files as a bundle folder (the names `save_bundle` writes), exported by
+    `edgeswitch export-device` to the device artifact folder `out`."""
+    import shutil
+
+    bundle.mkdir()
+    for src, name in ((b["edge"], "edge.onnx"), (b["switcher"], "switcher.npz"),
+                      (b["op"], "operating_point.json")):
+        shutil.copy(src, bundle / name)
+    r = run_cli("export-device", bundle, "--out", out)
+    assert r.returncode == 0, r.stderr
+    return out
+
+
 def classify_args(b: dict, data: str | None = None) -> list[str]:
     return ["classify", "--data", data or b["clips"], "--edge", b["edge"], "--switcher",
             b["switcher"], "--op", b["op"], "--quiet"]

@@ -24,7 +24,7 @@ import pytest
 from edgeswitch.device.page import find_ort
 from edgeswitch.errors import EdgeSwitchError
 from tests.browser import CHROMIUM, NO_BROWSER, sync_playwright_or_fail
-from tests.deployed import make_bundle, run_cli
+from tests.deployed import export_bundle, make_bundle, run_cli
 
 PAGE_ORIGIN = "http://127.0.0.1:8060"
 
@@ -413,15 +413,8 @@ def test_the_page_decides_as_the_python_runtime_and_survives_the_cloud(watch_dev
 def _bm_device(tmp_path: Path, bm_files, basicmotions) -> Path:
     """A device artifact of another model: the BasicMotions edge (4 classes, clips of the
     watch's shape [100, 6]) with a per-clip switcher."""
-    b = make_bundle(tmp_path, bm_files, basicmotions)
-    bundle = tmp_path / "bm-bundle"
-    bundle.mkdir()
-    for src, name in ((b["edge"], "edge.onnx"), (b["switcher"], "switcher.npz"),
-                      (b["op"], "operating_point.json")):
-        shutil.copy(src, bundle / name)
-    r = run_cli("export-device", bundle, "--out", tmp_path / "bm-device")
-    assert r.returncode == 0, r.stderr
-    return tmp_path / "bm-device"
+    return export_bundle(make_bundle(tmp_path, bm_files, basicmotions),
+                         tmp_path / "bm-bundle", tmp_path / "bm-device")
 
 
 @browser_test

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.deployed import jsonl, make_bundle, run_cli
+from tests.deployed import export_bundle, jsonl, make_bundle, run_cli
 
 # one worker builds the venv once for the three tests (a module fixture is per worker)
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("slim_install")]
@@ -111,15 +111,9 @@ def test_classify_on_a_core_install_answers_as_a_full_install(core_venv, tmp_pat
 
         # the single-file artifact: exported by the full install, run in the core venv
         # through ONNX Runtime alone (DeviceRunner), asking the same server
-        bundle = tmp_path / "bundle"
-        bundle.mkdir()
-        for src, name in ((b["edge"], "edge.onnx"), (b["switcher"], "switcher.npz"),
-                          (b["op"], "operating_point.json")):
-            shutil.copy(src, bundle / name)
-        export = run_cli("export-device", bundle, "--out", tmp_path / "device")
-        assert export.returncode == 0, export.stderr
-        device = _run(core_venv / "python", "-c", DEVICE_RUN, tmp_path / "device", server.url,
-                      "s3cret", b["clips"], cwd=tmp_path)
+        art = export_bundle(b, tmp_path / "bundle", tmp_path / "device")
+        device = _run(core_venv / "python", "-c", DEVICE_RUN, art, server.url, "s3cret",
+                      b["clips"], cwd=tmp_path)
 
     for r in (slim, full, slim_watch, full_watch, device):
         assert r.returncode == 0, r.stderr
