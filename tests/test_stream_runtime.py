@@ -104,10 +104,15 @@ def test_classify_and_watch_over_http_give_the_benchmarks_decisions(watch_bundle
 
 def test_demo_json_reports_the_stream_router_and_its_served_replay(watch_bundle):
     """What `demo` writes about the router it deployed, and its replay over HTTP."""
+    from dataclasses import replace
+
     from edgeswitch.pipeline.deploy import serve_and_replay
 
     a = watch_bundle["a"]
-    served = serve_and_replay(a, watch_bundle["dir"] / "served", "http")
+    # a cloud deadline no busy machine reaches: at the default 500 ms, six test workers on two
+    # cores once let 3 of 742 requests time out, and the edge answer stood (counted right)
+    patient = replace(a.cfg, runtime=replace(a.cfg.runtime, deadline_ms=600_000.0))
+    served = serve_and_replay(replace(a, cfg=patient), watch_bundle["dir"] / "served", "http")
     assert served["agrees_with_in_process"] == 1.0
     assert served["same_offloads_as_in_process"] == 1.0
     router = json.loads((watch_bundle["dir"] / "served" / "router.json").read_text())
