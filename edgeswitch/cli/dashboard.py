@@ -8,7 +8,7 @@ import signal
 from pathlib import Path
 
 from edgeswitch.cli.common import port_number
-from edgeswitch.cli.serve import _banner_after_bind, _ready_file
+from edgeswitch.cli.serve import banner_after_bind, ready_file
 from edgeswitch.errors import EdgeSwitchError
 from edgeswitch.extras import need_extra
 
@@ -43,8 +43,8 @@ def cmd_dashboard(args) -> int:
                 f"{', events ' + args.events if args.events else ''})")
 
     try:
-        with _ready_file(args.ready_file) as ready:
-            _banner_after_bind(app, lambda: banner(json.loads(ready.read_text())["port"]))
+        with ready_file(args.ready_file) as ready:
+            banner_after_bind(app, lambda: banner(json.loads(ready.read_text())["port"]))
             serve(app, args.host, args.port, args.ssl_certfile, args.ssl_keyfile, str(ready),
                   args.log_level)
     finally:

@@ -7,7 +7,7 @@ import json
 
 from edgeswitch.cli.common import port_number
 from edgeswitch.cli.flags import config_arg, config_flags, resolve_config
-from edgeswitch.cli.serve import _banner_after_bind, _ready_file
+from edgeswitch.cli.serve import banner_after_bind, ready_file
 from edgeswitch.errors import EdgeSwitchError
 from edgeswitch.extras import need_extra
 
@@ -41,8 +41,8 @@ def cmd_device_page(args: argparse.Namespace) -> int:
         clips = f", replay of {len(replay['ids'])} clips" if replay else ""
         return f"device page of {args.dir} on {origin}/ ({cloud}{clips})"
 
-    with _ready_file(args.ready_file) as ready:
-        _banner_after_bind(app, lambda: banner(json.loads(ready.read_text())["port"]))
+    with ready_file(args.ready_file) as ready:
+        banner_after_bind(app, lambda: banner(json.loads(ready.read_text())["port"]))
         serve(app, args.host, args.port, args.ssl_certfile, args.ssl_keyfile, str(ready),
               args.log_level)
     return 0

@@ -74,15 +74,15 @@ def cmd_serve_cloud(args) -> int:
                   ray_address=full_cfg.ray.address or None)
         return 0
     app = create_app(model, cfg, token=token, faults=faults, model_id=args.model)
-    with _ready_file(args.ready_file) as ready:
-        _banner_after_bind(app, lambda: banner(json.loads(ready.read_text())["port"]))
+    with ready_file(args.ready_file) as ready:
+        banner_after_bind(app, lambda: banner(json.loads(ready.read_text())["port"]))
         serve(app, args.host, args.port, args.ssl_certfile, args.ssl_keyfile, str(ready),
               args.log_level, args.tls_ca)
     return 0
 
 
 @contextmanager
-def _ready_file(given: str | None):
+def ready_file(given: str | None):
     """Where `serve` writes the bound port: --ready-file, or a temporary file."""
     if given:
         yield Path(given)
@@ -91,7 +91,7 @@ def _ready_file(given: str | None):
         yield Path(d) / "ready.json"
 
 
-def _banner_after_bind(app, banner: Callable[[], str]) -> None:
+def banner_after_bind(app, banner: Callable[[], str]) -> None:
     """Print the banner once the socket is bound and the app has started, so that it names
     the port really bound (port 0 picks one) and a port in use prints only the error."""
     inner = app.router.lifespan_context
