@@ -44,7 +44,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from edgeswitch.config import DriftConfig, preset  # noqa: E402
+from edgeswitch.config import DriftConfig  # noqa: E402
 from edgeswitch.runtime.drift import (  # noqa: E402
     DriftDetector,
     clip_summary,
@@ -273,12 +273,14 @@ def evaluate(ref: dict, cfg: DriftConfig, test_sets: dict, shifted: dict, n_stre
     return out
 
 
-def load(seed: int = 0):
-    """(edge, switcher, calib, test) of the default watch pipeline (models from the cache)."""
+def load(seed: int = 0, overrides: dict | None = None):
+    """The built watch pipeline (edge, switcher, splits, operating point; models from the
+    cache): the default one, or with `overrides` (dotted config keys, as `load_config`)."""
+    from edgeswitch.config import load_config
     from edgeswitch.models.cache import default_cache_dir
     from edgeswitch.pipeline.run import build
 
-    cfg = preset("watch")
+    cfg = load_config(dataset="watch", overrides=overrides)
     cfg.seed = seed
     a = build(cfg, None, default_cache_dir(), progress=False)
     return a
