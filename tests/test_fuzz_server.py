@@ -308,7 +308,7 @@ def test_fuzz_on_ray_serve():
                                   "EDGESWITCH_FUZZ_REQUESTS": "300"}
     with LoopbackNetns() as ns:
         r = subprocess.run(ns.wrap([sys.executable, "-m", "pytest", "-q", "-s", "-p",
-                                    "no:cacheprovider", "-m", "slow and not ray",
+                                    "no:cacheprovider", "--durations=8", "-m", "slow and not ray",
                                     str(Path(__file__)),
                                     str(ROOT / "tests" / "test_isolation.py")]),
                            env=env, capture_output=True, text=True, timeout=1800, cwd=ROOT)

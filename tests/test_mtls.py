@@ -115,7 +115,8 @@ def test_mutual_tls_lets_in_only_certificates_of_the_ca(pki, bm_files, bm_models
                        client_cert=pki["device"]) as srv:
         # a good client certificate: 200, the right probabilities, its device named
         for protocol in ("native", "openai"):
-            with RemoteCloud(srv.url, cloud.classes_, RuntimeConfig(protocol=protocol),
+            with RemoteCloud(srv.url, cloud.classes_,  # a busy machine: no deadline in the way
+                             RuntimeConfig(protocol=protocol, deadline_ms=60_000),
                              token=TOKEN, model=cloud.name, verify=server_cert,
                              client_cert=pki["device"]) as remote:
                 reply = remote.request(X)
@@ -125,7 +126,8 @@ def test_mutual_tls_lets_in_only_certificates_of_the_ca(pki, bm_files, bm_models
         # without one, or with one from another CA: refused in the handshake; the edge says
         # why in its fallback reason (no traceback)
         for cert in (None, pki["stranger"]):
-            with RemoteCloud(srv.url, cloud.classes_, RuntimeConfig(retries=0),
+            with RemoteCloud(srv.url, cloud.classes_,
+                             RuntimeConfig(retries=0, deadline_ms=60_000),
                              token=TOKEN, verify=server_cert, client_cert=cert) as remote:
                 reply = remote.request(X)
             assert not reply.ok and reply.reason == "connection", reply

@@ -163,7 +163,8 @@ def test_openai_protocol_with_the_official_client(server, basicmotions, bm_model
         openai.OpenAI(base_url=server.url + "/v1", api_key="wrong",
                       max_retries=0).models.list()
     # the edge runtime on the same protocol
-    with RemoteCloud(server.url, cloud.classes_, RuntimeConfig(protocol="openai"),
+    with RemoteCloud(server.url, cloud.classes_,  # the answer is under test, not its latency
+                     RuntimeConfig(protocol="openai", deadline_ms=60_000),
                      token=TOKEN, model=cloud.name) as remote:
         reply = remote.request(basicmotions.X[:6])
     assert reply.ok
@@ -209,7 +210,7 @@ def test_tls_with_a_self_signed_certificate(bm_files, bm_models, basicmotions, t
             assert reply.ok, reply
             np.testing.assert_allclose(reply.proba, cloud.predict_proba(basicmotions.X[:4]),
                                        atol=1e-5)
-        with RemoteCloud(srv.url, cloud.classes_, RuntimeConfig(retries=0),
+        with RemoteCloud(srv.url, cloud.classes_, RuntimeConfig(retries=0, deadline_ms=60_000),
                          token=TOKEN) as untrusting:  # system CAs do not know this cert
             reply = untrusting.request(basicmotions.X[:1])
         assert reply.reason == "connection" and "CERTIFICATE" in reply.detail.upper()

@@ -40,24 +40,36 @@ def synthetic_videos(folder: Path, n: int, seed: int, steps: int = 48) -> Path:
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    """DMD on two folders of unlabelled videos, a switcher and its operating point."""
+    """DMD on two folders of unlabelled videos, a switcher and its operating point: computed
+    once per run (the first worker to ask; the others read its files), with a fake VLM of
+    this worker's own for the tests that call the cloud."""
+    from tests.conftest import run_once
     from tests.fake_vlm import FakeVLM
 
-    d = tmp_path_factory.mktemp("video")
+    with run_once(tmp_path_factory, "video-trained") as d:
+        if not (d / "op.json").exists():
+            _train_on_videos(d)
+    with FakeVLM() as vlm:
+        yield {"dir": d, "distill_url": (d / "cloud-url.txt").read_text(), "url": vlm.url,
+               "vlm": vlm}
+
+
+def _train_on_videos(d: Path) -> None:
     pool, calib = synthetic_videos(d / "pool", 8, 1), synthetic_videos(d / "calib", 4, 2)
     (pool / "broken.mp4").write_bytes(b"not a video")  # skipped, named, the run goes on
+    from tests.fake_vlm import FakeVLM
+
     with FakeVLM() as vlm:
         for name, folder in (("pool", pool), ("calib", calib)):
             assert main(["distill", "--data", str(folder), "--edge", "nfd", "--cloud-url",
                          vlm.url, "--model", "json-logprobs", "--out",
                          str(d / f"{name}.parquet"), "--quiet", *CLIP]) == 0
-        url = vlm.url
-        assert main(["train-switcher", "--dmd", str(d / "pool.parquet"), "--out",
-                     str(d / "sw.npz"), "--quiet"]) == 0
-        assert main(["calibrate", "--dmd", str(d / "calib.parquet"), "--switcher",
-                     str(d / "sw.npz"), "--mode", "offload", "--rate", "0.5", "--out",
-                     str(d / "op.json")]) == 0
-        yield {"dir": d, "url": url, "vlm": vlm}
+        (d / "cloud-url.txt").write_text(vlm.url)
+    assert main(["train-switcher", "--dmd", str(d / "pool.parquet"), "--out",
+                 str(d / "sw.npz"), "--quiet"]) == 0
+    assert main(["calibrate", "--dmd", str(d / "calib.parquet"), "--switcher",
+                 str(d / "sw.npz"), "--mode", "offload", "--rate", "0.5", "--out",
+                 str(d / "op.json")]) == 0
 
 
 def _video_run(folder, edge, cloud):
@@ -115,7 +127,7 @@ def test_dmd_over_unlabelled_videos(trained, capsys):
     assert len(records) == 8 * 3  # 6 s videos, 4 s clips every second
     assert records.classes == ("adl", "fall") and records.edge_model.startswith("movenet-nfd@")
     # the cloud's name and address, as in a sharded run (one runner, one identity)
-    assert records.cloud_model == f"openai-vlm:json-logprobs#{trained['url']}"
+    assert records.cloud_model == f"openai-vlm:json-logprobs#{trained['distill_url']}"
     assert len(set(records.groups)) == 8  # a video is a group
     assert np.allclose(records.cloud_proba.sum(axis=1), 1, atol=1e-5)
     op = json.loads((trained["dir"] / "op.json").read_text())
