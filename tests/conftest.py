@@ -8,9 +8,11 @@ may run in any worker process, beside any other test, so a test:
   through it is keyed by data and settings, and saved atomically, so workers may share it);
 - changes the environment only through monkeypatch (each worker is its own process).
 Adding tests (a new router, a new module): nothing to do, unless they
-- start Ray: mark them `@pytest.mark.ray` (and slow); every `ray` test joins the xdist group
+- start Ray: mark them `@pytest.mark.ray` (and slow); a `ray` test joins the xdist group
   "ray", run one after another by one worker (each cluster is ~1.4 GB and several
-  processes, and its start-up is what a busy machine slows most);
+  processes, and its start-up is what a busy machine slows most), unless it names a group of
+  its own: the Ray fuzz test, as long as all the others together, runs in "ray-fuzz" beside
+  them (two clusters at most);
 - cannot share the machine with each other for another reason: give them one group,
   `@pytest.mark.xdist_group("NAME")`;
 - need an expensive artefact that is the same for every worker (trained models): compute it
@@ -41,12 +43,13 @@ from edgeswitch.data import load_dataset, split_by_group  # noqa: E402
 
 @pytest.hookimpl(tryfirst=True)  # before xdist's own hook turns the marks into groups
 def pytest_collection_modifyitems(config, items):
-    """Every `ray` test in the group "ray"; and the longest work first (the Ray group, then
-    the slow tests that ask for a longer timeout, then the other slow tests: xdist hands out
-    work in this order, so the long chains start at once and the many short tests fill the
-    workers at the end)."""
+    """Every `ray` test in the group "ray" (unless it names its own); and the longest work
+    first (the Ray groups, then the slow tests that ask for a longer timeout, then the other
+    slow tests: xdist hands out work in this order, so the long chains start at once and the
+    many short tests fill the workers at the end)."""
     for item in items:
-        if item.get_closest_marker("ray") is not None:
+        if item.get_closest_marker("ray") is not None and \
+                item.get_closest_marker("xdist_group") is None:
             item.add_marker(pytest.mark.xdist_group("ray"))
 
     def timeout(item) -> float:

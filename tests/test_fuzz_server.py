@@ -294,19 +294,20 @@ def test_schemathesis_against_a_real_server(case, live_server):
 
 
 @pytest.mark.ray
+@pytest.mark.xdist_group("ray-fuzz")  # beside the other Ray tests (tests/conftest.py)
 @pytest.mark.timeout(2400)  # a pytest run of its own inside (subprocess timeout 1800 s)
 def test_fuzz_on_ray_serve():
     """This file's test against `serve-cloud --server ray`, 300 requests, and the poison burst
     and huge shapes of tests/test_isolation.py, inside a loopback-only network namespace (see
     tests/test_ray.py)."""
-    from tests.netns import RAY_ENV, LoopbackNetns
+    from tests.netns import RAY_ENV, TEST_NICE, LoopbackNetns
 
     reason = LoopbackNetns.available()
     if reason:
         pytest.skip(reason)
     env = os.environ | RAY_ENV | {"PYTHONUNBUFFERED": "1", "EDGESWITCH_TEST_ENGINE": "ray",
                                   "EDGESWITCH_FUZZ_REQUESTS": "300"}
-    with LoopbackNetns() as ns:
+    with LoopbackNetns(nice=TEST_NICE) as ns:
         r = subprocess.run(ns.wrap([sys.executable, "-m", "pytest", "-q", "-s", "-p",
                                     "no:cacheprovider", "--durations=8", "-m", "slow and not ray",
                                     str(Path(__file__)),

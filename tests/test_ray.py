@@ -23,7 +23,7 @@ from edgeswitch.dmd.sinks import FolderSink
 from edgeswitch.dmd.sources import NpzSource, OnnxModels
 from edgeswitch.errors import DataError
 from tests.corpus import records_equal, write_corpus
-from tests.netns import RAY_ENV, LoopbackNetns
+from tests.netns import RAY_ENV, TEST_NICE, LoopbackNetns
 
 pytestmark = [pytest.mark.slow, pytest.mark.ray]
 ROOT = Path(__file__).resolve().parents[1]
@@ -68,7 +68,7 @@ def _parts(out: Path) -> int:
 
 def test_ray_engine_equals_local(corpus, bm_files, reference, tmp_path):
     out = tmp_path / "ray"
-    with LoopbackNetns() as ns:
+    with LoopbackNetns(nice=TEST_NICE) as ns:
         r = subprocess.run(ns.wrap(_distill_cmd(corpus, bm_files, out, "--cloud",
                                                 str(bm_files["cloud"]))),
                            env=ENV, capture_output=True, text=True, timeout=300)
@@ -85,7 +85,7 @@ def test_sigkill_then_resume_gives_the_uninterrupted_records(point, corpus, bm_f
     out = tmp_path / "ray"
     cmd = _distill_cmd(corpus, bm_files, out, "--cloud", str(bm_files["cloud"]))
     target = {"startup": 0, "third": SHARDS // 3, "two_thirds": 2 * SHARDS // 3}[point]
-    with LoopbackNetns() as ns:
+    with LoopbackNetns(nice=TEST_NICE) as ns:
         proc = subprocess.Popen(ns.wrap(cmd), env=ENV, stdout=subprocess.DEVNULL,
                                 stderr=subprocess.DEVNULL)
         t_end = time.monotonic() + 240
@@ -103,7 +103,7 @@ def test_sigkill_then_resume_gives_the_uninterrupted_records(point, corpus, bm_f
     assert (done_at_kill == 0) if target == 0 else (target <= done_at_kill < SHARDS)
     with pytest.raises(DataError, match="unfinished run"):
         DMDRecords.from_parquet(out)
-    with LoopbackNetns() as ns:  # resume: same command
+    with LoopbackNetns(nice=TEST_NICE) as ns:  # resume: same command
         r = subprocess.run(ns.wrap(cmd), env=ENV, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
     summary = json.loads(r.stdout.strip().splitlines()[-1])
@@ -132,7 +132,7 @@ def _start_server(ns, bm_files, tmp_path, *flags) -> tuple[subprocess.Popen, int
 def test_ray_with_the_cloud_over_http(corpus, bm_files, reference, tmp_path):
     """Cloud actors reach `serve-cloud` over HTTP (inside the same namespace)."""
     out = tmp_path / "ray_http"
-    with LoopbackNetns() as ns:
+    with LoopbackNetns(nice=TEST_NICE) as ns:
         _server, port = _start_server(ns, bm_files, tmp_path)
         r = subprocess.run(ns.wrap(_distill_cmd(
             corpus, bm_files, out, "--cloud-url", f"http://127.0.0.1:{port}", "--token-file",
@@ -149,7 +149,7 @@ def test_ray_with_the_cloud_over_http(corpus, bm_files, reference, tmp_path):
 def test_a_failing_cloud_ends_the_ray_run_with_its_reason(corpus, bm_files, tmp_path):
     """Every classify call gets HTTP 500: the run stops, says why, and leaves no part."""
     out = tmp_path / "ray_500"
-    with LoopbackNetns() as ns:
+    with LoopbackNetns(nice=TEST_NICE) as ns:
         _server, port = _start_server(ns, bm_files, tmp_path, "--fault", "http500")
         r = subprocess.run(ns.wrap(_distill_cmd(
             corpus, bm_files, out, "--cloud-url", f"http://127.0.0.1:{port}", "--token-file",
@@ -176,7 +176,7 @@ def _summary(r: subprocess.CompletedProcess) -> str:
 @pytest.mark.timeout(1800)  # a pytest run of its own inside (subprocess timeout 900 s)
 def test_service_api_tests_pass_on_ray_serve():
     """tests/test_service.py, unchanged, against `serve-cloud --server ray`."""
-    with LoopbackNetns() as ns:
+    with LoopbackNetns(nice=TEST_NICE) as ns:
         r = subprocess.run(ns.wrap([sys.executable, "-m", "pytest", "-q", "-p",
                                     "no:cacheprovider", "-m", "slow",
                                     str(ROOT / "tests" / "test_service.py")]),
@@ -204,7 +204,7 @@ def test_ray_over_a_folder_of_videos_equals_local(tmp_path):
     (folder / "zz-broken.mp4").write_bytes(b"not a video")
     ready = tmp_path / "vlm.url"
     clip = ["--clip-s", "4", "--stride-s", "1", "--frames", "32", "--fps-cap", "8"]
-    with LoopbackNetns() as ns:
+    with LoopbackNetns(nice=TEST_NICE) as ns:
         vlm = subprocess.Popen(ns.wrap([sys.executable, "-m", "tests.fake_vlm", str(ready)]),
                                env=ENV, cwd=ROOT, stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL)
