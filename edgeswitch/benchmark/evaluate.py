@@ -38,7 +38,13 @@ from edgeswitch.switcher.routers import (
     ensemble_view,
     make_router,
 )
-from edgeswitch.switcher.select import SwitcherSpec, dmd_targets, fit_switcher, select_switcher
+from edgeswitch.switcher.select import (
+    FitCache,
+    SwitcherSpec,
+    dmd_targets,
+    fit_switcher,
+    select_switcher,
+)
 from edgeswitch.switcher.stream import belief_router
 from edgeswitch.switcher.stream_fit import fit_belief, fit_belief_switcher, switcher_records
 from edgeswitch.switcher.sweep import run_streams, sweep
@@ -114,10 +120,11 @@ def baseline_routers(o: FoldOutputs, seed: int) -> list[Entry]:
 
 
 def learned_routers(cfg: RunConfig, o: FoldOutputs, fusion: Fusion, seed: int,
-                    info: dict) -> list[Entry]:
+                    info: dict, cache: FitCache | None = None) -> list[Entry]:
     """Every switcher fitted on the fold's DMD records, with targets relative to the answer
     `fusion` gives an offloaded clip; the supervised ablation on the pool's hidden labels.
-    `info` receives each switcher's family, size and (for dmd-cv) its selection table."""
+    `info` receives each switcher's family, size and (for dmd-cv) its selection table.
+    `cache` (one per fold) fits each distinct spec and record set once (see FitCache)."""
     t, c, macs = o.edge("test"), o.edge("calib"), o["macs"][0]
     out = []
 
@@ -132,11 +139,11 @@ def learned_routers(cfg: RunConfig, o: FoldOutputs, fusion: Fusion, seed: int,
             edge_rec, cloud_rec, groups = _records(o, spec.augment_views)
             target = dmd_targets(edge_rec.proba, fusion.combine(edge_rec.proba, cloud_rec),
                                  spec.target)
-            add(name, fit_switcher(spec, edge_rec, target, groups, seed),
+            add(name, fit_switcher(spec, edge_rec, target, groups, seed, cache=cache),
                 {"family": spec.family, "target": spec.target})
         edge_rec, cloud_rec, groups = _records(o, 8)
         sel, table = select_switcher(edge_rec, fusion.combine(edge_rec.proba, cloud_rec), groups,
-                                     seed, n_original=len(o["edge_pool_p"]))
+                                     seed, n_original=len(o["edge_pool_p"]), cache=cache)
         add("dmd-cv", sel, {"chosen": sel.meta.get("spec"), "cv": table})
         if "members_pool_p" in o.arrays:
             # stretch: a DMD switcher that reads the ABC ensemble (the edge cost of `abc`)
@@ -144,7 +151,7 @@ def learned_routers(cfg: RunConfig, o: FoldOutputs, fusion: Fusion, seed: int,
             target = dmd_targets(ens_pool.proba,
                                  fusion.combine(ens_pool.proba, o["cloud_pool_p"]), "gain")
             ens_sw = fit_switcher(SwitcherSpec("linear", "gain"), ens_pool, target,
-                                  o["groups_pool"], seed)
+                                  o["groups_pool"], seed, cache=cache)
             add("dmd-abc", ens_sw, {"family": "linear", "target": "gain"}, ens_t, ens_c,
                 o["macs"][2])
         if "hidden_y_pool" not in o.arrays:  # recorded outputs with unlabelled pool clips
@@ -153,7 +160,8 @@ def learned_routers(cfg: RunConfig, o: FoldOutputs, fusion: Fusion, seed: int,
         # correct" labels (no rotated views: they have no labels)
         sup_spec = replace(SwitcherSpec.from_config(cfg.switcher), augment_views=0)
         truth = (o["edge_pool_p"].argmax(axis=1) == o["hidden_y_pool"]).astype(float)
-        add("supervised", fit_switcher(sup_spec, o.edge("pool"), truth, o["groups_pool"], seed),
+        add("supervised", fit_switcher(sup_spec, o.edge("pool"), truth, o["groups_pool"], seed,
+                                       cache=cache),
             {"family": sup_spec.family, "target": "true labels"})
     return out
 
@@ -239,9 +247,10 @@ def evaluate_fold(cfg: RunConfig, o: FoldOutputs, seed: int) -> dict:
     modes = {"": Fusion("none").fit(pe, pc), "+fusion": fused}
     # the stream routers answer as the config deploys (the same object: `is` picks the mode)
     deployed = modes["+fusion" if cfg.fusion.method != "none" else ""]
+    cache = FitCache()   # a spec fitted twice on the same records is fitted once
     for suffix, fusion in modes.items():
         info: dict = {}
-        entries = baseline_routers(o, seed) + learned_routers(cfg, o, fusion, seed, info)
+        entries = baseline_routers(o, seed) + learned_routers(cfg, o, fusion, seed, info, cache)
         if fusion is deployed:
             entries += stream_routers(cfg, o, fusion, info)
         result["switchers"] |= {(n if n in STREAM_ROUTERS else n + suffix): v
