@@ -162,17 +162,22 @@ def _run_clips(router: Router, edge: ModelOutput, answer: np.ndarray,
                streams: Sequence[np.ndarray], decide: Callable[[np.ndarray], np.ndarray]
                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """`run_streams` for a per-clip router: it reads nothing from the state, so the run is
-    each clip scored alone (a one-row `trust`, exactly as `run_rows` scores it, so a random
-    router draws in the same order) and `decide` seeing the scores in stream order; the
-    state's bookkeeping is skipped (a benchmark runs 28 per-clip routers per fold)."""
+    each clip's trust and `decide` seeing the scores in stream order (a controller decides
+    an array's clips one after another); the state's bookkeeping is skipped (a benchmark runs
+    28 per-clip routers per fold). A `rowwise` router scores a stream at once; any other
+    scores each clip alone, as `run_rows` does (a BLAS product's bits depend on its batch)."""
     n = len(edge)
     off, label = np.zeros(n, bool), np.zeros(n, np.int64)
     kept = edge.proba.argmax(axis=1)
     answer_label = np.asarray(answer).argmax(axis=1)
     for s in streams:
-        for c in np.asarray(s, np.int64).reshape(-1, 1):
+        s = np.asarray(s, np.int64)
+        if not len(s):
+            continue
+        batches = [s] if getattr(router, "rowwise", False) else s.reshape(-1, 1)
+        for c in batches:
             o = np.asarray(decide(router.trust(ModelOutput(edge.proba[c], edge.embedding[c]))),
                            bool)
             off[c] = o
-            label[c] = answer_label[c] if o[0] else kept[c]
+            label[c] = np.where(o, answer_label[c], kept[c])
     return off, label, kept
