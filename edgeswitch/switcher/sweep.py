@@ -140,8 +140,10 @@ def run_streams(router: Router, edge: ModelOutput, cloud: np.ndarray, answer: np
                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """One deployed hybrid over the streams one after another, as a device would meet them:
     `decide(trust)` (a threshold, or an adaptive controller with its own memory) sees the
-    clips in that order. Returns per clip `[n]`: offloaded, the answer, and the answer the
-    router would have given had it kept the clip (a stream router's belief)."""
+    clips in that order, some clips at a time (a `rowwise` per-clip router's whole stream
+    at once: it must decide an array's clips one after another, as both do). Returns per
+    clip `[n]`: offloaded, the answer, and the answer the router would have given had it kept
+    the clip (a stream router's belief)."""
     n = len(edge)
     if not router.stateful:
         return _run_clips(router, edge, answer, streams, decide)
