@@ -137,9 +137,9 @@ class BenchmarkConfig:
                                                "ensemble (the deployed edge is one)", ge=2)] = 3
     bootstrap: Annotated[StrictInt, describe("resamples of folds for the confidence intervals",
                                              ge=100)] = 2000
-    processes: Annotated[StrictInt, describe("folds evaluated at once, each in its own process "
-                                             "(0: one per CPU core; 1: in this process)",
-                                             ge=0)] = 0
+    processes: Annotated[StrictInt, describe("processes evaluating the folds, which share out "
+                                             "each fold's tasks (0: one per CPU core; 1: all "
+                                             "in this process)", ge=0)] = 0
 
 
 @dataclass(config=_STRICT)

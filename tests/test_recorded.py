@@ -301,3 +301,26 @@ def test_stream_routers_run_when_the_config_deploys_no_fusion(tmp_path, monkeypa
     res = evaluate_fold(cfg, rec.fold_outputs(fold), fold.seed)
     assert "belief" in res["routers"] and "belief" in res["shuffled"]
     assert res["switchers"]["belief"]["answers"] == "belief"
+
+
+@pytest.mark.slow
+def test_folds_as_tasks_on_processes_write_the_fold_files_of_one_process(tmp_path):
+    """With processes, a fold goes out as its tasks (the stream routers, the per-clip routers
+    in each answer mode) and is merged back: each fold's result.json is byte for byte the one
+    a single process writes (figures, and their order)."""
+    from edgeswitch.benchmark.run import run_benchmark
+    from edgeswitch.config import RunConfig
+
+    cols = _columns(n_groups=6, per=20) | {"stream": [f"g{i // 20}" for i in range(120)],
+                                           "t": [float(i % 20) for i in range(120)]}
+    rec = read_outputs(_parquet(tmp_path / "o.parquet", cols))
+    for processes in (1, 2):
+        cfg = RunConfig()
+        cfg.benchmark.processes, cfg.benchmark.bootstrap, cfg.benchmark.folds = processes, 50, 3
+        run_benchmark(cfg, tmp_path / f"p{processes}", progress=False, recorded=rec)
+    one = sorted((tmp_path / "p1" / "folds").glob("fold*/result.json"))
+    assert len(one) == 3
+    for path in one:
+        other = tmp_path / "p2" / path.relative_to(tmp_path / "p1")
+        assert path.read_text() == other.read_text()
+        assert json.loads(path.read_text())["result"]["shuffled"]   # stream routers ran

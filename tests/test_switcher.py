@@ -41,6 +41,50 @@ def test_switcher_learns_agreement_and_roundtrips(tmp_path):
     assert sw.macs < 5000  # two small matrices, whatever the data
 
 
+def _reference_train(sw: MLPSwitcher, Z, t, epochs, Zv, tv):
+    """The MLP's training as it was written first: nn.Sequential, autograd, torch's AdamW."""
+    import torch
+
+    bce = torch.nn.functional.binary_cross_entropy_with_logits
+    torch.manual_seed(sw.seed)
+    net = torch.nn.Sequential(torch.nn.Linear(Z.shape[1], sw.hidden), torch.nn.ReLU(),
+                              torch.nn.Linear(sw.hidden, 1))
+    opt = torch.optim.AdamW(net.parameters(), lr=sw.lr, weight_decay=sw.weight_decay)
+    X, T = torch.from_numpy(Z), torch.from_numpy(t)
+    val = []
+    for _ in range(epochs):
+        opt.zero_grad()
+        bce(net(X).squeeze(1), T).backward()
+        opt.step()
+        if Zv is not None:
+            with torch.no_grad():
+                val.append(bce(net(torch.from_numpy(Zv)).squeeze(1), torch.from_numpy(tv)).item())
+    return [p.detach().numpy() for p in net.parameters()], np.asarray(val)
+
+
+@pytest.mark.parametrize("n, soft, seed", [(40, False, 0), (700, True, 3), (3000, False, 7)])
+def test_mlp_training_is_bit_identical_to_autograd_and_adamw(n, soft, seed):
+    """The written-out training loop (mlp._grads, mlp._AdamW) gives the reference loop's
+    weights and validation losses bit for bit: benchmark figures depend on it (a torch upgrade
+    that changes an op's order shows here first)."""
+    import torch
+
+    rng = np.random.default_rng(seed)
+    Z = (rng.standard_normal((n, 13)) * rng.uniform(0.1, 3, 13)).astype(np.float32)
+    t = (rng.random(n) if soft else rng.random(n) < 0.8).astype(np.float32)
+    sw = MLPSwitcher(hidden=8, seed=seed)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        for Zv, tv in ((Z[: n // 4], t[: n // 4]), (None, None)):
+            got_w, got_v = sw._train_torch(torch, Z, t, 60, Zv, tv)
+            ref_w, ref_v = _reference_train(sw, Z, t, 60, Zv, tv)
+            assert all(np.array_equal(a, b) for a, b in zip(got_w, ref_w, strict=True))
+            assert np.array_equal(got_v, ref_v)
+    finally:
+        torch.set_num_threads(threads)
+
+
 def test_switcher_refuses_bad_input(tmp_path):
     edge, agree, _ = _synthetic()
     with pytest.raises(NotFittedError):

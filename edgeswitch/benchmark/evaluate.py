@@ -38,7 +38,13 @@ from edgeswitch.switcher.routers import (
     ensemble_view,
     make_router,
 )
-from edgeswitch.switcher.select import SwitcherSpec, dmd_targets, fit_switcher, select_switcher
+from edgeswitch.switcher.select import (
+    FitCache,
+    SwitcherSpec,
+    dmd_targets,
+    fit_switcher,
+    select_switcher,
+)
 from edgeswitch.switcher.stream import belief_router
 from edgeswitch.switcher.stream_fit import fit_belief, fit_belief_switcher, switcher_records
 from edgeswitch.switcher.sweep import run_streams, sweep
@@ -114,10 +120,11 @@ def baseline_routers(o: FoldOutputs, seed: int) -> list[Entry]:
 
 
 def learned_routers(cfg: RunConfig, o: FoldOutputs, fusion: Fusion, seed: int,
-                    info: dict) -> list[Entry]:
+                    info: dict, cache: FitCache | None = None) -> list[Entry]:
     """Every switcher fitted on the fold's DMD records, with targets relative to the answer
     `fusion` gives an offloaded clip; the supervised ablation on the pool's hidden labels.
-    `info` receives each switcher's family, size and (for dmd-cv) its selection table."""
+    `info` receives each switcher's family, size and (for dmd-cv) its selection table.
+    `cache` (one per fold) fits each distinct spec and record set once (see FitCache)."""
     t, c, macs = o.edge("test"), o.edge("calib"), o["macs"][0]
     out = []
 
@@ -132,11 +139,11 @@ def learned_routers(cfg: RunConfig, o: FoldOutputs, fusion: Fusion, seed: int,
             edge_rec, cloud_rec, groups = _records(o, spec.augment_views)
             target = dmd_targets(edge_rec.proba, fusion.combine(edge_rec.proba, cloud_rec),
                                  spec.target)
-            add(name, fit_switcher(spec, edge_rec, target, groups, seed),
+            add(name, fit_switcher(spec, edge_rec, target, groups, seed, cache=cache),
                 {"family": spec.family, "target": spec.target})
         edge_rec, cloud_rec, groups = _records(o, 8)
         sel, table = select_switcher(edge_rec, fusion.combine(edge_rec.proba, cloud_rec), groups,
-                                     seed, n_original=len(o["edge_pool_p"]))
+                                     seed, n_original=len(o["edge_pool_p"]), cache=cache)
         add("dmd-cv", sel, {"chosen": sel.meta.get("spec"), "cv": table})
         if "members_pool_p" in o.arrays:
             # stretch: a DMD switcher that reads the ABC ensemble (the edge cost of `abc`)
@@ -144,7 +151,7 @@ def learned_routers(cfg: RunConfig, o: FoldOutputs, fusion: Fusion, seed: int,
             target = dmd_targets(ens_pool.proba,
                                  fusion.combine(ens_pool.proba, o["cloud_pool_p"]), "gain")
             ens_sw = fit_switcher(SwitcherSpec("linear", "gain"), ens_pool, target,
-                                  o["groups_pool"], seed)
+                                  o["groups_pool"], seed, cache=cache)
             add("dmd-abc", ens_sw, {"family": "linear", "target": "gain"}, ens_t, ens_c,
                 o["macs"][2])
         if "hidden_y_pool" not in o.arrays:  # recorded outputs with unlabelled pool clips
@@ -153,7 +160,8 @@ def learned_routers(cfg: RunConfig, o: FoldOutputs, fusion: Fusion, seed: int,
         # correct" labels (no rotated views: they have no labels)
         sup_spec = replace(SwitcherSpec.from_config(cfg.switcher), augment_views=0)
         truth = (o["edge_pool_p"].argmax(axis=1) == o["hidden_y_pool"]).astype(float)
-        add("supervised", fit_switcher(sup_spec, o.edge("pool"), truth, o["groups_pool"], seed),
+        add("supervised", fit_switcher(sup_spec, o.edge("pool"), truth, o["groups_pool"], seed,
+                                       cache=cache),
             {"family": sup_spec.family, "target": "true labels"})
     return out
 
@@ -219,60 +227,128 @@ def operating_point(e: Entry, o: FoldOutputs, cloud: dict, answer: dict, streams
             else None}   # recorded outputs without costs
 
 
+STREAM_TASK = "stream"
+
+
+def fold_tasks(cfg: RunConfig) -> tuple[str, ...]:
+    """A fold's evaluation in parts that need nothing of each other, so that processes can
+    share them out (benchmark.run): the per-clip routers in each answer mode ("" and
+    "+fusion") and the stream routers (fitted and scored in the deployed mode). The stream
+    task, the costliest, comes first."""
+    return (STREAM_TASK, "", "+fusion") if cfg.streams != "none" else ("", "+fusion")
+
+
 def evaluate_fold(cfg: RunConfig, o: FoldOutputs, seed: int) -> dict:
     """Every router's figures on one fold (see the benchmark.json schema, docs/formats.md)."""
-    y = o["y_test"]
-    k = len(o.classes)
-    pe, pc = o["edge_test_p"], o.cloud("test")
-    el = pe.argmax(axis=1)
-    cloud_acc = float(np.mean(pc.argmax(axis=1) == y))
-    streams = {part: o.stream_lists(part) for part in ("calib", "test")}
-    shuffled = [np.random.default_rng(seed + 7 + i).permutation(s)
-                for i, s in enumerate(streams["test"])]
-    cloud = {part: o.cloud(part) for part in ("calib", "test")}
-    # the benchmark scores both answer modes whatever the config deploys
-    fused = Fusion(cfg.fusion.method if cfg.fusion.method != "none" else "dmd",
-                   cfg.fusion.edge_weight).fit(o["edge_pool_p"], o["cloud_pool_p"])
-    result: dict = {"edge_accuracy": float(np.mean(el == y)), "cloud_accuracy": cloud_acc,
-                    "fusion": fused.to_dict(), "routers": {}, "switchers": {},
-                    "shuffled": {}}
-    modes = {"": Fusion("none").fit(pe, pc), "+fusion": fused}
-    # the stream routers answer as the config deploys (the same object: `is` picks the mode)
-    deployed = modes["+fusion" if cfg.fusion.method != "none" else ""]
-    for suffix, fusion in modes.items():
-        info: dict = {}
-        entries = baseline_routers(o, seed) + learned_routers(cfg, o, fusion, seed, info)
-        if fusion is deployed:
-            entries += stream_routers(cfg, o, fusion, info)
-        result["switchers"] |= {(n if n in STREAM_ROUTERS else n + suffix): v
-                                for n, v in info.items()}
-        answer_el = fusion.combine(pe, pc).argmax(axis=1)
-        oracle_path = sweep(OracleRouter(answer_el, y), o.edge("test"), pc,
-                            fusion.combine(pe, pc), streams["test"], seed)
-        oracle = router_metrics(oracle_path, y, cloud_acc, k)
-        for e in entries:
-            answer = {part: fusion.combine((e.test if part == "test" else e.calib).proba,
-                                           cloud[part]) for part in ("calib", "test")}
-            m = router_metrics(sweep(e.router, e.test, pc, answer["test"], streams["test"],
-                                     seed), y, cloud_acc, k)
-            kept = e.test.proba.argmax(axis=1)
-            ans = answer["test"].argmax(axis=1)
-            # random routing's expected area is the mean of its two ends (the chord)
-            rand = (float(np.mean(kept == y)) + float(np.mean(ans == y))) / 2
-            orc = oracle if e.test is not None and np.array_equal(kept, el) else router_metrics(
-                sweep(OracleRouter(ans, y), e.test, pc, answer["test"], streams["test"], seed),
-                y, cloud_acc, k)
-            span = orc["auc"] - rand
-            m["oracle_gain_share"] = float((m["auc"] - rand) / span) if span > 1e-9 else None
-            m["operating_point"] = operating_point(e, o, cloud, answer, streams, y, cfg,
-                                                   o["macs"])
-            m["answer_accuracy"] = float(np.mean(ans == y))
-            name = e.name if e.router.stateful else e.name + suffix
-            result["routers"][name] = m
-            if e.router.stateful:  # the control: the same streams, their clips shuffled
-                path = sweep(e.router, e.test, pc, answer["test"], shuffled, seed)
-                result["shuffled"][name] = router_metrics(path, y, cloud_acc, k)
+    tasks = fold_tasks(cfg)
+    return merge_tasks(cfg, dict(zip(tasks, (evaluate_task(cfg, o, seed, t) for t in tasks),
+                                     strict=True)))
+
+
+@dataclass
+class _Fold:
+    """What every task of a fold reads: test labels and answers, streams, the two modes."""
+
+    y: np.ndarray
+    k: int
+    pe: np.ndarray
+    pc: np.ndarray
+    el: np.ndarray
+    cloud_acc: float
+    streams: dict
+    shuffled: list
+    cloud: dict
+    fused: Fusion
+    modes: dict
+    deployed: str     # the mode (suffix) the stream routers answer in
+
+    @classmethod
+    def of(cls, cfg: RunConfig, o: FoldOutputs, seed: int) -> _Fold:
+        y = o["y_test"]
+        pe, pc = o["edge_test_p"], o.cloud("test")
+        streams = {part: o.stream_lists(part) for part in ("calib", "test")}
+        # the benchmark scores both answer modes whatever the config deploys
+        fused = Fusion(cfg.fusion.method if cfg.fusion.method != "none" else "dmd",
+                       cfg.fusion.edge_weight).fit(o["edge_pool_p"], o["cloud_pool_p"])
+        return cls(y=y, k=len(o.classes), pe=pe, pc=pc, el=pe.argmax(axis=1),
+                   cloud_acc=float(np.mean(pc.argmax(axis=1) == y)), streams=streams,
+                   shuffled=[np.random.default_rng(seed + 7 + i).permutation(s)
+                             for i, s in enumerate(streams["test"])],
+                   cloud={part: o.cloud(part) for part in ("calib", "test")}, fused=fused,
+                   modes={"": Fusion("none").fit(pe, pc), "+fusion": fused},
+                   deployed="+fusion" if cfg.fusion.method != "none" else "")
+
+
+def evaluate_task(cfg: RunConfig, o: FoldOutputs, seed: int, task: str) -> dict:
+    """One task of `fold_tasks`: its routers' figures, switchers and shuffled controls."""
+    f = _Fold.of(cfg, o, seed)
+    suffix = f.deployed if task == STREAM_TASK else task
+    fusion = f.modes[suffix]
+    out: dict = {"edge_accuracy": float(np.mean(f.el == f.y)), "cloud_accuracy": f.cloud_acc,
+                 "fusion": f.fused.to_dict(), "routers": {}, "switchers": {}, "shuffled": {}}
+    info: dict = {}
+    if task == STREAM_TASK:
+        entries = stream_routers(cfg, o, fusion, info)
+    else:
+        entries = baseline_routers(o, seed) + learned_routers(cfg, o, fusion, seed, info,
+                                                              FitCache())
+    out["switchers"] = {(n if n in STREAM_ROUTERS else n + suffix): v for n, v in info.items()}
+    answer_el = fusion.combine(f.pe, f.pc).argmax(axis=1)
+    oracle_path = sweep(OracleRouter(answer_el, f.y), o.edge("test"), f.pc,
+                        fusion.combine(f.pe, f.pc), f.streams["test"], seed)
+    oracle = router_metrics(oracle_path, f.y, f.cloud_acc, f.k)
+    for e in entries:
+        _score(e, o, f, fusion, oracle, seed, cfg, suffix, out)
+    if task != STREAM_TASK:
         oracle["oracle_gain_share"] = 1.0
-        oracle["answer_accuracy"] = float(np.mean(answer_el == y))
+        oracle["answer_accuracy"] = float(np.mean(answer_el == f.y))
+        out["routers"]["oracle" + suffix] = oracle
+    return out
+
+
+def _score(e: Entry, o: FoldOutputs, f: _Fold, fusion: Fusion, oracle: dict, seed: int,
+           cfg: RunConfig, suffix: str, out: dict) -> None:
+    """One router's figures into `out` (and a stream router's shuffled control)."""
+    y, pc = f.y, f.pc
+    answer = {part: fusion.combine((e.test if part == "test" else e.calib).proba,
+                                   f.cloud[part]) for part in ("calib", "test")}
+    m = router_metrics(sweep(e.router, e.test, pc, answer["test"], f.streams["test"], seed),
+                       y, f.cloud_acc, f.k)
+    kept = e.test.proba.argmax(axis=1)
+    ans = answer["test"].argmax(axis=1)
+    # random routing's expected area is the mean of its two ends (the chord)
+    rand = (float(np.mean(kept == y)) + float(np.mean(ans == y))) / 2
+    orc = oracle if e.test is not None and np.array_equal(kept, f.el) else router_metrics(
+        sweep(OracleRouter(ans, y), e.test, pc, answer["test"], f.streams["test"], seed),
+        y, f.cloud_acc, f.k)
+    span = orc["auc"] - rand
+    m["oracle_gain_share"] = float((m["auc"] - rand) / span) if span > 1e-9 else None
+    m["operating_point"] = operating_point(e, o, f.cloud, answer, f.streams, y, cfg, o["macs"])
+    m["answer_accuracy"] = float(np.mean(ans == y))
+    name = e.name if e.router.stateful else e.name + suffix
+    out["routers"][name] = m
+    if e.router.stateful:  # the control: the same streams, their clips shuffled
+        path = sweep(e.router, e.test, pc, answer["test"], f.shuffled, seed)
+        out["shuffled"][name] = router_metrics(path, y, f.cloud_acc, f.k)
+
+
+def merge_tasks(cfg: RunConfig, parts: dict[str, dict]) -> dict:
+    """The fold's result from its tasks' (`fold_tasks`), in the order one pass writes it: per
+    answer mode its per-clip routers, then (in the deployed mode) the stream routers, then
+    that mode's oracle."""
+    deployed = "+fusion" if cfg.fusion.method != "none" else ""
+    first = parts[""]
+    result: dict = {k: first[k] for k in ("edge_accuracy", "cloud_accuracy", "fusion")}
+    result |= {"routers": {}, "switchers": {}, "shuffled": {}}
+    for suffix in ("", "+fusion"):
+        mode = dict(parts[suffix]["routers"])
+        oracle = mode.pop("oracle" + suffix)
+        result["switchers"] |= parts[suffix]["switchers"]
+        result["routers"] |= mode
+        if suffix == deployed and STREAM_TASK in parts:
+            stream = parts[STREAM_TASK]
+            result["switchers"] |= stream["switchers"]
+            result["routers"] |= stream["routers"]
+            result["shuffled"] |= stream["shuffled"]
         result["routers"]["oracle" + suffix] = oracle
     return result

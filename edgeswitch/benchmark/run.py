@@ -15,7 +15,13 @@ from dataclasses import asdict
 from pathlib import Path
 
 from edgeswitch import __version__
-from edgeswitch.benchmark.evaluate import EVAL_VERSION, evaluate_fold
+from edgeswitch.benchmark.evaluate import (
+    EVAL_VERSION,
+    evaluate_fold,
+    evaluate_task,
+    fold_tasks,
+    merge_tasks,
+)
 from edgeswitch.benchmark.folds import Fold, make_folds
 from edgeswitch.benchmark.outputs import FoldOutputs, fold_outputs
 from edgeswitch.benchmark.recorded import RecordedOutputs, write_outputs_file
@@ -153,7 +159,9 @@ class _Recorded:
 def _evaluate_folds(cfg: RunConfig, todo: list, progress: bool):
     """Each fold of `todo` scored (benchmark.evaluate) and its result.json written, as they
     finish: `cfg.benchmark.processes` at once, each in a fresh process with one thread (the
-    figures do not depend on it: every fold is seeded)."""
+    figures do not depend on it: every fold is seeded). With processes, each fold goes out as
+    its tasks (`fold_tasks`), the costliest kind first for every fold, so the processes end
+    close together (five folds on two processes would otherwise take three rounds)."""
     import os
     from concurrent.futures import ProcessPoolExecutor, as_completed
     from multiprocessing import get_context
@@ -161,19 +169,27 @@ def _evaluate_folds(cfg: RunConfig, todo: list, progress: bool):
     from tqdm.auto import tqdm
 
     n = cfg.benchmark.processes or os.cpu_count() or 1
-    n = min(n, len(todo))
+    n = min(n, len(todo) * len(fold_tasks(cfg)))
     bar = tqdm(total=len(todo), desc="benchmark: routers", unit="fold", disable=not progress)
     if n <= 1:
-        for item in todo:
-            yield item[0], _evaluate_one(cfg, *item)
+        for fold, outputs, path, rkey in todo:
+            yield fold, _store(fold, outputs, path, rkey,
+                               evaluate_fold(cfg, outputs, fold.seed))
             bar.update()
     else:
         with ProcessPoolExecutor(n, mp_context=get_context("spawn"),
                                  initializer=_one_thread) as pool:
-            futures = {pool.submit(_evaluate_one, cfg, *item): item[0] for item in todo}
+            futures = {pool.submit(evaluate_task, cfg, item[1], item[0].seed, task): (item, task)
+                       for task in fold_tasks(cfg) for item in todo}
+            parts: dict[int, dict[str, dict]] = {}
             for fut in as_completed(futures):
-                yield futures[fut], fut.result()
-                bar.update()
+                (fold, outputs, path, rkey), task = futures[fut]
+                done = parts.setdefault(fold.index, {})
+                done[task] = fut.result()
+                if len(done) == len(fold_tasks(cfg)):
+                    yield fold, _store(fold, outputs, path, rkey,
+                                       merge_tasks(cfg, parts.pop(fold.index)))
+                    bar.update()
     bar.close()
 
 
@@ -184,11 +200,10 @@ def _one_thread() -> None:
     torch.set_num_threads(1)
 
 
-def _evaluate_one(cfg: RunConfig, fold: Fold, outputs: FoldOutputs, path: Path,
-                  rkey: str) -> dict:
+def _store(fold: Fold, outputs: FoldOutputs, path: Path, rkey: str, figures: dict) -> dict:
+    """A fold's result (its groups and figures), written to `path` under its key."""
     res = {"test_groups": fold.test_groups, "seed": fold.seed, "repeat": fold.repeat,
-           "groups": fold.groups, "n_test": int(len(outputs["y_test"])),
-           **evaluate_fold(cfg, outputs, fold.seed)}
+           "groups": fold.groups, "n_test": int(len(outputs["y_test"])), **figures}
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps({"key": rkey, "result": res}))
     tmp.replace(path)  # atomic: a killed run resumes from the folds that finished

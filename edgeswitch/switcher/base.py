@@ -63,6 +63,9 @@ class Switcher:
 
     family: ClassVar[str] = "base"
     _arrays: ClassVar[tuple[str, ...]] = ()      # fitted arrays saved to the file
+    # a clip's trust is the same bit for bit whatever batch it is scored in (not so where
+    # it goes through a BLAS product: its result depends on the batch in the last bits)
+    rowwise: ClassVar[bool] = False
 
     # --- what a family implements -------------------------------------------------------
     def _fit(self, F: np.ndarray, t: np.ndarray, groups: np.ndarray | None) -> None:

@@ -68,24 +68,26 @@ class MLPSwitcher(Switcher):
             torch.set_num_threads(threads)
 
     def _train_torch(self, torch, Z, t, epochs, Zv, tv):
+        """Full-batch AdamW on BCE, written out op by op: the same ATen calls, in the same
+        order, as `nn.Sequential` + autograd + `torch.optim.AdamW` (bit-identical weights and
+        losses; tests/test_switcher.py holds it to the reference loop), without their per-step
+        Python overhead, which was a third or more of an epoch on a benchmark's pools."""
         bce = torch.nn.functional.binary_cross_entropy_with_logits
         torch.manual_seed(self.seed)
         net = torch.nn.Sequential(torch.nn.Linear(Z.shape[1], self.hidden), torch.nn.ReLU(),
-                                  torch.nn.Linear(self.hidden, 1))
-        opt = torch.optim.AdamW(net.parameters(), lr=self.lr, weight_decay=self.weight_decay)
+                                  torch.nn.Linear(self.hidden, 1))   # the seeded initialisation
+        params = [p.detach() for p in net.parameters()]   # W1, b1, w2, b2
+        adam = _AdamW(torch, params, self.lr, self.weight_decay)
         X, T = torch.from_numpy(Z), torch.from_numpy(t)
         Xv = None if Zv is None else torch.from_numpy(Zv)
         Tv = None if tv is None else torch.from_numpy(tv)
         val = []
-        for _ in range(epochs):
-            opt.zero_grad()
-            loss = bce(net(X).squeeze(1), T)
-            loss.backward()
-            opt.step()
-            if Xv is not None:
-                with torch.no_grad():
-                    val.append(bce(net(Xv).squeeze(1), Tv).item())
-        weights = [p.detach().numpy().astype(np.float32) for p in net.parameters()]
+        with torch.no_grad():
+            for _ in range(epochs):
+                adam.step(_grads(torch, params, X, T))
+                if Xv is not None:
+                    val.append(bce(_forward(torch, params, Xv)[1], Tv).item())
+        weights = [p.numpy().astype(np.float32) for p in params]
         return weights, np.asarray(val)
 
     def _trust(self, F: np.ndarray) -> np.ndarray:
@@ -102,6 +104,49 @@ class MLPSwitcher(Switcher):
         """Multiply-accumulates per clip of the MLP and its features."""
         self._check_fitted()
         return int(self.W1_.size + self.w2_.size) + self.feature_macs()
+
+
+def _forward(torch, params, X):
+    """Hidden activations and logits, as `nn.Linear` computes them (addmm with the bias)."""
+    w1, b1, w2, b2 = params
+    h = torch.relu(torch.addmm(b1, X, w1.t()))
+    return h, torch.addmm(b2, h, w2.t()).squeeze(1)
+
+
+def _grads(torch, params, X, T) -> list:
+    """The gradients of the mean BCE-with-logits loss that autograd computes, op for op:
+    (sigmoid(z) - t) / n for the logits (autograd also multiplies by the incoming 1, an
+    identity); for each layer the weight's gradient as
+    addmm's backward takes it for a transposed (column-major) weight, grad^T @ input, and the
+    bias's as the sum over rows that broadcasting back to its shape takes."""
+    w1, _, w2, _ = params
+    h, z = _forward(torch, params, X)
+    g2 = (z.sigmoid() - T).div_(z.numel()).unsqueeze(1)
+    g1 = torch.ops.aten.threshold_backward(g2.mm(w2), h, 0)   # relu's backward
+    return [g1.t().mm(X), g1.sum([0], keepdim=True).view([w1.shape[0]]),
+            g2.t().mm(h), g2.sum([0], keepdim=True).view([1])]
+
+
+class _AdamW:
+    """`torch.optim.AdamW`'s single-tensor update (defaults: betas 0.9, 0.999, eps 1e-8, no
+    amsgrad), op for op, on plain tensors."""
+
+    def __init__(self, torch, params: list, lr: float, weight_decay: float) -> None:
+        self.params, self.lr, self.wd = params, lr, weight_decay
+        self.beta1, self.beta2, self.eps = 0.9, 0.999, 1e-8
+        self.m = [torch.zeros_like(p, memory_format=torch.preserve_format) for p in params]
+        self.v = [torch.zeros_like(p, memory_format=torch.preserve_format) for p in params]
+        self.t = 0.0
+
+    def step(self, grads: list) -> None:
+        self.t += 1.0
+        step_size = self.lr / (1 - self.beta1 ** self.t)
+        bias2_sqrt = (1 - self.beta2 ** self.t) ** 0.5
+        for p, g, m, v in zip(self.params, grads, self.m, self.v, strict=True):
+            p.mul_(1 - self.lr * self.wd)
+            m.lerp_(g, 1 - self.beta1)
+            v.mul_(self.beta2).addcmul_(g, g, value=1 - self.beta2)
+            p.addcdiv_(m, (v.sqrt() / bias2_sqrt).add_(self.eps), value=-step_size)
 
 
 def validation_folds(n: int, groups: np.ndarray | None, fraction: float,

@@ -134,6 +134,7 @@ class ClipRouter(Router):
     answer stands when a clip is kept."""
 
     stateful = False
+    rowwise = False   # a clip's trust does not depend on the clips scored with it, bit for bit
 
     @abstractmethod
     def trust(self, edge: ModelOutput) -> np.ndarray:
@@ -145,24 +146,32 @@ class ClipRouter(Router):
 
 @register("max_prob")
 class MaxProbRouter(ClipRouter):
+    rowwise = True
+
     def trust(self, edge: ModelOutput) -> np.ndarray:
         return confidence(edge.proba)[:, 0]
 
 
 @register("margin")
 class MarginRouter(ClipRouter):
+    rowwise = True
+
     def trust(self, edge: ModelOutput) -> np.ndarray:
         return confidence(edge.proba)[:, 1]
 
 
 @register("entropy")
 class EntropyRouter(ClipRouter):
+    rowwise = True
+
     def trust(self, edge: ModelOutput) -> np.ndarray:
         return 1.0 - confidence(edge.proba)[:, 2]
 
 
 @register("random")
 class RandomRouter(ClipRouter):
+    rowwise = True   # n draws at once are the n draws one at a time
+
     def __init__(self, seed: int = 0) -> None:
         self.seed = seed
         self.rng = np.random.default_rng(seed)  # one stream: successive batches differ
@@ -186,6 +195,8 @@ class AbcRouter(ClipRouter):
     trust = share of the edge members voting for the ensemble's answer, ties broken by the
     ensemble's mean top probability; a kept clip gets the ensemble's answer."""
 
+    rowwise = True
+
     def trust(self, edge: ModelOutput) -> np.ndarray:
         return edge.embedding[:, 0] + 1e-3 * edge.proba.max(axis=1)
 
@@ -197,6 +208,10 @@ class SwitcherRouter(ClipRouter):
     def __init__(self, switcher: Switcher) -> None:
         self.switcher = switcher
         self.name = switcher.name
+
+    @property
+    def rowwise(self) -> bool:  # type: ignore[override]
+        return self.switcher.rowwise
 
     def trust(self, edge: ModelOutput) -> np.ndarray:
         return self.switcher.trust(edge)

@@ -14,6 +14,9 @@ the same way, so a reader sees whether the learned switcher beat it on the DMD r
 
 from __future__ import annotations
 
+import copy
+import hashlib
+import json
 import warnings
 from dataclasses import asdict, dataclass
 
@@ -81,11 +84,40 @@ def dmd_targets(edge_proba: np.ndarray, answer_proba: np.ndarray, kind: str) -> 
 
 def fit_switcher(spec: SwitcherSpec, edge: ModelOutput, target: np.ndarray,
                  groups: np.ndarray | None, seed: int = 0, name: str = "dmd",
-                 meta: dict | None = None) -> Switcher:
+                 meta: dict | None = None, cache: FitCache | None = None) -> Switcher:
+    """`spec` fitted on these records; with a `cache`, a fit it has seen (the same spec, seed
+    and records) is a copy of that one instead of a second, identical training."""
+    key = None if cache is None else cache.key(spec, edge, target, groups, seed, name, meta)
+    if key is not None and key in cache.fitted:
+        return copy.deepcopy(cache.fitted[key])
     sw = spec.build(seed, name, meta)
     sw.fit(edge, target, groups)
     sw.meta["spec"] = asdict(spec) | {"features": list(spec.features)}
+    if key is not None:
+        cache.fitted[key] = copy.deepcopy(sw)
     return sw
+
+
+class FitCache:
+    """Switchers fitted so far, by everything a fit reads. Every fit is seeded, so a second fit
+    of the same spec on the same records would give the same switcher: in a benchmark fold,
+    `dmd` and `dmd-linear` are one spec, the supervised ablation is the same in both answer
+    modes, and CV's winner, refitted on all records, is often one of the variants."""
+
+    def __init__(self) -> None:
+        self.fitted: dict[tuple, Switcher] = {}
+
+    @staticmethod
+    def key(spec: SwitcherSpec, edge: ModelOutput, target: np.ndarray,
+            groups: np.ndarray | None, seed: int, name: str, meta: dict | None) -> tuple:
+        h = hashlib.sha256()
+        for a in (edge.proba, edge.embedding, np.asarray(target)):
+            h.update(f"{a.dtype.str}{a.shape}".encode())
+            h.update(np.ascontiguousarray(a).tobytes())
+        # groups by their names (a fit reads them as str, whatever the array's width)
+        h.update(b"none" if groups is None else
+                 "\0".join(np.asarray(groups).astype(str).tolist()).encode())
+        return (spec, seed, name, json.dumps(meta, sort_keys=True, default=str), h.hexdigest())
 
 
 def dmd_area(scores: np.ndarray, edge_label: np.ndarray, answer_label: np.ndarray,
@@ -110,12 +142,14 @@ CV_CANDIDATES = (
 
 def select_switcher(edge: ModelOutput, answer_proba: np.ndarray, groups: np.ndarray,
                     seed: int = 0, candidates: tuple[SwitcherSpec, ...] = CV_CANDIDATES,
-                    n_original: int | None = None) -> tuple[Switcher, list[dict]]:
+                    n_original: int | None = None, cache: FitCache | None = None
+                    ) -> tuple[Switcher, list[dict]]:
     """Leave-group-out CV over `candidates` on DMD records; the winner is refitted on all.
 
     Records may hold rotated views after the `n_original` pool clips (views are stored view by
     view, so record i of view v is pool clip i); held-out scoring uses original clips only, and
-    a candidate with no views trains on the originals only.
+    a candidate with no views trains on the originals only. `cache` serves the winner's refit
+    when the caller fitted the same spec on the same records (see `FitCache`).
     """
     groups = np.asarray(groups).astype(str)
     n = len(groups) if n_original is None else n_original
@@ -126,7 +160,7 @@ def select_switcher(edge: ModelOutput, answer_proba: np.ndarray, groups: np.ndar
     if len(np.unique(groups[is_orig])) < 2:
         # one group only: two random halves of its clips (a record's views go with its clip)
         if n < 20:  # too few to cross-validate: the first candidate, unchosen, says so
-            sw = _fit_on(candidates[0], edge, answer_proba, groups, is_orig, seed)
+            sw = _fit_on(candidates[0], edge, answer_proba, groups, is_orig, seed, cache)
             return sw, [{"spec": candidates[0].label(), "dmd_area": None,
                          "note": f"only {n} DMD clips of one group: no selection"}]
         half = rng.permutation(n) % 2
@@ -164,17 +198,18 @@ def select_switcher(edge: ModelOutput, answer_proba: np.ndarray, groups: np.ndar
         best = candidates[0]
         table.append({"spec": best.label(), "dmd_area": None,
                       "note": "too few DMD records per group to cross-validate: no selection"})
-    return _fit_on(best, edge, answer_proba, groups, is_orig, seed), table
+    return _fit_on(best, edge, answer_proba, groups, is_orig, seed, cache), table
 
 
 def _fit_on(spec: SwitcherSpec, edge: ModelOutput, answer_proba: np.ndarray, groups: np.ndarray,
-            is_orig: np.ndarray, seed: int) -> Switcher:
+            is_orig: np.ndarray, seed: int, cache: FitCache | None = None) -> Switcher:
     """`spec` fitted on every record (rotated views only if it asks for them)."""
     use = np.ones(len(groups), bool) if spec.augment_views else is_orig
     target = dmd_targets(edge.proba, answer_proba, spec.target)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return fit_switcher(spec, _take(edge, use), target[use], groups[use], seed)
+        return fit_switcher(spec, _take(edge, use), target[use], groups[use], seed,
+                            cache=cache)
 
 
 def _take(edge: ModelOutput, mask: np.ndarray) -> ModelOutput:

@@ -51,7 +51,8 @@ def run_rows(router: Router, edge: ModelOutput, cloud: np.ndarray, answer: np.nd
         if not len(rows):
             continue
         clips = idx[rows, t]
-        now = state.rows(rows)
+        every = len(rows) == R   # every row steps: the state itself, no copy in or out
+        now = state if every else state.rows(rows)
         view = ModelOutput(edge.proba[clips], edge.embedding[clips])
         step = router.step(now, view)
         if seen is not None:
@@ -61,7 +62,10 @@ def run_rows(router: Router, edge: ModelOutput, cloud: np.ndarray, answer: np.nd
         after = router.observe(now, step, cloud[clips], o)
         given = router.answer(step, after, answer[clips]).argmax(axis=1)
         label[rows, t] = np.where(o, given, step.kept_label)
-        state.put(rows, after)
+        if every:   # a router returns a new state (it never writes into the one it reads)
+            state = after
+        else:
+            state.put(rows, after)
     return off, label, trust
 
 
@@ -136,9 +140,13 @@ def run_streams(router: Router, edge: ModelOutput, cloud: np.ndarray, answer: np
                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """One deployed hybrid over the streams one after another, as a device would meet them:
     `decide(trust)` (a threshold, or an adaptive controller with its own memory) sees the
-    clips in that order. Returns per clip `[n]`: offloaded, the answer, and the answer the
-    router would have given had it kept the clip (a stream router's belief)."""
+    clips in that order, some clips at a time (a `rowwise` per-clip router's whole stream
+    at once: it must decide an array's clips one after another, as both do). Returns per
+    clip `[n]`: offloaded, the answer, and the answer the router would have given had it kept
+    the clip (a stream router's belief)."""
     n = len(edge)
+    if not router.stateful:
+        return _run_clips(router, edge, answer, streams, decide)
     off, label, kept = np.zeros(n, bool), np.zeros(n, np.int64), np.zeros(n, np.int64)
 
     def seen(clips, state, step, view) -> None:
@@ -149,4 +157,29 @@ def run_streams(router: Router, edge: ModelOutput, cloud: np.ndarray, answer: np
         o, lab, _ = run_rows(router, edge, cloud, answer, idx, valid,
                              lambda trust, rows: decide(trust), seen)
         off[s], label[s] = o[0, :len(s)], lab[0, :len(s)]
+    return off, label, kept
+
+
+def _run_clips(router: Router, edge: ModelOutput, answer: np.ndarray,
+               streams: Sequence[np.ndarray], decide: Callable[[np.ndarray], np.ndarray]
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """`run_streams` for a per-clip router: it reads nothing from the state, so the run is
+    each clip's trust and `decide` seeing the scores in stream order (a controller decides
+    an array's clips one after another); the state's bookkeeping is skipped (a benchmark runs
+    28 per-clip routers per fold). A `rowwise` router scores a stream at once; any other
+    scores each clip alone, as `run_rows` does (a BLAS product's bits depend on its batch)."""
+    n = len(edge)
+    off, label = np.zeros(n, bool), np.zeros(n, np.int64)
+    kept = edge.proba.argmax(axis=1)
+    answer_label = np.asarray(answer).argmax(axis=1)
+    for s in streams:
+        s = np.asarray(s, np.int64)
+        if not len(s):
+            continue
+        batches = [s] if getattr(router, "rowwise", False) else s.reshape(-1, 1)
+        for c in batches:
+            o = np.asarray(decide(router.trust(ModelOutput(edge.proba[c], edge.embedding[c]))),
+                           bool)
+            off[c] = o
+            label[c] = np.where(o, answer_label[c], kept[c])
     return off, label, kept

@@ -28,6 +28,7 @@ class TreeSwitcher(Switcher):
     # per node: feature, threshold, left / right child (global index), leaf value
     _arrays: ClassVar[tuple[str, ...]] = ("feature_", "threshold_", "left_", "right_", "value_",
                                           "roots_", "base_")
+    rowwise: ClassVar[bool] = True   # comparisons, then a sum over the trees in one order
 
     def _fit(self, F: np.ndarray, t: np.ndarray, groups: np.ndarray | None) -> None:
         if self.trees < 1 or self.depth < 1 or self.min_leaf < 1:
