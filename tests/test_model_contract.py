@@ -193,13 +193,15 @@ def case_in_process_cloud(request) -> Case:
 
 def case_remote_cloud(request) -> Case:
     from edgeswitch.cloud.remote import RemoteCloud
+    from edgeswitch.config import RuntimeConfig
     from edgeswitch.serving.server import ServerProcess
 
     model = _cloud_resnet(request)
     path = model.save(request.getfixturevalue("tmp_path") / "cloud.onnx")
     server = ServerProcess(path).start()
     request.addfinalizer(server.stop)
-    cloud = RemoteCloud(server.url, model.classes_)
+    cloud = RemoteCloud(server.url, model.classes_,  # the answers are under test, not latency
+                        RuntimeConfig(deadline_ms=60_000))
     request.addfinalizer(cloud.close)
     return _sensor_case(cloud, _test_clips(request), edge=False)
 
