@@ -317,6 +317,7 @@ def test_folds_as_tasks_on_processes_write_the_fold_files_of_one_process(tmp_pat
     for processes in (1, 2):
         cfg = RunConfig()
         cfg.benchmark.processes, cfg.benchmark.bootstrap, cfg.benchmark.folds = processes, 50, 3
+        cfg.switcher.epochs = 30   # the MLPs' training is not what is under test
         run_benchmark(cfg, tmp_path / f"p{processes}", progress=False, recorded=rec)
     one = sorted((tmp_path / "p1" / "folds").glob("fold*/result.json"))
     assert len(one) == 3
