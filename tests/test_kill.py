@@ -21,6 +21,11 @@ import pytest
 
 from tests.deployed import classify_args, jsonl, log_ids, make_bundle, run_cli
 
+try:  # the video pipeline's fixture (DMD on synthetic videos, switcher, op), reused
+    from tests.test_video_pipeline import trained
+except pytest.skip.Exception:  # no video extra: the watch test is skipped, the others run
+    trained = None
+
 
 @pytest.fixture(scope="module")
 def bundle(bm_files, basicmotions, tmp_path_factory):
@@ -163,44 +168,34 @@ def test_a_full_tmpfs_and_a_read_only_folder(bundle, tmp_path):
 
 
 @pytest.fixture(scope="module")
-def watch_bundle(tmp_path_factory):
-    """A switcher and operating point for the shipped `nfd` edge (DMD on SYNTHETIC videos
-    with the loopback VLM), the VLM itself, and a 2-minute video: what `watch` needs."""
-    pytest.importorskip("av", reason="needs the video extra")
-    from edgeswitch.cli.main import main
+def watch_bundle(tmp_path_factory, trained):  # noqa: F811
+    """The video pipeline's switcher and operating point for the shipped `nfd` edge (DMD on
+    synthetic videos with the loopback VLM, computed once per run), a VLM, and a 2-minute
+    video: what `watch` needs."""
     from edgeswitch.video.synthetic import synthetic_pose_sequence
-    from tests.fake_vlm import FakeVLM
     from tests.synthetic_video import render_synthetic_video
-    from tests.test_video_pipeline import CLIP, synthetic_videos
+    from tests.test_video_pipeline import CLIP
 
     d = tmp_path_factory.mktemp("watch")
-    pool = synthetic_videos(d / "pool", 6, 1)
-    with FakeVLM() as vlm:
-        assert main(["distill", "--data", str(pool), "--edge", "nfd", "--cloud-url", vlm.url,
-                     "--model", "json-logprobs", "--out", str(d / "pool.parquet"), "--quiet",
-                     *CLIP]) == 0
-        assert main(["train-switcher", "--dmd", str(d / "pool.parquet"), "--out",
-                     str(d / "sw.npz"), "--quiet"]) == 0
-        assert main(["calibrate", "--dmd", str(d / "pool.parquet"), "--switcher",
-                     str(d / "sw.npz"), "--mode", "offload", "--rate", "0.5", "--out",
-                     str(d / "op.json")]) == 0
-        kp = np.concatenate([synthetic_pose_sequence("walk", 48, rng=np.random.default_rng(i))
-                             for i in range(20)])
-        render_synthetic_video(d / "long.mp4", kp)  # 2 minutes: 117 clips
-        yield {"dir": d, "url": vlm.url, "clip": CLIP}
+    kp = np.concatenate([synthetic_pose_sequence("walk", 48, rng=np.random.default_rng(i))
+                         for i in range(20)])
+    render_synthetic_video(d / "long.mp4", kp)  # 2 minutes: 117 clips
+    return {"video": d / "long.mp4", "sw": trained["dir"] / "sw.npz",
+            "op": trained["dir"] / "op.json", "url": trained["url"], "clip": CLIP}
 
 
 @pytest.mark.slow
+@pytest.mark.skipif(trained is None, reason="needs the video extra")
 def test_watch_sigkilled_mid_run_leaves_log_and_lines_in_agreement(watch_bundle, tmp_path):
-    d, rng, figures = watch_bundle["dir"], random.Random(3), []
+    b, rng, figures = watch_bundle, random.Random(3), []
     env = os.environ | {"PYTHONUNBUFFERED": "1"}
     for k, at in enumerate(sorted(rng.randint(2, 60) for _ in range(2))):
         out, log = tmp_path / f"w{k}.jsonl", tmp_path / f"w{k}.sqlite"
         proc = subprocess.Popen([sys.executable, "-m", "edgeswitch", "watch",
-                                 str(d / "long.mp4"), "--switcher", str(d / "sw.npz"),
-                                 "--op", str(d / "op.json"), "--cloud-url", watch_bundle["url"],
-                                 "--model", "json", "--out", str(out), "--log", str(log),
-                                 *watch_bundle["clip"]], stderr=subprocess.DEVNULL, env=env)
+                                 str(b["video"]), "--switcher", str(b["sw"]), "--op",
+                                 str(b["op"]), "--cloud-url", b["url"], "--model", "json",
+                                 "--out", str(out), "--log", str(log), *b["clip"]],
+                                stderr=subprocess.DEVNULL, env=env)
         t_end = time.monotonic() + 180
         while time.monotonic() < t_end and proc.poll() is None and \
                 (not out.exists() or out.read_bytes().count(b"\n") < at):

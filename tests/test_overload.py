@@ -274,10 +274,12 @@ def test_many_clients_against_a_slow_server_some_shed_none_hang(bm_files, bm_mod
     ok_walls = np.array([r[2] for r in results if r[0] == 200])
     print(f"p99 shed {np.percentile(shed_walls, 99) * 1000:.1f} ms, "
           f"p99 accepted {np.percentile(ok_walls, 99) * 1000:.1f} ms")
-    # shed without queueing: the typical shed answer takes less than one model request (0.2 s)
-    # even on a loaded machine. Latency figures (p99 shed, accepted p99 against capacity) are
-    # the benchmark's (benchmarks/overload.py), not a test's: a shared CI machine is too noisy
-    assert np.percentile(shed_walls, 50) < 0.2
+    # shed without queueing: the typical shed answer comes in under half the typical accepted
+    # one (which waits its turn in the queue, 0.2 s a request). An ordering, not a time: on a
+    # loaded 2-core machine a shed answer took 0.33 s, over one model request. Latency figures
+    # (p99 shed, accepted p99 against capacity) are the benchmark's (benchmarks/overload.py)
+    assert np.median(shed_walls) < 0.5 * np.median(ok_walls), \
+        (np.median(shed_walls), np.median(ok_walls))
     assert metrics["edgeswitch_shed_total"] == ours and ours >= 20
     assert metrics["edgeswitch_batch_size_sum"] == statuses[200]  # shed ones never ran
 

@@ -78,13 +78,16 @@ def test_ray_engine_equals_local(corpus, bm_files, reference, tmp_path):
     assert records_equal(DMDRecords.from_parquet(out), reference)
 
 
-@pytest.mark.parametrize("point", ["startup", "third", "two_thirds"])
+# two points: before any part (the plan alone), and mid-run with parts to skip (a third and two
+# thirds were both here once: the same path, a Ray cluster and two runs more on the suite's
+# longest chain)
+@pytest.mark.parametrize("point", ["startup", "two_thirds"])
 def test_sigkill_then_resume_gives_the_uninterrupted_records(point, corpus, bm_files, reference,
                                                              tmp_path):
     """SIGKILL every process of the run (driver, raylet, workers) at a point, resume, compare."""
     out = tmp_path / "ray"
     cmd = _distill_cmd(corpus, bm_files, out, "--cloud", str(bm_files["cloud"]))
-    target = {"startup": 0, "third": SHARDS // 3, "two_thirds": 2 * SHARDS // 3}[point]
+    target = {"startup": 0, "two_thirds": 2 * SHARDS // 3}[point]
     with LoopbackNetns(nice=TEST_NICE) as ns:
         proc = subprocess.Popen(ns.wrap(cmd), env=ENV, stdout=subprocess.DEVNULL,
                                 stderr=subprocess.DEVNULL)
