@@ -78,9 +78,8 @@ def test_ray_engine_equals_local(corpus, bm_files, reference, tmp_path):
     assert records_equal(DMDRecords.from_parquet(out), reference)
 
 
-# two points: before any part (the plan alone), and mid-run with parts to skip (a third and two
-# thirds were both here once: the same path, a Ray cluster and two runs more on the suite's
-# longest chain)
+# two points: before any part is written (the plan alone), and mid-run with parts to skip
+# (every mid-run point takes that one path; each point costs a Ray cluster and two runs)
 @pytest.mark.parametrize("point", ["startup", "two_thirds"])
 def test_sigkill_then_resume_gives_the_uninterrupted_records(point, corpus, bm_files, reference,
                                                              tmp_path):
