@@ -181,7 +181,7 @@ def test_vlm_crop_and_size_narrow_what_leaves_the_device(fall, tmp_path):
         with FakeVLM() as vlm:
             assert main(["watch", str(video), "--cloud-url", vlm.url, "--model", "json",
                          "--confidence", "1.0", "--out", str(out), "--summary", str(metrics),
-                         *extra]) == 0
+                         "--stop-after", "8", *extra]) == 0  # 8 clips: 8 images each
             seen = list(vlm.seen)
         images = [Image.open(io.BytesIO(base64.b64decode(p["image_url"]["url"].split(",")[1])))
                   for body in seen for p in body["messages"][-1]["content"]
