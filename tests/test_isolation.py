@@ -305,8 +305,11 @@ def test_poison_burst_fails_only_the_poison_requests(real_server, bm_models, bas
         X[i, 5, i % X.shape[2]] = v
     expected = cloud.predict_proba(np.delete(X, list(bad), axis=0))
     batches = scrape(srv.url).get("edgeswitch_batch_size_count", 0)  # the module's server
+    # a connection per request: a thread starved for the server's 5 s keep-alive (a loaded
+    # machine) would send on one the server has just closed, and read a reset
     with httpx.Client(base_url=srv.url, timeout=30,
-                      limits=httpx.Limits(max_connections=200)) as client:
+                      limits=httpx.Limits(max_connections=200,
+                                          max_keepalive_connections=0)) as client:
         def send(i):
             return client.post("/v1/classify", json={"clips": encode_clips(X[i : i + 1])})
 
