@@ -4,6 +4,9 @@ answer an offload gets are known in advance, so many thresholds run at once.
 Clips of a stream go through the router in time order; a decision changes later states, so
 each threshold of a stream router is its own run (rows = threshold x stream, batched).
 A per-clip router carries nothing, and its whole path is one sort (`RankedPath`).
+A router's **twins** decide as it does at every step (the same trust and states: the same
+belief answering offloaded clips another way); one run labels the clips as each of them would,
+so a benchmark replays such routers once (`sweep_twins`, `run_streams_twins`).
 Used by the benchmark and `evaluate` (curves, operating points) and by the stream router's
 own fit on unlabelled pool streams (switcher.stream).
 """
@@ -33,18 +36,20 @@ def padded(streams: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
 def run_rows(router: Router, edge: ModelOutput, cloud: np.ndarray, answer: np.ndarray,
              idx: np.ndarray, valid: np.ndarray,
              decide: Callable[[np.ndarray, np.ndarray], np.ndarray],
-             seen: Callable[[np.ndarray, StreamState, Step, ModelOutput], None] | None = None
-             ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+             seen: Callable[[np.ndarray, StreamState, Step, ModelOutput], None] | None = None,
+             twins: Sequence[Router] = ()) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Rows of clips (`idx [R, L]`, each row one stream in time order) through `router`;
     `decide(trust, rows)` says which of the rows' current clips are offloaded. Offloaded clips
     are answered by `answer` and the cloud's own posterior (`cloud`) goes into the state.
     `seen(clips, state, step, edge)` sees every step (a stream switcher's training data).
-    Returns offloaded, label and trust, each `[R, L]` (undefined where not `valid`)."""
+    Returns offloaded `[R, L]`, the labels `[1 + len(twins), R, L]` (the router's, then each
+    twin's: see the module doc) and trust `[R, L]` (undefined where not `valid`)."""
     R, L = idx.shape
     k = edge.proba.shape[1]
     state = router.start(R, k)
+    answerers = (router, *twins)
     off = np.zeros((R, L), bool)
-    label = np.zeros((R, L), np.int64)
+    label = np.zeros((len(answerers), R, L), np.int64)
     trust = np.zeros((R, L))
     for t in range(L):
         rows = np.nonzero(valid[:, t])[0]
@@ -60,8 +65,10 @@ def run_rows(router: Router, edge: ModelOutput, cloud: np.ndarray, answer: np.nd
         o = np.asarray(decide(step.trust, rows), bool)
         off[rows, t], trust[rows, t] = o, step.trust
         after = router.observe(now, step, cloud[clips], o)
-        given = router.answer(step, after, answer[clips]).argmax(axis=1)
-        label[rows, t] = np.where(o, given, step.kept_label)
+        kept = step.kept_label
+        for a, r in enumerate(answerers):
+            given = r.answer(step, after, answer[clips]).argmax(axis=1)
+            label[a, rows, t] = np.where(o, given, kept)
         if every:   # a router returns a new state (it never writes into the one it reads)
             state = after
         else:
@@ -87,20 +94,32 @@ def sweep(router: Router, edge: ModelOutput, cloud: np.ndarray, answer: np.ndarr
     evaluation.curves). A stream router is run at `points` thresholds (quantiles of its trust
     with nothing offloaded, plus -inf and +inf), then at midpoints wherever two neighbouring
     thresholds' offload rates differ by more than `max_gap`, up to `refine` rounds."""
+    return sweep_twins(router, (), edge, cloud, answer, streams, seed, points, refine,
+                       max_gap)[0]
+
+
+def sweep_twins(router: Router, twins: Sequence[Router], edge: ModelOutput,
+                cloud: np.ndarray, answer: np.ndarray, streams: Sequence[np.ndarray],
+                seed: int = 0, points: int = 64, refine: int = 3, max_gap: float = 0.02
+                ) -> list[RankedPath | SweptPath]:
+    """`sweep` of the router and of each of its `twins` (see the module doc), from one run:
+    their paths, the router's first."""
     n = len(edge)
     answer_label = np.asarray(answer).argmax(axis=1)
-    if not router.stateful:
-        return RankedPath.from_scores(router.trust(edge), edge.label, answer_label, seed)
+    if not router.stateful:   # a per-clip router's twins answer as it does
+        path = RankedPath.from_scores(router.trust(edge), edge.label, answer_label, seed)
+        return [path] * (1 + len(twins))
     idx, valid = padded(streams)
     S = len(streams)
 
     def run(thresholds: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Offloaded `[m, n]` and labels `[1 + len(twins), m, n]` at these thresholds."""
         m = len(thresholds)
         th = np.repeat(thresholds, S)
         off, lab, _ = run_rows(router, edge, cloud, answer, np.tile(idx, (m, 1)),
                                np.tile(valid, (m, 1)),
-                               lambda trust, rows: trust < th[rows])
-        return _flat(n, idx, valid, off), _flat(n, idx, valid, lab)
+                               lambda trust, rows: trust < th[rows], twins=twins)
+        return _flat(n, idx, valid, off), np.stack([_flat(n, idx, valid, a) for a in lab])
 
     _, _, trust = run_rows(router, edge, cloud, answer, idx, valid,
                            lambda trust, rows: np.zeros(len(rows), bool))
@@ -117,8 +136,8 @@ def sweep(router: Router, edge: ModelOutput, cloud: np.ndarray, answer: np.ndarr
         new = (th[order][gaps] + th[order][gaps + 1]) / 2
         o2, l2 = run(new)
         th, off, lab = np.concatenate([th, new]), np.concatenate([off, o2]), \
-            np.concatenate([lab, l2])
-    return SweptPath(off, lab, th)
+            np.concatenate([lab, l2], axis=1)
+    return [SweptPath(off, a, th) for a in lab]
 
 
 def offload_rates(router: Router, edge: ModelOutput, cloud: np.ndarray, answer: np.ndarray,
@@ -144,10 +163,22 @@ def run_streams(router: Router, edge: ModelOutput, cloud: np.ndarray, answer: np
     at once: it must decide an array's clips one after another, as both do). Returns per
     clip `[n]`: offloaded, the answer, and the answer the router would have given had it kept
     the clip (a stream router's belief)."""
+    off, labels, kept = run_streams_twins(router, (), edge, cloud, answer, streams, decide)
+    return off, labels[0], kept
+
+
+def run_streams_twins(router: Router, twins: Sequence[Router], edge: ModelOutput,
+                      cloud: np.ndarray, answer: np.ndarray, streams: Sequence[np.ndarray],
+                      decide: Callable[[np.ndarray], np.ndarray]
+                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """`run_streams` of the router and of each of its `twins` (see the module doc), from one
+    run: the answers are `[1 + len(twins), n]`, the router's first."""
     n = len(edge)
-    if not router.stateful:
-        return _run_clips(router, edge, answer, streams, decide)
-    off, label, kept = np.zeros(n, bool), np.zeros(n, np.int64), np.zeros(n, np.int64)
+    if not router.stateful:   # a per-clip router's twins answer as it does
+        off, label, kept = _run_clips(router, edge, answer, streams, decide)
+        return off, np.stack([label] * (1 + len(twins))), kept
+    off, kept = np.zeros(n, bool), np.zeros(n, np.int64)
+    label = np.zeros((1 + len(twins), n), np.int64)
 
     def seen(clips, state, step, view) -> None:
         kept[clips] = step.kept_label
@@ -155,8 +186,8 @@ def run_streams(router: Router, edge: ModelOutput, cloud: np.ndarray, answer: np
     for s in streams:
         idx, valid = padded([s])
         o, lab, _ = run_rows(router, edge, cloud, answer, idx, valid,
-                             lambda trust, rows: decide(trust), seen)
-        off[s], label[s] = o[0, :len(s)], lab[0, :len(s)]
+                             lambda trust, rows: decide(trust), seen, twins)
+        off[s], label[:, s] = o[0, :len(s)], lab[:, 0, :len(s)]
     return off, label, kept
 
 
