@@ -21,7 +21,7 @@ from edgeswitch.switcher.sweep import (
     run_streams,
     run_streams_twins,
     sweep,
-    sweep_twins,
+    sweeps,
 )
 
 K = 3
@@ -108,12 +108,15 @@ def test_twins_replayed_once_give_what_each_gives_alone():
     fused /= fused.sum(axis=1, keepdims=True)
     router = BeliefRouter((0.02, 1.0), edge_weight=0.4, cloud_weight=2.0, alarm=(2,))
     twin = replace(router, answers="fusion")
-    paths = sweep_twins(router, [twin], edge, pc, fused, streams, points=12, refine=1)
-    for r, path in zip((router, twin), paths, strict=True):
-        alone = sweep(r, edge, pc, fused, streams, points=12, refine=1)
-        for key in ("offloaded", "label", "threshold"):
-            np.testing.assert_array_equal(getattr(path, key), getattr(alone, key))
-    assert not np.array_equal(paths[0].label, paths[1].label)
+    shuffled = [np.random.default_rng(i).permutation(s) for i, s in enumerate(streams)]
+    # two sets of streams side by side (a rowwise router), each router's paths in each
+    both = sweeps(router, [twin], edge, pc, fused, [streams, shuffled], points=12, refine=2)
+    for paths, s in zip(both, (streams, shuffled), strict=True):
+        for r, path in zip((router, twin), paths, strict=True):
+            alone = sweep(r, edge, pc, fused, s, points=12, refine=2)
+            for key in ("offloaded", "label", "threshold"):
+                np.testing.assert_array_equal(getattr(path, key), getattr(alone, key))
+    assert not np.array_equal(both[0][0].label, both[0][1].label)
     decide = lambda s: np.asarray(s) < 0.6  # noqa: E731
     off, labels, kept = run_streams_twins(router, [twin], edge, pc, fused, streams, decide)
     for r, label in zip((router, twin), labels, strict=True):
@@ -121,7 +124,7 @@ def test_twins_replayed_once_give_what_each_gives_alone():
         for a, b in ((off, o), (label, lab), (kept, k)):
             np.testing.assert_array_equal(a, b)
     # a per-clip router's twins answer as it does
-    clip = sweep_twins(MarginRouter(), [MarginRouter()], edge, pc, fused, streams)
+    (clip,) = sweeps(MarginRouter(), [MarginRouter()], edge, pc, fused, [streams])
     assert clip[0] is clip[1] and isinstance(clip[0], RankedPath)
 
 

@@ -47,7 +47,7 @@ from edgeswitch.switcher.select import (
 )
 from edgeswitch.switcher.stream import belief_router
 from edgeswitch.switcher.stream_fit import fit_belief, fit_belief_switcher, switcher_records
-from edgeswitch.switcher.sweep import run_streams_twins, sweep, sweep_twins
+from edgeswitch.switcher.sweep import run_streams_twins, sweep, sweeps
 
 EVAL_VERSION = 4   # bump when the evaluation changes, so stored fold figures are redone
 RATES = (0.1, 0.2, 0.35, 0.5)
@@ -321,7 +321,9 @@ def _score(e: Entry, o: FoldOutputs, f: _Fold, fusion: Fusion, oracle: dict, see
     twins = [t.router for t in e.twins]
     answer = {part: fusion.combine((e.test if part == "test" else e.calib).proba,
                                    f.cloud[part]) for part in ("calib", "test")}
-    paths = sweep_twins(e.router, twins, e.test, pc, answer["test"], f.streams["test"], seed)
+    # the test streams, and the control: the same streams, their clips shuffled
+    sets = [f.streams["test"], f.shuffled] if e.router.stateful else [f.streams["test"]]
+    paths, *shuffled = sweeps(e.router, twins, e.test, pc, answer["test"], sets, seed)
     kept = e.test.proba.argmax(axis=1)
     ans = answer["test"].argmax(axis=1)
     # random routing's expected area is the mean of its two ends (the chord)
@@ -331,9 +333,6 @@ def _score(e: Entry, o: FoldOutputs, f: _Fold, fusion: Fusion, oracle: dict, see
         y, f.cloud_acc, f.k)
     span = orc["auc"] - rand
     points = operating_points(e, o, f.cloud, answer, f.streams, y, cfg, o["macs"])
-    # the control: the same streams, their clips shuffled
-    shuffled = sweep_twins(e.router, twins, e.test, pc, answer["test"], f.shuffled, seed) \
-        if e.router.stateful else None
     for i, entry in enumerate((e, *e.twins)):
         m = router_metrics(paths[i], y, f.cloud_acc, f.k)
         m["oracle_gain_share"] = float((m["auc"] - rand) / span) if span > 1e-9 else None
@@ -341,8 +340,8 @@ def _score(e: Entry, o: FoldOutputs, f: _Fold, fusion: Fusion, oracle: dict, see
         m["answer_accuracy"] = float(np.mean(ans == y))
         name = entry.name if e.router.stateful else entry.name + suffix
         out["routers"][name] = m
-        if shuffled is not None:
-            out["shuffled"][name] = router_metrics(shuffled[i], y, f.cloud_acc, f.k)
+        if shuffled:
+            out["shuffled"][name] = router_metrics(shuffled[0][i], y, f.cloud_acc, f.k)
 
 
 def merge_tasks(cfg: RunConfig, parts: dict[str, dict]) -> dict:

@@ -95,6 +95,8 @@ class Router(ABC):
     name: str = "router"
     stateful: bool = True      # False: `step` reads nothing from the state (per-clip routers)
     regimes: int = 0           # the state's J (stream routers)
+    rowwise: bool = False      # a row's step does not depend on the rows stepped with it, bit
+                               # for bit (no BLAS product): separate runs may share one
 
     def start(self, n: int, k: int) -> StreamState:
         """The state of `n` fresh streams over `k` classes."""

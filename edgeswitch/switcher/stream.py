@@ -156,6 +156,7 @@ class BeliefRouter(Router):
                             f"{self.answers!r}")
 
     name = "belief"
+    rowwise = True   # elementwise math and reductions within a row (switcher.sweep)
 
     @property
     def regimes(self) -> int:  # type: ignore[override]
@@ -298,6 +299,10 @@ class BeliefSwitcherRouter(BeliefRouter):
     switcher: object = None   # a fitted switcher.base.Switcher
 
     name = "belief-switcher"
+
+    @property
+    def rowwise(self) -> bool:  # type: ignore[override]
+        return self.switcher is None or self.switcher.rowwise
 
     def step(self, state: StreamState, edge: ModelOutput) -> Step:
         s = super().step(state, edge)
