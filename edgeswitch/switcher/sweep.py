@@ -47,6 +47,7 @@ def run_rows(router: Router, edge: ModelOutput, cloud: np.ndarray, answer: np.nd
     R, L = idx.shape
     k = edge.proba.shape[1]
     state = router.start(R, k)
+    replay = router.replay(edge, cloud)
     answerers = (router, *twins)
     off = np.zeros((R, L), bool)
     label = np.zeros((len(answerers), R, L), np.int64)
@@ -58,13 +59,12 @@ def run_rows(router: Router, edge: ModelOutput, cloud: np.ndarray, answer: np.nd
         clips = idx[rows, t]
         every = len(rows) == R   # every row steps: the state itself, no copy in or out
         now = state if every else state.rows(rows)
-        view = ModelOutput(edge.proba[clips], edge.embedding[clips])
-        step = router.step(now, view)
+        step = replay.step(now, clips)
         if seen is not None:
-            seen(clips, now, step, view)
+            seen(clips, now, step, replay.view(clips))
         o = np.asarray(decide(step.trust, rows), bool)
         off[rows, t], trust[rows, t] = o, step.trust
-        after = router.observe(now, step, cloud[clips], o)
+        after = replay.observe(now, step, clips, o)
         kept = step.kept_label
         for a, r in enumerate(answerers):
             given = r.answer(step, after, answer[clips]).argmax(axis=1)
