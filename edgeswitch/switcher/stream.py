@@ -25,6 +25,7 @@ import numpy as np
 
 from edgeswitch.errors import DataError
 from edgeswitch.models.base import ModelOutput
+from edgeswitch.switcher.features import confidence
 from edgeswitch.switcher.files import load_json
 from edgeswitch.switcher.routers import Replay, Router, Step, StreamState, register
 
@@ -309,6 +310,8 @@ class BeliefReplay(Replay):
         self.edge_terms = router._edge_terms(edge.proba)
         self.cloud_terms = _terms(cloud, router.cloud_weights(), router.regime_weight)
         self.claims = router._claims(edge.proba)
+        # a stream switcher's confidence features are the edge's alone: once per clip
+        self.conf = confidence(edge.proba) if getattr(router, "switcher", None) else None
 
     def step(self, state: StreamState, clips: np.ndarray) -> Step:
         r = self.belief_router
@@ -317,7 +320,8 @@ class BeliefReplay(Replay):
                     self.edge_terms[1][clips], claim)
         if getattr(r, "switcher", None) is None:
             return s
-        return r._switched(state, s, self.view(clips), claim)  # a stream switcher's trust
+        return r._switched(state, s, self.view(clips), claim,  # a stream switcher's trust
+                           None if self.conf is None else self.conf[clips])
 
     def observe(self, state: StreamState, step: Step, clips: np.ndarray,
                 asked: np.ndarray) -> StreamState:
@@ -349,11 +353,12 @@ def state_features(state: StreamState, step: Step, edge: ModelOutput) -> np.ndar
     """`[n, 8]`: what a stream switcher reads of the state besides the edge's outputs
     (STATE_FEATURES): the belief's confidence, the age of the cloud's last answer, the edge's
     agreement with the belief and with that answer, and the memoryless regime's weight."""
-    post = np.exp(step.belief).sum(axis=1)
+    b = np.exp(step.belief)
+    post = b.sum(axis=1)
     belief_label = post.argmax(axis=1)
     edge_label = edge.proba.argmax(axis=1)
     age = np.where(np.isfinite(state.age), state.age, 1e3)
-    regimes = np.exp(step.belief).sum(axis=2)
+    regimes = b.sum(axis=2)
     return np.column_stack([
         margin(post), post.max(axis=1), np.log1p(np.minimum(age, 1e3)),
         belief_label == edge_label, regimes[:, -1],
@@ -381,11 +386,12 @@ class BeliefSwitcherRouter(BeliefRouter):
                               self._claims(edge.proba))
 
     def _switched(self, state: StreamState, step: Step, edge: ModelOutput,
-                  claim: np.ndarray | None) -> Step:
-        """The belief's step with the switcher's trust (alarm claims `claim` kept at ALARM)."""
+                  claim: np.ndarray | None, conf: np.ndarray | None = None) -> Step:
+        """The belief's step with the switcher's trust (alarm claims `claim` kept at ALARM;
+        `conf`: the clips' confidence features, where already computed)."""
         if self.switcher is None:
             return step
-        trust = self.switcher.trust(switcher_view(state, step, edge))
+        trust = self.switcher.trust(switcher_view(state, step, edge), conf)
         if claim is not None:
             trust = np.where(claim, ALARM, trust)
         return Step(trust, step.kept, step.belief)
