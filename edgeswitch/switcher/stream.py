@@ -84,7 +84,9 @@ def predict(belief: np.ndarray, switch: np.ndarray, regime_switch) -> np.ndarray
     k = b.shape[-1]
     b = (1 - switch) * b + switch * _sum_last(b) / k
     if b.shape[1] > 1:
-        b = (1 - regime_switch) * b + regime_switch * b.mean(axis=1, keepdims=True)
+        # b.mean(axis=1, keepdims=True), bit for bit, without its Python wrapper
+        mean = np.add.reduce(b, axis=1, keepdims=True) / b.shape[1]
+        b = (1 - regime_switch) * b + regime_switch * mean
     return np.log(np.maximum(b, 1e-300))
 
 
