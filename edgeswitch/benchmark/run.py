@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
 
@@ -178,8 +177,8 @@ def _evaluate_folds(cfg: RunConfig, todo: list, progress: bool):
                                evaluate_fold(cfg, outputs, fold.seed))
             bar.update()
     else:
-        with _one_thread_env(), ProcessPoolExecutor(n, mp_context=get_context("spawn"),
-                                                    initializer=_one_thread) as pool:
+        with ProcessPoolExecutor(n, mp_context=get_context("spawn"),
+                                 initializer=_one_thread) as pool:
             futures = {pool.submit(evaluate_task, cfg, item[1], item[0].seed, task): (item, task)
                        for task in fold_tasks(cfg) for item in todo}
             parts: dict[int, dict[str, dict]] = {}
@@ -194,34 +193,8 @@ def _evaluate_folds(cfg: RunConfig, todo: list, progress: bool):
     bar.close()
 
 
-# Thread pools a worker's libraries size from the environment when they load: numpy's and
-# scipy's OpenBLAS, scikit-learn's OpenMP. Left at one thread per core, two workers' tiny
-# BLAS calls (L-BFGS-B steps, switcher products) wait on each other's threads: the per-clip
-# tasks took 1.5-2x the CPU. Their figures are the same with one thread (checked bit for bit).
-_THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
-
-
-@contextmanager
-def _one_thread_env():
-    """The parent's environment says one thread while its workers start (a spawned process
-    reads it before importing numpy), then is restored."""
-    import os
-
-    saved = {k: os.environ.get(k) for k in _THREAD_VARS}
-    os.environ.update(dict.fromkeys(_THREAD_VARS, "1"))
-    try:
-        yield
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-
-
 def _one_thread() -> None:
-    """A worker process shares the cores with the others: one thread each (torch's pool,
-    which a worker sets itself; the BLAS and OpenMP pools: `_one_thread_env`)."""
+    """A worker process shares the cores with the others: one thread each."""
     import torch
 
     torch.set_num_threads(1)
