@@ -1,6 +1,8 @@
 """The stream router: its state, its fit without labels, and one evaluation path with the
 runtime (the benchmark's replay and the hybrid give the same decisions)."""
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -13,7 +15,14 @@ from edgeswitch.switcher.calibrate import OperatingPoint, calibrate_stream
 from edgeswitch.switcher.routers import MarginRouter
 from edgeswitch.switcher.stream import BeliefRouter
 from edgeswitch.switcher.stream_fit import fit_belief, replay_agreement, smoothed_teacher
-from edgeswitch.switcher.sweep import padded, run_rows, run_streams, sweep
+from edgeswitch.switcher.sweep import (
+    padded,
+    run_rows,
+    run_streams,
+    run_streams_twins,
+    sweep,
+    sweeps,
+)
 
 K = 3
 
@@ -88,6 +97,35 @@ def test_the_sweep_and_a_deployed_run_give_the_same_decisions_at_every_threshold
         o, l2, _ = run_streams(router, edge, pc, pc, streams,
                             lambda s, th=th: np.asarray(s) < th)
         assert np.array_equal(o, off) and np.array_equal(l2, lab)
+
+
+def test_twins_replayed_once_give_what_each_gives_alone():
+    """The belief answering offloaded clips by fusion decides as the belief does: one sweep
+    and one deployed run give each router's own paths and answers."""
+    edge, pc, y, sid, t = _streams()
+    streams = stream_lists(sid, t)
+    fused = edge.proba ** 2 * pc ** 0.1   # a fusion that trusts the edge: other answers
+    fused /= fused.sum(axis=1, keepdims=True)
+    router = BeliefRouter((0.02, 1.0), edge_weight=0.4, cloud_weight=2.0, alarm=(2,))
+    twin = replace(router, answers="fusion")
+    shuffled = [np.random.default_rng(i).permutation(s) for i, s in enumerate(streams)]
+    # two sets of streams side by side (a rowwise router), each router's paths in each
+    both = sweeps(router, [twin], edge, pc, fused, [streams, shuffled], points=12, refine=2)
+    for paths, s in zip(both, (streams, shuffled), strict=True):
+        for r, path in zip((router, twin), paths, strict=True):
+            alone = sweep(r, edge, pc, fused, s, points=12, refine=2)
+            for key in ("offloaded", "label", "threshold"):
+                np.testing.assert_array_equal(getattr(path, key), getattr(alone, key))
+    assert not np.array_equal(both[0][0].label, both[0][1].label)
+    decide = lambda s: np.asarray(s) < 0.6  # noqa: E731
+    off, labels, kept = run_streams_twins(router, [twin], edge, pc, fused, streams, decide)
+    for r, label in zip((router, twin), labels, strict=True):
+        o, lab, k = run_streams(r, edge, pc, fused, streams, decide)
+        for a, b in ((off, o), (label, lab), (kept, k)):
+            np.testing.assert_array_equal(a, b)
+    # a per-clip router's twins answer as it does
+    (clip,) = sweeps(MarginRouter(), [MarginRouter()], edge, pc, fused, [streams])
+    assert clip[0] is clip[1] and isinstance(clip[0], RankedPath)
 
 
 def test_the_state_carries_the_cloud_and_beats_per_clip_routing_where_the_activity_holds():

@@ -47,7 +47,7 @@ from edgeswitch.switcher.select import (
 )
 from edgeswitch.switcher.stream import belief_router
 from edgeswitch.switcher.stream_fit import fit_belief, fit_belief_switcher, switcher_records
-from edgeswitch.switcher.sweep import run_streams, sweep
+from edgeswitch.switcher.sweep import run_streams_twins, sweep, sweeps
 
 EVAL_VERSION = 4   # bump when the evaluation changes, so stored fold figures are redone
 RATES = (0.1, 0.2, 0.35, 0.5)
@@ -86,6 +86,8 @@ class Entry:
     calib: ModelOutput     # ... of the calibration clips
     macs: float            # device-side cost per clip (edge models + router), in the
                            # run's cost unit (MACs; recorded outputs: MACs, ms or none)
+    twins: tuple[Entry, ...] = ()   # entries whose routers decide as this one's, on the same
+                                    # views (switcher.sweep): scored from its replays
 
 
 def _records(o: FoldOutputs, views: int) -> tuple[ModelOutput, np.ndarray, np.ndarray]:
@@ -187,15 +189,19 @@ def stream_routers(cfg: RunConfig, o: FoldOutputs, fusion: Fusion, info: dict) -
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # a constant target warns; the figures show it
             routers[name] = fit_belief_switcher(routers["belief"], spec, records)
-    out = []
+    out = {}
     for name, r in routers.items():
         sw = getattr(r, "switcher", None)
         info[name] = {"family": "belief" if sw is None else f"belief+{sw.family}",
                       "switch": list(r.switch), "edge_weight": r.edge_weight,
                       "cloud_weight": r.cloud_weight, "answers": r.answers,
                       "fitted": name != "belief-unfitted"}
-        out.append(Entry(name, r, t, c, macs + (0 if sw is None else _router_cost(o, sw))))
-    return out
+        out[name] = Entry(name, r, t, c, macs + (0 if sw is None else _router_cost(o, sw)))
+    # the fusion-answers ablation is the fitted belief answering otherwise: its decisions are
+    # the belief's, so the belief's replays score it too (fold 0: 1.2 s of the stream task's
+    # 17 s CPU)
+    out["belief"] = replace(out["belief"], twins=(out.pop("belief-fusion-answers"),))
+    return list(out.values())
 
 
 def router_metrics(path, y: np.ndarray, cloud_acc: float, n_classes: int) -> dict:
@@ -208,10 +214,11 @@ def router_metrics(path, y: np.ndarray, cloud_acc: float, n_classes: int) -> dic
             "curve": [round(float(a), 5) for a in curve.accuracy]}
 
 
-def operating_point(e: Entry, o: FoldOutputs, cloud: dict, answer: dict, streams: dict,
-                    y: np.ndarray, cfg: RunConfig, macs: np.ndarray) -> dict:
+def operating_points(e: Entry, o: FoldOutputs, cloud: dict, answer: dict, streams: dict,
+                     y: np.ndarray, cfg: RunConfig, macs: np.ndarray) -> list[dict]:
     """The hybrid at the operating point calibrated on the fold's unlabelled calib streams,
-    met by the test streams as a device meets them."""
+    met by the test streams as a device meets them: `e`'s, then each twin's (the same point
+    and decisions, their own answers)."""
     c = cfg.calibration
     if e.router.stateful:
         op, _ = calibrate_stream(e.router, e.calib, cloud["calib"], answer["calib"],
@@ -219,12 +226,13 @@ def operating_point(e: Entry, o: FoldOutputs, cloud: dict, answer: dict, streams
     else:
         op = calibrate_offload(e.router.trust(e.calib), c.rate, c.adaptive, c.step)
     decide = op.controller().decide if op.adaptive else op.offload
-    off, pred, _ = run_streams(e.router, e.test, cloud["test"], answer["test"], streams["test"],
-                            decide)
+    off, preds, _ = run_streams_twins(e.router, [t.router for t in e.twins], e.test,
+                                      cloud["test"], answer["test"], streams["test"], decide)
     rate = float(off.mean())
-    return {"offload_rate": rate, "accuracy": float(np.mean(pred == y)),
-            "compute_vs_cloud": float((e.macs + rate * macs[1]) / macs[1]) if macs[1] > 0
-            else None}   # recorded outputs without costs
+    return [{"offload_rate": rate, "accuracy": float(np.mean(pred == y)),
+             "compute_vs_cloud": float((entry.macs + rate * macs[1]) / macs[1]) if macs[1] > 0
+             else None}   # recorded outputs without costs
+            for entry, pred in zip((e, *e.twins), preds, strict=True)]
 
 
 STREAM_TASK = "stream"
@@ -308,12 +316,15 @@ def evaluate_task(cfg: RunConfig, o: FoldOutputs, seed: int, task: str) -> dict:
 
 def _score(e: Entry, o: FoldOutputs, f: _Fold, fusion: Fusion, oracle: dict, seed: int,
            cfg: RunConfig, suffix: str, out: dict) -> None:
-    """One router's figures into `out` (and a stream router's shuffled control)."""
+    """The figures of a router and its twins into `out` (and a stream router's shuffled
+    control), each replay run once for them all."""
     y, pc = f.y, f.pc
+    twins = [t.router for t in e.twins]
     answer = {part: fusion.combine((e.test if part == "test" else e.calib).proba,
                                    f.cloud[part]) for part in ("calib", "test")}
-    m = router_metrics(sweep(e.router, e.test, pc, answer["test"], f.streams["test"], seed),
-                       y, f.cloud_acc, f.k)
+    # the test streams, and the control: the same streams, their clips shuffled
+    sets = [f.streams["test"], f.shuffled] if e.router.stateful else [f.streams["test"]]
+    paths, *shuffled = sweeps(e.router, twins, e.test, pc, answer["test"], sets, seed)
     kept = e.test.proba.argmax(axis=1)
     ans = answer["test"].argmax(axis=1)
     # random routing's expected area is the mean of its two ends (the chord)
@@ -322,14 +333,16 @@ def _score(e: Entry, o: FoldOutputs, f: _Fold, fusion: Fusion, oracle: dict, see
         sweep(OracleRouter(ans, y), e.test, pc, answer["test"], f.streams["test"], seed),
         y, f.cloud_acc, f.k)
     span = orc["auc"] - rand
-    m["oracle_gain_share"] = float((m["auc"] - rand) / span) if span > 1e-9 else None
-    m["operating_point"] = operating_point(e, o, f.cloud, answer, f.streams, y, cfg, o["macs"])
-    m["answer_accuracy"] = float(np.mean(ans == y))
-    name = e.name if e.router.stateful else e.name + suffix
-    out["routers"][name] = m
-    if e.router.stateful:  # the control: the same streams, their clips shuffled
-        path = sweep(e.router, e.test, pc, answer["test"], f.shuffled, seed)
-        out["shuffled"][name] = router_metrics(path, y, f.cloud_acc, f.k)
+    points = operating_points(e, o, f.cloud, answer, f.streams, y, cfg, o["macs"])
+    for i, entry in enumerate((e, *e.twins)):
+        m = router_metrics(paths[i], y, f.cloud_acc, f.k)
+        m["oracle_gain_share"] = float((m["auc"] - rand) / span) if span > 1e-9 else None
+        m["operating_point"] = points[i]
+        m["answer_accuracy"] = float(np.mean(ans == y))
+        name = entry.name if e.router.stateful else entry.name + suffix
+        out["routers"][name] = m
+        if shuffled:
+            out["shuffled"][name] = router_metrics(shuffled[0][i], y, f.cloud_acc, f.k)
 
 
 def merge_tasks(cfg: RunConfig, parts: dict[str, dict]) -> dict:

@@ -110,10 +110,11 @@ class Switcher:
         if not hasattr(self, "n_features_"):
             raise NotFittedError(f"switcher '{self.name}': call fit() before scoring")
 
-    def trust(self, edge: ModelOutput) -> np.ndarray:
-        """Predicted trust in the edge answer per clip, in [0, 1]: high means keep it."""
+    def trust(self, edge: ModelOutput, conf: np.ndarray | None = None) -> np.ndarray:
+        """Predicted trust in the edge answer per clip, in [0, 1]: high means keep it. `conf`:
+        the clips' confidence features, where already computed (switcher_features)."""
         self._check_fitted()
-        F = switcher_features(edge, tuple(self.features))
+        F = switcher_features(edge, tuple(self.features), conf)
         if F.shape[1] != self.n_features_:
             raise ModelError(f"switcher '{self.name}' was fitted on {self.n_features_} features, "
                              f"got {F.shape[1]} (different edge model or class count?)")

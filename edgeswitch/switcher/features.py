@@ -21,14 +21,16 @@ def confidence(proba: np.ndarray) -> np.ndarray:
     return np.stack([p_max, margin, ent], axis=1)
 
 
-def switcher_features(edge: ModelOutput, groups: tuple[str, ...] = FEATURE_GROUPS) -> np.ndarray:
-    """Concatenate the chosen feature groups into one float32 matrix `[n, F]`."""
+def switcher_features(edge: ModelOutput, groups: tuple[str, ...] = FEATURE_GROUPS,
+                      conf: np.ndarray | None = None) -> np.ndarray:
+    """Concatenate the chosen feature groups into one float32 matrix `[n, F]`. `conf`: the
+    clips' `confidence`, where already computed (a replay computes it once per clip)."""
     unknown = set(groups) - set(FEATURE_GROUPS)
     if unknown or not groups:
         raise DataError(f"unknown switcher feature groups {sorted(unknown)}; "
                         f"choose from {list(FEATURE_GROUPS)}")
-    parts = {"proba": edge.proba, "confidence": confidence(edge.proba),
-             "embedding": edge.embedding}
+    parts = {"proba": edge.proba, "embedding": edge.embedding,
+             "confidence": confidence(edge.proba) if conf is None else conf}
     return np.concatenate([parts[g] for g in groups], axis=1).astype(np.float32)
 
 

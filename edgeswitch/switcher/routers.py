@@ -95,6 +95,8 @@ class Router(ABC):
     name: str = "router"
     stateful: bool = True      # False: `step` reads nothing from the state (per-clip routers)
     regimes: int = 0           # the state's J (stream routers)
+    rowwise: bool = False      # a row's step does not depend on the rows stepped with it, bit
+                               # for bit (no BLAS product): separate runs may share one
 
     def start(self, n: int, k: int) -> StreamState:
         """The state of `n` fresh streams over `k` classes."""
@@ -127,6 +129,31 @@ class Router(ABC):
         asynchronous cloud answers after later clips were routed)."""
         return StreamState(state.belief, np.minimum(state.age, float(age)),
                            np.asarray(cloud).argmax(axis=1), state.seen)
+
+    def replay(self, edge: ModelOutput, cloud: np.ndarray) -> Replay:
+        """The router stepped over recorded outputs by clip index (switcher.sweep.run_rows).
+        A router may return its own, with what its steps read of each clip computed once for
+        the whole replay (a replay's cost is mostly numpy's fixed cost per call)."""
+        return Replay(self, edge, cloud)
+
+
+class Replay:
+    """A router over recorded outputs (`edge`, the cloud's posteriors `cloud`), its rows'
+    clips given by index: the router's own `step` and `observe` on those clips."""
+
+    def __init__(self, router: Router, edge: ModelOutput, cloud: np.ndarray) -> None:
+        self.router, self.edge, self.cloud = router, edge, cloud
+
+    def view(self, clips: np.ndarray) -> ModelOutput:
+        """The edge's outputs of these clips."""
+        return ModelOutput(self.edge.proba[clips], self.edge.embedding[clips])
+
+    def step(self, state: StreamState, clips: np.ndarray) -> Step:
+        return self.router.step(state, self.view(clips))
+
+    def observe(self, state: StreamState, step: Step, clips: np.ndarray,
+                asked: np.ndarray) -> StreamState:
+        return self.router.observe(state, step, self.cloud[clips], asked)
 
 
 class ClipRouter(Router):

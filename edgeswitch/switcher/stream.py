@@ -25,8 +25,9 @@ import numpy as np
 
 from edgeswitch.errors import DataError
 from edgeswitch.models.base import ModelOutput
+from edgeswitch.switcher.features import confidence
 from edgeswitch.switcher.files import load_json
-from edgeswitch.switcher.routers import Router, Step, StreamState, register
+from edgeswitch.switcher.routers import Replay, Router, Step, StreamState, register
 
 EPS = 1e-6
 MAX_WEIGHT = 50.0   # a cloud answer's largest weight (a fusion that trusts the cloud alone)
@@ -47,7 +48,8 @@ _ACROSS_ROWS = 1024
 
 def _across_rows(a: np.ndarray) -> np.ndarray:
     """The last axis first, contiguous: a reduction over axis 0 then runs along the rows."""
-    return np.ascontiguousarray(np.moveaxis(a, -1, 0))
+    return np.ascontiguousarray(a.transpose(a.ndim - 1, *range(a.ndim - 1)))  # moveaxis, less
+                                                                            # Python per call
 
 
 def _max_last(a: np.ndarray) -> np.ndarray:
@@ -82,13 +84,22 @@ def predict(belief: np.ndarray, switch: np.ndarray, regime_switch) -> np.ndarray
     k = b.shape[-1]
     b = (1 - switch) * b + switch * _sum_last(b) / k
     if b.shape[1] > 1:
-        b = (1 - regime_switch) * b + regime_switch * b.mean(axis=1, keepdims=True)
+        # b.mean(axis=1, keepdims=True), bit for bit, without its Python wrapper
+        mean = np.add.reduce(b, axis=1, keepdims=True) / b.shape[1]
+        b = (1 - regime_switch) * b + regime_switch * mean
     return np.log(np.maximum(b, 1e-300))
 
 
 def _lse(a: np.ndarray) -> np.ndarray:
-    m = _max_last(a)
-    return m + np.log(_sum_last(np.exp(a - m)))
+    """log-sum-exp over the last axis, keepdims. Across rows, the classes are moved first once
+    (the max and the sum of `_max_last` and `_sum_last` then read the same layout): the same
+    bits, in fewer numpy calls per step of a replay."""
+    if a.size < _ACROSS_ROWS or a.shape[-1] >= 8:
+        m = _max_last(a)
+        return m + np.log(_sum_last(np.exp(a - m)))
+    t = _across_rows(a)
+    m = t.max(axis=0)
+    return (m + np.log(np.exp(t - m).sum(axis=0)))[..., None]
 
 
 def evidence(belief: np.ndarray, proba: np.ndarray, weight, regime_weight=None) -> np.ndarray:
@@ -96,11 +107,7 @@ def evidence(belief: np.ndarray, proba: np.ndarray, weight, regime_weight=None) 
     takes it tempered by `weight` (broadcast against `[n, J, 1]`); the regimes are weighed by
     how well each predicted it, tempered by `regime_weight` (None: `weight`, the plain joint
     update)."""
-    col = lambda w: np.asarray(w, float).reshape(-1, 1, 1) if np.ndim(w) == 1 else w  # noqa: E731
-    lp = _log(proba)[:, None, :]
-    w = col(weight)
-    g = w if regime_weight is None else col(regime_weight)
-    return _update(belief, w * lp, g * lp)
+    return _update(belief, *_terms(proba, weight, regime_weight))
 
 
 def _update(belief: np.ndarray, activity: np.ndarray, regime: np.ndarray) -> np.ndarray:
@@ -111,6 +118,16 @@ def _update(belief: np.ndarray, activity: np.ndarray, regime: np.ndarray) -> np.
     fit = _lse(cls + regime)                              # how well each regime predicted it
     new = cls + activity
     return _normalised(mass + fit + new - _lse(new))
+
+
+def _terms(proba: np.ndarray, weight, regime_weight) -> tuple[np.ndarray, np.ndarray]:
+    """`evidence`'s two log-likelihoods for a posterior `proba [n, K]`: for the activity
+    (tempered by `weight`) and for the regimes (by `regime_weight`; None: `weight`)."""
+    col = lambda w: np.asarray(w, float).reshape(-1, 1, 1) if np.ndim(w) == 1 else w  # noqa: E731
+    lp = _log(proba)[:, None, :]
+    w = col(weight)
+    g = w if regime_weight is None else col(regime_weight)
+    return w * lp, g * lp
 
 
 def edge_step(belief: np.ndarray, proba: np.ndarray, switch: np.ndarray, regime_switch,
@@ -156,22 +173,41 @@ class BeliefRouter(Router):
                             f"{self.answers!r}")
 
     name = "belief"
+    rowwise = True   # elementwise math and reductions within a row (switcher.sweep)
 
     @property
     def regimes(self) -> int:  # type: ignore[override]
         return len(self.switch)
 
     def step(self, state: StreamState, edge: ModelOutput) -> Step:
-        lb = edge_step(state.belief, edge.proba, np.asarray(self.switch)[None, :, None],
-                       self.regime_switch, self.edge_weight, self.regime_weight)
+        return self._step(state, edge.proba, *self._edge_terms(edge.proba),
+                          self._claims(edge.proba))
+
+    def _edge_terms(self, proba: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The log-likelihoods an edge posterior adds as evidence (`edge_step`): for the
+        activity `[n, J, K]` and for the regimes (broadcast against it)."""
+        switch = np.asarray(self.switch)[None, :, None]
+        return _terms(proba, 1 - (1 - self.edge_weight) * (1 - switch), self.regime_weight)
+
+    def _claims(self, proba: np.ndarray) -> np.ndarray | None:
+        """`[n]`: the clips whose edge label is an alarm class (None: no alarm classes)."""
+        return np.isin(proba.argmax(axis=1), self.alarm) if self.alarm else None
+
+    def _step(self, state: StreamState, proba: np.ndarray, activity: np.ndarray,
+              regime: np.ndarray, claim: np.ndarray | None) -> Step:
+        """`step` from the clips' evidence terms (`_edge_terms`) and alarm claims."""
+        lb = _update(predict(state.belief, np.asarray(self.switch)[None, :, None],
+                             self.regime_switch), activity, regime)
         post = np.exp(lb).sum(axis=1)
         trust = margin(post)
         kept = post
-        if self.alarm:
-            claim = np.isin(edge.proba.argmax(axis=1), self.alarm)
+        if claim is not None:
             trust = np.where(claim, ALARM, trust)
-            kept = np.where(claim[:, None], edge.proba, post)
+            kept = np.where(claim[:, None], proba, post)
         return Step(trust, kept, lb)
+
+    def replay(self, edge: ModelOutput, cloud: np.ndarray) -> BeliefReplay:
+        return BeliefReplay(self, edge, cloud)
 
     def cloud_weights(self) -> np.ndarray:
         """`[1, J, 1]`: a cloud answer's weight in each regime. In the memoryless one (switch
@@ -192,9 +228,9 @@ class BeliefRouter(Router):
         out = super().observe(state, step, cloud, asked)
         if cloud is not None and np.any(asked):
             a = np.asarray(asked)
-            out.belief = step.belief.copy()
-            out.belief[a] = evidence(step.belief[a], np.asarray(cloud)[a],
-                                     self.cloud_weights(), self.regime_weight)
+            out.belief = _told(step.belief, a, *_terms(np.asarray(cloud)[a],
+                                                       self.cloud_weights(),
+                                                       self.regime_weight))
         return out
 
     def late(self, state: StreamState, cloud: np.ndarray, age: int) -> StreamState:
@@ -256,6 +292,49 @@ class BeliefRouter(Router):
         return load_json(path, "router", lambda d: cls.from_dict(d, tuple(classes)))
 
 
+def _told(belief: np.ndarray, asked: np.ndarray, activity: np.ndarray,
+          regime: np.ndarray) -> np.ndarray:
+    """The belief with the cloud's answers (their evidence terms, `_terms`) in the `asked`
+    rows."""
+    out = belief.copy()
+    out[asked] = _update(belief[asked], activity, regime)
+    return out
+
+
+class BeliefReplay(Replay):
+    """A belief router's replay (Router.replay): every clip's evidence terms, edge and cloud,
+    and alarm claims computed once (elementwise, so a row's are the bits its step computes)
+    and gathered by clip at each step."""
+
+    def __init__(self, router: BeliefRouter, edge: ModelOutput, cloud: np.ndarray) -> None:
+        super().__init__(router, edge, cloud)
+        self.belief_router = router
+        self.edge_terms = router._edge_terms(edge.proba)
+        self.cloud_terms = _terms(cloud, router.cloud_weights(), router.regime_weight)
+        self.claims = router._claims(edge.proba)
+        # a stream switcher's confidence features are the edge's alone: once per clip
+        self.conf = confidence(edge.proba) if getattr(router, "switcher", None) else None
+
+    def step(self, state: StreamState, clips: np.ndarray) -> Step:
+        r = self.belief_router
+        claim = None if self.claims is None else self.claims[clips]
+        s = r._step(state, self.edge.proba[clips], self.edge_terms[0][clips],
+                    self.edge_terms[1][clips], claim)
+        if getattr(r, "switcher", None) is None:
+            return s
+        return r._switched(state, s, self.view(clips), claim,  # a stream switcher's trust
+                           None if self.conf is None else self.conf[clips])
+
+    def observe(self, state: StreamState, step: Step, clips: np.ndarray,
+                asked: np.ndarray) -> StreamState:
+        out = Router.observe(self.router, state, step, self.cloud[clips], asked)
+        if np.any(asked):
+            c = clips[asked]
+            out.belief = _told(step.belief, asked, self.cloud_terms[0][c],
+                               self.cloud_terms[1][c])
+        return out
+
+
 def belief_router(sc, classes: tuple[str, ...], fusion_weight: float | None = None
                   ) -> BeliefRouter:
     """The belief router of a `[stream]` config table (edgeswitch.config.StreamConfig) for an
@@ -276,11 +355,12 @@ def state_features(state: StreamState, step: Step, edge: ModelOutput) -> np.ndar
     """`[n, 8]`: what a stream switcher reads of the state besides the edge's outputs
     (STATE_FEATURES): the belief's confidence, the age of the cloud's last answer, the edge's
     agreement with the belief and with that answer, and the memoryless regime's weight."""
-    post = np.exp(step.belief).sum(axis=1)
+    b = np.exp(step.belief)
+    post = b.sum(axis=1)
     belief_label = post.argmax(axis=1)
     edge_label = edge.proba.argmax(axis=1)
     age = np.where(np.isfinite(state.age), state.age, 1e3)
-    regimes = np.exp(step.belief).sum(axis=2)
+    regimes = b.sum(axis=2)
     return np.column_stack([
         margin(post), post.max(axis=1), np.log1p(np.minimum(age, 1e3)),
         belief_label == edge_label, regimes[:, -1],
@@ -299,14 +379,24 @@ class BeliefSwitcherRouter(BeliefRouter):
 
     name = "belief-switcher"
 
+    @property
+    def rowwise(self) -> bool:  # type: ignore[override]
+        return self.switcher is None or self.switcher.rowwise
+
     def step(self, state: StreamState, edge: ModelOutput) -> Step:
-        s = super().step(state, edge)
+        return self._switched(state, super().step(state, edge), edge,
+                              self._claims(edge.proba))
+
+    def _switched(self, state: StreamState, step: Step, edge: ModelOutput,
+                  claim: np.ndarray | None, conf: np.ndarray | None = None) -> Step:
+        """The belief's step with the switcher's trust (alarm claims `claim` kept at ALARM;
+        `conf`: the clips' confidence features, where already computed)."""
         if self.switcher is None:
-            return s
-        trust = self.switcher.trust(switcher_view(state, s, edge))
-        if self.alarm:
-            trust = np.where(np.isin(edge.proba.argmax(axis=1), self.alarm), ALARM, trust)
-        return Step(trust, s.kept, s.belief)
+            return step
+        trust = self.switcher.trust(switcher_view(state, step, edge), conf)
+        if claim is not None:
+            trust = np.where(claim, ALARM, trust)
+        return Step(trust, step.kept, step.belief)
 
 
 def switcher_view(state: StreamState, step: Step, edge: ModelOutput) -> ModelOutput:

@@ -4,6 +4,9 @@ answer an offload gets are known in advance, so many thresholds run at once.
 Clips of a stream go through the router in time order; a decision changes later states, so
 each threshold of a stream router is its own run (rows = threshold x stream, batched).
 A per-clip router carries nothing, and its whole path is one sort (`RankedPath`).
+A router's **twins** decide as it does at every step (the same trust and states: the same
+belief answering offloaded clips another way); one run labels the clips as each of them would,
+so a benchmark replays such routers once (`sweeps`, `run_streams_twins`).
 Used by the benchmark and `evaluate` (curves, operating points) and by the stream router's
 own fit on unlabelled pool streams (switcher.stream).
 """
@@ -33,18 +36,21 @@ def padded(streams: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
 def run_rows(router: Router, edge: ModelOutput, cloud: np.ndarray, answer: np.ndarray,
              idx: np.ndarray, valid: np.ndarray,
              decide: Callable[[np.ndarray, np.ndarray], np.ndarray],
-             seen: Callable[[np.ndarray, StreamState, Step, ModelOutput], None] | None = None
-             ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+             seen: Callable[[np.ndarray, StreamState, Step, ModelOutput], None] | None = None,
+             twins: Sequence[Router] = ()) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Rows of clips (`idx [R, L]`, each row one stream in time order) through `router`;
     `decide(trust, rows)` says which of the rows' current clips are offloaded. Offloaded clips
     are answered by `answer` and the cloud's own posterior (`cloud`) goes into the state.
     `seen(clips, state, step, edge)` sees every step (a stream switcher's training data).
-    Returns offloaded, label and trust, each `[R, L]` (undefined where not `valid`)."""
+    Returns offloaded `[R, L]`, the labels `[1 + len(twins), R, L]` (the router's, then each
+    twin's: see the module doc) and trust `[R, L]` (undefined where not `valid`)."""
     R, L = idx.shape
     k = edge.proba.shape[1]
     state = router.start(R, k)
+    replay = router.replay(edge, cloud)
+    answerers = (router, *twins)
     off = np.zeros((R, L), bool)
-    label = np.zeros((R, L), np.int64)
+    label = np.zeros((len(answerers), R, L), np.int64)
     trust = np.zeros((R, L))
     for t in range(L):
         rows = np.nonzero(valid[:, t])[0]
@@ -53,15 +59,16 @@ def run_rows(router: Router, edge: ModelOutput, cloud: np.ndarray, answer: np.nd
         clips = idx[rows, t]
         every = len(rows) == R   # every row steps: the state itself, no copy in or out
         now = state if every else state.rows(rows)
-        view = ModelOutput(edge.proba[clips], edge.embedding[clips])
-        step = router.step(now, view)
+        step = replay.step(now, clips)
         if seen is not None:
-            seen(clips, now, step, view)
+            seen(clips, now, step, replay.view(clips))
         o = np.asarray(decide(step.trust, rows), bool)
         off[rows, t], trust[rows, t] = o, step.trust
-        after = router.observe(now, step, cloud[clips], o)
-        given = router.answer(step, after, answer[clips]).argmax(axis=1)
-        label[rows, t] = np.where(o, given, step.kept_label)
+        after = replay.observe(now, step, clips, o)
+        kept = step.kept_label
+        for a, r in enumerate(answerers):
+            given = r.answer(step, after, answer[clips]).argmax(axis=1)
+            label[a, rows, t] = np.where(o, given, kept)
         if every:   # a router returns a new state (it never writes into the one it reads)
             state = after
         else:
@@ -87,38 +94,84 @@ def sweep(router: Router, edge: ModelOutput, cloud: np.ndarray, answer: np.ndarr
     evaluation.curves). A stream router is run at `points` thresholds (quantiles of its trust
     with nothing offloaded, plus -inf and +inf), then at midpoints wherever two neighbouring
     thresholds' offload rates differ by more than `max_gap`, up to `refine` rounds."""
-    n = len(edge)
+    return sweeps(router, (), edge, cloud, answer, [streams], seed, points, refine,
+                  max_gap)[0][0]
+
+
+def sweeps(router: Router, twins: Sequence[Router], edge: ModelOutput, cloud: np.ndarray,
+           answer: np.ndarray, stream_sets: Sequence[Sequence[np.ndarray]], seed: int = 0,
+           points: int = 64, refine: int = 3, max_gap: float = 0.02
+           ) -> list[list[RankedPath | SweptPath]]:
+    """`sweep` over each of `stream_sets` of the router and of each of its `twins` (see the
+    module doc): per set, their paths (the router's first). A `rowwise` router runs the sets
+    side by side, as rows of the same runs (a replay's cost is mostly numpy's fixed cost per
+    step, whatever the rows); any other runs each set alone (a BLAS product's bits depend on
+    its batch)."""
     answer_label = np.asarray(answer).argmax(axis=1)
-    if not router.stateful:
-        return RankedPath.from_scores(router.trust(edge), edge.label, answer_label, seed)
-    idx, valid = padded(streams)
-    S = len(streams)
+    if not router.stateful:   # a per-clip router's twins answer as it does
+        path = RankedPath.from_scores(router.trust(edge), edge.label, answer_label, seed)
+        return [[path] * (1 + len(twins)) for _ in stream_sets]
+    if len(stream_sets) > 1 and not router.rowwise:
+        return [sweeps(router, twins, edge, cloud, answer, [s], seed, points, refine,
+                       max_gap)[0] for s in stream_sets]
+    n = len(edge)
+    pads = [padded(s) for s in stream_sets]
 
-    def run(thresholds: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        m = len(thresholds)
-        th = np.repeat(thresholds, S)
-        off, lab, _ = run_rows(router, edge, cloud, answer, np.tile(idx, (m, 1)),
-                               np.tile(valid, (m, 1)),
-                               lambda trust, rows: trust < th[rows])
-        return _flat(n, idx, valid, off), _flat(n, idx, valid, lab)
+    def run(sets: list[int], ths: list[np.ndarray]) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Each set of `sets` at its thresholds, in one run: offloaded `[m, n]` and labels
+        `[1 + len(twins), m, n]`."""
+        rows = _side_by_side(router, twins, edge, cloud, answer, [pads[i] for i in sets], ths)
+        return [(_flat(n, *pads[i], off), np.stack([_flat(n, *pads[i], a) for a in lab]))
+                for i, (off, lab, _) in zip(sets, rows, strict=True)]
 
-    _, _, trust = run_rows(router, edge, cloud, answer, idx, valid,
-                           lambda trust, rows: np.zeros(len(rows), bool))
-    levels = np.unique(np.quantile(trust[valid], np.linspace(0, 1, points)))
-    th = np.concatenate([[-np.inf], levels, [np.inf]])
-    off, lab = run(th)
+    everything = list(range(len(pads)))
+    nothing = _side_by_side(router, twins, edge, cloud, answer, pads,
+                            [np.asarray([-np.inf])] * len(pads))   # the trust, none offloaded
+    ths = []
+    for (_, valid), (_, _, trust) in zip(pads, nothing, strict=True):
+        levels = np.unique(np.quantile(trust[valid], np.linspace(0, 1, points)))
+        ths.append(np.concatenate([[-np.inf], levels, [np.inf]]))
+    offs, labs = (list(a) for a in zip(*run(everything, ths), strict=True))
     for _ in range(refine):
-        order = np.argsort(th)
-        rates = off[order].mean(axis=1)
-        finite = np.isfinite(th[order][:-1]) & np.isfinite(th[order][1:])
-        gaps = np.nonzero((np.diff(rates) > max_gap) & finite)[0]
-        if not len(gaps):
+        news = {i: _midpoints(ths[i], offs[i], max_gap) for i in everything}
+        todo = [i for i in everything if len(news[i])]
+        if not todo:
             break
-        new = (th[order][gaps] + th[order][gaps + 1]) / 2
-        o2, l2 = run(new)
-        th, off, lab = np.concatenate([th, new]), np.concatenate([off, o2]), \
-            np.concatenate([lab, l2])
-    return SweptPath(off, lab, th)
+        for i, (o2, l2) in zip(todo, run(todo, [news[i] for i in todo]), strict=True):
+            ths[i], offs[i] = np.concatenate([ths[i], news[i]]), np.concatenate([offs[i], o2])
+            labs[i] = np.concatenate([labs[i], l2], axis=1)
+    return [[SweptPath(off, a, th) for a in lab] for th, off, lab in zip(ths, offs, labs,
+                                                                         strict=True)]
+
+
+def _midpoints(th: np.ndarray, off: np.ndarray, max_gap: float) -> np.ndarray:
+    """Thresholds halfway between neighbours whose offload rates differ by over `max_gap`."""
+    order = np.argsort(th)
+    rates = off[order].mean(axis=1)
+    finite = np.isfinite(th[order][:-1]) & np.isfinite(th[order][1:])
+    gaps = np.nonzero((np.diff(rates) > max_gap) & finite)[0]
+    return (th[order][gaps] + th[order][gaps + 1]) / 2
+
+
+def _side_by_side(router: Router, twins: Sequence[Router], edge: ModelOutput,
+                  cloud: np.ndarray, answer: np.ndarray,
+                  pads: list[tuple[np.ndarray, np.ndarray]], ths: list[np.ndarray]
+                  ) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Each padded set of streams (`pads`) at its thresholds (rows = threshold x stream), all
+    in one `run_rows`: per set, its rows' offloaded, labels and trust as `run_rows` gives
+    them."""
+    L = max(idx.shape[1] for idx, _ in pads)
+    wide = lambda a, m: np.tile(np.pad(a, ((0, 0), (0, L - a.shape[1]))), (m, 1))  # noqa: E731
+    idx = np.vstack([wide(i, len(th)) for (i, _), th in zip(pads, ths, strict=True)])
+    valid = np.vstack([wide(v, len(th)) for (_, v), th in zip(pads, ths, strict=True)])
+    row_th = np.concatenate([np.repeat(th, len(i)) for (i, _), th in zip(pads, ths,
+                                                                         strict=True)])
+    off, lab, trust = run_rows(router, edge, cloud, answer, idx, valid,
+                               lambda t, rows: t < row_th[rows], twins=twins)
+    cuts = np.cumsum([len(th) * len(i) for (i, _), th in zip(pads, ths, strict=True)])[:-1]
+    return [(o[:, :i.shape[1]], a[:, :, :i.shape[1]], t[:, :i.shape[1]])
+            for (i, _), o, a, t in zip(pads, np.split(off, cuts), np.split(lab, cuts, axis=1),
+                                       np.split(trust, cuts), strict=True)]
 
 
 def offload_rates(router: Router, edge: ModelOutput, cloud: np.ndarray, answer: np.ndarray,
@@ -144,10 +197,22 @@ def run_streams(router: Router, edge: ModelOutput, cloud: np.ndarray, answer: np
     at once: it must decide an array's clips one after another, as both do). Returns per
     clip `[n]`: offloaded, the answer, and the answer the router would have given had it kept
     the clip (a stream router's belief)."""
+    off, labels, kept = run_streams_twins(router, (), edge, cloud, answer, streams, decide)
+    return off, labels[0], kept
+
+
+def run_streams_twins(router: Router, twins: Sequence[Router], edge: ModelOutput,
+                      cloud: np.ndarray, answer: np.ndarray, streams: Sequence[np.ndarray],
+                      decide: Callable[[np.ndarray], np.ndarray]
+                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """`run_streams` of the router and of each of its `twins` (see the module doc), from one
+    run: the answers are `[1 + len(twins), n]`, the router's first."""
     n = len(edge)
-    if not router.stateful:
-        return _run_clips(router, edge, answer, streams, decide)
-    off, label, kept = np.zeros(n, bool), np.zeros(n, np.int64), np.zeros(n, np.int64)
+    if not router.stateful:   # a per-clip router's twins answer as it does
+        off, label, kept = _run_clips(router, edge, answer, streams, decide)
+        return off, np.stack([label] * (1 + len(twins))), kept
+    off, kept = np.zeros(n, bool), np.zeros(n, np.int64)
+    label = np.zeros((1 + len(twins), n), np.int64)
 
     def seen(clips, state, step, view) -> None:
         kept[clips] = step.kept_label
@@ -155,8 +220,8 @@ def run_streams(router: Router, edge: ModelOutput, cloud: np.ndarray, answer: np
     for s in streams:
         idx, valid = padded([s])
         o, lab, _ = run_rows(router, edge, cloud, answer, idx, valid,
-                             lambda trust, rows: decide(trust), seen)
-        off[s], label[s] = o[0, :len(s)], lab[0, :len(s)]
+                             lambda trust, rows: decide(trust), seen, twins)
+        off[s], label[:, s] = o[0, :len(s)], lab[:, 0, :len(s)]
     return off, label, kept
 
 

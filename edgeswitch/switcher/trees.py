@@ -65,11 +65,13 @@ class TreeSwitcher(Switcher):
     def _trust(self, F: np.ndarray) -> np.ndarray:
         F = F.astype(np.float64)
         node = np.broadcast_to(self.roots_, (len(F), len(self.roots_))).copy()
-        rows = np.arange(len(F))[:, None]
+        # each clip's feature by flat index: `take` on 1-D arrays gathers the same values as
+        # `F[rows, feature]` in about half the time (a stream switcher scores every step)
+        flat, start = F.ravel(), (np.arange(len(F)) * F.shape[1])[:, None]
         for _ in range(self.depth + 1):
-            go_left = F[rows, self.feature_[node]] <= self.threshold_[node]
-            node = np.where(go_left, self.left_[node], self.right_[node])
-        return np.clip(float(self.base_) + self.value_[node].sum(axis=1), 0.0, 1.0)
+            go_left = flat.take(start + self.feature_.take(node)) <= self.threshold_.take(node)
+            node = np.where(go_left, self.left_.take(node), self.right_.take(node))
+        return np.clip(float(self.base_) + self.value_.take(node).sum(axis=1), 0.0, 1.0)
 
     @property
     def macs(self) -> int:
