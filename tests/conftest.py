@@ -11,8 +11,8 @@ Adding tests (a new router, a new module): nothing to do, unless they
 - start Ray: mark them `@pytest.mark.ray` (and slow); a `ray` test joins the xdist group
   "ray", run one after another by one worker (each cluster is ~1.4 GB and several
   processes, and its start-up is what a busy machine slows most), unless it names a group of
-  its own: the Ray fuzz test, as long as all the others together, runs in "ray-fuzz" beside
-  them (two clusters at most);
+  its own: the two Ray Serve runs (the fuzz run and the service API tests, each a pytest run
+  of its own) are "ray-serve", beside Ray's DMD tests (two clusters at most);
 - cannot share the machine with each other for another reason: give them one group,
   `@pytest.mark.xdist_group("NAME")`;
 - need an expensive artefact that is the same for every worker (trained models): compute it

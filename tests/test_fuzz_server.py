@@ -299,7 +299,7 @@ def test_schemathesis_against_a_real_server(case, live_server):
 
 
 @pytest.mark.ray
-@pytest.mark.xdist_group("ray-fuzz")  # beside the other Ray tests (tests/conftest.py)
+@pytest.mark.xdist_group("ray-serve")  # beside the other Ray tests (tests/conftest.py)
 @pytest.mark.timeout(2400)  # a pytest run of its own inside (subprocess timeout 1800 s)
 def test_fuzz_on_ray_serve():
     """This file's test against `serve-cloud --server ray`, 300 requests, and the poison burst

@@ -175,6 +175,7 @@ def _summary(r: subprocess.CompletedProcess) -> str:
         r.stderr[-2000:]
 
 
+@pytest.mark.xdist_group("ray-serve")  # after the Ray fuzz run, beside Ray's DMD tests
 @pytest.mark.timeout(1800)  # a pytest run of its own inside (subprocess timeout 900 s)
 def test_service_api_tests_pass_on_ray_serve():
     """tests/test_service.py, unchanged, against `serve-cloud --server ray`."""
