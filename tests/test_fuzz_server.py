@@ -7,7 +7,7 @@ in-process model's probabilities and every poison clip a 422; afterwards a good 
 gets them.
 
 `EDGESWITCH_FUZZ_REQUESTS` sets the count (5,000 by default: each of its 14 kinds of request
-300 times or more; hypothesis draws the same ones every run); tests/test_ray.py-style: the
+about 300 times or more; hypothesis draws the same ones every run); tests/test_ray.py-style: the
 Ray Serve run is `test_fuzz_on_ray_serve`, this file inside a loopback-only namespace.
 """
 
