@@ -95,7 +95,9 @@ def test_the_page_follows_a_classify_run(bm_files, basicmotions, tmp_path):
     dash, url = _start_dashboard(log, tmp_path / "dashboard.err")
     classify = None
     try:
-        with ServerProcess(b["cloud"], token=token, faults=("sleep:0.1", "http500@0.15")) \
+        # each cloud answer 0.3 s late: the run lasts long enough to see the page follow it
+        # three times or more, also on a loaded machine (at 0.1 s one run saw it once)
+        with ServerProcess(b["cloud"], token=token, faults=("sleep:0.3", "http500@0.15")) \
                 as server, sync_playwright() as pw:
             browser = pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
             page = browser.new_page(viewport={"width": 1280, "height": 900})
