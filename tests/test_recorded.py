@@ -325,3 +325,33 @@ def test_folds_as_tasks_on_processes_write_the_fold_files_of_one_process(tmp_pat
         other = tmp_path / "p2" / path.relative_to(tmp_path / "p1")
         assert path.read_text() == other.read_text()
         assert json.loads(path.read_text())["result"]["shuffled"]   # stream routers ran
+
+
+def _worker_threads() -> dict:
+    import os
+
+    import torch
+
+    return {"torch": torch.get_num_threads()} | {k: os.environ.get(k) for k in _THREAD_VARS}
+
+
+_THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+@pytest.mark.slow
+def test_stage2_workers_start_with_one_thread_per_pool_and_the_parent_is_left_as_it_was(
+        monkeypatch):
+    """Two workers on two cores, each with a BLAS thread per core, had each worker's small BLAS
+    calls wait on cores the other held. Each worker the pool spawns (as work is submitted)
+    starts with one thread in torch's pool and an environment that sizes BLAS's and OpenMP's
+    pools at one when they load; the parent's environment is restored afterwards."""
+    from edgeswitch.benchmark.run import worker_pool
+
+    monkeypatch.setenv("OMP_NUM_THREADS", "4")
+    monkeypatch.delenv("OPENBLAS_NUM_THREADS", raising=False)
+    with worker_pool(2) as pool:
+        seen = [f.result() for f in [pool.submit(_worker_threads) for _ in range(4)]]
+    assert seen == [{"torch": 1} | dict.fromkeys(_THREAD_VARS, "1")] * 4
+    import os
+
+    assert os.environ["OMP_NUM_THREADS"] == "4" and "OPENBLAS_NUM_THREADS" not in os.environ

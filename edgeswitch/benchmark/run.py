@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
 
@@ -163,8 +164,7 @@ def _evaluate_folds(cfg: RunConfig, todo: list, progress: bool):
     its tasks (`fold_tasks`), the costliest kind first for every fold, so the processes end
     close together (five folds on two processes would otherwise take three rounds)."""
     import os
-    from concurrent.futures import ProcessPoolExecutor, as_completed
-    from multiprocessing import get_context
+    from concurrent.futures import as_completed
 
     from tqdm.auto import tqdm
 
@@ -177,8 +177,7 @@ def _evaluate_folds(cfg: RunConfig, todo: list, progress: bool):
                                evaluate_fold(cfg, outputs, fold.seed))
             bar.update()
     else:
-        with ProcessPoolExecutor(n, mp_context=get_context("spawn"),
-                                 initializer=_one_thread) as pool:
+        with worker_pool(n) as pool:
             futures = {pool.submit(evaluate_task, cfg, item[1], item[0].seed, task): (item, task)
                        for task in fold_tasks(cfg) for item in todo}
             parts: dict[int, dict[str, dict]] = {}
@@ -193,8 +192,40 @@ def _evaluate_folds(cfg: RunConfig, todo: list, progress: bool):
     bar.close()
 
 
+# Thread pools a worker's libraries size from the environment when they load: numpy's and
+# scipy's OpenBLAS, scikit-learn's OpenMP. Left at one thread per core, each worker's small BLAS
+# calls (L-BFGS-B steps, switcher products) hand work to threads that wait for a core the other
+# worker holds: a per-clip task took 1.3-1.5x the CPU. The figures are the same with one thread
+# (checked bit for bit).
+_THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+@contextmanager
+def worker_pool(n: int):
+    """`n` stage-2 worker processes with one thread in every pool (torch's, BLAS's, OpenMP's).
+    The parent's environment says one thread for as long as the pool is open: a spawned
+    process reads it before it imports numpy, and the executor spawns its workers as work
+    is submitted."""
+    import os
+    from concurrent.futures import ProcessPoolExecutor
+    from multiprocessing import get_context
+
+    saved = {k: os.environ.get(k) for k in _THREAD_VARS}
+    os.environ.update(dict.fromkeys(_THREAD_VARS, "1"))
+    try:
+        with ProcessPoolExecutor(n, mp_context=get_context("spawn"),
+                                 initializer=_one_thread) as pool:
+            yield pool
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
 def _one_thread() -> None:
-    """A worker process shares the cores with the others: one thread each."""
+    """torch's pool, which a worker sets itself (the others: `worker_pool`)."""
     import torch
 
     torch.set_num_threads(1)
