@@ -11,16 +11,30 @@ from edgeswitch.data.clips import stream_lists
 from edgeswitch.evaluation.curves import RankedPath, accuracy_by_k, offload_order
 from edgeswitch.models.base import ModelOutput
 from edgeswitch.runtime.hybrid import HybridClassifier
-from edgeswitch.switcher.calibrate import OperatingPoint, calibrate_stream
+from edgeswitch.switcher.calibrate import (
+    OperatingPoint,
+    calibrate_stream,
+    stream_thresholds,
+    threshold_search,
+)
 from edgeswitch.switcher.routers import MarginRouter
+from edgeswitch.switcher.select import SwitcherSpec
 from edgeswitch.switcher.stream import BeliefRouter
-from edgeswitch.switcher.stream_fit import fit_belief, replay_agreement, smoothed_teacher
+from edgeswitch.switcher.stream_fit import (
+    fit_belief,
+    fit_belief_switcher,
+    replay_agreement,
+    smoothed_teacher,
+    switcher_records,
+)
 from edgeswitch.switcher.sweep import (
     padded,
     run_rows,
+    run_searches,
     run_streams,
     run_streams_twins,
     sweep,
+    sweep_search,
     sweeps,
 )
 
@@ -128,6 +142,35 @@ def test_twins_replayed_once_give_what_each_gives_alone():
     assert clip[0] is clip[1] and isinstance(clip[0], RankedPath)
 
 
+@pytest.mark.parametrize("family", [None, "gbt", "linear", "mlp"])
+def test_searches_on_two_clip_sets_side_by_side_give_what_each_gives_alone(family):
+    """The benchmark runs a stream router's sweep of the test streams, its shuffled control and
+    its calibration on other clips round by round side by side, as rows of one run: each gives
+    what it gives alone, also for a stream switcher scored through a BLAS product (linear,
+    MLP), whose rows of each search are scored apart."""
+    edge, pc, _, sid, t = _streams()
+    streams = stream_lists(sid, t)
+    shuffled = [np.random.default_rng(i).permutation(s) for i, s in enumerate(streams)]
+    c_edge, c_pc, _, c_sid, c_t = _streams(n_streams=2, segments=5, seed=1)
+    calib = stream_lists(c_sid, c_t)
+    router = BeliefRouter((0.02, 1.0), edge_weight=0.4, cloud_weight=2.0)
+    if family is not None:
+        records = switcher_records(router, c_edge, c_pc, c_pc, calib)
+        router = fit_belief_switcher(router, SwitcherSpec(family, "hard", epochs=20), records)
+        assert router.rowwise == (family == "gbt")
+    paths, control, (found,) = run_searches(
+        router, (), [(edge, pc, pc), (c_edge, c_pc, c_pc)],
+        [(0, streams, sweep_search(streams, 12, 2)), (0, shuffled, sweep_search(shuffled, 12, 2)),
+         (1, calib, threshold_search([0.15]))])
+    for got, s in ((paths[0], streams), (control[0], shuffled)):
+        alone = sweep(router, edge, pc, pc, s, points=12, refine=2)
+        for key in ("offloaded", "label", "threshold"):
+            np.testing.assert_array_equal(getattr(got, key), getattr(alone, key))
+    (alone,) = stream_thresholds(router, c_edge, c_pc, c_pc, calib, [0.15])
+    assert found[:2] == alone[:2]
+    np.testing.assert_array_equal(found[2], alone[2])
+
+
 def test_the_state_carries_the_cloud_and_beats_per_clip_routing_where_the_activity_holds():
     edge, pc, y, sid, t = _streams()
     streams = stream_lists(sid, t)
@@ -228,8 +271,6 @@ def test_calibration_runs_the_router_over_the_streams():
     off, _, _ = run_streams(router, edge, pc, pc, streams, adaptive.controller().decide)
     assert abs(off.mean() - 0.15) < 0.03
     # many target rates at once (the stream switchers' records) pick what each alone picks
-    from edgeswitch.switcher.calibrate import stream_thresholds
-
     together = stream_thresholds(router, edge, pc, pc, streams, [0.05, 0.15, 0.5])
     for rate, (th, reached, trust) in zip([0.05, 0.15, 0.5], together, strict=True):
         alone, alone_trust = calibrate_stream(router, edge, pc, pc, streams, rate)

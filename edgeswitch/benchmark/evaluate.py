@@ -27,7 +27,7 @@ from edgeswitch.config import RunConfig
 from edgeswitch.evaluation.curves import accuracy_at, offload_curve
 from edgeswitch.evaluation.quality import macro_f1
 from edgeswitch.models.base import ModelOutput
-from edgeswitch.switcher.calibrate import calibrate_offload, calibrate_stream
+from edgeswitch.switcher.calibrate import calibrate_offload, stream_point, threshold_search
 from edgeswitch.switcher.fusion import Fusion
 from edgeswitch.switcher.routers import (
     AbcRouter,
@@ -47,7 +47,7 @@ from edgeswitch.switcher.select import (
 )
 from edgeswitch.switcher.stream import belief_router
 from edgeswitch.switcher.stream_fit import fit_belief, fit_belief_switcher, switcher_records
-from edgeswitch.switcher.sweep import run_streams_twins, sweep, sweeps
+from edgeswitch.switcher.sweep import run_searches, run_streams_twins, sweep, sweep_search, sweeps
 
 EVAL_VERSION = 4   # bump when the evaluation changes, so stored fold figures are redone
 RATES = (0.1, 0.2, 0.35, 0.5)
@@ -214,15 +214,16 @@ def router_metrics(path, y: np.ndarray, cloud_acc: float, n_classes: int) -> dic
             "curve": [round(float(a), 5) for a in curve.accuracy]}
 
 
-def operating_points(e: Entry, o: FoldOutputs, cloud: dict, answer: dict, streams: dict,
-                     y: np.ndarray, cfg: RunConfig, macs: np.ndarray) -> list[dict]:
+def operating_points(e: Entry, cloud: dict, answer: dict, streams: dict, y: np.ndarray,
+                     cfg: RunConfig, macs: np.ndarray, found: tuple | None = None
+                     ) -> list[dict]:
     """The hybrid at the operating point calibrated on the fold's unlabelled calib streams,
     met by the test streams as a device meets them: `e`'s, then each twin's (the same point
-    and decisions, their own answers)."""
+    and decisions, their own answers). `found`: a stream router's calibration, as
+    `stream_thresholds` finds it (`_score` runs it beside the router's sweeps)."""
     c = cfg.calibration
     if e.router.stateful:
-        op, _ = calibrate_stream(e.router, e.calib, cloud["calib"], answer["calib"],
-                                 streams["calib"], c.rate, c.adaptive, c.step)
+        op, _ = stream_point(e.router, c.rate, found, c.adaptive, c.step)
     else:
         op = calibrate_offload(e.router.trust(e.calib), c.rate, c.adaptive, c.step)
     decide = op.controller().decide if op.adaptive else op.offload
@@ -322,9 +323,21 @@ def _score(e: Entry, o: FoldOutputs, f: _Fold, fusion: Fusion, oracle: dict, see
     twins = [t.router for t in e.twins]
     answer = {part: fusion.combine((e.test if part == "test" else e.calib).proba,
                                    f.cloud[part]) for part in ("calib", "test")}
-    # the test streams, and the control: the same streams, their clips shuffled
-    sets = [f.streams["test"], f.shuffled] if e.router.stateful else [f.streams["test"]]
-    paths, *shuffled = sweeps(e.router, twins, e.test, pc, answer["test"], sets, seed)
+    found = None
+    if e.router.stateful:
+        # the test streams, the control (the same streams, their clips shuffled) and the
+        # calibration on the calib streams: three searches, their rounds run side by side
+        c = cfg.calibration
+        paths, control, (found,) = run_searches(
+            e.router, twins, [(e.test, pc, answer["test"]),
+                              (e.calib, f.cloud["calib"], answer["calib"])],
+            [(0, f.streams["test"], sweep_search(f.streams["test"])),
+             (0, f.shuffled, sweep_search(f.shuffled)),
+             (1, f.streams["calib"], threshold_search([c.rate]))])
+        shuffled = [control]
+    else:
+        paths, *shuffled = sweeps(e.router, twins, e.test, pc, answer["test"],
+                                  [f.streams["test"]], seed)
     kept = e.test.proba.argmax(axis=1)
     ans = answer["test"].argmax(axis=1)
     # random routing's expected area is the mean of its two ends (the chord)
@@ -333,7 +346,7 @@ def _score(e: Entry, o: FoldOutputs, f: _Fold, fusion: Fusion, oracle: dict, see
         sweep(OracleRouter(ans, y), e.test, pc, answer["test"], f.streams["test"], seed),
         y, f.cloud_acc, f.k)
     span = orc["auc"] - rand
-    points = operating_points(e, o, f.cloud, answer, f.streams, y, cfg, o["macs"])
+    points = operating_points(e, f.cloud, answer, f.streams, y, cfg, o["macs"], found)
     for i, entry in enumerate((e, *e.twins)):
         m = router_metrics(paths[i], y, f.cloud_acc, f.k)
         m["oracle_gain_share"] = float((m["auc"] - rand) / span) if span > 1e-9 else None

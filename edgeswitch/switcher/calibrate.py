@@ -192,8 +192,14 @@ def calibrate_stream(router, edge, cloud: np.ndarray, answer: np.ndarray, stream
     `round_down`). A decision changes later states, so each candidate threshold is its own run.
     Returns the point and the trust of every calibration clip in the run at its threshold
     (the scores an adaptive point ranks live scores against, and the drift reference's)."""
-    (t, reached, scores), = stream_thresholds(router, edge, cloud, answer, streams, [rate],
-                                              round_down)
+    (found,) = stream_thresholds(router, edge, cloud, answer, streams, [rate], round_down)
+    return stream_point(router, rate, found, adaptive, step)
+
+
+def stream_point(router, rate: float, found: tuple[float, float, np.ndarray],
+                 adaptive: bool = False, step: float = 0.01) -> tuple[OperatingPoint, np.ndarray]:
+    """`calibrate_stream`'s point from what `threshold_search` found for `rate`."""
+    t, reached, scores = found
     params: dict = {"rate": rate, "router": getattr(router, "name", "router")}
     if adaptive:  # the controller ranks live scores against the run's own
         params["calib_quantiles"] = np.quantile(scores, np.linspace(0, 1, 201)).tolist()
@@ -204,34 +210,43 @@ def calibrate_stream(router, edge, cloud: np.ndarray, answer: np.ndarray, stream
 def stream_thresholds(router, edge, cloud: np.ndarray, answer: np.ndarray, streams,
                       rates, round_down: bool = False) -> list[tuple[float, float, np.ndarray]]:
     """For each offload rate of `rates`, as `calibrate_stream` picks it: (threshold, the
-    offload it gives, every clip's trust in that run). Each rate brackets its target on a
-    grid and looks closer inside the bracket; the grids of all rates run side by side, as
-    rows of one run (a row's run does not depend on the others), so many rates cost about
-    what one does."""
-    from edgeswitch.switcher.sweep import offload_rates
+    offload it gives, every clip's trust in that run); see `threshold_search`."""
+    from edgeswitch.switcher.sweep import run_searches
 
+    search = threshold_search(rates, round_down)
+    return run_searches(router, (), [(edge, cloud, answer)], [(0, streams, search)])[0]
+
+
+def threshold_search(rates, round_down: bool = False):
+    """`stream_thresholds`' search (a switcher.sweep.Search: it yields thresholds to run and is
+    sent each clip's offload and trust in those runs). Each rate brackets its target on a grid
+    and looks closer inside the bracket; the grids of all rates run side by side, as rows of
+    one run (a row's run does not depend on the others), so many rates cost about what one
+    does."""
     for rate in rates:
         if not 0.0 <= rate <= 1.0:
             raise DataError(f"offload rate must be within [0, 1], got {rate}")
     known: dict[float, tuple[float, np.ndarray]] = {}
 
-    def run(grids: list[np.ndarray]) -> None:
-        """Every threshold of `grids` not run yet, in one run."""
+    def todo(grids: list[np.ndarray]) -> np.ndarray:
+        """Every threshold of `grids` not run yet."""
         if not grids:
-            return
+            return np.zeros(0)
         new = np.unique(np.concatenate(grids))
-        new = new[[float(x) not in known for x in new]]
-        if len(new):
-            r, trust = offload_rates(router, edge, cloud, answer, streams, new)
-            known.update({float(x): (float(r[i]), trust[i]) for i, x in enumerate(new)})
+        return new[[float(x) not in known for x in new]]
 
-    _, trust0 = offload_rates(router, edge, cloud, answer, streams, np.asarray([-np.inf]))
+    _, _, trust0 = yield np.asarray([-np.inf])
     first = np.unique(np.concatenate([[-np.inf, np.inf],
                                       np.quantile(trust0[0], np.linspace(0, 1, 33))]))
     grids = [first] * len(rates)
     open_ = list(range(len(rates)))
-    for _ in range(3):  # bracket each target, then look closer inside its bracket
-        run([grids[i] for i in open_])
+    for last in (False, False, False, True):  # bracket each target, then look closer inside
+        new = todo([grids[i] for i in open_] if not last else grids)
+        if len(new):
+            off, _, trust = yield new
+            known.update({float(x): (float(off[i].mean()), trust[i]) for i, x in enumerate(new)})
+        if last:
+            break
         still = []
         for i in open_:
             grid, rate = grids[i], rates[i]
@@ -245,7 +260,6 @@ def stream_thresholds(router, edge, cloud: np.ndarray, answer: np.ndarray, strea
                                                                           17), grid[hi + 1:]]))
             still.append(i)
         open_ = still
-    run(grids)
     out = []
     for grid, rate in zip(grids, rates, strict=True):
         got = np.asarray([known[float(x)][0] for x in grid])

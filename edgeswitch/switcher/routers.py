@@ -96,7 +96,8 @@ class Router(ABC):
     stateful: bool = True      # False: `step` reads nothing from the state (per-clip routers)
     regimes: int = 0           # the state's J (stream routers)
     rowwise: bool = False      # a row's step does not depend on the rows stepped with it, bit
-                               # for bit (no BLAS product): separate runs may share one
+                               # for bit (no BLAS product): separate runs sharing a step need
+                               # not score their rows apart (switcher.sweep.run_rows)
 
     def start(self, n: int, k: int) -> StreamState:
         """The state of `n` fresh streams over `k` classes."""
@@ -148,8 +149,15 @@ class Replay:
         """The edge's outputs of these clips."""
         return ModelOutput(self.edge.proba[clips], self.edge.embedding[clips])
 
-    def step(self, state: StreamState, clips: np.ndarray) -> Step:
-        return self.router.step(state, self.view(clips))
+    def step(self, state: StreamState, clips: np.ndarray,
+             parts: list[slice] | None = None) -> Step:
+        """The router's step on these clips; `parts`: the runs the rows belong to, each scored
+        apart (switcher.sweep.run_rows; None for a `rowwise` router)."""
+        if parts is None:
+            return self.router.step(state, self.view(clips))
+        steps = [self.router.step(state.rows(p), self.view(clips[p])) for p in parts]
+        return Step(*(np.concatenate([getattr(s, f.name) for s in steps])
+                      for f in fields(Step)))
 
     def observe(self, state: StreamState, step: Step, clips: np.ndarray,
                 asked: np.ndarray) -> StreamState:

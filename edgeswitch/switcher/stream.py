@@ -315,15 +315,16 @@ class BeliefReplay(Replay):
         # a stream switcher's confidence features are the edge's alone: once per clip
         self.conf = confidence(edge.proba) if getattr(router, "switcher", None) else None
 
-    def step(self, state: StreamState, clips: np.ndarray) -> Step:
+    def step(self, state: StreamState, clips: np.ndarray,
+             parts: list[slice] | None = None) -> Step:
         r = self.belief_router
         claim = None if self.claims is None else self.claims[clips]
         s = r._step(state, self.edge.proba[clips], self.edge_terms[0][clips],
                     self.edge_terms[1][clips], claim)
         if getattr(r, "switcher", None) is None:
-            return s
+            return s   # the belief's math is rowwise: `parts` need not be scored apart
         return r._switched(state, s, self.view(clips), claim,  # a stream switcher's trust
-                           None if self.conf is None else self.conf[clips])
+                           None if self.conf is None else self.conf[clips], parts)
 
     def observe(self, state: StreamState, step: Step, clips: np.ndarray,
                 asked: np.ndarray) -> StreamState:
@@ -388,12 +389,20 @@ class BeliefSwitcherRouter(BeliefRouter):
                               self._claims(edge.proba))
 
     def _switched(self, state: StreamState, step: Step, edge: ModelOutput,
-                  claim: np.ndarray | None, conf: np.ndarray | None = None) -> Step:
+                  claim: np.ndarray | None, conf: np.ndarray | None = None,
+                  parts: list[slice] | None = None) -> Step:
         """The belief's step with the switcher's trust (alarm claims `claim` kept at ALARM;
-        `conf`: the clips' confidence features, where already computed)."""
+        `conf`: the clips' confidence features, where already computed; `parts`: rows of
+        separate runs, scored apart as each run alone would score them, see Replay.step)."""
         if self.switcher is None:
             return step
-        trust = self.switcher.trust(switcher_view(state, step, edge), conf)
+        view = switcher_view(state, step, edge)
+        if parts is None:
+            trust = self.switcher.trust(view, conf)
+        else:
+            trust = np.concatenate([
+                self.switcher.trust(ModelOutput(view.proba[p], view.embedding[p]),
+                                    None if conf is None else conf[p]) for p in parts])
         if claim is not None:
             trust = np.where(claim, ALARM, trust)
         return Step(trust, step.kept, step.belief)

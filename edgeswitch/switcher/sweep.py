@@ -4,6 +4,9 @@ answer an offload gets are known in advance, so many thresholds run at once.
 Clips of a stream go through the router in time order; a decision changes later states, so
 each threshold of a stream router is its own run (rows = threshold x stream, batched).
 A per-clip router carries nothing, and its whole path is one sort (`RankedPath`).
+A sweep and a calibration are **searches** over thresholds, round after round
+(`run_searches`): the rounds of several searches, on several sets of clips, run side by side
+as rows of one run, since a replay's cost is mostly numpy's fixed cost per step.
 A router's **twins** decide as it does at every step (the same trust and states: the same
 belief answering offloaded clips another way); one run labels the clips as each of them would,
 so a benchmark replays such routers once (`sweeps`, `run_streams_twins`).
@@ -13,7 +16,7 @@ own fit on unlabelled pool streams (switcher.stream).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Generator, Sequence
 
 import numpy as np
 
@@ -37,13 +40,16 @@ def run_rows(router: Router, edge: ModelOutput, cloud: np.ndarray, answer: np.nd
              idx: np.ndarray, valid: np.ndarray,
              decide: Callable[[np.ndarray, np.ndarray], np.ndarray],
              seen: Callable[[np.ndarray, StreamState, Step, ModelOutput], None] | None = None,
-             twins: Sequence[Router] = ()) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+             twins: Sequence[Router] = (), cuts: np.ndarray | None = None
+             ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Rows of clips (`idx [R, L]`, each row one stream in time order) through `router`;
     `decide(trust, rows)` says which of the rows' current clips are offloaded. Offloaded clips
     are answered by `answer` and the cloud's own posterior (`cloud`) goes into the state.
     `seen(clips, state, step, edge)` sees every step (a stream switcher's training data).
     Returns offloaded `[R, L]`, the labels `[1 + len(twins), R, L]` (the router's, then each
-    twin's: see the module doc) and trust `[R, L]` (undefined where not `valid`)."""
+    twin's: see the module doc) and trust `[R, L]` (undefined where not `valid`). `cuts`:
+    the rows where separate runs start, for a router that is not `rowwise` (each run's rows are
+    scored apart, as that run alone would score them)."""
     R, L = idx.shape
     k = edge.proba.shape[1]
     state = router.start(R, k)
@@ -59,7 +65,7 @@ def run_rows(router: Router, edge: ModelOutput, cloud: np.ndarray, answer: np.nd
         clips = idx[rows, t]
         every = len(rows) == R   # every row steps: the state itself, no copy in or out
         now = state if every else state.rows(rows)
-        step = replay.step(now, clips)
+        step = replay.step(now, clips, None if cuts is None else _parts(rows, cuts))
         if seen is not None:
             seen(clips, now, step, replay.view(clips))
         o = np.asarray(decide(step.trust, rows), bool)
@@ -74,6 +80,12 @@ def run_rows(router: Router, edge: ModelOutput, cloud: np.ndarray, answer: np.nd
         else:
             state.put(rows, after)
     return off, label, trust
+
+
+def _parts(rows: np.ndarray, cuts: np.ndarray) -> list[slice]:
+    """The runs' parts of a step's `rows` (sorted), where runs start at rows `cuts`."""
+    ends = [0, *np.searchsorted(rows, cuts).tolist(), len(rows)]
+    return [slice(a, z) for a, z in zip(ends[:-1], ends[1:], strict=True) if z > a]
 
 
 def _flat(n: int, idx: np.ndarray, valid: np.ndarray, a: np.ndarray) -> np.ndarray:
@@ -103,45 +115,75 @@ def sweeps(router: Router, twins: Sequence[Router], edge: ModelOutput, cloud: np
            points: int = 64, refine: int = 3, max_gap: float = 0.02
            ) -> list[list[RankedPath | SweptPath]]:
     """`sweep` over each of `stream_sets` of the router and of each of its `twins` (see the
-    module doc): per set, their paths (the router's first). A `rowwise` router runs the sets
-    side by side, as rows of the same runs (a replay's cost is mostly numpy's fixed cost per
-    step, whatever the rows); any other runs each set alone (a BLAS product's bits depend on
-    its batch)."""
+    module doc): per set, their paths (the router's first), the sets' rounds side by side."""
     answer_label = np.asarray(answer).argmax(axis=1)
     if not router.stateful:   # a per-clip router's twins answer as it does
         path = RankedPath.from_scores(router.trust(edge), edge.label, answer_label, seed)
         return [[path] * (1 + len(twins)) for _ in stream_sets]
-    if len(stream_sets) > 1 and not router.rowwise:
-        return [sweeps(router, twins, edge, cloud, answer, [s], seed, points, refine,
-                       max_gap)[0] for s in stream_sets]
-    n = len(edge)
-    pads = [padded(s) for s in stream_sets]
+    return run_searches(router, twins, [(edge, cloud, answer)],
+                        [(0, s, sweep_search(s, points, refine, max_gap)) for s in stream_sets])
 
-    def run(sets: list[int], ths: list[np.ndarray]) -> list[tuple[np.ndarray, np.ndarray]]:
-        """Each set of `sets` at its thresholds, in one run: offloaded `[m, n]` and labels
-        `[1 + len(twins), m, n]`."""
-        rows = _side_by_side(router, twins, edge, cloud, answer, [pads[i] for i in sets], ths)
-        return [(_flat(n, *pads[i], off), np.stack([_flat(n, *pads[i], a) for a in lab]))
-                for i, (off, lab, _) in zip(sets, rows, strict=True)]
 
-    everything = list(range(len(pads)))
-    nothing = _side_by_side(router, twins, edge, cloud, answer, pads,
-                            [np.asarray([-np.inf])] * len(pads))   # the trust, none offloaded
-    ths = []
-    for (_, valid), (_, _, trust) in zip(pads, nothing, strict=True):
-        levels = np.unique(np.quantile(trust[valid], np.linspace(0, 1, points)))
-        ths.append(np.concatenate([[-np.inf], levels, [np.inf]]))
-    offs, labs = (list(a) for a in zip(*run(everything, ths), strict=True))
+# A search over thresholds (a sweep's, a calibration's): it yields the thresholds it wants run
+# next over its streams, is sent what those runs gave for each clip of its set (offloaded
+# `[m, n]`, labels `[1 + twins, m, n]`, trust `[m, n]`) and returns its result.
+Search = Generator[np.ndarray, tuple[np.ndarray, np.ndarray, np.ndarray], object]
+
+
+def sweep_search(streams: Sequence[np.ndarray], points: int = 64, refine: int = 3,
+                 max_gap: float = 0.02) -> Search:
+    """`sweep`'s search; returns the paths of the router and of each twin."""
+    clips = np.concatenate([np.asarray(s, np.int64) for s in streams])
+    _, _, trust = yield np.asarray([-np.inf])   # the trust, nothing offloaded
+    levels = np.unique(np.quantile(trust[0, clips], np.linspace(0, 1, points)))
+    th = np.concatenate([[-np.inf], levels, [np.inf]])
+    off, lab, _ = yield th
     for _ in range(refine):
-        news = {i: _midpoints(ths[i], offs[i], max_gap) for i in everything}
-        todo = [i for i in everything if len(news[i])]
-        if not todo:
+        new = _midpoints(th, off, max_gap)
+        if not len(new):
             break
-        for i, (o2, l2) in zip(todo, run(todo, [news[i] for i in todo]), strict=True):
-            ths[i], offs[i] = np.concatenate([ths[i], news[i]]), np.concatenate([offs[i], o2])
-            labs[i] = np.concatenate([labs[i], l2], axis=1)
-    return [[SweptPath(off, a, th) for a in lab] for th, off, lab in zip(ths, offs, labs,
-                                                                         strict=True)]
+        off2, lab2, _ = yield new
+        th, off = np.concatenate([th, new]), np.concatenate([off, off2])
+        lab = np.concatenate([lab, lab2], axis=1)
+    return [SweptPath(off, a, th) for a in lab]
+
+
+def run_searches(router: Router, twins: Sequence[Router],
+                 clip_sets: Sequence[tuple[ModelOutput, np.ndarray, np.ndarray]],
+                 searches: Sequence[tuple[int, Sequence[np.ndarray], Search]]) -> list:
+    """Each search (`(i, streams, search)`: streams of clip set `i`, a set being the edge's
+    outputs, the cloud's posteriors and the answers an offload gets) to its end, every round of
+    them all in one run over the sets' clips together (rows = threshold x stream; a router
+    that is not `rowwise` scores each search's rows apart, as a run of its own would). Returns
+    each search's result."""
+    sizes = [len(e) for e, _, _ in clip_sets]
+    start = np.concatenate([[0], np.cumsum(sizes)])
+    if len(clip_sets) == 1:
+        edge, cloud, answer = clip_sets[0]
+    else:   # one replay over every set's clips (what a replay computes per clip is elementwise)
+        edge = ModelOutput(np.concatenate([e.proba for e, _, _ in clip_sets]),
+                           np.concatenate([e.embedding for e, _, _ in clip_sets]))
+        cloud = np.concatenate([c for _, c, _ in clip_sets])
+        answer = np.concatenate([a for _, _, a in clip_sets])
+    pads = [padded([np.asarray(s, np.int64) + start[i] for s in streams])
+            for i, streams, _ in searches]
+    want = {j: next(search) for j, (_, _, search) in enumerate(searches)}
+    done: list = [None] * len(searches)
+    while want:
+        ids = list(want)
+        runs = _side_by_side(router, twins, edge, cloud, answer, [pads[j] for j in ids],
+                             [want[j] for j in ids])
+        want = {}
+        for j, (off, lab, trust) in zip(ids, runs, strict=True):
+            i = searches[j][0]
+            part = slice(start[i], start[i + 1])
+            flat = lambda a, j=j, part=part: _flat(len(edge), *pads[j], a)[:, part]  # noqa: E731
+            try:
+                want[j] = searches[j][2].send((flat(off), np.stack([flat(a) for a in lab]),
+                                               flat(trust)))
+            except StopIteration as stop:
+                done[j] = stop.value
+    return done
 
 
 def _midpoints(th: np.ndarray, off: np.ndarray, max_gap: float) -> np.ndarray:
@@ -166,26 +208,13 @@ def _side_by_side(router: Router, twins: Sequence[Router], edge: ModelOutput,
     valid = np.vstack([wide(v, len(th)) for (_, v), th in zip(pads, ths, strict=True)])
     row_th = np.concatenate([np.repeat(th, len(i)) for (i, _), th in zip(pads, ths,
                                                                          strict=True)])
-    off, lab, trust = run_rows(router, edge, cloud, answer, idx, valid,
-                               lambda t, rows: t < row_th[rows], twins=twins)
     cuts = np.cumsum([len(th) * len(i) for (i, _), th in zip(pads, ths, strict=True)])[:-1]
+    off, lab, trust = run_rows(router, edge, cloud, answer, idx, valid,
+                               lambda t, rows: t < row_th[rows], twins=twins,
+                               cuts=None if router.rowwise else cuts)
     return [(o[:, :i.shape[1]], a[:, :, :i.shape[1]], t[:, :i.shape[1]])
             for (i, _), o, a, t in zip(pads, np.split(off, cuts), np.split(lab, cuts, axis=1),
                                        np.split(trust, cuts), strict=True)]
-
-
-def offload_rates(router: Router, edge: ModelOutput, cloud: np.ndarray, answer: np.ndarray,
-                  streams: Sequence[np.ndarray], thresholds: np.ndarray
-                  ) -> tuple[np.ndarray, np.ndarray]:
-    """Per threshold, the share of the streams' clips the router offloads, and the trust of
-    every clip `[thresholds, n]` (as the router read it in that run)."""
-    n = len(edge)
-    idx, valid = padded(streams)
-    S, m = len(streams), len(thresholds)
-    th = np.repeat(np.asarray(thresholds, float), S)
-    off, _, trust = run_rows(router, edge, cloud, answer, np.tile(idx, (m, 1)),
-                             np.tile(valid, (m, 1)), lambda t, rows: t < th[rows])
-    return _flat(n, idx, valid, off).mean(axis=1), _flat(n, idx, valid, trust)
 
 
 def run_streams(router: Router, edge: ModelOutput, cloud: np.ndarray, answer: np.ndarray,
