@@ -195,7 +195,7 @@ def _evaluate_folds(cfg: RunConfig, todo: list, progress: bool):
 # Thread pools a worker's libraries size from the environment when they load: numpy's and
 # scipy's OpenBLAS, scikit-learn's OpenMP. Left at one thread per core, each worker's small BLAS
 # calls (L-BFGS-B steps, switcher products) hand work to threads that wait for a core the other
-# worker holds: a per-clip task took 1.3-1.5x the CPU. The figures are the same with one thread
+# worker holds: a per-clip task took 1.3-1.6x the CPU. The figures are the same with one thread
 # (checked bit for bit).
 _THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 
