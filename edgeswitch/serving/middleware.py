@@ -150,7 +150,8 @@ class JsonContentType:
 
 class BodyLimit:
     """A POST body over `max_body` bytes is a 413: at once when its Content-Length says so,
-    else once that many bytes have arrived. The app gets the body replayed from memory."""
+    else once that many bytes have arrived. The app gets the body replayed from memory. A model
+    request whose client leaves before its body is read is shed (Admission counts it)."""
 
     def __init__(self, app, max_body: int, metrics: ServerMetrics) -> None:
         self.app, self.max_body, self.metrics = app, max_body, metrics
@@ -168,6 +169,10 @@ class BodyLimit:
             return await refuse(scope, receive, send, self.metrics, 413,
                                 f"request body exceeds the limit of {self.max_body} bytes",
                                 "too_large")
+        if overload.current().gone.is_set():
+            # the client left before its body was read (Admission saw the disconnect): shed
+            # it as gone; parsing what arrived would count a bad request the client never sent
+            raise overload.gone()
         await self.app(scope, Replay(body, receive), send)
 
     async def read(self, receive) -> bytes | None:
