@@ -17,7 +17,7 @@ from edgeswitch.switcher.calibrate import (
     stream_thresholds,
     threshold_search,
 )
-from edgeswitch.switcher.routers import MarginRouter
+from edgeswitch.switcher.routers import MarginRouter, Router
 from edgeswitch.switcher.select import SwitcherSpec
 from edgeswitch.switcher.stream import BeliefRouter
 from edgeswitch.switcher.stream_fit import (
@@ -142,12 +142,17 @@ def test_twins_replayed_once_give_what_each_gives_alone():
     assert clip[0] is clip[1] and isinstance(clip[0], RankedPath)
 
 
-@pytest.mark.parametrize("family", [None, "gbt", "linear", "mlp"])
-def test_searches_on_two_clip_sets_side_by_side_give_what_each_gives_alone(family):
+@pytest.mark.parametrize("family,generic", [(None, False), ("gbt", False), ("linear", False),
+                                            ("mlp", False), ("linear", True)])
+def test_searches_on_two_clip_sets_side_by_side_give_what_each_gives_alone(family, generic,
+                                                                           monkeypatch):
     """The benchmark runs a stream router's sweep of the test streams, its shuffled control and
     its calibration on other clips round by round side by side, as rows of one run: each gives
     what it gives alone, also for a stream switcher scored through a BLAS product (linear,
-    MLP), whose rows of each search are scored apart."""
+    MLP), whose rows of each search are scored apart. `generic`: through the base Replay
+    (a router without a replay of its own steps each search's rows apart)."""
+    if generic:
+        monkeypatch.setattr(BeliefRouter, "replay", Router.replay)
     edge, pc, _, sid, t = _streams()
     streams = stream_lists(sid, t)
     shuffled = [np.random.default_rng(i).permutation(s) for i, s in enumerate(streams)]
